@@ -1,0 +1,48 @@
+"""lossmix: compose weighted loss terms for PyTorch Lightning from Hydra configs.
+
+>>> import lossmix
+>>> "FocalLoss" in lossmix.LOSSES
+True
+"""
+
+from typing import Any
+
+from lossmix import functional, losses
+from lossmix.errors import LossConfigError, LossInputError
+from lossmix.reduction import mask_reduce_loss, weight_reduce_loss, weighted_loss
+from lossmix.registry import (
+    LOSSES,
+    SAMPLERS,
+    allow_targets,
+    allowed_targets,
+    build_loss,
+    build_sampler,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LOSSES",
+    "SAMPLERS",
+    "LossConfigError",
+    "LossInputError",
+    "__version__",
+    "allow_targets",
+    "allowed_targets",
+    "build_loss",
+    "build_sampler",
+    "functional",
+    "losses",
+    "mask_reduce_loss",
+    "weight_reduce_loss",
+    "weighted_loss",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The Lightning layer is imported on first use, so the engine works without Lightning.
+    if name == "CompositeLoss":
+        from lossmix.lightning import CompositeLoss
+
+        return CompositeLoss
+    raise AttributeError(f"module 'lossmix' has no attribute {name!r}")
