@@ -9,7 +9,9 @@ from typing import Any
 
 from lossmix import functional, losses
 from lossmix.errors import LossConfigError, LossInputError
+from lossmix.mix import LossMix, LossResult
 from lossmix.reduction import mask_reduce_loss, weight_reduce_loss, weighted_loss
+from lossmix.normalizers import Normalizer
 from lossmix.registry import (
     LOSSES,
     SAMPLERS,
@@ -18,6 +20,7 @@ from lossmix.registry import (
     build_loss,
     build_sampler,
 )
+from lossmix.term import Term
 
 __version__ = "0.1.0"
 
@@ -26,6 +29,10 @@ __all__ = [
     "SAMPLERS",
     "LossConfigError",
     "LossInputError",
+    "LossMix",
+    "LossResult",
+    "Normalizer",
+    "Term",
     "__version__",
     "allow_targets",
     "allowed_targets",

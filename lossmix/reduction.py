@@ -114,7 +114,7 @@ def weight_reduce_loss(
 
     >>> loss = torch.tensor([1.0, 2.0, 3.0, 4.0])
     >>> weight_reduce_loss(loss, torch.tensor([1.0, 0.0, 1.0, 0.0]), avg_factor=2)
-    tensor(2.0000)
+    tensor(2.)
     """
     check_reduction(reduction)
     loss = apply_weight(loss, weight)
@@ -176,7 +176,7 @@ def mask_reduce_loss(
     >>> loss = torch.ones(1, 3, 2, 2)
     >>> mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
     >>> mask_reduce_loss(loss * 2, mask)
-    tensor(2.0000)
+    tensor(2.)
     """
     check_reduction(reduction)
     if weight is None:

@@ -5,7 +5,13 @@ unreduced tensor; none of them syncs with the host or branches on data, so
 they compile with ``torch.compile(fullgraph=True)``.
 """
 
-from lossmix.functional import adversarial, cross_entropy, dice, focal, ghm, iou, regression
+from lossmix.functional import adversarial as _adversarial
+from lossmix.functional import cross_entropy as _cross_entropy
+from lossmix.functional import dice as _dice
+from lossmix.functional import focal as _focal
+from lossmix.functional import ghm as _ghm
+from lossmix.functional import iou as _iou
+from lossmix.functional import regression as _regression
 from lossmix.functional.adversarial import *  # noqa: F403
 from lossmix.functional.cross_entropy import *  # noqa: F403
 from lossmix.functional.dice import *  # noqa: F403
@@ -15,11 +21,11 @@ from lossmix.functional.iou import *  # noqa: F403
 from lossmix.functional.regression import *  # noqa: F403
 
 __all__ = [
-    *adversarial.__all__,
-    *cross_entropy.__all__,
-    *dice.__all__,
-    *focal.__all__,
-    *ghm.__all__,
-    *iou.__all__,
-    *regression.__all__,
+    *_adversarial.__all__,
+    *_cross_entropy.__all__,
+    *_dice.__all__,
+    *_focal.__all__,
+    *_ghm.__all__,
+    *_iou.__all__,
+    *_regression.__all__,
 ]

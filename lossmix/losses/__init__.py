@@ -1,6 +1,12 @@
 """Registered loss modules with MMDetection's arguments; importing this fills ``LOSSES``."""
 
-from lossmix.losses import adversarial, cross_entropy, dice, focal, ghm, iou, regression
+from lossmix.losses import adversarial as _adversarial
+from lossmix.losses import cross_entropy as _cross_entropy
+from lossmix.losses import dice as _dice
+from lossmix.losses import focal as _focal
+from lossmix.losses import ghm as _ghm
+from lossmix.losses import iou as _iou
+from lossmix.losses import regression as _regression
 from lossmix.losses.adversarial import *  # noqa: F403
 from lossmix.losses.base import WeightedLoss
 from lossmix.losses.cross_entropy import *  # noqa: F403
@@ -15,11 +21,11 @@ __all__ = [
     "FunctionLoss",
     "TorchLoss",
     "WeightedLoss",
-    *adversarial.__all__,
-    *cross_entropy.__all__,
-    *dice.__all__,
-    *focal.__all__,
-    *ghm.__all__,
-    *iou.__all__,
-    *regression.__all__,
+    *_adversarial.__all__,
+    *_cross_entropy.__all__,
+    *_dice.__all__,
+    *_focal.__all__,
+    *_ghm.__all__,
+    *_iou.__all__,
+    *_regression.__all__,
 ]

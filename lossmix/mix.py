@@ -1,0 +1,244 @@
+"""The engine: named terms computed from a model's outputs and a batch, weighted and summed.
+
+``LossMix`` is a plain ``nn.Module`` (no Lightning, no Hydra): its terms' losses,
+samplers and buffers are submodules, so they move with ``.to()`` and land in the
+checkpoint. One call runs in two phases so that every synced normaliser of the
+step shares a single collective:
+
+1. each active term routes its inputs, samples, and reads its normaliser;
+2. synced normalisers are averaged over ranks together, then each term runs its
+   kernel, weights and reduces; the total is the sum of the included terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lossmix.errors import LossConfigError, LossInputError
+from lossmix.normalizers import all_reduce_mean
+from lossmix.term import Term, check_term_name
+
+__all__ = ["LossMix", "LossResult"]
+
+
+@dataclass
+class LossResult:
+    """One step's losses.
+
+    Attributes:
+        total: the objective, Σ weight × raw over the terms with ``in_total``.
+        terms: weighted contribution of every term and sub-term (``name`` / ``name.part``).
+        raw: the same before the scalar weight (step 5).
+        weights: the effective weight used this step (lazy ×k included; 0 when skipped).
+        stats: counts such as ``cls.num_pos``, ``cls.num_sampled``, ``cls.avg_factor``.
+        group: the group computed, or ``None``.
+    """
+
+    total: Tensor
+    terms: dict[str, Tensor]
+    raw: dict[str, Tensor]
+    weights: dict[str, float | Tensor]
+    stats: dict[str, Tensor] = field(default_factory=dict)
+    group: str | None = None
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.terms[name]
+
+
+def _is_term_node(node: Any) -> bool:
+    return isinstance(node, Mapping) and ("type" in node or "_target_" in node)
+
+
+def _to_plain(node: Any) -> Any:
+    if type(node).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+class LossMix(nn.Module):
+    """Named, weighted loss terms, optionally in groups (a GAN's ``gen`` and ``disc``).
+
+    Args:
+        terms: ``{name: Term}`` for a flat mix, or ``{group: {name: Term}}``; a mapping
+            may mix flat terms and groups as long as no term is named like a group.
+
+    Example:
+        >>> import torch
+        >>> mix = LossMix.from_config({
+        ...     "reg": {"type": "L1Loss", "loss_weight": 2.0,
+        ...             "inputs": {"pred": "box", "target": "box_target"}},
+        ...     "aux": {"type": "MSELoss", "in_total": False,
+        ...             "inputs": {"pred": "box", "target": "box_target"}},
+        ... })
+        >>> out = mix({"box": torch.zeros(4)}, {"box_target": torch.ones(4)})
+        >>> out.total, out.terms["reg"], out.raw["reg"], out.terms["aux"]
+        (tensor(2.), tensor(2.), tensor(1.), tensor(1.))
+    """
+
+    def __init__(self, terms: Mapping[str, Term | Mapping[str, Term]]) -> None:
+        super().__init__()
+        self.groups = nn.ModuleDict()
+        flat: dict[str, Term] = {}
+        for name, value in terms.items():
+            if isinstance(value, Term):
+                flat[name] = value
+            elif isinstance(value, Mapping) and value:
+                check_term_name(name, what="group")
+                self.groups[name] = nn.ModuleDict(
+                    {check_term_name(n): self._check_term(n, t) for n, t in value.items()})
+            else:
+                raise LossConfigError(
+                    f"term '{name}': expected a Term or a group of terms, got {type(value).__name__}."
+                )
+        clash = sorted(set(flat) & set(self.groups))
+        if clash:
+            raise LossConfigError(
+                f"term '{clash[0]}' has the same name as a group; its log key would collide with "
+                "the group's total. Rename the term or the group."
+            )
+        self.terms = nn.ModuleDict({n: self._check_term(n, t) for n, t in flat.items()})
+        if not self.terms and not self.groups:
+            raise LossConfigError("LossMix needs at least one term, e.g. {cls: {type: FocalLoss}}.")
+
+    @staticmethod
+    def _check_term(name: str, term: Any) -> Term:
+        if not isinstance(term, Term):
+            raise LossConfigError(f"term '{name}': expected a Term, got {type(term).__name__}.")
+        if term.name != name:
+            raise LossConfigError(f"term '{name}' is registered under the name '{term.name}'.")
+        return term
+
+    @classmethod
+    def from_config(cls, node: Mapping[str, Any], *,
+                    allowed_targets: tuple[str, ...] | list[str] = ()) -> LossMix:
+        """Build from ``{term: node}`` or ``{group: {term: node}}`` (dicts or DictConfig).
+
+        A node with ``type`` or ``_target_`` is a term; a node whose children are all
+        term nodes is a group.
+        """
+        node = _to_plain(node)
+        if not isinstance(node, Mapping):
+            raise LossConfigError(
+                f"LossMix.from_config needs a mapping of term names to term nodes; got {node!r}."
+            )
+        built: dict[str, Any] = {}
+        for name, child in node.items():
+            if child is None:
+                continue  # a term removed from the config (e.g. loss.aux=null)
+            if _is_term_node(child):
+                built[name] = Term.from_config(name, child, allowed_targets=allowed_targets)
+            elif isinstance(child, Mapping) and child and all(
+                    _is_term_node(c) or c is None for c in child.values()):
+                built[name] = {n: Term.from_config(n, c, allowed_targets=allowed_targets)
+                               for n, c in child.items() if c is not None}
+            else:
+                raise LossConfigError(
+                    f"term '{name}': a term node needs 'type' (e.g. type: FocalLoss) or "
+                    f"'_target_', and a group's children must all be term nodes; got {child!r}."
+                )
+        return cls(built)
+
+    # -- introspection ------------------------------------------------------------------------
+    def group_names(self) -> list[str]:
+        """Names of the groups (empty for a flat mix)."""
+        return list(self.groups)
+
+    def terms_of(self, group: str | None = None) -> nn.ModuleDict:
+        """The terms of ``group`` (``None``: the ungrouped terms)."""
+        if group is None:
+            if not self.terms and self.groups:
+                raise LossConfigError(
+                    f"this LossMix has groups {', '.join(self.groups)} and no ungrouped terms; "
+                    "pass group=<name>."
+                )
+            return self.terms
+        if group not in self.groups:
+            raise LossConfigError(
+                f"unknown loss group '{group}'; groups: {', '.join(self.groups) or '(none)'}."
+            )
+        return self.groups[group]
+
+    def all_terms(self) -> Iterator[tuple[str | None, Term]]:
+        """Every ``(group, term)`` pair."""
+        for term in self.terms.values():
+            yield None, term
+        for group, terms in self.groups.items():
+            for term in terms.values():
+                yield group, term
+
+    def find_term(self, name: str) -> Term:
+        """A term by ``name`` or ``group/name``."""
+        group, _, leaf = name.rpartition("/")
+        terms = self.terms_of(group or None) if group or self.terms else None
+        if terms is not None and leaf in terms:
+            return terms[leaf]
+        known = [f"{g}/{t.name}" if g else t.name for g, t in self.all_terms()]
+        raise LossConfigError(f"unknown term '{name}'; terms: {', '.join(known)}.")
+
+    # -- computing ------------------------------------------------------------------------------
+    def forward(self, outputs: Mapping[str, Any], batch: Any = None, step: int | None = None,
+                group: str | None = None) -> LossResult:
+        """Compute the terms of ``group`` and their total; see :meth:`mix`."""
+        return self.mix(outputs, batch, step=step, group=group)
+
+    def mix(self, outputs: Mapping[str, Any], batch: Any = None, step: int | None = None,
+            group: str | None = None) -> LossResult:
+        """Compute every term of ``group`` from ``outputs`` and ``batch``.
+
+        Args:
+            outputs: mapping of the model's outputs (nested mappings allowed).
+            batch: the batch (a mapping, a sequence, or ``None``).
+            step: the training step, for lazy terms (``every: k`` runs when
+                ``step % k == 0``, weighted × k). ``None`` runs every term with its
+                plain weight (evaluation).
+            group: which group to compute (``None``: the ungrouped terms).
+        """
+        if not isinstance(outputs, Mapping):
+            names = ", ".join(t.name for t in self.terms_of(group).values())
+            raise LossInputError(
+                f"terms {names}: outputs must be a mapping of names to tensors (got "
+                f"{type(outputs).__name__}); return a dict from your model, e.g. "
+                "{'cls_logits': logits}."
+            )
+        terms = self.terms_of(group)
+        active = [t for t in terms.values() if step is None or step % t.every == 0]
+        prepared = {t.name: t.prepare(outputs, batch) for t in active}
+        synced = [t.name for t in active if t.normalizer is not None and t.normalizer.sync]
+        reduced = dict(zip(synced, all_reduce_mean([prepared[n].avg_factor for n in synced]),
+                           strict=True))
+        result = LossResult(total=None, terms={}, raw={}, weights={}, group=group)  # type: ignore[arg-type]
+        included: list[Tensor] = []
+        for term in terms.values():
+            if term.name in prepared:
+                p = prepared[term.name]
+                avg = reduced.get(term.name, p.avg_factor)
+                if avg is not None:
+                    avg = term.normalizer.clamp(avg)
+                    p.stats["avg_factor"] = avg
+                parts = term.evaluate(p, avg)
+                weight = term.weight * (term.every if step is not None and term.scale_by_every
+                                        else 1)
+                for key, value in p.stats.items():
+                    result.stats[f"{term.name}.{key}"] = value
+            else:
+                parts, weight = term.connected_zero(outputs, batch), 0.0
+            for part, raw in parts.items():
+                key = f"{term.name}.{part}" if part else term.name
+                contribution = raw * weight
+                result.raw[key], result.terms[key], result.weights[key] = raw, contribution, weight
+                if term.in_total:
+                    included.append(contribution)
+        result.total = torch.stack(included).sum() if included else _zero_like(result.terms)
+        return result
+
+
+def _zero_like(terms: dict[str, Tensor]) -> Tensor:
+    values = list(terms.values())
+    return values[0] * 0.0 if values else torch.zeros(())

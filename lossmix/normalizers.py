@@ -1,0 +1,99 @@
+"""Named ``avg_factor`` sources (step 4's divisor), instead of ad-hoc factors in every head.
+
+================  ==============================================================
+``num_pos``       positives (the sampler's, else counted from the target)
+``num_sampled``   positives + negatives chosen by the sampler (all, without one)
+``weight_sum``    sum of the term's effective element weight (torch's weighted mean)
+``numel``         number of elements of ``pred``
+``batch``         ``pred.shape[0]``
+any other name    an input key holding a count (a number or a 0-dim tensor)
+================  ==============================================================
+
+Counts are clamped to at least ``min`` (1 by default, as every detector does); a
+``weight_sum`` or key normaliser is clamped to ``min`` (default ``1e-6``, FCOS's
+centerness floor). ``sync: true`` averages the value over distributed ranks
+before clamping (anchor-free detectors' ``reduce_mean``); all synced
+normalisers of a step share one collective (see :func:`all_reduce_mean`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lossmix.errors import LossConfigError
+
+__all__ = ["BUILTIN_NORMALIZERS", "Normalizer", "all_reduce_mean", "build_normalizer"]
+
+BUILTIN_NORMALIZERS: tuple[str, ...] = ("num_pos", "num_sampled", "weight_sum", "numel", "batch")
+_COUNTS = ("num_pos", "num_sampled", "numel", "batch")
+_KEYS = ("type", "sync", "min")
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Where a term's ``avg_factor`` comes from, whether it is averaged over ranks, its floor."""
+
+    source: str
+    sync: bool = False
+    min: float = 1.0
+
+    @property
+    def is_key(self) -> bool:
+        """True when the value is read from an input key rather than computed."""
+        return self.source not in BUILTIN_NORMALIZERS
+
+    def clamp(self, value: Tensor) -> Tensor:
+        """Apply the floor (no host sync)."""
+        return value.clamp(min=self.min)
+
+
+def build_normalizer(node: Any, *, term: str) -> Normalizer | None:
+    """Build from ``"num_pos"`` or ``{type: num_pos, sync: true, min: 1}``; ``None`` passes through.
+
+    >>> build_normalizer({"type": "num_pos", "sync": True}, term="cls")
+    Normalizer(source='num_pos', sync=True, min=1.0)
+    """
+    if node is None:
+        return None
+    if isinstance(node, str):
+        node = {"type": node}
+    if not isinstance(node, Mapping):
+        raise LossConfigError(
+            f"term '{term}': normalizer={node!r} is not valid; give a name such as 'num_pos' or "
+            f"{{type: num_pos, sync: true}}. Built-in names: {', '.join(BUILTIN_NORMALIZERS)}, "
+            "or an input key holding a count."
+        )
+    unknown = [k for k in node if k not in _KEYS]
+    if unknown or "type" not in node or not isinstance(node["type"], str) or not node["type"]:
+        raise LossConfigError(
+            f"term '{term}': normalizer {dict(node)!r} is not valid; its keys are {list(_KEYS)} "
+            f"with type one of {', '.join(BUILTIN_NORMALIZERS)} or an input key."
+        )
+    source = node["type"]
+    floor = node.get("min", 1.0 if source in _COUNTS else 1e-6)
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or floor < 0:
+        raise LossConfigError(f"term '{term}': normalizer min={floor!r} must be a number >= 0.")
+    return Normalizer(source=source, sync=bool(node.get("sync", False)), min=float(floor))
+
+
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_reduce_mean(values: list[Tensor]) -> list[Tensor]:
+    """Average 0-dim tensors over ranks with one collective for all of them.
+
+    Without an initialised process group this returns the values unchanged.
+    """
+    world = _world_size()
+    if world == 1 or not values:
+        return values
+    stacked = torch.stack([v.float() for v in values])
+    torch.distributed.all_reduce(stacked)
+    return list((stacked / world).unbind())

@@ -1,0 +1,400 @@
+"""One named term: route → sample → kernel → weight → reduce → scale (DESIGN.md's five steps).
+
+A term is built from its config node (DESIGN.md "A term's config node"): the
+term-level keys in :data:`TERM_KEYS` are taken off, ``loss_weight`` becomes the
+term's scalar weight (step 5, owned by the term so schedules and weightings can
+change it), and everything else goes to the loss's constructor.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lossmix.errors import LossConfigError, LossInputError, did_you_mean
+from lossmix.normalizers import Normalizer, build_normalizer
+from lossmix.registry import SAMPLERS, build_loss
+from lossmix.routing import lookup
+
+__all__ = ["TERM_KEYS", "Term", "TermInputs"]
+
+TERM_KEYS: tuple[str, ...] = (
+    "inputs", "sampler", "normalizer", "every", "scale_by_every", "in_total", "schedule",
+)
+SAMPLER_TARGET_KEYS = ("background", "ignore_index")
+_NOT_ROUTABLE = ("avg_factor", "reduction_override", "self")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+def check_term_name(name: Any, *, what: str = "term") -> str:
+    """Term and group names are identifiers (``.`` marks sub-terms and ``/`` log groups)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise LossConfigError(
+            f"{what} name {name!r} is not valid; use letters, digits, '_' or '-' (no '.' or '/')."
+        )
+    return name
+
+
+@dataclass
+class TermInputs:
+    """What phase one of a term found: its routed arguments, sample and normaliser."""
+
+    kwargs: dict[str, Any]
+    avg_factor: Tensor | None = None
+    stats: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _forward_params(loss: nn.Module) -> dict[str, inspect.Parameter]:
+    params = dict(inspect.signature(loss.forward).parameters)
+    return {k: p for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def _is_count(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return value.dim() == 0
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+class Term(nn.Module):
+    """A named, weighted loss term.
+
+    Args:
+        name: the term's name (log key ``{stage}/loss/{name}``).
+        loss: the loss module (built with ``loss_weight=1``; the term holds the weight).
+        weight: scalar weight (step 5).
+        inputs: loss argument → key (or constant); defaults to each required
+            argument of ``loss.forward`` routed by its own name.
+        sampler: a sampler module (:mod:`lossmix.samplers`) or ``None``.
+        normalizer: where ``avg_factor`` comes from, or ``None``.
+        every: compute on every ``every``-th step only (lazy term).
+        scale_by_every: multiply the weight by ``every`` on the steps it runs.
+        in_total: add to the objective (``False``: log only).
+        background, ignore_index: how positives/negatives are read from class-index
+            targets for the sampler and ``num_pos`` (default background: the number
+            of classes of ``pred``; default ignore: negative labels).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        loss: nn.Module,
+        *,
+        weight: float = 1.0,
+        inputs: Mapping[str, Any] | None = None,
+        sampler: nn.Module | None = None,
+        normalizer: Normalizer | None = None,
+        every: int = 1,
+        scale_by_every: bool = True,
+        in_total: bool = True,
+        background: int | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = check_term_name(name)
+        self.loss = loss
+        self.sampler = sampler
+        self.normalizer = normalizer
+        self.weight = self._check_weight(weight)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise LossConfigError(
+                f"term '{name}': every={every!r} is not valid; give an integer >= 1 (1 computes "
+                "the term on every step)."
+            )
+        self.every = every
+        self.scale_by_every = bool(scale_by_every)
+        self.in_total = bool(in_total)
+        self.background = background
+        self.ignore_index = ignore_index
+        self.inputs = self._check_inputs(inputs)
+        if normalizer is not None and getattr(loss, "reduction", "mean") != "mean":
+            raise LossConfigError(
+                f"term '{name}': normalizer '{normalizer.source}' divides a sum, which needs "
+                f"reduction='mean' (got {loss.reduction!r}); drop the normalizer or the reduction."
+            )
+        self.parts: tuple[str, ...] | None = None
+
+    def _check_weight(self, weight: Any) -> float:
+        if isinstance(weight, bool) or not isinstance(weight, Real):
+            raise LossConfigError(
+                f"term '{self.name}': loss_weight={weight!r} is not a number; give e.g. 1.0."
+            )
+        return float(weight)
+
+    def _check_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+        params = _forward_params(self.loss)
+        routable = [k for k in params if k not in _NOT_ROUTABLE]
+        extra = ["pos_mask", "neg_mask"] if self.sampler is not None or self._counts_pos() else []
+        if inputs is None:
+            return {k: k for k, p in params.items() if p.default is p.empty and k in routable}
+        if not isinstance(inputs, Mapping):
+            raise LossConfigError(
+                f"term '{self.name}': inputs must map loss arguments to keys, e.g. "
+                f"{{pred: cls_logits, target: labels}}; got {inputs!r}."
+            )
+        for arg in inputs:
+            if arg not in routable and arg not in extra:
+                raise LossConfigError(
+                    f"term '{self.name}': inputs has '{arg}', which {type(self.loss).__name__} "
+                    f"does not take.{did_you_mean(arg, routable + extra)} Its arguments: "
+                    f"{', '.join(routable + extra)}."
+                )
+        missing = [k for k, p in params.items()
+                   if p.default is p.empty and k in routable and k not in inputs]
+        if missing:
+            raise LossConfigError(
+                f"term '{self.name}': inputs does not say where '{missing[0]}' comes from; add "
+                f"inputs.{missing[0]}: <key in the outputs or batch>."
+            )
+        return dict(inputs)
+
+    def _counts_pos(self) -> bool:
+        return self.normalizer is not None and self.normalizer.source in ("num_pos", "num_sampled")
+
+    # -- building -----------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, name: str, node: Mapping[str, Any], *,
+                    allowed_targets: tuple[str, ...] | list[str] = ()) -> Term:
+        """Build a term from its config node (a dict or DictConfig)."""
+        check_term_name(name)
+        node = _plain(node)
+        if not isinstance(node, Mapping) or not ({"type", "_target_"} & set(node)):
+            raise LossConfigError(
+                f"term '{name}': its config needs 'type' (a registered loss, e.g. type: FocalLoss)"
+                f" or '_target_'; got {node!r}."
+            )
+        node = dict(node)
+        term_args = {k: node.pop(k) for k in TERM_KEYS if k in node}
+        if term_args.pop("schedule", None) is not None:
+            raise LossConfigError(
+                f"term '{name}': 'schedule' is set by the LossWeightSchedule callback "
+                "(callbacks.loss_weights.schedules), not in the term node."
+            )
+        weight = node.pop("loss_weight", None)
+        loss, weight = _build_term_loss(name, node, weight, allowed_targets)
+        sampler_node = term_args.pop("sampler", None)
+        target_keys: dict[str, Any] = {}
+        sampler = None
+        if sampler_node is not None:
+            sampler_node = dict(_plain(sampler_node)) if isinstance(
+                _plain(sampler_node), Mapping) else sampler_node
+            if not isinstance(sampler_node, Mapping):
+                raise LossConfigError(
+                    f"term '{name}': sampler must be a mapping like {{type: RandomSampler, "
+                    f"num: 256, pos_fraction: 0.25}}; got {sampler_node!r}."
+                )
+            target_keys = {k: sampler_node.pop(k) for k in SAMPLER_TARGET_KEYS if k in sampler_node}
+            try:
+                sampler = SAMPLERS.build(sampler_node)
+            except LossConfigError as err:
+                raise LossConfigError(f"term '{name}': sampler: {err}") from err
+        normalizer = build_normalizer(term_args.pop("normalizer", None), term=name)
+        return cls(name, loss, weight=weight, sampler=sampler, normalizer=normalizer,
+                   **target_keys, **term_args)
+
+    # -- phase one: route, sample, normaliser ---------------------------------------------------
+    def route(self, outputs: Any, batch: Any) -> dict[str, Any]:
+        """The loss arguments by name (``pos_mask``/``neg_mask`` included when routed)."""
+        return {
+            arg: lookup(outputs, batch, src, term=self.name, arg=arg) if isinstance(src, str) else src
+            for arg, src in self.inputs.items()
+        }
+
+    def pos_neg(self, kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Positive and negative element masks, from routed masks or class-index targets."""
+        if "pos_mask" in kwargs:
+            pos = kwargs["pos_mask"].bool()
+            neg = kwargs["neg_mask"].bool() if "neg_mask" in kwargs else ~pos
+            return pos, neg
+        target = kwargs.get("target")
+        if isinstance(target, (tuple, list)) and target:
+            target = target[0]
+        if not isinstance(target, Tensor) or target.is_floating_point() or target.dtype == torch.bool:
+            raise LossInputError(
+                f"term '{self.name}': the sampler/normaliser needs positives and negatives, but the "
+                f"target is not a class-index tensor ({_describe(target)}). Route explicit masks "
+                f"with inputs.pos_mask (and inputs.neg_mask), or drop the sampler."
+            )
+        background = self.background if self.background is not None else self._num_classes(
+            kwargs.get("pred"), target)
+        valid = target >= 0
+        if self.ignore_index is not None:
+            valid = valid & (target != self.ignore_index)
+        return valid & (target != background), valid & (target == background)
+
+    def _num_classes(self, pred: Any, target: Tensor) -> int:
+        if isinstance(pred, Tensor):
+            if pred.dim() == target.dim() + 1 and pred.shape[:-1] == target.shape:
+                return pred.shape[-1]
+            if pred.dim() == target.dim() + 1 and pred.shape[0] == target.shape[0] and (
+                    pred.shape[2:] == target.shape[1:]):
+                return pred.shape[1]
+        raise LossInputError(
+            f"term '{self.name}': cannot tell the background class from pred {_describe(pred)} and "
+            f"target {_describe(target)}; set sampler.background to the background label."
+        )
+
+    def prepare(self, outputs: Any, batch: Any) -> TermInputs:
+        """Phase one: route the inputs, sample, and read the normaliser (not yet synced)."""
+        kwargs = self.route(outputs, batch)
+        stats: dict[str, Tensor] = {}
+        sample = None
+        if self.sampler is not None:
+            pos, neg = self.pos_neg(kwargs)
+            scores = self._scores(kwargs) if getattr(self.sampler, "needs_scores", False) else None
+            sample = self.sampler(pos, neg, scores)
+            kwargs["weight"] = _combine_weight(kwargs.get("weight"), sample.weight)
+            stats["num_pos"], stats["num_neg"] = sample.num_pos, sample.num_neg
+            stats["num_sampled"] = sample.num_sampled
+        avg_factor = None
+        if self.normalizer is not None:
+            avg_factor = self._normalizer_value(kwargs, sample, outputs, batch)
+            stats["avg_factor"] = avg_factor
+        kwargs.pop("pos_mask", None)
+        kwargs.pop("neg_mask", None)
+        return TermInputs(kwargs, avg_factor, stats)
+
+    def _scores(self, kwargs: dict[str, Any]) -> Tensor:
+        """The term's own element-wise loss without gradient, summed to one value per element."""
+        args = {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in kwargs.items()
+                if k not in ("pos_mask", "neg_mask", "weight")}
+        with torch.no_grad():
+            scores = self.loss(**args, reduction_override="none")
+        target = kwargs.get("target")
+        rows = target.dim() if isinstance(target, Tensor) else scores.dim()
+        return scores.flatten(rows).sum(-1) if scores.dim() > rows else scores
+
+    def _normalizer_value(self, kwargs: dict[str, Any], sample: Any, outputs: Any, batch: Any
+                          ) -> Tensor:
+        source = self.normalizer.source
+        pred = kwargs.get("pred")
+        device = pred.device if isinstance(pred, Tensor) else None
+        if source == "num_pos":
+            value = sample.num_pos if sample is not None else self.pos_neg(kwargs)[0].sum()
+        elif source == "num_sampled":
+            if sample is not None:
+                value = sample.num_sampled
+            else:
+                pos, neg = self.pos_neg(kwargs)
+                value = pos.sum() + neg.sum()
+        elif source == "weight_sum":
+            weight = kwargs.get("weight")
+            value = weight.sum() if isinstance(weight, Tensor) else torch.tensor(
+                float(pred.numel()), device=device)
+        elif source == "numel":
+            value = torch.tensor(float(pred.numel()), device=device)
+        elif source == "batch":
+            value = torch.tensor(float(pred.shape[0]), device=device)
+        else:
+            value = self._key_normalizer(outputs, batch, source)
+        return torch.as_tensor(value, device=device).float()
+
+    def _key_normalizer(self, outputs: Any, batch: Any, key: str) -> Any:
+        value = lookup(outputs, batch, key, term=self.name, arg="normalizer")
+        if not _is_count(value):
+            raise LossInputError(
+                f"term '{self.name}': normalizer key '{key}' holds {_describe(value)}, not a count; "
+                "it must be a number or a 0-dim tensor."
+            )
+        return value
+
+    # -- phase two: kernel, weight, reduce -------------------------------------------------------
+    def evaluate(self, prepared: TermInputs, avg_factor: Tensor | None) -> dict[str, Tensor]:
+        """Phase two: the raw (unweighted) value of each part (``""`` for a single output)."""
+        kwargs = dict(prepared.kwargs)
+        if avg_factor is not None:
+            kwargs["avg_factor"] = avg_factor
+        try:
+            out = self.loss(**kwargs)
+        except (LossInputError, LossConfigError) as err:
+            raise type(err)(f"term '{self.name}': {err}") from err
+        parts = _split_parts(out, self.name)
+        for part, value in parts.items():
+            if not isinstance(value, Tensor) or value.dim() != 0:
+                label = f"{self.name}.{part}" if part else self.name
+                raise LossInputError(
+                    f"term '{label}': the loss returned {_describe(value)}, not a scalar; a term "
+                    "must reduce (reduction: mean or sum), or use reduction_override only inside "
+                    "samplers."
+                )
+        self.parts = tuple(parts)
+        return parts
+
+    def connected_zero(self, outputs: Any, batch: Any) -> dict[str, Tensor]:
+        """What a skipped (lazy) step returns: zeros still connected to the inputs."""
+        kwargs = self.route(outputs, batch)
+        tensors = [v for v in kwargs.values() if isinstance(v, Tensor) and v.is_floating_point()]
+        grads = [t for t in tensors if t.requires_grad] or tensors
+        zero = sum(t.sum() * 0.0 for t in grads) if grads else torch.zeros(())
+        return {part: zero for part in (self.parts or ("",))}
+
+    def extra_repr(self) -> str:
+        extra = f", every={self.every}" if self.every > 1 else ""
+        extra += "" if self.in_total else ", in_total=False"
+        return f"name={self.name!r}, weight={self.weight}, inputs={self.inputs}{extra}"
+
+
+def _plain(node: Any) -> Any:
+    if type(node).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def _build_term_loss(name: str, node: dict[str, Any], weight: Any,
+                     allowed: tuple[str, ...] | list[str]) -> tuple[nn.Module, Any]:
+    """Build the loss and move its scalar weight to the term.
+
+    The term's weight is ``loss_weight`` from the node, else the loss's own default
+    (``DiscShiftLoss`` defaults to 0.1). A loss that sets ``owns_loss_weight`` (GANLoss,
+    whose weight applies to the generator side only) keeps it instead.
+    """
+    try:
+        loss = build_loss(node, allowed_targets=allowed)
+    except LossConfigError as err:
+        raise LossConfigError(
+            f"term '{name}': {err} Term-level keys are: {', '.join(TERM_KEYS)}, loss_weight."
+        ) from err
+    if not hasattr(loss, "loss_weight"):
+        return loss, 1.0 if weight is None else weight
+    if getattr(loss, "owns_loss_weight", False):
+        if weight is not None:
+            loss.loss_weight = float(weight)
+        return loss, 1.0
+    weight = loss.loss_weight if weight is None else weight
+    loss.loss_weight = 1.0
+    return loss, weight
+
+
+def _combine_weight(weight: Tensor | None, sample_weight: Tensor) -> Tensor:
+    if weight is None:
+        return sample_weight
+    while sample_weight.dim() < weight.dim():
+        sample_weight = sample_weight.unsqueeze(-1)
+    return weight * sample_weight
+
+
+def _split_parts(out: Any, name: str) -> dict[str, Tensor]:
+    if isinstance(out, Tensor):
+        return {"": out}
+    if isinstance(out, Mapping):
+        return {str(k): v for k, v in out.items()}
+    if isinstance(out, (tuple, list)):
+        return {str(i): v for i, v in enumerate(out)}
+    raise LossInputError(
+        f"term '{name}': the loss returned {type(out).__name__}; a loss returns a tensor, or a "
+        "dict/tuple of tensors (sub-terms)."
+    )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
