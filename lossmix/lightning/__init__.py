@@ -1,0 +1,6 @@
+"""The Lightning layer: the ``CompositeLoss`` mixin and its callbacks."""
+
+from lossmix.lightning.logging import TermLogger
+from lossmix.lightning.mixin import CompositeLoss
+
+__all__ = ["CompositeLoss", "TermLogger"]

@@ -1,0 +1,191 @@
+"""Constant-cost term logging: one device buffer per step, one host read per logging point.
+
+Lightning's ``self.log`` costs about 0.6 ms of Python per key per step, and
+``sync_dist=True`` one barrier and one all-reduce per key (REFERENCE.md §9, §11.4).
+Here a step only writes the term values into a device buffer (one ``stack``) and
+adds them, times the batch size, to a device accumulator. The host reads the
+buffer once per logging interval (``Trainer(log_every_n_steps=...)``) and at
+epoch end, with one collective for every key of every group together, and hands
+plain floats to ``self.log`` with ``sync_dist=False`` (they are already
+reduced), so they still reach every logger and ``trainer.callback_metrics``.
+
+Keys: ``{stage}/loss`` (the total, on the progress bar) and ``{stage}/loss/{term}``;
+for groups ``{stage}/loss/{group}`` and ``{stage}/loss/{group}/{term}``. Training
+logs step values under those keys at each logging point and epoch means (weighted
+by batch size) under ``<key>_epoch``; validation and test log epoch means under
+the keys themselves, so ``ModelCheckpoint(monitor="val/loss/cls")`` works.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+__all__ = ["TermBuffer", "TermLogger", "all_reduce_sum", "collective_count"]
+
+# The values this callback logs at epoch level are reduced over ranks already.
+warnings.filterwarnings(
+    "ignore", message=r"It is recommended to use `self.log\('(train|val|test|predict)/"
+)
+
+_collectives = {"count": 0}
+
+
+def collective_count() -> int:
+    """How many collectives lossmix's logging has issued in this process (for tests)."""
+    return _collectives["count"]
+
+
+def all_reduce_sum(values: Tensor) -> Tensor:
+    """Sum ``values`` over ranks with one collective (a no-op without a process group)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    _collectives["count"] += 1
+    values = values.clone()
+    dist.all_reduce(values)
+    return values
+
+
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+@dataclass
+class TermBuffer:
+    """Per (stage, group): the latest step's values and the epoch's batch-weighted sums."""
+
+    keys: list[str]
+    last: Tensor | None = None
+    fresh: bool = False
+    sums: Tensor | None = None
+    count: float = 0.0
+    prog_bar: set[str] = field(default_factory=set)
+
+    def record(self, values: Tensor, batch_size: int) -> None:
+        """Store one step (device ops only: no host sync)."""
+        self.last, self.fresh = values, True
+        weighted = values * float(batch_size)
+        self.sums = weighted if self.sums is None else self.sums + weighted
+        self.count += float(batch_size)
+
+    def reset_epoch(self) -> None:
+        self.sums, self.count, self.fresh = None, 0.0, False
+
+
+class TermLogger(pl.Callback):
+    """Flushes :class:`~lossmix.CompositeLoss`'s term buffers to Lightning's loggers.
+
+    Installed automatically by ``CompositeLoss`` (through ``configure_callbacks``,
+    or on first use); add it to ``Trainer(callbacks=...)`` yourself only to set
+    ``log_raw``.
+
+    Args:
+        log_raw: also log each term's value before its weight as ``{stage}/raw/{term}``
+            and its weight as ``{stage}/weight/{term}``.
+    """
+
+    def __init__(self, log_raw: bool = False) -> None:
+        self.log_raw = log_raw
+        self.buffers: dict[tuple[str, str | None], TermBuffer] = {}
+
+    # -- recording (called by CompositeLoss.compute_loss) ---------------------------------------
+    def record(self, stage: str, group: str | None, result: Any, batch_size: int) -> None:
+        """Buffer one step's :class:`~lossmix.LossResult` under ``stage``/``group``."""
+        buffer = self.buffers.get((stage, group))
+        names = list(result.terms)
+        prefix = f"{stage}/loss" + (f"/{group}" if group else "")
+        values = [result.total, *result.terms.values()]
+        keys = [prefix, *(f"{prefix}/{n}" for n in names)]
+        if self.log_raw:
+            raw_prefix = f"{stage}/raw" + (f"/{group}" if group else "")
+            weight_prefix = f"{stage}/weight" + (f"/{group}" if group else "")
+            values += [*result.raw.values(), *(_as_tensor(w, result.total)
+                                               for w in result.weights.values())]
+            keys += [f"{raw_prefix}/{n}" for n in names] + [f"{weight_prefix}/{n}" for n in names]
+        if buffer is None:
+            buffer = self.buffers[(stage, group)] = TermBuffer(keys, prog_bar={prefix})
+        elif buffer.keys != keys:
+            raise RuntimeError(
+                f"lossmix: the terms logged under '{prefix}' changed from {buffer.keys} to {keys}; "
+                "every term must be computed (or return a connected zero) on every step."
+            )
+        buffer.record(torch.stack(values).detach().float(), batch_size)
+
+    # -- flushing -------------------------------------------------------------------------------
+    def _log(self, pl_module: pl.LightningModule, buffers: list[TermBuffer], values: list[float],
+             *, suffix: str, on_step: bool) -> None:
+        position = 0
+        for buffer in buffers:
+            for key in buffer.keys:
+                pl_module.log(
+                    key + suffix, values[position], on_step=on_step, on_epoch=not on_step,
+                    prog_bar=key in buffer.prog_bar and suffix == "", batch_size=1,
+                    sync_dist=False,
+                )
+                position += 1
+
+    def _flush_steps(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        buffers = [b for (stage, _), b in self.buffers.items() if stage == "train" and b.fresh]
+        if not buffers:
+            return
+        stacked = torch.cat([b.last for b in buffers])
+        values = (all_reduce_sum(stacked) / _world_size()).tolist()
+        for b in buffers:
+            b.fresh = False
+        self._log(pl_module, buffers, values, suffix="", on_step=True)
+
+    def _flush_epoch(self, pl_module: pl.LightningModule, stage: str, suffix: str) -> None:
+        buffers = [b for (s, _), b in self.buffers.items() if s == stage and b.sums is not None]
+        if not buffers:
+            return
+        # sums and counts of every key of every group travel in one collective
+        counts = torch.tensor([b.count for b in buffers], device=buffers[0].sums.device)
+        stacked = all_reduce_sum(torch.cat([*(b.sums for b in buffers), counts]))
+        sums, counts = stacked[: -len(buffers)], stacked[-len(buffers):]
+        sizes = torch.tensor([len(b.keys) for b in buffers], device=counts.device)
+        means = (sums / counts.repeat_interleave(sizes)).tolist()
+        for b in buffers:
+            b.reset_epoch()
+        self._log(pl_module, buffers, means, suffix=suffix, on_step=False)
+
+    # -- Lightning hooks ------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+                           ) -> None:
+        if trainer._logger_connector.should_update_logs or trainer.fast_dev_run:
+            self._flush_steps(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._flush_epoch(pl_module, "train", "_epoch")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._flush_epoch(pl_module, "val", "")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._flush_epoch(pl_module, "test", "")
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule
+                                  ) -> None:
+        self._reset("val")
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._reset("test")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._reset("train")
+
+    def _reset(self, stage: str) -> None:
+        for (s, _), buffer in self.buffers.items():
+            if s == stage:
+                buffer.reset_epoch()
+
+
+def _as_tensor(value: Any, like: Tensor) -> Tensor:
+    return value if isinstance(value, Tensor) else like.new_tensor(float(value))
+

@@ -1,0 +1,141 @@
+"""``CompositeLoss``: the LightningModule mixin that builds, computes and logs the terms."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+from torch import Tensor
+
+from lossmix.lightning.logging import TermLogger
+from lossmix.mix import LossMix, LossResult
+
+__all__ = ["CompositeLoss"]
+
+
+def _batch_size(batch: Any, outputs: Any) -> int:
+    """Rows in the first tensor found (a Python int from a shape: no host sync)."""
+    for source in (batch, outputs):
+        stack = [source]
+        while stack:
+            item = stack.pop(0)
+            if isinstance(item, Tensor):
+                return int(item.shape[0]) if item.dim() else 1
+            if isinstance(item, Mapping):
+                stack.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                stack.extend(item)
+    return 1
+
+
+class CompositeLoss:
+    """LightningModule mixin: ``configure_loss(node)`` once, ``compute_loss(...)`` each step.
+
+    Put it first among the bases so its ``configure_callbacks`` is found::
+
+        class Detector(CompositeLoss, L.LightningModule):
+            def __init__(self, loss_cfg):
+                super().__init__()
+                self.net = ...
+                self.configure_loss(loss_cfg)
+
+            def training_step(self, batch, batch_idx):
+                return self.compute_loss(self.net(batch["image"]), batch)
+
+    ``compute_loss`` logs ``{stage}/loss`` and ``{stage}/loss/{term}`` (for groups
+    ``{stage}/loss/{group}`` and ``{stage}/loss/{group}/{term}``) through
+    :class:`~lossmix.lightning.TermLogger`: one device write per step, one host
+    read per logging interval.
+    """
+
+    loss_mix: LossMix
+    last_loss_result: LossResult | None = None
+
+    def configure_loss(self, node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()
+                       ) -> LossMix:
+        """Build ``self.loss_mix`` from a term mapping (dict/DictConfig) or take a ``LossMix``.
+
+        As a submodule, its parameters and buffers (learned weights, running statistics,
+        sampler generators) are part of the module, its optimizer and its checkpoint.
+        """
+        mix = node if isinstance(node, LossMix) else LossMix.from_config(
+            node, allowed_targets=allowed_targets)
+        self.loss_mix = mix
+        return mix
+
+    # -- stage and step from the trainer -----------------------------------------------------
+    def _lossmix_trainer(self) -> pl.Trainer | None:
+        return getattr(self, "_trainer", None)
+
+    def loss_stage(self) -> str:
+        """``train``, ``val``, ``test`` or ``predict`` from the attached trainer."""
+        trainer = self._lossmix_trainer()
+        if trainer is None or trainer.training:
+            return "train"
+        if trainer.sanity_checking or trainer.validating:
+            return "val"
+        if trainer.testing:
+            return "test"
+        return "predict"
+
+    def loss_step(self) -> int:
+        """Batches stepped so far (drives lazy terms; counts a batch once in manual optimization)."""
+        trainer = self._lossmix_trainer()
+        if trainer is None:
+            return 0
+        loop = trainer.fit_loop.epoch_loop
+        return int(getattr(loop, "_batches_that_stepped", trainer.global_step))
+
+    def term_logger(self) -> TermLogger | None:
+        """The trainer's :class:`TermLogger`, installed on first use if it is missing."""
+        trainer = self._lossmix_trainer()
+        if trainer is None:
+            return None
+        for callback in trainer.callbacks:
+            if isinstance(callback, TermLogger):
+                return callback
+        logger = TermLogger()
+        trainer.callbacks.append(logger)
+        return logger
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        found = super().configure_callbacks() if hasattr(super(), "configure_callbacks") else []
+        found = list(found) if isinstance(found, (list, tuple)) else [found]
+        trainer = self._lossmix_trainer()
+        present = trainer is not None and any(isinstance(c, TermLogger) for c in trainer.callbacks)
+        return found if present else [*found, TermLogger()]
+
+    # -- the step ----------------------------------------------------------------------------
+    def compute_loss(
+        self,
+        outputs: Mapping[str, Any],
+        batch: Any = None,
+        stage: str | None = None,
+        group: str | None = None,
+        batch_size: int | None = None,
+    ) -> Tensor:
+        """Compute the terms (of ``group``), log them, and return the total.
+
+        Args:
+            outputs: the model's outputs (a mapping).
+            batch: the batch.
+            stage: log prefix; default from the trainer (``train``/``val``/``test``).
+            group: which group of terms (a GAN's ``gen`` or ``disc``).
+            batch_size: weight of this step in epoch means; default: rows of the
+                first tensor in the batch.
+        """
+        if not hasattr(self, "loss_mix"):
+            raise RuntimeError(
+                f"{type(self).__name__}: call self.configure_loss(cfg) in __init__ before "
+                "compute_loss()."
+            )
+        stage = stage or self.loss_stage()
+        step = self.loss_step() if stage == "train" and self._lossmix_trainer() else None
+        result = self.loss_mix(outputs, batch, step=step, group=group)
+        self.last_loss_result = result
+        logger = self.term_logger()
+        if logger is not None:
+            size = batch_size if batch_size is not None else _batch_size(batch, outputs)
+            logger.record(stage, group, result, size)
+        return result.total
