@@ -7,7 +7,7 @@ True
 
 from typing import Any
 
-from lossmix import functional, losses
+from lossmix import functional, losses, samplers
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.mix import LossMix, LossResult
 from lossmix.reduction import mask_reduce_loss, weight_reduce_loss, weighted_loss
@@ -41,6 +41,7 @@ __all__ = [
     "functional",
     "losses",
     "mask_reduce_loss",
+    "samplers",
     "weight_reduce_loss",
     "weighted_loss",
 ]
