@@ -1,3 +1,84 @@
-"""Placeholder module filled in by its family; see lossmix/functional/__init__.py."""
+"""Gradient harmonizing mechanism (GHM-C): element weights from the gradient-norm density.
 
-__all__: list[str] = []
+The binning is vectorised: every element's bin comes from ``bucketize``, the
+bin counts from one ``scatter_add``, and the number of non-empty bins stays a
+tensor, so nothing syncs with the host and the function compiles as one graph.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["ghm_edges", "ghmc_weights"]
+
+
+def ghm_edges(bins: int) -> Tensor:
+    """MMDetection's bin edges ``i / bins``, the last one raised by 1e-6 so ``g = 1`` fits.
+
+    >>> ghm_edges(2)
+    tensor([0.0000, 0.5000, 1.0000])
+    """
+    edges = torch.arange(bins + 1, dtype=torch.float32) / bins
+    edges[-1] += 1e-6
+    return edges
+
+
+def ghmc_weights(
+    pred: Tensor,
+    target: Tensor,
+    valid: Tensor,
+    *,
+    bins: int = 10,
+    momentum: float = 0.0,
+    acc_sum: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""GHM-C element weights (Li et al., 2019), as MMDetection's ``GHMC``.
+
+    With :math:`g = |\sigma(x) - t|` (detached) binned on edges ``i / bins``, the valid
+    elements counted :math:`\mathrm{tot} = \max(\#\mathrm{valid}, 1)` and :math:`c_i` per
+    bin, a valid element in a non-empty bin ``i`` gets
+
+    .. math:: w = \frac{\mathrm{tot}}{d_i \cdot n_{\mathrm{nonempty}}}, \qquad
+        d_i = \begin{cases} m\, a_i + (1 - m)\, c_i & m > 0 \\ c_i & m = 0 \end{cases}
+
+    where ``a`` is the running ``acc_sum``; invalid elements get 0. Only
+    non-empty bins update their running sum.
+
+    Args:
+        pred: logits ``(*)``.
+        target: targets in ``[0, 1]``, the shape of ``pred``.
+        valid: boolean mask, the shape of ``pred`` (MMDetection: ``label_weight > 0``).
+        bins: number of bins.
+        momentum: ``m`` in ``[0, 1)``; ``acc_sum`` is needed when it is > 0.
+        acc_sum: running bin counts ``(bins,)``.
+
+    Returns:
+        ``(weights, tot, new_acc_sum)``: weights ``(*)`` (no gradient), ``tot`` a 0-dim
+        tensor (the normaliser MMDetection passes as ``avg_factor``), and the updated
+        running sums ``(bins,)`` (the bin counts when ``momentum == 0``).
+
+    >>> w, tot, acc = ghmc_weights(torch.tensor([0.0, 0.0, 10.0]), torch.tensor([1.0, 1.0, 1.0]),
+    ...                            torch.ones(3, dtype=torch.bool), bins=2)
+    >>> w, tot
+    (tensor([0.7500, 0.7500, 1.5000]), tensor(3.))
+    """
+    with torch.no_grad():
+        g = (torch.sigmoid(pred.detach()) - target.to(pred.dtype)).abs()
+        edges = ghm_edges(bins).to(device=g.device, dtype=g.dtype)
+        index = (torch.bucketize(g, edges, right=True) - 1).clamp(0, bins - 1)
+        index = torch.where(valid, index, bins).flatten()
+        counts = g.new_zeros(bins + 1).scatter_add_(0, index, torch.ones_like(g).flatten())[:bins]
+        nonempty = counts > 0
+        tot = valid.sum().to(g.dtype).clamp(min=1.0)
+        density = counts
+        if momentum > 0:
+            if acc_sum is None:
+                raise ValueError("ghmc_weights: momentum > 0 needs acc_sum (running counts).")
+            acc = acc_sum.to(g.dtype)
+            density = torch.where(nonempty, momentum * acc + (1 - momentum) * counts, acc)
+        per_bin = torch.where(nonempty, tot / torch.where(nonempty, density, 1.0), 0.0)
+        per_bin = per_bin / nonempty.sum().clamp(min=1)
+        per_bin = torch.cat([per_bin, per_bin.new_zeros(1)])
+        weights = per_bin[index].view_as(g)
+    return weights, tot, density

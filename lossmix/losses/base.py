@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Mapping
 from numbers import Real
 from typing import Any
 
@@ -150,6 +151,15 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
         reduction = self.resolve_reduction(reduction_override)
         self.check_avg_factor(reduction, avg_factor)
         loss = self.elementwise(pred, target)
+        if isinstance(loss, Mapping):  # a multi-output loss: each part is reduced alike
+            return {k: self.reduce(v, weight, reduction, avg_factor) for k, v in loss.items()}
+        if isinstance(loss, tuple):
+            return tuple(self.reduce(v, weight, reduction, avg_factor) for v in loss)
+        return self.reduce(loss, weight, reduction, avg_factor)
+
+    def reduce(self, loss: Tensor, weight: Tensor | None, reduction: str, avg_factor: AvgFactor
+               ) -> Tensor:
+        """Steps 3 to 5 on an element-wise loss: weight, reduce, scale by ``loss_weight``."""
         if weight is not None:
             weight = self.prepare_weight(weight, loss)
         return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)

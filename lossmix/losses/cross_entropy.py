@@ -1,1 +1,236 @@
-__all__: list[str] = []
+"""MMDetection's ``CrossEntropyLoss`` over :mod:`lossmix.functional.cross_entropy`."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from numbers import Real
+
+import torch
+from torch import Tensor
+
+from lossmix.errors import LossConfigError, LossInputError
+from lossmix.functional.cross_entropy import (
+    cross_entropy,
+    mask_cross_entropy,
+    one_hot_targets,
+    sigmoid_cross_entropy,
+)
+from lossmix.losses.base import WeightedLoss, check_class_indices, check_same_shape
+from lossmix.reduction import AvgFactor, weight_reduce_loss
+from lossmix.registry import LOSSES
+
+__all__ = ["CrossEntropyLoss"]
+
+IGNORE_INDEX = -100  # torch's and MMDetection's default when ignore_index is None
+
+
+def class_vector(owner: str, name: str, value: Sequence[float] | Tensor | None) -> Tensor | None:
+    """A per-class list or tensor as a finite, non-negative 1-D float tensor (or None)."""
+    if value is None:
+        return None
+    try:
+        vector = torch.as_tensor(value, dtype=torch.float32).detach().clone()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise LossConfigError(
+            f"{owner}: {name}={value!r} is not valid; give a list of one number per class."
+        ) from err
+    if vector.dim() != 1 or vector.numel() == 0:
+        raise LossConfigError(
+            f"{owner}: {name} must be a flat list of one number per class; got shape "
+            f"{tuple(vector.shape)}."
+        )
+    if not bool(torch.isfinite(vector).all()) or bool((vector < 0).any()):
+        raise LossConfigError(
+            f"{owner}: {name} entries must be finite numbers >= 0; got {value!r}."
+        )
+    return vector
+
+
+def check_class_count(owner: str, name: str, vector: Tensor, num_classes: int) -> None:
+    """Raise unless a per-class vector has one entry per class of ``pred``."""
+    if vector.numel() != num_classes:
+        raise LossInputError(
+            f"{owner}: {name} has {vector.numel()} entries but pred has {num_classes} classes "
+            f"(pred.size(1)); give one {name} entry per class."
+        )
+
+
+@LOSSES.register()
+class CrossEntropyLoss(WeightedLoss):
+    """Softmax, sigmoid or mask cross-entropy with MMDetection's arguments and normalisation.
+
+    * **softmax** (default): :func:`lossmix.functional.cross_entropy`, one value per
+      row. ``class_weight`` weights row ``i`` by ``w[y_i]``; ``'mean'`` still divides
+      by the number of rows (MMDetection's rule, unlike torch's division by
+      :math:`\\sum_i w_{y_i}`: pass ``avg_factor = class_weight[target].sum()`` for
+      torch's value). Ignored rows give 0 but count in the mean, unless
+      ``avg_non_ignore=True``, which (for ``'mean'`` without ``avg_factor``) divides
+      by the number of non-ignored rows. A float target shaped like ``pred`` holds
+      class probabilities.
+    * **sigmoid** (``use_sigmoid=True``): :func:`lossmix.functional.sigmoid_cross_entropy`,
+      one value per class. Index targets ``(N,)`` become one-hot rows, the label
+      ``C = pred.size(1)`` an all-negative (background) row. Elements with
+      ``target < 0`` or ``target == ignore_index`` are masked out;
+      ``avg_non_ignore=True`` divides by the number of valid *elements* (rows × C).
+      ``class_weight`` acts as ``pos_weight``. ``label_smoothing`` ``s`` maps the
+      binary targets to ``t (1 - s) + s / 2``.
+    * **mask** (``use_mask=True``): :func:`lossmix.functional.mask_cross_entropy`; the
+      ``weight`` slot carries the RoI class labels, as in
+      ``loss_mask(mask_pred, mask_targets, labels)``. Only ``'mean'`` without
+      ``avg_factor``, ``class_weight``, ``ignore_index`` or ``label_smoothing``.
+      Returns a 0-dim tensor (MMDetection: shape ``[1]``).
+
+    ``forward`` also takes ``ignore_index``, which overrides the constructor's for
+    one call. Class indices out of range raise (``LossInputError``) rather than
+    being silently masked as in MMDetection's sigmoid path.
+
+    Shapes: ``pred``: ``(N, C, *)``; ``target``: ``(N, *)`` indices or ``(N, C, *)``;
+    ``weight``: one per row ``(N, *)`` or per element.
+    """
+
+    def __init__(
+        self,
+        *,
+        use_sigmoid: bool = False,
+        use_mask: bool = False,
+        class_weight: Sequence[float] | Tensor | None = None,
+        ignore_index: int | None = None,
+        avg_non_ignore: bool = False,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(reduction=reduction, loss_weight=loss_weight)
+        name = self.loss_name
+        if use_sigmoid and use_mask:
+            raise LossConfigError(
+                f"{name}: use_sigmoid=True and use_mask=True exclude each other; pick one."
+            )
+        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(
+                ignore_index, int)):
+            raise LossConfigError(f"{name}: ignore_index={ignore_index!r} must be an int or None.")
+        if not isinstance(label_smoothing, Real) or not 0.0 <= label_smoothing <= 1.0 or \
+                isinstance(label_smoothing, bool) or math.isnan(label_smoothing):
+            raise LossConfigError(
+                f"{name}: label_smoothing={label_smoothing!r} is not valid; use a number in [0, 1]."
+            )
+        self.use_sigmoid, self.use_mask = bool(use_sigmoid), bool(use_mask)
+        self.ignore_index = ignore_index
+        self.avg_non_ignore = bool(avg_non_ignore)
+        self.label_smoothing = float(label_smoothing)
+        self.register_buffer("class_weight", class_vector(name, "class_weight", class_weight),
+                             persistent=False)
+        if use_mask and (class_weight is not None or ignore_index is not None or label_smoothing
+                         or reduction != "mean"):
+            raise LossConfigError(
+                f"{name}: use_mask=True supports only reduction='mean' without class_weight, "
+                "ignore_index or label_smoothing (as MMDetection's mask_cross_entropy)."
+            )
+        if ignore_index is not None and not avg_non_ignore and reduction == "mean":
+            warnings.warn(
+                f"{name}: avg_non_ignore is False, so ignored labels still count in the mean; "
+                "set avg_non_ignore=True to average over non-ignored labels as torch's "
+                "cross_entropy does.",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        return self.masked_loss(pred, target, self.ignore_index)[0]
+
+    def masked_loss(self, pred: Tensor, target: Tensor, ignore_index: int | None
+                    ) -> tuple[Tensor, Tensor]:
+        """The element-wise loss and the number of non-ignored elements (a tensor)."""
+        ignore = IGNORE_INDEX if ignore_index is None else ignore_index
+        num_classes = pred.size(1) if pred.dim() > 1 else 0
+        if pred.dim() < 2:
+            raise LossInputError(
+                f"{self.loss_name}: pred of shape {tuple(pred.shape)} needs a class dimension: "
+                "(N, C, *)."
+            )
+        weight = self.class_weight
+        if weight is not None:
+            check_class_count(self.loss_name, "class_weight", weight, num_classes)
+            weight = weight.to(pred.dtype)
+        dense = target.dim() == pred.dim()
+        if dense:
+            check_same_shape(self.loss_name, pred, target)
+        else:
+            self._check_index_shape(pred, target)
+            check_class_indices(self.loss_name, target, num_classes, ignore_index=ignore,
+                                background_ok=self.use_sigmoid)
+        if self.use_sigmoid:
+            return self._sigmoid(pred, target, weight, ignore, dense)
+        loss = cross_entropy(pred, target, class_weight=weight, ignore_index=ignore,
+                               label_smoothing=self.label_smoothing)
+        count = target.new_tensor(loss.numel()) if dense else (target != ignore).sum()
+        return loss, count
+
+    def _sigmoid(self, pred: Tensor, target: Tensor, weight: Tensor | None, ignore: int,
+                 dense: bool) -> tuple[Tensor, Tensor]:
+        valid = (target >= 0) & (target != ignore)
+        if not dense:
+            target = one_hot_targets(target, pred.size(1), dtype=pred.dtype)
+            valid = valid.unsqueeze(1).expand_as(target)
+        if weight is not None:
+            weight = weight.view(-1, *([1] * (pred.dim() - 2)))
+        loss = sigmoid_cross_entropy(pred, target, pos_weight=weight,
+                                       label_smoothing=self.label_smoothing)
+        return torch.where(valid, loss, 0.0), valid.sum()
+
+    def _check_index_shape(self, pred: Tensor, target: Tensor) -> None:
+        expected = (pred.shape[0], *pred.shape[2:])
+        if target.is_floating_point() or tuple(target.shape) != expected:
+            raise LossInputError(
+                f"{self.loss_name}: pred of shape {tuple(pred.shape)} needs class indices "
+                f"(integer) of shape {expected} or targets of the shape of pred; got target of "
+                f"shape {tuple(target.shape)} and dtype {target.dtype}."
+            )
+
+    def forward(
+        self,
+        pred: Tensor,
+        target: Tensor,
+        weight: Tensor | None = None,
+        avg_factor: AvgFactor = None,
+        reduction_override: str | None = None,
+        ignore_index: int | None = None,
+    ) -> Tensor:
+        """Weighted, reduced, scaled loss; ``ignore_index`` overrides the constructor's."""
+        reduction = self.resolve_reduction(reduction_override)
+        self.check_avg_factor(reduction, avg_factor)
+        if self.use_mask:
+            return self._mask_forward(pred, target, weight, reduction, avg_factor, ignore_index)
+        ignore = self.ignore_index if ignore_index is None else ignore_index
+        loss, count = self.masked_loss(pred, target, ignore)
+        if self.avg_non_ignore and avg_factor is None and reduction == "mean":
+            avg_factor = count
+        if weight is not None:
+            weight = self.prepare_weight(weight, loss)
+        return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)
+
+    def _mask_forward(self, pred: Tensor, target: Tensor, label: Tensor | None, reduction: str,
+                      avg_factor: AvgFactor, ignore_index: int | None) -> Tensor:
+        if label is None or reduction != "mean" or avg_factor is not None or (
+                ignore_index is not None):
+            raise LossInputError(
+                f"{self.loss_name}: use_mask=True needs the RoI class labels in the weight slot "
+                "(loss(mask_pred, mask_target, labels)), reduction 'mean', and no avg_factor or "
+                "ignore_index."
+            )
+        if pred.dim() < 2 or label.shape != pred.shape[:1] or target.shape != (
+                pred.shape[0], *pred.shape[2:]):
+            raise LossInputError(
+                f"{self.loss_name}: use_mask=True needs pred (R, C, H, W), target (R, H, W) and "
+                f"labels (R,); got pred {tuple(pred.shape)}, target {tuple(target.shape)}, labels "
+                f"{tuple(label.shape)}."
+            )
+        check_class_indices(self.loss_name, label, pred.size(1))
+        return self.loss_weight * mask_cross_entropy(pred, target, label=label).mean()
+
+    def extra_repr(self) -> str:
+        mode = "sigmoid" if self.use_sigmoid else "mask" if self.use_mask else "softmax"
+        return (f"mode={mode}, ignore_index={self.ignore_index}, "
+                f"avg_non_ignore={self.avg_non_ignore}, " + super().extra_repr())

@@ -1,1 +1,244 @@
-__all__: list[str] = []
+"""Focal-family losses: thin modules over :mod:`lossmix.functional.focal`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Real
+from typing import Any
+
+from torch import Tensor
+
+from lossmix.errors import LossConfigError, LossInputError
+from lossmix.functional import focal as F
+from lossmix.functional.cross_entropy import one_hot_targets
+from lossmix.losses.base import WeightedLoss, check_class_indices, check_positive, check_same_shape
+from lossmix.losses.cross_entropy import IGNORE_INDEX, check_class_count, class_vector
+from lossmix.registry import LOSSES
+
+__all__ = ["DistributionFocalLoss", "FocalLoss", "QualityFocalLoss", "VarifocalLoss"]
+
+
+def _check_sigmoid_only(owner: str, use_sigmoid: bool) -> None:
+    if not use_sigmoid:
+        raise LossConfigError(
+            f"{owner}: use_sigmoid=False is not supported (MMDetection has only the sigmoid "
+            "version); use use_sigmoid=True."
+        )
+
+
+def _check_flag(owner: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise LossConfigError(f"{owner}: {name}={value!r} is not valid; use True or False.")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _index_or_dense_target(owner: str, pred: Tensor, target: Tensor) -> Tensor:
+    """Float targets shaped like ``pred``, from such a tensor or from class indices
+    ``(N, *)`` whose value ``C = pred.size(1)`` is the background."""
+    if pred.dim() < 2:
+        raise LossInputError(f"{owner}: pred of shape {tuple(pred.shape)} needs a class "
+                             "dimension: (N, C, *).")
+    if target.dim() == pred.dim():
+        check_same_shape(owner, pred, target)
+        return target.to(pred.dtype)
+    expected = (pred.shape[0], *pred.shape[2:])
+    if target.is_floating_point() or tuple(target.shape) != expected:
+        raise LossInputError(
+            f"{owner}: pred of shape {tuple(pred.shape)} needs class indices (integer) of shape "
+            f"{expected} or targets of the shape of pred; got target of shape "
+            f"{tuple(target.shape)} and dtype {target.dtype}."
+        )
+    check_class_indices(owner, target, pred.size(1), background_ok=True)
+    return one_hot_targets(target, pred.size(1), dtype=pred.dtype)
+
+
+@LOSSES.register()
+class FocalLoss(WeightedLoss):
+    """Focal loss: sigmoid (RetinaNet, MMDetection's ``FocalLoss``) or softmax.
+
+    * ``use_sigmoid=True`` (default): :func:`lossmix.functional.sigmoid_focal_loss` per
+      class. ``target`` is class indices ``(N,)`` with background ``C = pred.size(1)``
+      (an all-negative row), or a float target shaped like ``pred`` (one-hot or soft).
+      ``activated=True`` takes probabilities instead of logits.
+    * ``use_sigmoid=False``: :func:`lossmix.functional.softmax_focal_loss` per row, with
+      class indices in ``[0, C)``; rows labelled ``ignore_index`` (when set) give 0 and
+      still count in the mean. ``alpha`` may then be a per-class list of ``C`` numbers.
+
+    ``alpha=None`` or a negative number (torchvision's ``-1``) disables the balancing
+    factor. ``'mean'`` without ``avg_factor`` divides by all elements (N·C for the
+    sigmoid version); detection heads pass ``avg_factor = num_pos``. A weight ``(N,)``
+    applies per row.
+    """
+
+    def __init__(
+        self,
+        *,
+        use_sigmoid: bool = True,
+        gamma: float = 2.0,
+        alpha: float | Sequence[float] | Tensor | None = 0.25,
+        activated: bool = False,
+        ignore_index: int | None = None,
+        reduction: str = "mean",
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(reduction=reduction, loss_weight=loss_weight)
+        name = self.loss_name
+        self.use_sigmoid = _check_flag(name, "use_sigmoid", use_sigmoid)
+        self.activated = _check_flag(name, "activated", activated)
+        self.gamma = check_positive(name, "gamma", gamma, allow_zero=True)
+        if self.activated and not self.use_sigmoid:
+            raise LossConfigError(f"{name}: activated=True needs use_sigmoid=True (it means pred "
+                                  "holds sigmoid probabilities).")
+        if ignore_index is not None and (self.use_sigmoid or isinstance(ignore_index, bool)
+                                         or not isinstance(ignore_index, int)):
+            raise LossConfigError(
+                f"{name}: ignore_index={ignore_index!r} is not valid; it must be an int and is "
+                "used only with use_sigmoid=False (sigmoid targets mark background with C)."
+            )
+        self.ignore_index = ignore_index
+        self.alpha: float | None = None
+        per_class = None
+        if alpha is None or _is_number(alpha):
+            if alpha is not None and alpha > 1:
+                raise LossConfigError(f"{name}: alpha={alpha!r} is not valid; use a number in "
+                                      "[0, 1], or None / a negative number for no balancing.")
+            self.alpha = None if alpha is None or alpha < 0 else float(alpha)
+        elif self.use_sigmoid:
+            raise LossConfigError(f"{name}: alpha={alpha!r} is not valid; the sigmoid focal loss "
+                                  "takes one number in [0, 1], or None / a negative number.")
+        else:
+            per_class = class_vector(name, "alpha", alpha)
+        self.register_buffer("class_alpha", per_class, persistent=False)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        if self.use_sigmoid:
+            target = _index_or_dense_target(self.loss_name, pred, target)
+            return F.sigmoid_focal_loss(pred, target, gamma=self.gamma, alpha=self.alpha,
+                                        activated=self.activated)
+        expected = (pred.shape[0], *pred.shape[2:])
+        if pred.dim() < 2 or target.is_floating_point() or tuple(target.shape) != expected:
+            raise LossInputError(
+                f"{self.loss_name}: softmax focal needs pred (N, C, *) and class indices "
+                f"(integer) of shape (N, *); got pred {tuple(pred.shape)} and target "
+                f"{tuple(target.shape)} of dtype {target.dtype}."
+            )
+        ignore = IGNORE_INDEX if self.ignore_index is None else self.ignore_index
+        check_class_indices(self.loss_name, target, pred.size(1), ignore_index=self.ignore_index)
+        alpha: float | Tensor | None = self.alpha
+        if self.class_alpha is not None:
+            check_class_count(self.loss_name, "alpha", self.class_alpha, pred.size(1))
+            alpha = self.class_alpha
+        return F.softmax_focal_loss(pred, target, gamma=self.gamma, alpha=alpha,
+                                    ignore_index=ignore)
+
+    def extra_repr(self) -> str:
+        alpha = self.alpha if self.class_alpha is None else self.class_alpha.tolist()
+        return (f"use_sigmoid={self.use_sigmoid}, gamma={self.gamma}, alpha={alpha}, "
+                + super().extra_repr())
+
+
+@LOSSES.register()
+class VarifocalLoss(WeightedLoss):
+    """Varifocal loss (VarifocalNet), see :func:`lossmix.functional.varifocal_loss`.
+
+    Shapes: ``pred``, ``target`` (IoU-aware scores, 0 for negatives): ``(N, C)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        use_sigmoid: bool = True,
+        alpha: float = 0.75,
+        gamma: float = 2.0,
+        iou_weighted: bool = True,
+        reduction: str = "mean",
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(reduction=reduction, loss_weight=loss_weight)
+        _check_sigmoid_only(self.loss_name, use_sigmoid)
+        self.use_sigmoid = True
+        self.alpha = check_positive(self.loss_name, "alpha", alpha, allow_zero=True)
+        self.gamma = check_positive(self.loss_name, "gamma", gamma, allow_zero=True)
+        self.iou_weighted = _check_flag(self.loss_name, "iou_weighted", iou_weighted)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        check_same_shape(self.loss_name, pred, target)
+        return F.varifocal_loss(pred, target, alpha=self.alpha, gamma=self.gamma,
+                                iou_weighted=self.iou_weighted)
+
+
+@LOSSES.register()
+class QualityFocalLoss(WeightedLoss):
+    """Quality focal loss (GFL), see :func:`lossmix.functional.quality_focal_loss`, summed
+    over classes: one value per row.
+
+    ``target`` is MMDetection's ``(label, score)``: class indices ``(N,)`` with background
+    ``C = pred.size(1)`` and quality scores ``(N,)``; or a dense float target shaped like
+    ``pred`` (MMDetection v3). ``activated=True`` takes probabilities instead of logits.
+
+    Shapes: ``pred``: ``(N, C)``; returns ``(N,)`` with ``'none'``; ``weight``: ``(N,)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        use_sigmoid: bool = True,
+        beta: float = 2.0,
+        activated: bool = False,
+        reduction: str = "mean",
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(reduction=reduction, loss_weight=loss_weight)
+        _check_sigmoid_only(self.loss_name, use_sigmoid)
+        self.use_sigmoid = True
+        self.beta = check_positive(self.loss_name, "beta", beta, allow_zero=True)
+        self.activated = _check_flag(self.loss_name, "activated", activated)
+
+    def dense_target(self, pred: Tensor, target: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+        """The ``(N, C)`` soft target from ``(label, score)`` or a dense tensor."""
+        if pred.dim() != 2:
+            raise LossInputError(f"{self.loss_name}: pred of shape {tuple(pred.shape)} must be "
+                                 "(N, C).")
+        if isinstance(target, Tensor):
+            check_same_shape(self.loss_name, pred, target)
+            return target
+        if not isinstance(target, (tuple, list)) or len(target) != 2:
+            raise LossInputError(f"{self.loss_name}: target must be (label, score) or a tensor "
+                                 f"shaped like pred; got {type(target).__name__}.")
+        label, score = target
+        if label.shape != pred.shape[:1] or score.shape != pred.shape[:1]:
+            raise LossInputError(
+                f"{self.loss_name}: pred of shape {tuple(pred.shape)} needs label and score of "
+                f"shape {tuple(pred.shape[:1])}; got {tuple(label.shape)} and {tuple(score.shape)}."
+            )
+        check_class_indices(self.loss_name, label, pred.size(1), background_ok=True)
+        onehot = one_hot_targets(label, pred.size(1), dtype=pred.dtype)
+        return onehot * score.to(pred.dtype).unsqueeze(1)
+
+    def elementwise(self, pred: Tensor, target: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+        dense = self.dense_target(pred, target)
+        return F.quality_focal_loss(pred, dense, beta=self.beta, activated=self.activated).sum(1)
+
+
+@LOSSES.register()
+class DistributionFocalLoss(WeightedLoss):
+    """Distribution focal loss (GFL), see :func:`lossmix.functional.distribution_focal_loss`.
+
+    Targets outside ``[0, n]`` are clamped to it (MMDetection would index out of range
+    at ``n``; GFL heads clamp to ``n - 0.01``).
+
+    Shapes: ``pred``: ``(N, n + 1)`` logits; ``target``: ``(N,)`` floats; returns ``(N,)``.
+    """
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        if pred.dim() != 2 or target.shape != pred.shape[:1]:
+            raise LossInputError(
+                f"{self.loss_name}: pred must be (N, n + 1) and target (N,) in [0, n]; got pred of "
+                f"shape {tuple(pred.shape)} and target of shape {tuple(target.shape)}."
+            )
+        return F.distribution_focal_loss(pred, target)
