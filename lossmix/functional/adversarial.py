@@ -1,3 +1,218 @@
-"""Placeholder module filled in by its family; see lossmix/functional/__init__.py."""
+"""Adversarial and image-prior kernels with MMagic's semantics.
 
-__all__: list[str] = []
+* :func:`gan_loss`: the element-wise GAN objectives of ``GANLoss``;
+* :func:`disc_shift_loss`, :func:`tv_differences`: element-wise regularisers;
+* :func:`wgan_gp_penalty`, :func:`r1_penalty`: gradient penalties from given
+  discriminator gradients (pure, compile-friendly), with
+  :func:`discriminator_gradients` and :func:`interpolate_samples` computing
+  those gradients (autograd, ``create_graph=True``; not kernels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as TF
+from torch import Tensor
+
+from lossmix.errors import LossConfigError, did_you_mean
+
+__all__ = [
+    "GAN_TYPES",
+    "NORM_MODES",
+    "check_gan_type",
+    "check_norm_mode",
+    "disc_shift_loss",
+    "discriminator_gradients",
+    "gan_loss",
+    "interpolate_samples",
+    "r1_penalty",
+    "tv_differences",
+    "wgan_gp_penalty",
+]
+
+GAN_TYPES: tuple[str, ...] = ("vanilla", "lsgan", "wgan", "wgan-logistic-ns", "hinge")
+NORM_MODES: tuple[str, ...] = ("pixel", "HWC")
+
+
+def check_gan_type(gan_type: Any, *, owner: str = "gan_loss") -> str:
+    """Return ``gan_type`` if it is one of :data:`GAN_TYPES`; else raise ``LossConfigError``."""
+    if gan_type not in GAN_TYPES:
+        raise LossConfigError(
+            f"{owner}: gan_type={gan_type!r} is not valid; use one of {list(GAN_TYPES)}."
+            f"{did_you_mean(str(gan_type), GAN_TYPES)}"
+        )
+    return gan_type
+
+
+def check_norm_mode(norm_mode: Any, *, owner: str = "gradient penalty") -> str:
+    """Return ``norm_mode`` if it is one of :data:`NORM_MODES`; else raise ``LossConfigError``."""
+    if norm_mode not in NORM_MODES:
+        raise LossConfigError(
+            f"{owner}: norm_mode={norm_mode!r} is not valid; use one of {list(NORM_MODES)}."
+            f"{did_you_mean(str(norm_mode), NORM_MODES)}"
+        )
+    return norm_mode
+
+
+def gan_loss(
+    pred: Tensor,
+    *,
+    gan_type: str,
+    target_is_real: bool | Tensor,
+    is_disc: bool = False,
+    real_label_val: float = 1.0,
+    fake_label_val: float = 0.0,
+) -> Tensor:
+    r"""Element-wise GAN loss of a discriminator output ``x`` (MMagic's ``GANLoss``).
+
+    With :math:`s = +1` for a real target and :math:`-1` for a fake one, and the label
+    ``y`` = ``real_label_val`` or ``fake_label_val``:
+
+    ==================  ==================================  ==================
+    gan_type            discriminator (``is_disc=True``)    generator
+    ==================  ==================================  ==================
+    vanilla             BCE-with-logits(x, y)               same
+    lsgan               (x − y)²                            same
+    wgan                −s·x                                same
+    wgan-logistic-ns    softplus(−s·x)                      same
+    hinge               relu(1 − s·x)                       −x
+    ==================  ==================================  ==================
+
+    The means of these are MMagic's values. vanilla and wgan-logistic-ns use the
+    stable softplus forms (finite at any logit).
+
+    Args:
+        pred: discriminator logits, any shape.
+        gan_type: one of :data:`GAN_TYPES`.
+        target_is_real: a Python bool (the usual, config-level case) or a bool/0-1
+            tensor broadcastable to ``pred`` (real and fake in one batch).
+        is_disc: the discriminator's loss (only hinge differs).
+        real_label_val, fake_label_val: labels of vanilla and lsgan.
+
+    Returns:
+        The broadcast shape of ``pred`` and ``target_is_real`` (hinge generator: ``pred``'s).
+
+    >>> gan_loss(torch.tensor([0.5, -2.0]), gan_type="hinge", target_is_real=True, is_disc=True)
+    tensor([0.5000, 3.0000])
+    """
+    check_gan_type(gan_type)
+    if isinstance(target_is_real, Tensor):
+        real = target_is_real.to(device=pred.device, dtype=torch.bool)
+        sign: Tensor | float = torch.where(real, 1.0, -1.0).to(pred.dtype)
+        label: Tensor | float = torch.where(real, real_label_val, fake_label_val).to(pred.dtype)
+    else:
+        sign = 1.0 if target_is_real else -1.0
+        label = real_label_val if target_is_real else fake_label_val
+    if gan_type == "vanilla":
+        if isinstance(label, Tensor):
+            pred, label = torch.broadcast_tensors(pred, label)
+        else:
+            label = torch.full_like(pred, label)  # a fill, not a host-to-device copy
+        return TF.binary_cross_entropy_with_logits(pred, label, reduction="none")
+    if gan_type == "lsgan":
+        return (pred - label) ** 2
+    if gan_type == "wgan":
+        return -sign * pred
+    if gan_type == "wgan-logistic-ns":
+        return TF.softplus(-sign * pred)
+    if is_disc:
+        return TF.relu(1 - sign * pred)
+    return -pred
+
+
+def disc_shift_loss(pred: Tensor) -> Tensor:
+    r"""PGGAN's discriminator drift penalty :math:`x^2` (MMagic's ``disc_shift_loss``).
+
+    >>> disc_shift_loss(torch.tensor([2.0, -1.0]))
+    tensor([4., 1.])
+    """
+    return pred * pred
+
+
+def tv_differences(pred: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Absolute differences between vertical and horizontal neighbours.
+
+    Returns :math:`|x_{i,j} - x_{i+1,j}|` of shape ``(N, C, H-1, W)`` and
+    :math:`|x_{i,j} - x_{i,j+1}|` of shape ``(N, C, H, W-1)`` for ``pred`` ``(N, C, H, W)``
+    (any ``(*, H, W)`` works).
+
+    >>> dy, dx = tv_differences(torch.tensor([[[[0.0, 1.0], [3.0, 3.0]]]]))
+    >>> dy, dx
+    (tensor([[[[3., 2.]]]]), tensor([[[[1.], [0.]]]]))
+    """
+    dy = (pred[..., :-1, :] - pred[..., 1:, :]).abs()
+    dx = (pred[..., :, :-1] - pred[..., :, 1:]).abs()
+    return dy, dx
+
+
+def _norm_sq(grad: Tensor, norm_mode: str) -> Tensor:
+    if norm_mode == "pixel":
+        return (grad * grad).sum(1)
+    return (grad * grad).reshape(grad.shape[0], -1).sum(1)
+
+
+def wgan_gp_penalty(grad: Tensor, *, norm_mode: str = "pixel") -> Tensor:
+    r"""WGAN-GP penalty :math:`(\lVert g \rVert_2 - 1)^2` from discriminator gradients ``g``.
+
+    ``'pixel'``: the norm over channels (dim 1) at every position, ``(N, *)``;
+    ``'HWC'``: the norm of each flattened sample, ``(N,)``. Their means are MMagic's.
+    The norm's slope at ``g = 0`` is taken as 0 (a masked-out pixel), never NaN.
+
+    >>> wgan_gp_penalty(torch.tensor([[[3.0]], [[4.0]]]).reshape(1, 2, 1), norm_mode="pixel")
+    tensor([[16.]])
+    """
+    check_norm_mode(norm_mode)
+    sq = _norm_sq(grad, norm_mode)
+    safe = torch.where(sq > 0, sq, torch.ones_like(sq))
+    norm = torch.where(sq > 0, safe.sqrt(), torch.zeros_like(sq))
+    return (norm - 1) ** 2
+
+
+def r1_penalty(grad: Tensor, *, norm_mode: str = "pixel") -> Tensor:
+    r"""R1 penalty :math:`\lVert g \rVert_2^2` from discriminator gradients at real data.
+
+    ``'pixel'``: the squared norm over channels at every position, ``(N, *)``;
+    ``'HWC'``: the flattened sum of squares per sample, ``(N,)``.
+
+    >>> r1_penalty(torch.ones(2, 3, 1, 1), norm_mode="HWC")
+    tensor([3., 3.])
+    """
+    check_norm_mode(norm_mode)
+    return _norm_sq(grad, norm_mode)
+
+
+def interpolate_samples(real: Tensor, fake: Tensor, *, generator: torch.Generator | None = None
+                        ) -> Tensor:
+    """``a·real + (1 − a)·fake`` with one ``a ~ U(0, 1)`` per sample, as a detached leaf.
+
+    Detached like MMagic's ``autograd.Variable``: the penalty trains the
+    discriminator only. ``generator`` makes ``a`` reproducible (drawn on its device).
+
+    >>> x = interpolate_samples(torch.ones(2, 3), torch.zeros(2, 3),
+    ...                         generator=torch.Generator().manual_seed(0))
+    >>> x.requires_grad, bool((x[:, 0:1] == x).all())
+    (True, True)
+    """
+    shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+    device = generator.device if generator is not None else real.device
+    alpha = torch.rand(shape, generator=generator, device=device).to(real)
+    return (alpha * real + (1 - alpha) * fake).detach().requires_grad_()
+
+
+def discriminator_gradients(discriminator: Any, inputs: Tensor, *, loss_scaler: Any = None
+                            ) -> Tensor:
+    """``∂ ΣD(inputs) / ∂inputs`` with ``create_graph=True`` (``inputs`` must require grad).
+
+    ``loss_scaler`` (an AMP ``GradScaler``) scales the output before the gradient
+    and unscales the gradient, without reading the scale on the host.
+    """
+    out = discriminator(inputs)
+    if loss_scaler is not None:
+        out = loss_scaler.scale(out)
+    (grad,) = torch.autograd.grad(out, inputs, grad_outputs=torch.ones_like(out),
+                                  create_graph=True, retain_graph=True)
+    if loss_scaler is not None:
+        grad = grad / loss_scaler.scale(torch.ones((), device=grad.device))
+    return grad

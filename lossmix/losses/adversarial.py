@@ -1,1 +1,280 @@
-__all__: list[str] = []
+"""GAN losses and image regularisers with MMagic's semantics.
+
+These do not take ``(pred, target)``: :class:`GANLoss` takes a discriminator
+output and a Python bool, the penalties take the discriminator itself. They
+still subclass :class:`~lossmix.losses.base.WeightedLoss` for its argument
+checks, and each ``elementwise`` is the pure kernel the forward reduces.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+import torch.nn.functional as TF
+from torch import Tensor
+
+from lossmix.errors import LossConfigError, LossInputError
+from lossmix.functional import adversarial as F
+from lossmix.losses.base import WeightedLoss, check_same_shape
+from lossmix.reduction import (
+    AvgFactor,
+    apply_weight,
+    mask_reduce_loss,
+    reduce_loss,
+    weight_reduce_loss,
+)
+from lossmix.registry import LOSSES
+
+__all__ = ["DiscShiftLoss", "GANLoss", "GradientPenaltyLoss", "MaskedTVLoss", "R1GradientPenalty"]
+
+
+def _check_finite(owner: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise LossConfigError(f"{owner}: {name}={value!r} is not valid; give a finite number.")
+    return float(value)
+
+
+def _check_mask(owner: str, mask: Tensor, data: Tensor, *, channels_ok: bool = True) -> None:
+    fits = mask.dim() == data.dim() and mask.shape[0] == data.shape[0]
+    fits = fits and mask.shape[2:] == data.shape[2:]
+    fits = fits and mask.shape[1] in ((1, data.shape[1]) if channels_ok else (1,))
+    if not fits:
+        raise LossInputError(
+            f"{owner}: mask of shape {tuple(mask.shape)} does not fit data of shape "
+            f"{tuple(data.shape)}; give a mask shaped (N, 1, ...) or (N, C, ...) like the data."
+        )
+
+
+@LOSSES.register()
+class GANLoss(WeightedLoss):
+    """GAN objectives (vanilla, lsgan, wgan, wgan-logistic-ns, hinge), MMagic's ``GANLoss``.
+
+    Formulas: :func:`lossmix.functional.gan_loss`. Call as
+    ``forward(pred, target_is_real, is_disc=False, weight=None, avg_factor=None,
+    reduction_override=None)`` with ``target_is_real`` a Python bool (or a bool
+    tensor to mix real and fake samples). As in MMagic, **``loss_weight`` scales
+    only the generator's loss** (``is_disc=False``); the discriminator's is never
+    scaled. lossmix adds ``reduction``, ``weight`` and ``avg_factor`` (MMagic always
+    takes the mean) and leaves out ``smgan`` and the inpainting ``mask``.
+
+    ``elementwise(pred, is_real)`` is the discriminator's element-wise loss for a
+    tensor of real/fake flags.
+    """
+
+    def __init__(
+        self,
+        *,
+        gan_type: str,
+        real_label_val: float = 1.0,
+        fake_label_val: float = 0.0,
+        reduction: str = "mean",
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(reduction=reduction, loss_weight=loss_weight)
+        self.gan_type = F.check_gan_type(gan_type, owner=self.loss_name)
+        self.real_label_val = _check_finite(self.loss_name, "real_label_val", real_label_val)
+        self.fake_label_val = _check_finite(self.loss_name, "fake_label_val", fake_label_val)
+
+    def kernel(self, pred: Tensor, target_is_real: bool | Tensor, is_disc: bool) -> Tensor:
+        return F.gan_loss(pred, gan_type=self.gan_type, target_is_real=target_is_real,
+                          is_disc=is_disc, real_label_val=self.real_label_val,
+                          fake_label_val=self.fake_label_val)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        return self.kernel(pred, target, True)
+
+    def forward(  # type: ignore[override]
+        self,
+        pred: Tensor,
+        target_is_real: bool | Tensor,
+        is_disc: bool = False,
+        weight: Tensor | None = None,
+        avg_factor: AvgFactor = None,
+        reduction_override: str | None = None,
+    ) -> Tensor:
+        """The reduced loss; ``loss_weight`` applies only when ``is_disc`` is False."""
+        if not isinstance(target_is_real, bool | Tensor):
+            raise LossInputError(
+                f"{self.loss_name}: target_is_real={target_is_real!r} is not valid; give True "
+                "(real), False (fake) or a bool tensor."
+            )
+        if not isinstance(is_disc, bool):
+            raise LossInputError(
+                f"{self.loss_name}: is_disc={is_disc!r} is not valid; give True or False."
+            )
+        reduction = self.resolve_reduction(reduction_override)
+        self.check_avg_factor(reduction, avg_factor)
+        loss = self.kernel(pred, target_is_real, is_disc)
+        if weight is not None:
+            weight = self.prepare_weight(weight, loss)
+        loss = weight_reduce_loss(loss, weight, reduction, avg_factor)
+        return loss if is_disc else self.loss_weight * loss
+
+    def extra_repr(self) -> str:
+        return (f"gan_type={self.gan_type!r}, real_label_val={self.real_label_val}, "
+                f"fake_label_val={self.fake_label_val}, " + super().extra_repr())
+
+
+class _GradientPenalty(WeightedLoss):
+    """Shared reduction of the gradient penalties (mask, ``norm_mode``)."""
+
+    def __init__(self, *, norm_mode: str = "pixel", reduction: str = "mean",
+                 loss_weight: float = 1.0) -> None:
+        super().__init__(reduction=reduction, loss_weight=loss_weight)
+        self.norm_mode = F.check_norm_mode(norm_mode, owner=self.loss_name)
+
+    def reduce_penalty(self, grad: Tensor, mask: Tensor | None,
+                       reduction_override: str | None) -> Tensor:
+        reduction = self.resolve_reduction(reduction_override)
+        if mask is not None:
+            _check_mask(self.loss_name, mask, grad)
+            grad = grad * mask
+        loss = self.elementwise(grad, None)
+        if mask is not None:
+            loss = loss / mask.to(loss.dtype).mean()
+        return self.loss_weight * reduce_loss(loss, reduction)
+
+    def extra_repr(self) -> str:
+        return f"norm_mode={self.norm_mode!r}, " + super().extra_repr()
+
+
+@LOSSES.register()
+class GradientPenaltyLoss(_GradientPenalty):
+    """WGAN-GP gradient penalty at real/fake interpolates, MMagic's ``GradientPenaltyLoss``.
+
+    ``forward(discriminator, real_data, fake_data, mask=None, *, generator=None)``:
+    ``x̂ = a·real + (1 − a)·fake`` with one ``a ~ U(0, 1)`` per sample (from
+    ``generator`` if given), detached; ``g = ∂ΣD(x̂)/∂x̂`` with ``create_graph=True``;
+    the penalty :func:`lossmix.functional.wgan_gp_penalty` per pixel (``'pixel'``, norm
+    over channels) or per sample (``'HWC'``). A mask multiplies ``g`` and the result is
+    divided by ``mean(mask)`` (MMagic's numbers: a masked-out pixel still adds
+    ``(0 − 1)² = 1`` to the mean). ``'none'`` gives the ``(N, *)`` / ``(N,)`` penalties.
+    MMagic's module ignores ``norm_mode`` (always ``'pixel'``); here it is used.
+    ``elementwise(grad)`` is the penalty of given gradients.
+    """
+
+    def elementwise(self, pred: Tensor, target: Tensor | None = None) -> Tensor:
+        return F.wgan_gp_penalty(pred, norm_mode=self.norm_mode)
+
+    def forward(  # type: ignore[override]
+        self,
+        discriminator: Any,
+        real_data: Tensor,
+        fake_data: Tensor,
+        mask: Tensor | None = None,
+        *,
+        generator: Any = None,
+        reduction_override: str | None = None,
+    ) -> Tensor:
+        """The penalty, reduced and scaled by ``loss_weight``."""
+        check_same_shape(self.loss_name, real_data, fake_data, what="fake_data")
+        interpolates = F.interpolate_samples(real_data, fake_data, generator=generator)
+        grad = F.discriminator_gradients(discriminator, interpolates)
+        return self.reduce_penalty(grad, mask, reduction_override)
+
+
+@LOSSES.register()
+class R1GradientPenalty(_GradientPenalty):
+    """R1 gradient penalty at real data, MMagic's ``r1_gradient_penalty_loss``.
+
+    ``forward(discriminator, real_data, mask=None, *, loss_scaler=None)``:
+    ``g = ∂ΣD(x)/∂x`` at ``x = real_data.clone()`` with ``create_graph=True``; the
+    penalty :func:`lossmix.functional.r1_penalty`: ``‖g‖²`` over channels per pixel
+    (``'pixel'``, mean over ``N, H, W``) or ``Σg²`` per sample (``'HWC'``, mean over
+    ``N``, StyleGAN2's setting). A mask multiplies ``g`` and divides the result by
+    ``mean(mask)``. ``loss_scaler`` (an AMP ``GradScaler``) scales ``D(x)`` and
+    unscales ``g`` without a host sync. ``elementwise(grad)`` is the penalty of given
+    gradients.
+    """
+
+    def elementwise(self, pred: Tensor, target: Tensor | None = None) -> Tensor:
+        return F.r1_penalty(pred, norm_mode=self.norm_mode)
+
+    def forward(  # type: ignore[override]
+        self,
+        discriminator: Any,
+        real_data: Tensor,
+        mask: Tensor | None = None,
+        *,
+        loss_scaler: Any = None,
+        reduction_override: str | None = None,
+    ) -> Tensor:
+        """The penalty, reduced and scaled by ``loss_weight``."""
+        real = real_data.clone().requires_grad_()
+        grad = F.discriminator_gradients(discriminator, real, loss_scaler=loss_scaler)
+        return self.reduce_penalty(grad, mask, reduction_override)
+
+
+@LOSSES.register()
+class DiscShiftLoss(WeightedLoss):
+    """PGGAN's drift penalty ``loss_weight · mean(x²)`` on discriminator outputs (MMagic).
+
+    Note MMagic's default ``loss_weight=0.1``. ``forward(pred, weight=None,
+    avg_factor=None, reduction_override=None)``; kernel
+    :func:`lossmix.functional.disc_shift_loss`.
+    """
+
+    def __init__(self, *, reduction: str = "mean", loss_weight: float = 0.1) -> None:
+        super().__init__(reduction=reduction, loss_weight=loss_weight)
+
+    def elementwise(self, pred: Tensor, target: Tensor | None = None) -> Tensor:
+        return F.disc_shift_loss(pred)
+
+    def forward(  # type: ignore[override]
+        self,
+        pred: Tensor,
+        weight: Tensor | None = None,
+        avg_factor: AvgFactor = None,
+        reduction_override: str | None = None,
+    ) -> Tensor:
+        """``loss_weight`` × the reduced, weighted ``x²``."""
+        reduction = self.resolve_reduction(reduction_override)
+        self.check_avg_factor(reduction, avg_factor)
+        loss = self.elementwise(pred)
+        if weight is not None:
+            weight = self.prepare_weight(weight, loss)
+        return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)
+
+
+@LOSSES.register()
+class MaskedTVLoss(WeightedLoss):
+    """Masked total variation: masked L1 between vertical and horizontal neighbours (MMagic).
+
+    ``forward(pred, mask=None, reduction_override=None)`` with ``pred`` ``(N, C, H, W)``
+    and ``mask`` ``(N, 1, H, W)`` or ``(N, C, H, W)``. ``'mean'`` is MMagic's
+    ``loss_weight · (masked_mean|Δy| + masked_mean|Δx|)``, each a
+    :func:`lossmix.reduction.mask_reduce_loss` with the mask of the upper/left pixel of
+    the pair. ``mask=None`` means all ones (MMagic crashes there). ``'none'`` is the
+    ``(N, C, H, W)`` map ``(|Δy| + |Δx|)·mask`` (pairs start at the pixel, the last
+    row/column has no pair), and ``'sum'`` its sum. Kernel:
+    :func:`lossmix.functional.tv_differences`.
+    """
+
+    def elementwise(self, pred: Tensor, target: Tensor | None = None) -> Tensor:
+        dy, dx = F.tv_differences(pred)
+        return TF.pad(dy, (0, 0, 0, 1)) + TF.pad(dx, (0, 1))
+
+    def forward(  # type: ignore[override]
+        self,
+        pred: Tensor,
+        mask: Tensor | None = None,
+        reduction_override: str | None = None,
+    ) -> Tensor:
+        """The masked TV, reduced and scaled by ``loss_weight``."""
+        if pred.dim() != 4:
+            raise LossInputError(
+                f"{self.loss_name}: pred of shape {tuple(pred.shape)} is not valid; "
+                "give (N, C, H, W)."
+            )
+        if mask is not None:
+            _check_mask(self.loss_name, mask, pred)
+        reduction = self.resolve_reduction(reduction_override)
+        if reduction != "mean":
+            loss = apply_weight(self.elementwise(pred), mask)
+            return self.loss_weight * reduce_loss(loss, reduction)
+        dy, dx = F.tv_differences(pred)
+        mask_y = None if mask is None else mask[:, :, :-1, :]
+        mask_x = None if mask is None else mask[:, :, :, :-1]
+        return self.loss_weight * (mask_reduce_loss(dy, mask_y) + mask_reduce_loss(dx, mask_x))

@@ -79,6 +79,8 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
             element under ``'none'``).
     """
 
+    reshape_weight_by_numel: bool = False
+
     def __init__(self, *, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__()
         self.reduction = check_reduction(reduction, owner=self.loss_name)
@@ -116,9 +118,10 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
     def prepare_weight(self, weight: Tensor, loss: Tensor) -> Tensor:
         """Shape ``weight`` to broadcast against ``loss``.
 
-        Accepted: the loss's shape; anything broadcastable to it; one weight per
-        row (``loss.shape[:-1]``, unsqueezed); or the same number of elements
-        (reshaped, as MMDetection's FSAF weights are).
+        Accepted: the loss's shape; one weight per row (``loss.shape[:-1]``,
+        unsqueezed); anything broadcastable to it; and, for losses that set
+        ``reshape_weight_by_numel`` (focal, as MMDetection's FSAF weights need), the
+        same number of elements, reshaped.
         """
         if weight.shape == loss.shape:
             return weight
@@ -131,7 +134,7 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
                     return weight
             except RuntimeError:
                 pass
-        if weight.numel() == loss.numel():
+        if self.reshape_weight_by_numel and weight.numel() == loss.numel():
             return weight.reshape(loss.shape)
         raise LossInputError(
             f"{self.loss_name}: weight of shape {tuple(weight.shape)} does not fit the element-wise "
@@ -162,6 +165,8 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
         """Steps 3 to 5 on an element-wise loss: weight, reduce, scale by ``loss_weight``."""
         if weight is not None:
             weight = self.prepare_weight(weight, loss)
+        if reduction == "mean" and avg_factor is None and loss.numel() == 0:
+            reduction = "sum"  # nothing to score: a connected zero, not the NaN of an empty mean
         return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)
 
     def extra_repr(self) -> str:

@@ -72,8 +72,11 @@ class FocalLoss(WeightedLoss):
     ``alpha=None`` or a negative number (torchvision's ``-1``) disables the balancing
     factor. ``'mean'`` without ``avg_factor`` divides by all elements (N·C for the
     sigmoid version); detection heads pass ``avg_factor = num_pos``. A weight ``(N,)``
-    applies per row.
+    applies per row; a weight with N·C elements in another shape is reshaped to
+    ``(N, C)`` (MMDetection's FSAF per-class weights).
     """
+
+    reshape_weight_by_numel = True
 
     def __init__(
         self,

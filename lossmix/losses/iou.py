@@ -1,1 +1,198 @@
-__all__: list[str] = []
+"""Box (IoU) losses: thin modules over :mod:`lossmix.functional.iou`.
+
+Shared rules (MMDetection's ``iou_loss.py``): ``pred`` and ``target`` are boxes
+``(x1, y1, x2, y2)`` of the same shape ``(..., 4)``; a per-coordinate weight
+``(..., 4)`` is averaged to one weight per box; an empty input with
+``'mean'`` gives a connected zero (torch's mean of nothing is NaN).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from torch import Tensor
+
+from lossmix.errors import LossConfigError, LossInputError, did_you_mean
+from lossmix.functional import iou as F
+from lossmix.losses.base import WeightedLoss, check_positive
+from lossmix.reduction import AvgFactor
+from lossmix.registry import LOSSES
+
+__all__ = ["BoundedIoULoss", "CIoULoss", "DIoULoss", "GIoULoss", "IoULoss"]
+
+
+class _BoxLoss(WeightedLoss):
+    """Box shape checks, MMDetection's weight rule and the empty-input zero (not registered)."""
+
+    def __init__(self, *, eps: float, reduction: str, loss_weight: float) -> None:
+        super().__init__(reduction=reduction, loss_weight=loss_weight)
+        self.eps = check_positive(self.loss_name, "eps", eps)
+
+    def check_boxes(self, pred: Tensor, target: Tensor) -> None:
+        """Raise :class:`LossInputError` unless both are boxes of one shape ``(..., 4)``."""
+        if pred.shape != target.shape or pred.dim() == 0 or pred.shape[-1] != 4:
+            raise LossInputError(
+                f"{self.loss_name}: pred of shape {tuple(pred.shape)} and target of shape "
+                f"{tuple(target.shape)} must be boxes (x1, y1, x2, y2) of the same shape (..., 4)."
+            )
+
+    def prepare_weight(self, weight: Tensor, loss: Tensor) -> Tensor:
+        """A weight per coordinate ``(..., 4)`` becomes its mean per box; else the base rule."""
+        if weight.dim() == loss.dim() + 1 and weight.shape[:-1] == loss.shape and (
+            weight.shape[-1] == 4
+        ):
+            return weight.mean(-1)
+        return super().prepare_weight(weight, loss)
+
+    def forward(
+        self,
+        pred: Tensor,
+        target: Tensor,
+        weight: Tensor | None = None,
+        avg_factor: AvgFactor = None,
+        reduction_override: str | None = None,
+    ) -> Tensor:
+        """As :meth:`WeightedLoss.forward`; no boxes with ``'mean'`` gives a connected zero."""
+        no_boxes = pred.dim() > 0 and pred.shape[:-1].numel() == 0
+        if no_boxes and avg_factor is None and self.resolve_reduction(reduction_override) == "mean":
+            # The shape is static, so this branch costs no sync; a sum of nothing is a zero
+            # that is still a function of pred (MMDetection returns pred.sum() * 0).
+            reduction_override = "sum"
+        return super().forward(pred, target, weight, avg_factor, reduction_override)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, " + super().extra_repr()
+
+
+@LOSSES.register()
+class IoULoss(_BoxLoss):
+    """IoU loss (``'log'``, ``'linear'`` or ``'square'``), see :func:`lossmix.functional.iou_loss`.
+
+    Args:
+        linear: deprecated; ``True`` means ``mode='linear'`` (a :class:`DeprecationWarning`).
+        eps: lower clamp of the IoU.
+        mode: ``'log'`` (:math:`-\\ln IoU`), ``'linear'`` (:math:`1 - IoU`) or
+            ``'square'`` (:math:`1 - IoU^2`).
+
+    Shapes: ``pred``, ``target``: ``(..., 4)``; ``weight``: ``(...)`` or ``(..., 4)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        linear: bool = False,
+        eps: float = 1e-6,
+        mode: str = "log",
+        reduction: str = "mean",
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(eps=eps, reduction=reduction, loss_weight=loss_weight)
+        if not isinstance(mode, str) or mode not in F.IOU_MODES:
+            raise LossConfigError(
+                f"IoULoss: mode={mode!r} is not valid; use one of {list(F.IOU_MODES)}."
+                f"{did_you_mean(str(mode), F.IOU_MODES)}"
+            )
+        if not isinstance(linear, bool):
+            raise LossConfigError(
+                f"IoULoss: linear={linear!r} is not valid; give True or False (better: "
+                "mode='linear')."
+            )
+        if linear:
+            if mode == "square":
+                raise LossConfigError(
+                    "IoULoss: linear=True contradicts mode='square'; drop linear (deprecated) "
+                    "and keep mode='square', or use mode='linear'."
+                )
+            warnings.warn(
+                "IoULoss: linear=True is deprecated; use mode='linear' instead.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            mode = "linear"
+        self.mode = mode
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        self.check_boxes(pred, target)
+        return F.iou_loss(pred, target, mode=self.mode, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, " + super().extra_repr()
+
+
+@LOSSES.register()
+class GIoULoss(_BoxLoss):
+    """Generalised IoU loss, see :func:`lossmix.functional.giou_loss`.
+
+    Shapes: ``pred``, ``target``: ``(..., 4)``; ``weight``: ``(...)`` or ``(..., 4)``.
+    """
+
+    def __init__(self, *, eps: float = 1e-6, reduction: str = "mean", loss_weight: float = 1.0
+                 ) -> None:
+        super().__init__(eps=eps, reduction=reduction, loss_weight=loss_weight)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        self.check_boxes(pred, target)
+        return F.giou_loss(pred, target, eps=self.eps)
+
+
+@LOSSES.register()
+class DIoULoss(_BoxLoss):
+    """Distance-IoU loss, see :func:`lossmix.functional.diou_loss`.
+
+    Shapes: ``pred``, ``target``: ``(..., 4)``; ``weight``: ``(...)`` or ``(..., 4)``.
+    """
+
+    def __init__(self, *, eps: float = 1e-6, reduction: str = "mean", loss_weight: float = 1.0
+                 ) -> None:
+        super().__init__(eps=eps, reduction=reduction, loss_weight=loss_weight)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        self.check_boxes(pred, target)
+        return F.diou_loss(pred, target, eps=self.eps)
+
+
+@LOSSES.register()
+class CIoULoss(_BoxLoss):
+    """Complete-IoU loss (MMDetection's gated α), see :func:`lossmix.functional.ciou_loss`.
+
+    Shapes: ``pred``, ``target``: ``(..., 4)``; ``weight``: ``(...)`` or ``(..., 4)``.
+    """
+
+    def __init__(self, *, eps: float = 1e-6, reduction: str = "mean", loss_weight: float = 1.0
+                 ) -> None:
+        super().__init__(eps=eps, reduction=reduction, loss_weight=loss_weight)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        self.check_boxes(pred, target)
+        return F.ciou_loss(pred, target, eps=self.eps)
+
+
+@LOSSES.register()
+class BoundedIoULoss(_BoxLoss):
+    """Bounded IoU loss, see :func:`lossmix.functional.bounded_iou_loss`.
+
+    The element-wise loss has one value per coordinate bound ``(..., 4)``, so
+    ``'mean'`` divides by ``4 n`` and a weight may be ``(..., 4)`` or ``(...)``.
+
+    Args:
+        beta: smooth-L1 threshold (> 0).
+        eps: guard of the ratios (> 0).
+    """
+
+    def __init__(
+        self,
+        *,
+        beta: float = 0.2,
+        eps: float = 1e-3,
+        reduction: str = "mean",
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(eps=eps, reduction=reduction, loss_weight=loss_weight)
+        self.beta = check_positive(self.loss_name, "beta", beta)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        self.check_boxes(pred, target)
+        return F.bounded_iou_loss(pred, target, beta=self.beta, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, " + super().extra_repr()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from lossmix.functional import regression as F
+from lossmix.errors import LossInputError
 from lossmix.losses.base import WeightedLoss, check_positive
 from lossmix.reduction import AvgFactor, mask_reduce_loss
 from lossmix.registry import LOSSES
@@ -104,4 +105,8 @@ class CharbonnierLoss(WeightedLoss):
             return super().forward(pred, target, weight, avg_factor, reduction_override)
         reduction = self.resolve_reduction(reduction_override)
         loss = self.elementwise(pred, target)
-        return self.loss_weight * mask_reduce_loss(loss, weight, reduction, self.sample_wise)
+        try:
+            reduced = mask_reduce_loss(loss, weight, reduction, self.sample_wise)
+        except ValueError as err:
+            raise LossInputError(f"{self.loss_name}: {err}") from err
+        return self.loss_weight * reduced
