@@ -61,7 +61,13 @@ class GANLoss(WeightedLoss):
 
     ``elementwise(pred, is_real)`` is the discriminator's element-wise loss for a
     tensor of real/fake flags.
+
+    In a :class:`~lossmix.LossMix` term the loss keeps its ``loss_weight``
+    (``owns_loss_weight``) so the generator-only rule holds; the term's own weight
+    stays 1.
     """
+
+    owns_loss_weight = True
 
     def __init__(
         self,
