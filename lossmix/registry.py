@@ -108,8 +108,13 @@ def resolve_target(path: str, *, extra_allowed: tuple[str, ...] | list[str] = ()
         module_name = ".".join(parts[:cut])
         try:
             obj: Any = importlib.import_module(module_name)
-        except ImportError:
-            continue
+        except ImportError as err:
+            missing = getattr(err, "name", None) or ""
+            if missing and (module_name == missing or module_name.startswith(missing + ".")):
+                continue  # this prefix is not a module: try a shorter one
+            raise LossConfigError(
+                f"_target_='{path}': importing '{module_name}' failed: {err}"
+            ) from err
         try:
             for attr in parts[cut:]:
                 obj = getattr(obj, attr)
@@ -323,6 +328,11 @@ class Registry:
                 f"path); got keys {sorted(node)}."
             )
         ref = node.pop("type") if has_type else node.pop("_target_")
+        if has_type and (not isinstance(ref, str) or not ref):
+            raise LossConfigError(
+                f"type={ref!r} is not a {self.kind} name; give a registered name such as "
+                f"{self.names()[0] if self._entries else 'Name'}."
+            )
         if has_type and isinstance(ref, str) and "." not in ref:
             obj, label = self.get(ref), self.canonical_name(ref)
         else:
