@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -364,7 +364,7 @@ def _is_torch_loss(obj: Any) -> bool:
 class LossRegistry(Registry):
     """The loss registry: plain functions and ``torch.nn`` losses become lossmix losses."""
 
-    _COMMON = {"reduction": "mean", "loss_weight": 1.0}
+    _COMMON: ClassVar[dict[str, Any]] = {"reduction": "mean", "loss_weight": 1.0}
     _TORCH_LEGACY = ("size_average", "reduce", "reduction")
 
     def parameters(self, obj: Any) -> tuple[dict[str, Any], bool]:

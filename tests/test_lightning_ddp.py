@@ -43,7 +43,7 @@ def _fit(tmp_path: Path, k: int) -> tuple[dict, list[dict]]:
 
 
 def test_ddp_epoch_means_and_collective_count(tmp_path):
-    metrics_1, counts_1 = _fit(tmp_path, 1)
+    _, counts_1 = _fit(tmp_path, 1)
     metrics_8, counts_8 = _fit(tmp_path, 8)
     assert all(c["world"] == 2 for c in counts_1 + counts_8)
 
