@@ -10,8 +10,8 @@ from typing import Any
 from lossmix import functional, losses, samplers
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.mix import LossMix, LossResult
-from lossmix.reduction import mask_reduce_loss, weight_reduce_loss, weighted_loss
 from lossmix.normalizers import Normalizer
+from lossmix.reduction import mask_reduce_loss, weight_reduce_loss, weighted_loss
 from lossmix.registry import (
     LOSSES,
     SAMPLERS,

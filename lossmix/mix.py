@@ -22,8 +22,9 @@ from torch import Tensor, nn
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.normalizers import all_reduce_mean
 from lossmix.term import Term, check_term_name
+from lossmix.weighting import WEIGHTING_KEY, TaskWeighting, build_weighting
 
-__all__ = ["LossMix", "LossResult"]
+__all__ = ["WEIGHTING_KEY", "LossMix", "LossResult"]
 
 
 @dataclass
@@ -37,6 +38,10 @@ class LossResult:
         weights: the effective weight used this step (lazy ×k included; 0 when skipped).
         stats: counts such as ``cls.num_pos``, ``cls.num_sampled``, ``cls.avg_factor``.
         group: the group computed, or ``None``.
+        dynamic: keys whose weight changes during training (scheduled or learned);
+            their weights are logged as ``{stage}/weight/{key}``.
+        inputs: each computed term's routed arguments, kept only when
+            ``LossMix.keep_inputs`` is set (the non-finite guard's ``raise`` policy).
     """
 
     total: Tensor
@@ -45,6 +50,8 @@ class LossResult:
     weights: dict[str, float | Tensor]
     stats: dict[str, Tensor] = field(default_factory=dict)
     group: str | None = None
+    dynamic: tuple[str, ...] = ()
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> Tensor:
         return self.terms[name]
@@ -82,11 +89,17 @@ class LossMix(nn.Module):
         (tensor(2.), tensor(2.), tensor(1.), tensor(1.))
     """
 
-    def __init__(self, terms: Mapping[str, Term | Mapping[str, Term]]) -> None:
+    def __init__(self, terms: Mapping[str, Term | Mapping[str, Term]], *,
+                 weighting: TaskWeighting | None = None) -> None:
         super().__init__()
         self.groups = nn.ModuleDict()
         flat: dict[str, Term] = {}
         for name, value in terms.items():
+            if name == WEIGHTING_KEY:
+                raise LossConfigError(
+                    f"term '{name}': '{WEIGHTING_KEY}' is reserved for dynamic task weighting "
+                    f"(e.g. {WEIGHTING_KEY}: {{type: uncertainty}}); rename the term or group."
+                )
             if isinstance(value, Term):
                 flat[name] = value
             elif isinstance(value, Mapping) and value:
@@ -106,6 +119,29 @@ class LossMix(nn.Module):
         self.terms = nn.ModuleDict({n: self._check_term(n, t) for n, t in flat.items()})
         if not self.terms and not self.groups:
             raise LossConfigError("LossMix needs at least one term, e.g. {cls: {type: FocalLoss}}.")
+        self.weighting = self._check_weighting(weighting)
+        # Set by NonFiniteLossGuard: drop non-finite terms ('zero') / keep routed inputs ('raise').
+        self.drop_nonfinite = False
+        self.keep_inputs = False
+
+    def _check_weighting(self, weighting: TaskWeighting | None) -> TaskWeighting | None:
+        if weighting is None:
+            return None
+        if self.groups:
+            raise LossConfigError(
+                f"{WEIGHTING_KEY}: dynamic task weighting needs a flat mix of terms; this one has "
+                f"groups {', '.join(self.groups)}."
+            )
+        unknown = [n for n in weighting.tasks if n not in self.terms]
+        excluded = [n for n in weighting.tasks if n in self.terms and not self.terms[n].in_total]
+        if unknown or excluded:
+            raise LossConfigError(
+                f"{WEIGHTING_KEY}: tasks must be terms added to the total; "
+                f"{(unknown + excluded)[0]!r} is not one (terms: {', '.join(self.terms)})."
+            )
+        for name in weighting.tasks:
+            self.terms[name].log_weight = True
+        return weighting
 
     @staticmethod
     def _check_term(name: str, term: Any) -> Term:
@@ -128,6 +164,8 @@ class LossMix(nn.Module):
             raise LossConfigError(
                 f"LossMix.from_config needs a mapping of term names to term nodes; got {node!r}."
             )
+        node = dict(node)
+        weighting_node = node.pop(WEIGHTING_KEY, None)
         built: dict[str, Any] = {}
         for name, child in node.items():
             if child is None:
@@ -143,7 +181,14 @@ class LossMix(nn.Module):
                     f"term '{name}': a term node needs 'type' (e.g. type: FocalLoss) or "
                     f"'_target_', and a group's children must all be term nodes; got {child!r}."
                 )
-        return cls(built)
+        tasks = [n for n, t in built.items() if isinstance(t, Term) and t.in_total]
+        if weighting_node is not None and any(not isinstance(t, Term) for t in built.values()):
+            raise LossConfigError(
+                f"{WEIGHTING_KEY}: dynamic task weighting needs a flat mix of terms; this one has "
+                f"groups {', '.join(n for n, t in built.items() if not isinstance(t, Term))}."
+            )
+        weighting = None if weighting_node is None else build_weighting(weighting_node, tasks)
+        return cls(built, weighting=weighting)
 
     # -- introspection ------------------------------------------------------------------------
     def group_names(self) -> list[str]:
@@ -214,29 +259,90 @@ class LossMix(nn.Module):
         reduced = dict(zip(synced, all_reduce_mean([prepared[n].avg_factor for n in synced]),
                            strict=True))
         result = LossResult(total=None, terms={}, raw={}, weights={}, group=group)  # type: ignore[arg-type]
-        included: list[Tensor] = []
+        owner: dict[str, Term] = {}
         for term in terms.values():
             if term.name in prepared:
-                p = prepared[term.name]
-                avg = reduced.get(term.name, p.avg_factor)
-                if avg is not None:
-                    avg = term.normalizer.clamp(avg)
-                    p.stats["avg_factor"] = avg
-                parts = term.evaluate(p, avg)
-                weight = term.weight * (term.every if step is not None and term.scale_by_every
-                                        else 1)
-                for key, value in p.stats.items():
-                    result.stats[f"{term.name}.{key}"] = value
+                parts, weight = self._evaluate(term, prepared[term.name], reduced, step, result)
             else:
                 parts, weight = term.connected_zero(outputs, batch), 0.0
             for part, raw in parts.items():
                 key = f"{term.name}.{part}" if part else term.name
                 contribution = raw * weight
+                if self.drop_nonfinite:
+                    contribution = torch.where(torch.isfinite(raw), contribution,
+                                               torch.zeros_like(contribution))
                 result.raw[key], result.terms[key], result.weights[key] = raw, contribution, weight
-                if term.in_total:
-                    included.append(contribution)
+                owner[key] = term
+        if self.weighting is not None and group is None:
+            self._apply_weighting(result, owner, training=step is not None)
+        result.dynamic = tuple(k for k, t in owner.items() if t.log_weight)
+        included = [c for k, c in result.terms.items() if k not in owner or owner[k].in_total]
         result.total = torch.stack(included).sum() if included else _zero_like(result.terms)
         return result
+
+    def _evaluate(self, term: Term, p: Any, reduced: dict[str, Tensor], step: int | None,
+                  result: LossResult) -> tuple[dict[str, Tensor], float]:
+        """Phase two of one computed term: its parts and its scalar weight this step."""
+        avg = reduced.get(term.name, p.avg_factor)
+        if avg is not None:
+            avg = term.normalizer.clamp(avg)
+            p.stats["avg_factor"] = avg
+        if self.keep_inputs:
+            result.inputs[term.name] = p.kwargs
+        keep = None
+        if self.drop_nonfinite:
+            # The gate zeroes the gradient reaching the inputs when the term is dropped, so a
+            # NaN inside the term's own backward (0 × NaN) cannot leak into the model.
+            keep = torch.ones((), dtype=torch.bool, device=_device_of(p.kwargs))
+            p.kwargs = {k: _gate(v, keep) for k, v in p.kwargs.items()}
+        parts = term.evaluate(p, avg)
+        if keep is not None:
+            finite = torch.stack([torch.isfinite(v).all() for v in parts.values()]).all()
+            keep.copy_(finite)
+        weight = term.weight * term.scale * (
+            term.every if step is not None and term.scale_by_every else 1)
+        for key, value in p.stats.items():
+            result.stats[f"{term.name}.{key}"] = value
+        return parts, weight
+
+    def _apply_weighting(self, result: LossResult, owner: dict[str, Term], *, training: bool
+                         ) -> None:
+        """Multiply each task's contributions by its dynamic factor; add the regulariser."""
+        weighting = self.weighting
+        keys = {name: [k for k, t in owner.items() if t.name == name] for name in weighting.tasks}
+        losses = torch.stack([torch.stack([result.terms[k] for k in keys[n]]).sum()
+                              for n in weighting.tasks])
+        factors, regulariser = weighting(losses, training=training)
+        for i, name in enumerate(weighting.tasks):
+            for key in keys[name]:
+                result.terms[key] = result.terms[key] * factors[i]
+                result.weights[key] = result.weights[key] * factors[i].detach()
+        if regulariser is not None:
+            result.raw[WEIGHTING_KEY] = result.terms[WEIGHTING_KEY] = regulariser
+            result.weights[WEIGHTING_KEY] = 1.0
+
+
+class _Gate(torch.autograd.Function):
+    """Identity forward; backward passes the gradient only where ``keep`` (read at backward)."""
+
+    @staticmethod
+    def forward(ctx: Any, value: Tensor, keep: Tensor) -> Tensor:
+        ctx.keep = keep  # not saved_tensors: it is written after this forward, on purpose
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return torch.where(ctx.keep, grad, torch.zeros_like(grad)), None
+
+
+def _device_of(kwargs: dict[str, Any]) -> torch.device | None:
+    return next((v.device for v in kwargs.values() if isinstance(v, Tensor)), None)
+
+
+def _gate(value: Any, keep: Tensor) -> Any:
+    if isinstance(value, Tensor) and value.requires_grad:
+        return _Gate.apply(value, keep)
+    return value
 
 
 def _zero_like(terms: dict[str, Tensor]) -> Tensor:

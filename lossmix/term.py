@@ -119,6 +119,10 @@ class Term(nn.Module):
                 f"reduction='mean' (got {loss.reduction!r}); drop the normalizer or the reduction."
             )
         self.parts: tuple[str, ...] | None = None
+        # Set during training by LossWeightSchedule (a multiplier of ``weight``, a Python float
+        # computed from the step) and by a dynamic weighting (``log_weight``: log the weight).
+        self.scale = 1.0
+        self.log_weight = False
 
     def _check_weight(self, weight: Any) -> float:
         if isinstance(weight, bool) or not isinstance(weight, Real):
@@ -336,6 +340,7 @@ class Term(nn.Module):
 
     def extra_repr(self) -> str:
         extra = f", every={self.every}" if self.every > 1 else ""
+        extra += f", scale={self.scale}" if self.scale != 1.0 else ""
         extra += "" if self.in_total else ", in_total=False"
         return f"name={self.name!r}, weight={self.weight}, inputs={self.inputs}{extra}"
 

@@ -369,3 +369,30 @@ def test_term_can_be_built_directly():
     term = Term("reg", lossmix.losses.L1Loss(), weight=2.0, inputs=ROUTE)
     result = LossMix({"reg": term})(*_reg_batch())
     torch.testing.assert_close(result.terms["reg"], 2.0 * result.raw["reg"])
+
+
+def test_engine_compiles_fullgraph():
+    mix = LossMix.from_config({
+        "cls": {"type": "FocalLoss", "inputs": CLS_ROUTE, "normalizer": "num_pos"},
+        "reg": {"type": "GIoULoss", "loss_weight": 2.0, "normalizer": "weight_sum",
+                "inputs": {"pred": "boxes", "target": "box_target", "weight": "pos"}},
+        "lazy": {"type": "L1Loss", "every": 2, "inputs": {"pred": "boxes", "target": "box_target"}},
+    })
+    gen = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(32, 3, generator=gen), torch.randint(0, 4, (32,), generator=gen)
+    xy = torch.rand(32, 2, generator=gen) * 10
+    target = torch.cat([xy, xy + 1 + torch.rand(32, 2, generator=gen) * 5], -1)
+    boxes = target + 0.1 * torch.randn(32, 4, generator=gen)
+    batch = {"labels": labels, "box_target": target, "pos": (labels < 3).float()}
+
+    def step(logits, boxes, step):
+        result = mix({"logits": logits, "boxes": boxes}, batch, step=step)
+        return result.total, result.terms
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    for s in (0, 1):
+        (total, terms), (ref_total, ref_terms) = compiled(logits, boxes, s), step(logits, boxes, s)
+        torch.testing.assert_close(total, ref_total)
+        for name in ref_terms:
+            torch.testing.assert_close(terms[name], ref_terms[name])

@@ -1,6 +1,23 @@
 """The Lightning layer: the ``CompositeLoss`` mixin and its callbacks."""
 
+from lossmix.lightning.callbacks import (
+    LossCurves,
+    LossWeightSchedule,
+    NonFiniteLoss,
+    NonFiniteLossGuard,
+    TaskWeightingUpdates,
+    TermGradientMonitor,
+)
 from lossmix.lightning.logging import TermLogger
 from lossmix.lightning.mixin import CompositeLoss
 
-__all__ = ["CompositeLoss", "TermLogger"]
+__all__ = [
+    "CompositeLoss",
+    "LossCurves",
+    "LossWeightSchedule",
+    "NonFiniteLoss",
+    "NonFiniteLossGuard",
+    "TaskWeightingUpdates",
+    "TermGradientMonitor",
+    "TermLogger",
+]

@@ -14,6 +14,10 @@ for groups ``{stage}/loss/{group}`` and ``{stage}/loss/{group}/{term}``. Trainin
 logs step values under those keys at each logging point and epoch means (weighted
 by batch size) under ``<key>_epoch``; validation and test log epoch means under
 the keys themselves, so ``ModelCheckpoint(monitor="val/loss/cls")`` works.
+Scheduled and learned weights are logged as ``{stage}/weight/{term}``; callbacks
+add step values of their own (``train/grad_norm/{term}``) with
+:meth:`TermLogger.record_values`. Every value flushed is also kept, as plain
+floats, in :attr:`TermLogger.history` (``LossCurves`` draws it; it is checkpointed).
 """
 
 from __future__ import annotations
@@ -68,9 +72,11 @@ class TermBuffer:
     count: float = 0.0
     prog_bar: set[str] = field(default_factory=set)
 
-    def record(self, values: Tensor, batch_size: int) -> None:
-        """Store one step (device ops only: no host sync)."""
+    def record(self, values: Tensor, batch_size: int | None) -> None:
+        """Store one step (device ops only: no host sync); ``None``: no epoch mean."""
         self.last, self.fresh = values, True
+        if batch_size is None:
+            return
         weighted = values * float(batch_size)
         self.sums = weighted if self.sums is None else self.sums + weighted
         self.count += float(batch_size)
@@ -94,6 +100,7 @@ class TermLogger(pl.Callback):
     def __init__(self, log_raw: bool = False) -> None:
         self.log_raw = log_raw
         self.buffers: dict[tuple[str, str | None], TermBuffer] = {}
+        self.history: dict[str, list[list[float]]] = {}
 
     # -- recording (called by CompositeLoss.compute_loss) ---------------------------------------
     def record(self, stage: str, group: str | None, result: Any, batch_size: int) -> None:
@@ -109,6 +116,10 @@ class TermLogger(pl.Callback):
             values += [*result.raw.values(), *(_as_tensor(w, result.total)
                                                for w in result.weights.values())]
             keys += [f"{raw_prefix}/{n}" for n in names] + [f"{weight_prefix}/{n}" for n in names]
+        elif result.dynamic:
+            weight_prefix = f"{stage}/weight" + (f"/{group}" if group else "")
+            values += [_as_tensor(result.weights[n], result.total) for n in result.dynamic]
+            keys += [f"{weight_prefix}/{n}" for n in result.dynamic]
         if buffer is None:
             buffer = self.buffers[(stage, group)] = TermBuffer(keys, prog_bar={prefix})
         elif buffer.keys != keys:
@@ -118,9 +129,31 @@ class TermLogger(pl.Callback):
             )
         buffer.record(torch.stack(values).detach().float(), batch_size)
 
+    def record_values(self, stage: str, kind: str, names: list[str], values: Tensor) -> None:
+        """Buffer step values ``{stage}/{kind}/{name}`` (no epoch mean); flushed at the next
+        logging point with the terms, in the same collective."""
+        keys = [f"{stage}/{kind}/{n}" for n in names]
+        buffer = self.buffers.get((stage, f"#{kind}"))
+        if buffer is None or buffer.keys != keys:
+            buffer = self.buffers[(stage, f"#{kind}")] = TermBuffer(keys)
+        buffer.record(values.detach().float(), None)
+
+    # -- history (for LossCurves) and checkpointing ---------------------------------------------
+    def _remember(self, step: int, keys: list[str], values: list[float]) -> None:
+        for key, value in zip(keys, values, strict=True):
+            self.history.setdefault(key, []).append([float(step), value])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {k: [list(p) for p in v] for k, v in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {k: [list(p) for p in v] for k, v in state_dict.get("history", {}).items()}
+
     # -- flushing -------------------------------------------------------------------------------
     def _log(self, pl_module: pl.LightningModule, buffers: list[TermBuffer], values: list[float],
              *, suffix: str, on_step: bool) -> None:
+        trainer = pl_module.trainer
+        self._remember(trainer.global_step, [k + suffix for b in buffers for k in b.keys], values)
         position = 0
         for buffer in buffers:
             for key in buffer.keys:

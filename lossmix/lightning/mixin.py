@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 from torch import Tensor
 
+from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
 from lossmix.lightning.logging import TermLogger
 from lossmix.mix import LossMix, LossResult
 
@@ -103,8 +104,17 @@ class CompositeLoss:
         found = super().configure_callbacks() if hasattr(super(), "configure_callbacks") else []
         found = list(found) if isinstance(found, (list, tuple)) else [found]
         trainer = self._lossmix_trainer()
-        present = trainer is not None and any(isinstance(c, TermLogger) for c in trainer.callbacks)
-        return found if present else [*found, TermLogger()]
+        callbacks = list(trainer.callbacks) if trainer is not None else []
+
+        def present(kind: type) -> bool:
+            return any(isinstance(c, kind) for c in callbacks + found)
+
+        if not present(TermLogger):
+            found.append(TermLogger())
+        mix = getattr(self, "loss_mix", None)
+        if getattr(mix, "weighting", None) is not None and not present(TaskWeightingUpdates):
+            found.append(TaskWeightingUpdates())
+        return found
 
     # -- the step ----------------------------------------------------------------------------
     def compute_loss(

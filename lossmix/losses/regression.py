@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lossmix.functional import regression as F
 from lossmix.errors import LossInputError
+from lossmix.functional import regression as F
 from lossmix.losses.base import WeightedLoss, check_positive
 from lossmix.reduction import AvgFactor, mask_reduce_loss
 from lossmix.registry import LOSSES

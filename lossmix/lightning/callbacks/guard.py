@@ -1,0 +1,157 @@
+"""``NonFiniteLossGuard``: find the term that went NaN/Inf, and raise, skip the step, or drop it.
+
+=========== ============================================================= =====================
+policy      what happens                                                  host syncs
+=========== ============================================================= =====================
+``raise``   stop with the term(s), the step, and the ranges of the        1 per optimizer step
+            term's inputs (computed only when raising)                    (+1 all-reduce in DDP)
+``skip``    the optimizer step does not happen: every gradient is set to  1 per optimizer step
+            ``None`` before ``optimizer.step``, which then leaves the     (+1 all-reduce in DDP)
+            parameters and its state (Adam's moments, step) untouched
+``zero``    the term's contribution (and the gradient it sends to its     none per step; 1 per
+            inputs) is zeroed on the device with ``torch.where``; the      epoch to report the
+            terms dropped and the first step are reported at epoch end    dropped terms
+=========== ============================================================= =====================
+
+``raise`` and ``skip`` take one decision per optimizer step on the host, reduced
+over ranks with ``trainer.strategy.reduce_boolean_decision`` so every rank
+raises or skips together. Flags are gathered on the device at each backward, so
+gradient accumulation and manual optimization are covered. Under ``skip`` the
+learning-rate schedulers still step, and an optimizer that re-evaluates its
+closure (LBFGS) is not supported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+
+from lossmix.errors import LossConfigError
+
+__all__ = ["NonFiniteLoss", "NonFiniteLossGuard"]
+
+POLICIES = ("raise", "skip", "zero")
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A loss term was NaN or Inf under ``NonFiniteLossGuard(policy="raise")``."""
+
+
+class NonFiniteLossGuard(pl.Callback):
+    """Watch every term for NaN/Inf and apply ``policy`` (raise | skip | zero).
+
+    Attributes:
+        skipped: the optimizer steps skipped (``skip``), as ``(step, terms)`` pairs.
+        dropped: the last epoch's report of dropped terms (``zero``).
+    """
+
+    def __init__(self, policy: str = "raise") -> None:
+        if policy not in POLICIES:
+            raise LossConfigError(
+                f"NonFiniteLossGuard: policy={policy!r}; use one of {', '.join(POLICIES)}."
+            )
+        self.policy = policy
+        self.skipped: list[tuple[int, list[str]]] = []
+        self.dropped: list[str] = []
+        self._flags: dict[str, Tensor] = {}
+        self._first: dict[str, Tensor] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        mix = getattr(pl_module, "loss_mix", None)
+        if mix is None:
+            raise LossConfigError("NonFiniteLossGuard needs a CompositeLoss module with "
+                                  "configure_loss() called.")
+        mix.drop_nonfinite = self.policy == "zero"
+        mix.keep_inputs = self.policy == "raise"
+
+    # -- device-side flags, gathered at every backward --------------------------------------------
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           loss: Tensor) -> None:
+        result = getattr(pl_module, "last_loss_result", None)
+        if result is None:
+            return
+        prefix = f"{result.group}/" if result.group else ""
+        values = {**{k: v for k, v in result.raw.items()}, "total": result.total}
+        step = torch.as_tensor(_step(trainer, pl_module), device=result.total.device)
+        for key, value in values.items():
+            name = prefix + key
+            bad = ~torch.isfinite(value.detach()).all()
+            if self.policy != "zero":
+                bad = bad | ~torch.isfinite(result.terms.get(key, value).detach()).all()
+            seen = self._flags.get(name)
+            if self.policy == "zero":
+                # a count of dropped steps, and the first one: device ops only
+                self._first[name] = torch.where(
+                    bad & ((seen if seen is not None else step.new_zeros(())) == 0), step,
+                    self._first.get(name, step.new_full((), -1)))
+                self._flags[name] = (seen if seen is not None else 0) + bad.long()
+            else:
+                self._flags[name] = bad if seen is None else seen | bad
+        self._result = result
+
+    # -- the one decision per optimizer step (raise / skip) ---------------------------------------
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: Any) -> None:
+        if self.policy == "zero" or not self._flags:
+            return
+        names = list(self._flags)
+        flags = torch.stack(list(self._flags.values()))
+        self._flags = {}
+        local = bool(flags.any())  # the documented host sync
+        if not trainer.strategy.reduce_boolean_decision(local, all=False):
+            return
+        bad = [n for n, f in zip(names, flags.tolist(), strict=True) if f]
+        step = _step(trainer, pl_module)
+        if self.policy == "raise":
+            raise NonFiniteLoss(self._message(bad, step, trainer))
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                param.grad = None
+        self.skipped.append((step, bad))
+        rank_zero_warn(f"NonFiniteLossGuard: skipped the optimizer step at step {step}: "
+                       f"non-finite {', '.join(bad) or 'loss on another rank'}.")
+
+    def _message(self, bad: list[str], step: int, trainer: pl.Trainer) -> str:
+        terms = [n for n in bad if n.rsplit("/", 1)[-1] != "total"] or bad
+        lines = [f"non-finite loss at step {step} (epoch {trainer.current_epoch}): "
+                 f"term(s) {', '.join(terms) or '(on another rank)'}."]
+        result = getattr(self, "_result", None)
+        for name in terms:
+            term = name.rsplit("/", 1)[-1].split(".", 1)[0]
+            for arg, value in (result.inputs.get(term, {}) if result is not None else {}).items():
+                if isinstance(value, Tensor) and value.is_floating_point() and value.numel():
+                    v = value.detach()
+                    finite = torch.isfinite(v)
+                    lines.append(
+                        f"  {term}.{arg}: shape {tuple(v.shape)}, min {v.min().item():.4g}, "
+                        f"max {v.max().item():.4g}, non-finite {int((~finite).sum())}"
+                    )
+        return "\n".join(lines)
+
+    # -- zero: report once per epoch ----------------------------------------------------------------
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.policy != "zero" or not self._flags:
+            return
+        names = list(self._flags)
+        counts, firsts = torch.stack([torch.stack([self._flags[n] for n in names]),
+                                      torch.stack([self._first[n] for n in names])]).tolist()
+        self._flags, self._first = {}, {}
+        dropped = [f"{n} on {c} step(s) from step {f}"
+                   for n, c, f in zip(names, counts, firsts, strict=True) if c]
+        if dropped:
+            rank_zero_warn(f"NonFiniteLossGuard: dropped non-finite terms: {'; '.join(dropped)}.")
+            self.dropped = dropped
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "skipped": [[s, list(t)] for s, t in self.skipped]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.skipped = [(int(s), list(t)) for s, t in state_dict.get("skipped", [])]
+
+
+def _step(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
+    return pl_module.loss_step() if hasattr(pl_module, "loss_step") else trainer.global_step

@@ -1,0 +1,42 @@
+"""``TaskWeightingUpdates``: drives a ``LossMix``'s dynamic weighting from Lightning's hooks.
+
+Installed by :class:`~lossmix.CompositeLoss` when the loss config has a
+``weighting:`` key. It binds the weighting to the model at ``setup`` (GradNorm's
+shared layer: an error before training if the name is wrong), closes DWA's
+epoch at each training epoch end, and renormalises GradNorm's weights after each
+optimizer step. The weighting's state is in the module (parameters and buffers),
+so this callback has none of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+
+__all__ = ["TaskWeightingUpdates"]
+
+
+class TaskWeightingUpdates(pl.Callback):
+    """Call the weighting's ``bind``, ``epoch_end`` and ``step_end`` at the right points."""
+
+    @staticmethod
+    def _weighting(pl_module: pl.LightningModule) -> Any:
+        mix = getattr(pl_module, "loss_mix", None)
+        return getattr(mix, "weighting", None)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        weighting = self._weighting(pl_module)
+        if weighting is not None:
+            weighting.bind(pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        weighting = self._weighting(pl_module)
+        if weighting is not None:
+            weighting.epoch_end()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           *args: Any) -> None:
+        weighting = self._weighting(pl_module)
+        if weighting is not None and weighting.needs_step_hooks:
+            weighting.step_end()

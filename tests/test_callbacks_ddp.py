@@ -1,0 +1,66 @@
+"""DDP, 2 CPU processes (gloo, ddp_spawn), one spawn: a NaN on rank 1 only makes both ranks
+skip the same step, and the learned (uncertainty) weights stay identical on every rank."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from lossmix.lightning import NonFiniteLossGuard
+from tests.lightning_models import Regressor, loader
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
+                                reason="torch.distributed is not available")
+NAN_STEP = 1
+
+
+class NaNOnRank1(Regressor):
+    def __init__(self) -> None:
+        terms = {"small": {"type": "MSELoss", "inputs": {"pred": "pred", "target": "bad"}},
+                 "large": {"type": "L1Loss", "loss_weight": 10.0,
+                           "inputs": {"pred": "pred", "target": "y"}},
+                 "weighting": {"type": "uncertainty"}}
+        super().__init__(terms=terms, lr=0.05)
+
+    def training_step(self, batch, batch_idx):
+        bad = batch["y"].clone()
+        if self.global_rank == 1 and self.loss_step() == NAN_STEP:
+            bad[0, 0] = float("nan")
+        return self.compute_loss(self(batch["x"]), {**batch, "bad": bad})
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+class Dump(L.Callback):
+    def __init__(self, out: str) -> None:
+        self.out, self.params = out, []
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.params.append([p.detach().flatten().tolist() for p in pl_module.parameters()])
+
+    def on_fit_end(self, trainer, pl_module):
+        guard = next(c for c in trainer.callbacks if isinstance(c, NonFiniteLossGuard))
+        Path(self.out, f"rank{trainer.global_rank}.json").write_text(json.dumps({
+            "params": self.params, "skipped": guard.skipped,
+            "log_vars": pl_module.loss_mix.weighting.log_vars.detach().tolist()}))
+
+
+def test_guard_decision_and_learned_weights_are_shared(tmp_path):
+    run = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=3,
+                    logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False,
+                    callbacks=[NonFiniteLossGuard("skip"), Dump(str(tmp_path))])
+    run.fit(NaNOnRank1(), loader(24, 4))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["skipped"] == [[NAN_STEP, []]]                 # decided with rank 1
+    assert ranks[1]["skipped"] == [[NAN_STEP, ["small", "total"]]]
+    for rank in ranks:
+        assert rank["params"][NAN_STEP] == rank["params"][NAN_STEP - 1]  # skipped on both
+        assert rank["params"][-1] != rank["params"][NAN_STEP]            # and trained on
+    assert ranks[0]["params"] == ranks[1]["params"]                # identical every step
+    assert ranks[0]["log_vars"] == ranks[1]["log_vars"] != [0.0, 0.0]

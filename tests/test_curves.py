@@ -1,0 +1,36 @@
+"""LossCurves: a PNG of the terms and effective weights in the run directory."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+
+from lossmix.lightning import LossCurves, LossWeightSchedule, TermLogger
+from lossmix.lightning.callbacks import plot_loss_curves
+from tests.lightning_models import Regressor, loader, trainer
+
+
+@pytest.mark.parametrize("every_epoch", [False, True])
+def test_curves_written_to_the_run_dir(tmp_path, every_epoch, capsys):
+    curves = LossCurves(every_epoch=every_epoch)
+    logger = L.pytorch.loggers.CSVLogger(tmp_path, name="run")
+    run = trainer(max_epochs=2, log_every_n_steps=1, logger=logger,
+                  callbacks=[curves, LossWeightSchedule({"t1": {"kind": "linear", "end": 4}})])
+    run.fit(Regressor(lr=0.01), loader(8, 4))
+    assert curves.path == tmp_path / "run" / "version_0" / "loss_curves.png"
+    assert curves.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = next(c for c in run.callbacks if isinstance(c, TermLogger)).history
+    assert [p[0] for p in history["train/loss/t0"]] == [1.0, 2.0, 3.0, 4.0]
+    assert [p[1] for p in history["train/weight/t1"]] == pytest.approx([0.0, 0.375, 0.75, 1.125])
+
+
+def test_nothing_to_draw_writes_nothing(tmp_path):
+    assert plot_loss_curves({}, tmp_path / "x.png") is None
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_default_root_dir_without_a_logger(tmp_path):
+    curves = LossCurves(filename="c.png")
+    run = trainer(max_steps=2, log_every_n_steps=1, default_root_dir=tmp_path, callbacks=[curves])
+    run.fit(Regressor(), loader(8, 4))
+    assert curves.path == tmp_path / "c.png" and curves.path.exists()

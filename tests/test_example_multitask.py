@@ -1,0 +1,22 @@
+"""Smoke test of examples/multitask.py: each weighting trains and writes its curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty", "dwa", "gradnorm", "none"])
+def test_multitask_example(weighting, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import multitask
+
+    metrics = multitask.main(["--weighting", weighting, "--epochs", "2", "--quiet",
+                              "--out", str(tmp_path)])
+    assert Path(metrics["curves"]).is_file()
+    assert {"train/loss/depth_epoch", "train/loss/cls_epoch"} <= set(metrics)
+    if weighting != "none":
+        assert {"train/weight/depth", "train/weight/cls"} <= set(metrics)
