@@ -1,0 +1,122 @@
+"""The ``lossmix`` command: what is registered, and what a config composes to.
+
+* ``lossmix list``: every registered loss and sampler with its arguments, defaults and
+  one-line summary.
+* ``lossmix show [overrides...]``: compose the training config (``lossmix/conf/train.yaml``)
+  with Hydra overrides, as ``python -m lossmix.train`` would, check the terms, and print
+  the ``loss`` node as YAML and a table of its terms.
+
+Errors print one ``Error: ...`` line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from lossmix.config import (
+    check_loss_config,
+    explain_override_error,
+    one_line_error,
+    plain,
+    term_rows,
+)
+from lossmix.errors import LossConfigError, LossInputError
+from lossmix.registry import LOSSES, SAMPLERS, Registry
+
+__all__ = ["main"]
+
+CONFIG_MODULE = "lossmix.conf"
+
+
+def _registry_table(registry: Registry, title: str) -> Table:
+    table = Table(title=title, show_lines=False)
+    table.add_column("name", style="bold")
+    table.add_column("arguments (defaults)")
+    table.add_column("summary")
+    for info in registry.describe_all():
+        name = info.name + (f" ({', '.join(info.aliases)})" if info.aliases else "")
+        table.add_row(name, info.format_params() or "-", info.summary)
+    return table
+
+
+def list_command(console: Console) -> int:
+    """Print the registered losses and samplers."""
+    console.print(_registry_table(LOSSES, f"Losses ({len(LOSSES)})"))
+    console.print(_registry_table(SAMPLERS, f"Samplers ({len(SAMPLERS)})"))
+    console.print("Use one in a term node with `type: <name>`; any torch.nn loss with "
+                  "`_target_: torch.nn.<Name>`.")
+    return 0
+
+
+def compose_train_config(overrides: Sequence[str], config_name: str = "train") -> object:
+    """The training config composed with ``overrides`` (Hydra's compose API)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return compose(config_name, overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def show_command(console: Console, overrides: Sequence[str]) -> int:
+    """Print the composed ``loss`` node and a table of its terms."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_train_config(overrides)
+    loss = plain(cfg.loss)
+    allowed = plain(cfg.lossmix.allowed_targets) or []
+    check_loss_config(loss, allowed_targets=allowed)
+    console.print("[bold]loss:[/bold]")
+    console.print(OmegaConf.to_yaml(OmegaConf.create({"loss": loss})), markup=False,
+                  highlight=False)
+    table = Table(title="Terms")
+    columns = ("term", "loss", "weight", "inputs", "sampler", "normalizer", "every", "in_total")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in term_rows(loss):
+        table.add_row(*(row[c] for c in columns))
+    console.print(table)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lossmix", description="Compose weighted loss terms from Hydra configs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="registered losses and samplers")
+    show = commands.add_parser(
+        "show", help="the loss config that overrides compose to, and its terms",
+        description="Compose lossmix/conf/train.yaml with Hydra overrides (as python -m "
+                    "lossmix.train would) and print its loss terms.")
+    show.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                      help="Hydra overrides, e.g. loss/cls=ce loss.cls.loss_weight=0.5")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lossmix`` command."""
+    from hydra.errors import CompactHydraException
+
+    args = _parser().parse_args(argv)
+    console = Console()
+    try:
+        if args.command == "list":
+            return list_command(console)
+        return show_command(console, args.overrides)
+    except (CompactHydraException, LossConfigError, LossInputError) as err:
+        overrides = getattr(args, "overrides", [])
+        message = explain_override_error(err, overrides) or one_line_error(err)
+        print(f"Error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

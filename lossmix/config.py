@@ -1,0 +1,344 @@
+"""The Hydra front end's checks: every term node against its loss's signature, before training.
+
+Hydra's struct mode refuses a misspelt plain override (``loss.cls.gama=1.5``), but
+``+loss.cls.gama=1.5`` adds the key and a value override can change a type
+(``loss.cls.gamma=abc``). :func:`check_loss_config` catches both before anything is
+built, with the term, the key, the valid keys and the closest one; the rest of the
+checks (inputs, normalisers, samplers' values) are :meth:`LossMix.from_config`'s.
+:func:`one_line_error` turns these and Hydra's composition errors into the one line
+the command line prints.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from lossmix.errors import LossConfigError, did_you_mean
+from lossmix.mix import WEIGHTING_KEY, LossMix
+from lossmix.registry import LOSSES, REQUIRED, SAMPLERS, Registry, resolve_target
+from lossmix.term import SAMPLER_TARGET_KEYS, TERM_KEYS
+
+__all__ = [
+    "build_loss_mix",
+    "check_loss_config",
+    "expected_types",
+    "explain_override_error",
+    "iter_term_nodes",
+    "one_line_error",
+    "plain",
+    "term_rows",
+]
+
+_REFS = ("type", "_target_")
+_HYDRA_KEYS = ("_recursive_", "_convert_")
+_TERM_KEY_TYPES: dict[str, tuple[type, ...]] = {
+    "loss_weight": (float,), "every": (int,), "scale_by_every": (bool,), "in_total": (bool,),
+}
+_SIMPLE = (bool, int, float, str, type(None))
+
+
+def plain(node: Any) -> Any:
+    """A DictConfig/ListConfig as plain dicts and lists (resolved); anything else as is."""
+    if type(node).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def _is_term(node: Any) -> bool:
+    return isinstance(node, Mapping) and any(ref in node for ref in _REFS)
+
+
+def iter_term_nodes(node: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """``(path, name, node)`` of every term: ``("cls", "cls", ...)`` or ``("gen.adv", "adv", ...)``.
+
+    ``None`` children (dropped terms) and the ``weighting`` node are skipped, as
+    :meth:`LossMix.from_config` does.
+    """
+    for name, child in node.items():
+        if child is None or name == WEIGHTING_KEY:
+            continue
+        if isinstance(child, Mapping) and not _is_term(child):
+            for leaf, grandchild in child.items():
+                if grandchild is not None:
+                    yield f"{name}.{leaf}", str(leaf), grandchild
+        else:
+            yield str(name), str(name), child
+
+
+# -- expected types ---------------------------------------------------------------------------
+def _hint_types(hint: Any) -> tuple[type, ...] | None:
+    """The simple types a hint allows, plus ``object`` for anything richer; None: anything."""
+    if hint is Any or hint is inspect.Parameter.empty:
+        return None
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        found: list[type] = []
+        for arg in typing.get_args(hint):
+            sub = _hint_types(arg)
+            if sub is None:
+                return None
+            found += sub
+        return tuple(dict.fromkeys(found))
+    if origin is typing.Literal:
+        return tuple(dict.fromkeys(type(v) for v in typing.get_args(hint)))
+    if hint is None or hint is type(None):
+        return (type(None),)
+    if hint in _SIMPLE:
+        return (hint,)
+    return (object,)
+
+
+def _default_types(default: Any) -> tuple[type, ...] | None:
+    if default is REQUIRED or default is None:
+        return None
+    if isinstance(default, bool):
+        return (bool,)
+    if isinstance(default, (int, float)):
+        return (float,)
+    if isinstance(default, str):
+        return (str,)
+    return (object,)
+
+
+def _init_hints(obj: Any) -> dict[str, Any]:
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references: fall back to the defaults
+        return {}
+
+
+def expected_types(registry: Registry, obj: Any) -> dict[str, tuple[type, ...] | None]:
+    """Argument → allowed simple types (``object``: lists/dicts too; None: anything).
+
+    >>> from lossmix import LOSSES
+    >>> expected_types(LOSSES, LOSSES.get("FocalLoss"))["gamma"]
+    (<class 'float'>,)
+    """
+    params, _ = registry.parameters(obj)
+    hints = _init_hints(obj)
+    found: dict[str, tuple[type, ...] | None] = {}
+    for name, default in params.items():
+        found[name] = _hint_types(hints[name]) if name in hints else _default_types(default)
+    if "reduction" in found and "reduction" not in hints:
+        found["reduction"] = (str,)
+    if "loss_weight" in found and "loss_weight" not in hints:
+        found["loss_weight"] = (float,)
+    return found
+
+
+def _fits(value: Any, allowed: tuple[type, ...] | None) -> bool:
+    if allowed is None:
+        return True
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int):
+        return int in allowed or float in allowed
+    if isinstance(value, (float, str)) or value is None:
+        return type(value) in allowed
+    return object in allowed
+
+
+def _type_names(allowed: tuple[type, ...]) -> str:
+    names = {bool: "bool (true/false)", int: "int", float: "float", str: "str",
+             type(None): "null", object: "a list or mapping"}
+    return " or ".join(names[t] for t in allowed)
+
+
+# -- the checks --------------------------------------------------------------------------------
+def _resolve(registry: Registry, node: Mapping[str, Any], label: str,
+             allowed_targets: tuple[str, ...]) -> tuple[Any, str]:
+    ref = node.get("type", node.get("_target_"))
+    try:
+        if "type" in node and isinstance(ref, str) and "." not in ref:
+            return registry.get(ref), registry.canonical_name(ref)
+        return resolve_target(ref, extra_allowed=allowed_targets), str(ref).rsplit(".", 1)[-1]
+    except LossConfigError as err:
+        raise LossConfigError(f"{label}: {err}") from err
+
+
+def _check_keys(label: str, path: str, node: Mapping[str, Any], valid: dict[str, Any],
+                extra: tuple[str, ...], var_kw: bool, *, extra_name: str = "term keys") -> None:
+    extra = tuple(k for k in extra if k not in valid)
+    for key in node:
+        if key in valid or key in extra or key in _REFS or key in _HYDRA_KEYS or var_kw:
+            continue
+        own = ", ".join(valid) or "(none)"
+        also = f"; {extra_name}: {', '.join(extra)}" if extra else ""
+        raise LossConfigError(
+            f"{label}: unknown key '{key}' ({path}.{key}).{did_you_mean(key, [*valid, *extra])} "
+            f"Valid keys: {own}{also}."
+        )
+
+
+def _check_types(label: str, path: str, node: Mapping[str, Any], params: dict[str, Any],
+                 types_: dict[str, tuple[type, ...] | None]) -> None:
+    for key, allowed in types_.items():
+        if key in node and not _fits(node[key], allowed):
+            value, default = node[key], params.get(key, REQUIRED)
+            example = "" if default is REQUIRED else (
+                f" (default {default!r}): e.g. {path}.{key}={default}")
+            raise LossConfigError(
+                f"{label}: {key}={value!r} is a {type(value).__name__}, but {key} expects "
+                f"{_type_names(allowed)}{example}."
+            )
+
+
+def _check_term(path: str, name: str, node: Any, allowed_targets: tuple[str, ...]) -> None:
+    label = f"term '{name}'"
+    if not _is_term(node):
+        raise LossConfigError(
+            f"{label} (loss.{path}): needs 'type' (a registered loss, e.g. type: FocalLoss) or "
+            f"'_target_' (a dotted path); got {node!r}."
+        )
+    obj, loss_name = _resolve(LOSSES, node, label, allowed_targets)
+    label = f"term '{name}' ({loss_name})"
+    params, var_kw = LOSSES.parameters(obj)
+    term_keys = tuple(k for k in TERM_KEYS if k != "schedule")
+    _check_keys(label, f"loss.{path}", node, params, (*term_keys, "loss_weight"), var_kw)
+    defaults = {**params, "every": 1, "scale_by_every": True, "in_total": True}
+    _check_types(label, f"loss.{path}", node, defaults,
+                 {**expected_types(LOSSES, obj), **_TERM_KEY_TYPES})
+    reduction, normalizer = node.get("reduction", "mean"), node.get("normalizer")
+    if normalizer is not None and reduction != "mean":
+        source = normalizer.get("type") if isinstance(normalizer, Mapping) else normalizer
+        raise LossConfigError(
+            f"{label}: reduction={reduction!r} cannot be divided by the normalizer "
+            f"'{source}', which needs reduction=mean; for a plain {reduction}, drop the "
+            f"normalizer too: loss.{path}.reduction={reduction} loss.{path}.normalizer=null."
+        )
+    sampler = node.get("sampler")
+    if isinstance(sampler, Mapping):
+        if not _is_term(sampler):
+            raise LossConfigError(
+                f"{label}: sampler needs 'type', e.g. +sampler@loss.{path}.sampler=random; got "
+                f"{dict(sampler)!r}."
+            )
+        s_obj, s_name = _resolve(SAMPLERS, sampler, f"{label} sampler", allowed_targets)
+        s_label, s_path = f"{label} sampler ({s_name})", f"loss.{path}.sampler"
+        s_params, s_var_kw = SAMPLERS.parameters(s_obj)
+        _check_keys(s_label, s_path, sampler, s_params, SAMPLER_TARGET_KEYS, s_var_kw,
+                    extra_name="also")
+        _check_types(s_label, s_path, sampler, s_params, expected_types(SAMPLERS, s_obj))
+
+
+def check_loss_config(node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()) -> None:
+    """Check every term node's keys and simple value types against its loss (and sampler).
+
+    Raises:
+        LossConfigError: naming the term, the key, what is valid and the closest match.
+
+    >>> check_loss_config({"cls": {"type": "FocalLoss", "gama": 1.5}})
+    Traceback (most recent call last):
+    ...
+    lossmix.errors.LossConfigError: term 'cls' (FocalLoss): unknown key 'gama' ... 'gamma'? ...
+    """
+    node = plain(node)
+    if not isinstance(node, Mapping) or not node:
+        raise LossConfigError(
+            f"the loss config must map term names to term nodes, e.g. loss/cls=focal; got {node!r}."
+        )
+    for path, name, child in iter_term_nodes(node):
+        _check_term(path, name, child, tuple(allowed_targets))
+
+
+def build_loss_mix(node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()) -> LossMix:
+    """:func:`check_loss_config`, then :meth:`LossMix.from_config`."""
+    check_loss_config(node, allowed_targets=allowed_targets)
+    return LossMix.from_config(plain(node), allowed_targets=allowed_targets)
+
+
+def term_rows(node: Any) -> list[dict[str, str]]:
+    """One row per term for tables: term, loss, weight, inputs, sampler, normalizer, every."""
+    rows = []
+    for path, _, child in iter_term_nodes(plain(node)):
+        sampler = child.get("sampler")
+        normalizer = child.get("normalizer")
+        if isinstance(sampler, Mapping):
+            sampler = ", ".join(f"{k}={v}" for k, v in sampler.items() if v is not None)
+        if isinstance(normalizer, Mapping):
+            normalizer = ", ".join(f"{k}={v}" for k, v in normalizer.items())
+        inputs = child.get("inputs") or {}
+        rows.append({
+            "term": path,
+            "loss": str(child.get("type", child.get("_target_"))),
+            "weight": str(child.get("loss_weight", "default")),
+            "inputs": ", ".join(f"{k}←{v}" for k, v in inputs.items()),
+            "sampler": str(sampler or "-"),
+            "normalizer": str(normalizer or "-"),
+            "every": str(child.get("every", 1)),
+            "in_total": "yes" if child.get("in_total", True) else "no",
+        })
+    return rows
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def explain_override_error(err: BaseException, overrides: Sequence[str]) -> str | None:
+    """For Hydra's "Could not override 'loss.<term>.<key>'", lossmix's own message.
+
+    Composes the config again without that override and checks the term with the key
+    added, which names the term, the valid keys and the closest one.
+    """
+    found = re.match(r"Could not override '(loss\.[^']+)'", str(err))
+    if not found:
+        return None
+    key = found.group(1)
+    rest = [o for o in overrides if not o.startswith("-") and _override_key(o) != key]
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        GlobalHydra.instance().clear()
+        with initialize_config_module(config_module="lossmix.conf", version_base="1.3"):
+            loss = plain(compose("train", overrides=rest).loss)
+        parent = loss
+        for depth, part in enumerate(key.split(".")[1:-1], start=2):
+            parent = parent[part]
+            if parent is None:
+                return _null_parent_hint(".".join(key.split(".")[:depth]), key)
+        parent[key.rsplit(".", 1)[1]] = None
+        check_loss_config(loss)
+    except LossConfigError as explained:
+        return str(explained)
+    except Exception:  # the original message is still right; only the hint is lost
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+    return None
+
+
+def _null_parent_hint(parent: str, key: str) -> str:
+    if parent.endswith(".sampler"):
+        return (f"{parent} is null, so {key} cannot be set; add a sampler first: "
+                f"+sampler@{parent}=random (or ohem, pseudo), then {key}=<value>.")
+    return f"{parent} is null, so {key} cannot be set; give {parent} a value first."
+
+
+# -- one-line errors -----------------------------------------------------------------------------
+_MISSING = re.compile(r"Could not find '([^']+)'.*?Available options in '([^']+)':\s*(.*?)"
+                      r"(?:Config search path:|$)", re.S)
+
+
+def one_line_error(err: BaseException) -> str:
+    """A user-facing error on one line: Hydra's multi-line texts folded, causes appended."""
+    text = str(err)
+    missing = _MISSING.search(text)
+    if missing:
+        wanted, group, options = missing.groups()
+        listed = ", ".join(options.split())
+        return f"Could not find '{wanted}'. Available options in '{group}': {listed}."
+    text = text.split("Config search path:")[0]
+    cause = err.__cause__
+    if cause is not None and type(cause).__module__.startswith("omegaconf"):
+        text += f" ({str(cause).splitlines()[0]})"
+    return " ".join(text.split())

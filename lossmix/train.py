@@ -1,0 +1,227 @@
+"""The main job: ``python -m lossmix.train [hydra overrides]`` (also ``lossmix-train``).
+
+Composes ``lossmix/conf/train.yaml`` with the command line, checks every loss term
+against its loss's signature, then builds the datamodule, the model (its ``loss``
+node goes to ``configure_loss``), the callbacks, the loggers and the Trainer, and
+fits. The run directory (Hydra's output dir) ends up holding:
+
+* ``.hydra/config.yaml``: the composed config (``overrides.yaml``: the command line);
+* ``csv/metrics.csv``: every logged key, per logging step and per epoch (CSVLogger);
+* ``loss_curves.png``: one curve per term (train steps solid, validation dashed);
+* ``checkpoints/``: ``last.ckpt`` and the best by ``val/loss``.
+
+The terminal ends with a per-term summary table. Configuration errors (a misspelt
+key, a wrong type, an unknown option, a bad routing) print one ``Error: ...`` line
+and exit with status 1; ``HYDRA_FULL_ERROR=1`` shows the full trace instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import hydra
+from hydra.errors import CompactHydraException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from lossmix.config import build_loss_mix, explain_override_error, one_line_error, plain
+from lossmix.errors import LossConfigError, LossInputError
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+__all__ = ["main", "plot_loss_curves", "run", "summary_rows"]
+
+_OWN_FULL_ERROR = "_LOSSMIX_SET_HYDRA_FULL_ERROR"
+_USER_ERRORS = (CompactHydraException, LossConfigError, LossInputError)
+
+
+# -- building and fitting ----------------------------------------------------------------------
+def _instantiate_all(node: Any) -> list[Any]:
+    """Instantiate every ``_target_`` child of a callbacks/logger node (None: nothing)."""
+    if not node:
+        return []
+    return [instantiate(child) for child in node.values()
+            if isinstance(child, (Mapping, DictConfig)) and "_target_" in child]
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Check, build and fit from a composed config; return the final ``val/loss``."""
+    import lightning.pytorch as pl  # here, so configuration errors exit before this import
+
+    allowed = list(plain(cfg.lossmix.allowed_targets) or [])
+    loss_node = plain(cfg.loss)
+    build_loss_mix(loss_node, allowed_targets=allowed)  # every term, before anything heavy
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, loss=loss_node, allowed_targets=allowed,
+                        _recursive_=False, _convert_="all")
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
+                                      logger=_instantiate_all(cfg.get("logger")) or False)
+    trainer.fit(model, datamodule=datamodule)
+    if trainer.is_global_zero:
+        report(trainer, model, Path(cfg.paths.output_dir))
+    val = trainer.callback_metrics.get("val/loss")
+    return None if val is None else float(val)
+
+
+# -- the report ---------------------------------------------------------------------------------
+def _metric(metrics: Mapping[str, Any], key: str) -> float:
+    value = metrics.get(key)
+    return math.nan if value is None else float(value)
+
+
+def summary_rows(trainer: pl.Trainer, model: Any) -> list[dict[str, Any]]:
+    """Per term (and sub-term): last train epoch mean, validation value, weight, share.
+
+    Read from ``trainer.callback_metrics`` (which rank 0 hands back under ``ddp_spawn``),
+    so the table does not depend on this process having computed a step itself.
+    """
+    metrics = trainer.callback_metrics
+    rows = []
+    for group, term in model.loss_mix.all_terms():
+        scope = f"/{group}" if group else ""
+        total = _metric(metrics, f"train/loss{scope}_epoch")
+        pattern = re.compile(rf"^train/loss{re.escape(scope)}/({re.escape(term.name)}"
+                             r"(?:\.[^/]+)?)_epoch$")
+        names = sorted(m.group(1) for m in map(pattern.match, metrics) if m) or [term.name]
+        for name in names:
+            train = _metric(metrics, f"train/loss{scope}/{name}_epoch")
+            counted = term.in_total and not math.isnan(total) and total != 0
+            rows.append({
+                "term": f"{group}/{name}" if group else name,
+                "weight": float(term.weight),
+                "train": train,
+                "val": _metric(metrics, f"val/loss{scope}/{name}"),
+                "share": 100.0 * train / total if counted else math.nan,
+            })
+    return rows
+
+
+def print_summary(rows: Sequence[Mapping[str, Any]], run_dir: Path) -> None:
+    """The per-term table (rich) and where the run's files are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    fmt = lambda v, spec: "-" if math.isnan(v) else format(v, spec)  # noqa: E731
+    table = Table(title="lossmix: per-term summary (weighted values; train = last epoch mean)")
+    for column in ("term", "weight", "train", "val", "share of total"):
+        table.add_column(column, justify="left" if column == "term" else "right")
+    for row in rows:
+        table.add_row(row["term"], fmt(row["weight"], "g"), fmt(row["train"], ".4f"),
+                      fmt(row["val"], ".4f"), fmt(row["share"], ".1f") + ("" if math.isnan(
+                          row["share"]) else " %"))
+    console = Console()
+    console.print(table)
+    console.print(f"Run directory: {run_dir}")
+
+
+def _read_metrics(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def plot_loss_curves(metrics_csv: Path, out: Path) -> Path | None:
+    """One line per ``*/loss/<term>`` key of a CSVLogger file: train steps solid, val dashed."""
+    from matplotlib.figure import Figure
+
+    rows = _read_metrics(metrics_csv)
+    keys = rows[0].keys() if rows else []
+    pattern = re.compile(r"^(train|val)/loss/(.+?)(_epoch)?$")
+    series: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for key in keys:
+        found = pattern.match(key)
+        if not found or (found.group(1) == "train" and found.group(3)):
+            continue
+        points = [(float(r["step"]), float(r[key])) for r in rows if r.get(key)]
+        if points:
+            series[(found.group(1), found.group(2))] = points
+    if not series:
+        return None
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    axes = figure.add_subplot()
+    terms = sorted({term for _, term in series})
+    colours = {term: f"C{i % 10}" for i, term in enumerate(terms)}
+    for (stage, term), points in sorted(series.items()):
+        steps, values = zip(*points, strict=True)
+        axes.plot(steps, values, color=colours[term], linestyle="-" if stage == "train" else "--",
+                  marker="" if stage == "train" else "o", label=f"{stage}/{term}")
+    axes.set_xlabel("step")
+    axes.set_ylabel("weighted term value")
+    axes.set_title("lossmix: loss terms")
+    axes.legend(fontsize="small")
+    figure.savefig(out, dpi=100)
+    return out
+
+
+def report(trainer: pl.Trainer, model: Any, run_dir: Path) -> None:
+    """Write ``loss_curves.png`` from the CSV and print the per-term summary."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger):
+            # the path only: touching logger.experiment here would start a new, empty file
+            metrics_csv = Path(logger.log_dir) / "metrics.csv"
+            if metrics_csv.exists():
+                plot_loss_curves(metrics_csv, run_dir / "loss_curves.png")
+            break
+    print_summary(summary_rows(trainer, model), run_dir)
+
+
+# -- the command line ---------------------------------------------------------------------------
+def _full_error_wanted() -> bool:
+    """True when the user (not :func:`main`) set ``HYDRA_FULL_ERROR=1``."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" and _OWN_FULL_ERROR not in os.environ
+
+
+def _exit_with(err: BaseException) -> None:
+    message = explain_override_error(err, sys.argv[1:]) or one_line_error(_user_error(err))
+    print(f"Error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    try:
+        return run(cfg)
+    except _USER_ERRORS as err:
+        if _full_error_wanted():
+            raise
+        _exit_with(err)  # here, before Hydra adds its "Error executing job" line
+        return None
+
+
+def _user_error(err: BaseException) -> BaseException:
+    cause = err.__cause__
+    return cause if isinstance(cause, (LossConfigError, LossInputError)) else err
+
+
+def main() -> None:
+    """Entry point of ``python -m lossmix.train`` and ``lossmix-train``."""
+    if _full_error_wanted():
+        _hydra_main()
+        return
+    # Hydra then re-raises composition errors instead of printing them; we print one line.
+    saved = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = os.environ[_OWN_FULL_ERROR] = "1"
+    try:
+        _hydra_main()
+    except _USER_ERRORS as err:
+        _exit_with(err)
+    finally:
+        os.environ.pop(_OWN_FULL_ERROR, None)
+        if saved is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved
+
+
+if __name__ == "__main__":
+    main()

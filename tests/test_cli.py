@@ -1,0 +1,61 @@
+"""The ``lossmix`` command in subprocesses: ``list`` and ``show``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = {
+    "list": ["list"],
+    "show": ["show", "loss/cls=ce", "+sampler@loss.cls.sampler=random",
+             "loss.cls.sampler.num=64"],
+    "show typo": ["show", "+loss.cls.gama=1.5"],
+    "show unknown option": ["show", "loss/reg=nope"],
+}
+
+
+def _command() -> list[str]:
+    found = shutil.which("lossmix", path=os.path.dirname(sys.executable))
+    return [found] if found else [sys.executable, "-m", "lossmix.cli"]
+
+
+@pytest.fixture(scope="module")
+def done():
+    env = {**os.environ, "COLUMNS": "200"}
+    started = {name: subprocess.Popen([*_command(), *args], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=env)
+               for name, args in COMMANDS.items()}
+    return {name: (*p.communicate(timeout=120), p.returncode) for name, p in started.items()}
+
+
+def test_list_shows_losses_samplers_arguments_and_summaries(done):
+    out, err, code = done["list"]
+    assert code == 0, err
+    for name in ("FocalLoss", "GIoULoss", "DiceLoss", "RandomSampler", "OHEMSampler"):
+        assert name in out
+    assert "gamma=2.0" in out and "num=<required>" in out
+    assert "Focal loss" in out
+
+
+def test_show_prints_the_loss_yaml_and_the_term_table(done):
+    out, err, code = done["show"]
+    assert code == 0, err
+    assert "type: CrossEntropyLoss" in out and "num: 64" in out
+    for column in ("term", "loss", "weight", "inputs", "sampler", "normalizer", "every"):
+        assert column in out
+    assert "type=RandomSampler, num=64" in out and "GIoULoss" in out
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("show typo", "Did you mean 'gamma'?"),
+    ("show unknown option", "Available options in 'loss/reg': giou, l1, smooth_l1"),
+])
+def test_show_errors_are_one_line(done, case, expected):
+    _, err, code = done[case]
+    assert code == 1
+    assert "Traceback" not in err
+    assert err.startswith("Error: ") and expected in err and len(err.strip().splitlines()) == 1

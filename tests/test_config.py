@@ -1,0 +1,214 @@
+"""The Hydra configs: every documented override form, every option, and the term checks.
+
+Compose API only (no subprocess): ``initialize_config_module("lossmix.conf")``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import instantiate
+
+from lossmix import LossConfigError
+from lossmix.config import build_loss_mix, check_loss_config, one_line_error, plain, term_rows
+from lossmix.demo import DenseDetector, SyntheticBoxes
+from lossmix.train import _instantiate_all
+
+TINY = ["data.num_train=8", "data.num_val=4", "data.batch_size=4"]
+
+
+@pytest.fixture
+def compose_train(tmp_path):
+    def make(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_module(config_module="lossmix.conf", version_base="1.3"):
+            return compose("train", overrides=[f"paths.output_dir={tmp_path}", *TINY, *overrides])
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+def options(group: str) -> list[str]:
+    folder = resources.files("lossmix.conf").joinpath(*group.split("/"))
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+@pytest.fixture(scope="module")
+def detector_batch():
+    data = SyntheticBoxes(num_train=4, num_val=2, batch_size=4)
+    data.setup()
+    return next(iter(data.train_dataloader()))
+
+
+def run_mix(cfg, batch):
+    """Build the model from the composed config and compute its loss on one batch."""
+    model = DenseDetector(plain(cfg.loss), num_classes=cfg.data.num_classes, stride=cfg.data.stride)
+    outputs, targets = model.outputs_and_targets(batch)
+    result = model.loss_mix(outputs, targets)
+    assert torch.isfinite(result.total)
+    result.total.backward()
+    return model.loss_mix, result
+
+
+# -- the documented command-line forms --------------------------------------------------------
+def test_default_config_has_three_terms(compose_train, detector_batch):
+    mix, result = run_mix(compose_train(), detector_batch)
+    assert list(result.terms) == ["cls", "reg", "ctr"]
+    assert type(mix.terms["cls"].loss).__name__ == "FocalLoss"
+    assert mix.terms["cls"].normalizer.source == "num_pos"
+
+
+def test_hyper_parameter_override(compose_train, detector_batch):
+    mix, _ = run_mix(compose_train("loss.cls.gamma=1.5"), detector_batch)
+    assert mix.terms["cls"].loss.gamma == 1.5
+
+
+def test_weight_override(compose_train, detector_batch):
+    mix, result = run_mix(compose_train("loss.cls.loss_weight=0.5"), detector_batch)
+    assert mix.terms["cls"].weight == 0.5
+    assert torch.allclose(result.terms["cls"], result.raw["cls"] * 0.5)
+
+
+def test_reduction_sum_needs_the_normalizer_dropped(compose_train, detector_batch):
+    with pytest.raises(LossConfigError, match=r"term 'cls'.*loss\.cls\.normalizer=null"):
+        build_loss_mix(compose_train("loss.cls.reduction=sum").loss)
+    mix, _ = run_mix(compose_train("loss.cls.reduction=sum", "loss.cls.normalizer=null"),
+                     detector_batch)
+    assert mix.terms["cls"].loss.reduction == "sum"
+    assert mix.terms["cls"].normalizer is None
+
+
+def test_select_another_option(compose_train, detector_batch):
+    mix, _ = run_mix(compose_train("loss/cls=ce"), detector_batch)
+    assert type(mix.terms["cls"].loss).__name__ == "CrossEntropyLoss"
+
+
+def test_drop_a_term(compose_train, detector_batch):
+    _, result = run_mix(compose_train("~loss/ctr"), detector_batch)
+    assert list(result.terms) == ["cls", "reg"]
+
+
+def test_add_a_term_under_a_new_name(compose_train, detector_batch):
+    mix, result = run_mix(compose_train("+loss/reg@loss.reg2=l1"), detector_batch)
+    assert list(result.terms) == ["cls", "reg", "ctr", "reg2"]
+    assert type(mix.terms["reg2"].loss).__name__ == "L1Loss"
+
+
+def test_sampler_on_a_term_with_its_num(compose_train, detector_batch):
+    cfg = compose_train("+sampler@loss.cls.sampler=random", "loss.cls.sampler.num=16")
+    mix, result = run_mix(cfg, detector_batch)
+    sampler = mix.terms["cls"].sampler
+    assert type(sampler).__name__ == "RandomSampler" and sampler.num == 16
+    assert float(result.stats["cls.num_sampled"]) <= 16
+
+
+# -- errors --------------------------------------------------------------------------------------
+def test_plain_typo_is_refused_by_struct_mode(compose_train):
+    with pytest.raises(ConfigCompositionException, match="gama"):
+        compose_train("loss.cls.gama=1.5")
+
+
+def test_appended_typo_names_term_key_valid_keys_and_closest(compose_train):
+    cfg = compose_train("+loss.cls.gama=1.5")
+    with pytest.raises(LossConfigError) as info:
+        check_loss_config(cfg.loss)
+    message = str(info.value)
+    assert "term 'cls'" in message and "'gama'" in message
+    assert "Did you mean 'gamma'?" in message and "Valid keys: use_sigmoid, gamma, alpha" in message
+
+
+def test_wrong_type_names_the_expected_type(compose_train):
+    with pytest.raises(LossConfigError, match=r"term 'cls'.*gamma='abc'.*expects float"):
+        check_loss_config(compose_train("loss.cls.gamma=abc").loss)
+    with pytest.raises(LossConfigError, match=r"term 'cls'.*every=1.5.*expects int"):
+        check_loss_config(compose_train("loss.cls.every=1.5").loss)
+
+
+def test_sampler_typo_is_named(compose_train):
+    cfg = compose_train("+sampler@loss.cls.sampler=random", "+loss.cls.sampler.nmu=3")
+    with pytest.raises(LossConfigError, match=r"sampler \(RandomSampler\).*'nmu'.*'num'"):
+        check_loss_config(cfg.loss)
+
+
+def test_unknown_option_lists_the_available_ones(compose_train):
+    with pytest.raises(MissingConfigException) as info:
+        compose_train("loss/cls=nope")
+    line = one_line_error(info.value)
+    assert line == "Could not find 'loss/cls/nope'. Available options in 'loss/cls': " \
+                   f"{', '.join(options('loss/cls'))}."
+
+
+def test_term_rows_for_show(compose_train):
+    rows = term_rows(compose_train("+sampler@loss.cls.sampler=pseudo").loss)
+    assert [r["term"] for r in rows] == ["cls", "reg", "ctr"]
+    assert rows[0]["sampler"] == "type=PseudoSampler" and rows[0]["normalizer"] == "num_pos"
+
+
+# -- every option composes and builds (the lightning-hydra-template pattern) ------------------------
+@pytest.mark.parametrize("term", ["cls", "reg", "ctr"])
+def test_every_detection_loss_option(compose_train, detector_batch, term):
+    for option in options(f"loss/{term}"):
+        _, result = run_mix(compose_train(f"loss/{term}={option}"), detector_batch)
+        assert term in result.terms, option
+
+
+@pytest.mark.parametrize("option", options("sampler"))
+def test_every_sampler_option(compose_train, detector_batch, option):
+    mix, _ = run_mix(compose_train(f"+sampler@loss.cls.sampler={option}"), detector_batch)
+    assert mix.terms["cls"].sampler is not None
+
+
+@pytest.mark.parametrize("option", options("loss/seg"))
+def test_every_segmentation_loss_option(compose_train, option):
+    cfg = compose_train(f"+loss/seg@loss.seg={option}")
+    mix = build_loss_mix({"seg": plain(cfg.loss.seg)})
+    logits = torch.randn(2, 8, 8, requires_grad=True)
+    masks = (torch.rand(2, 8, 8) > 0.5).float()
+    result = mix({"mask_logits": logits}, {"masks": masks})
+    assert torch.isfinite(result.total)
+    result.total.backward()
+
+
+INSTANTIABLE = [(group, option)
+                for group in ("model", "data", "trainer", "callbacks", "logger", "experiment")
+                for option in options(group) if option != "default"]
+
+
+@pytest.mark.parametrize(("group", "option"), INSTANTIABLE)
+def test_every_option_instantiates(compose_train, group, option):
+    if group == "trainer" and option == "gpu" and not torch.cuda.is_available():
+        pytest.skip("no GPU")
+    if group == "logger" and option == "tensorboard":
+        pytest.importorskip("tensorboard")
+    cfg = compose_train(f"{group}={option}")
+    if group == "model":
+        model = instantiate(cfg.model, loss=plain(cfg.loss), _recursive_=False, _convert_="all")
+        assert isinstance(model, DenseDetector)
+    elif group in ("callbacks", "logger"):
+        _instantiate_all(cfg.get(group))
+    elif group == "trainer":
+        instantiate(cfg.trainer, logger=False)
+    elif group == "experiment":
+        build_loss_mix(cfg.loss)
+        instantiate(cfg.data)
+    else:
+        instantiate(cfg[group])
+
+
+def test_a_user_app_outside_the_repository_uses_the_shipped_groups(tmp_path):
+    (tmp_path / "app.yaml").write_text(
+        "defaults:\n  - loss/cls: focal\n  - loss/reg: l1\n  - _self_\n"
+        "hydra:\n  searchpath:\n    - pkg://lossmix.conf\n")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+            cfg = compose("app", overrides=["loss.cls.gamma=3.0"])
+    finally:
+        GlobalHydra.instance().clear()
+    mix = build_loss_mix(cfg.loss)
+    assert list(mix.terms) == ["cls", "reg"] and mix.terms["cls"].loss.gamma == 3.0
