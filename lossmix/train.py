@@ -7,7 +7,8 @@ fits. The run directory (Hydra's output dir) ends up holding:
 
 * ``.hydra/config.yaml``: the composed config (``overrides.yaml``: the command line);
 * ``csv/metrics.csv``: every logged key, per logging step and per epoch (CSVLogger);
-* ``loss_curves.png``: one curve per term (train steps solid, validation dashed);
+* ``loss_curves.png``: every term's curve (train steps solid, validation epoch means
+  dashed) and the effective weights, drawn by the ``LossCurves`` callback;
 * ``checkpoints/``: ``last.ckpt`` and the best by ``val/loss``.
 
 The terminal ends with a per-term summary table. Configuration errors (a misspelt
@@ -17,7 +18,6 @@ and exit with status 1; ``HYDRA_FULL_ERROR=1`` shows the full trace instead.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import re
@@ -37,7 +37,7 @@ from lossmix.errors import LossConfigError, LossInputError
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
-__all__ = ["main", "plot_loss_curves", "run", "summary_rows"]
+__all__ = ["main", "run", "summary_rows"]
 
 _OWN_FULL_ERROR = "_LOSSMIX_SET_HYDRA_FULL_ERROR"
 _USER_ERRORS = (CompactHydraException, LossConfigError, LossInputError)
@@ -97,7 +97,9 @@ def summary_rows(trainer: pl.Trainer, model: Any) -> list[dict[str, Any]]:
             counted = term.in_total and not math.isnan(total) and total != 0
             rows.append({
                 "term": f"{group}/{name}" if group else name,
-                "weight": float(term.weight),
+                # a scheduled or learned weight: its last logged value
+                "weight": _metric(metrics, f"train/weight{scope}/{name}")
+                if f"train/weight{scope}/{name}" in metrics else float(term.weight),
                 "train": train,
                 "val": _metric(metrics, f"val/loss{scope}/{name}"),
                 "share": 100.0 * train / total if counted else math.nan,
@@ -123,55 +125,8 @@ def print_summary(rows: Sequence[Mapping[str, Any]], run_dir: Path) -> None:
     console.print(f"Run directory: {run_dir}")
 
 
-def _read_metrics(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def plot_loss_curves(metrics_csv: Path, out: Path) -> Path | None:
-    """One line per ``*/loss/<term>`` key of a CSVLogger file: train steps solid, val dashed."""
-    from matplotlib.figure import Figure
-
-    rows = _read_metrics(metrics_csv)
-    keys = rows[0].keys() if rows else []
-    pattern = re.compile(r"^(train|val)/loss/(.+?)(_epoch)?$")
-    series: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for key in keys:
-        found = pattern.match(key)
-        if not found or (found.group(1) == "train" and found.group(3)):
-            continue
-        points = [(float(r["step"]), float(r[key])) for r in rows if r.get(key)]
-        if points:
-            series[(found.group(1), found.group(2))] = points
-    if not series:
-        return None
-    figure = Figure(figsize=(7, 4), layout="constrained")
-    axes = figure.add_subplot()
-    terms = sorted({term for _, term in series})
-    colours = {term: f"C{i % 10}" for i, term in enumerate(terms)}
-    for (stage, term), points in sorted(series.items()):
-        steps, values = zip(*points, strict=True)
-        axes.plot(steps, values, color=colours[term], linestyle="-" if stage == "train" else "--",
-                  marker="" if stage == "train" else "o", label=f"{stage}/{term}")
-    axes.set_xlabel("step")
-    axes.set_ylabel("weighted term value")
-    axes.set_title("lossmix: loss terms")
-    axes.legend(fontsize="small")
-    figure.savefig(out, dpi=100)
-    return out
-
-
 def report(trainer: pl.Trainer, model: Any, run_dir: Path) -> None:
-    """Write ``loss_curves.png`` from the CSV and print the per-term summary."""
-    from lightning.pytorch.loggers import CSVLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, CSVLogger):
-            # the path only: touching logger.experiment here would start a new, empty file
-            metrics_csv = Path(logger.log_dir) / "metrics.csv"
-            if metrics_csv.exists():
-                plot_loss_curves(metrics_csv, run_dir / "loss_curves.png")
-            break
+    """Print the per-term summary (``loss_curves.png`` comes from the LossCurves callback)."""
     print_summary(summary_rows(trainer, model), run_dir)
 
 

@@ -13,9 +13,17 @@ from lossmix.lightning.logging import TermLogger
 __all__ = ["LossCurves", "plot_loss_curves"]
 
 
+def _curves(history: dict[str, list[list[float]]], prefix: str) -> dict[str, list[list[float]]]:
+    return {k[len(prefix):]: v for k, v in history.items()
+            if k.startswith(prefix) and not k.endswith("_epoch")}
+
+
 def plot_loss_curves(history: dict[str, list[list[float]]], path: str | Path,
                      stage: str = "train") -> Path | None:
-    """Draw ``{stage}/loss/*`` and ``{stage}/weight/*`` (and ``grad_norm``) step curves.
+    """Draw ``{stage}/loss/*``, ``{stage}/weight/*`` and ``{stage}/grad_norm/*`` step curves.
+
+    The loss panel also shows the validation epoch means (``val/loss/*``, dashed,
+    with markers, in the colour of the same term) at the step they were logged.
 
     Args:
         history: ``TermLogger.history``: key → ``[[step, value], ...]``.
@@ -25,34 +33,37 @@ def plot_loss_curves(history: dict[str, list[list[float]]], path: str | Path,
     Returns:
         the path written, or ``None`` when there was nothing to draw.
     """
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [(kind, {k[len(f"{stage}/{kind}/"):]: v for k, v in history.items()
-                      if k.startswith(f"{stage}/{kind}/") and not k.endswith("_epoch")})
+    panels = [(kind, _curves(history, f"{stage}/{kind}/"))
               for kind in ("loss", "weight", "grad_norm")]
     panels = [(kind, curves) for kind, curves in panels if curves]
     if not panels:
         return None
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels)), sharex=True,
-                             squeeze=False)
+    val = _curves(history, "val/loss/") if stage != "val" else {}
+    fig = Figure(figsize=(8, 3.2 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)
+    names = sorted({n for _, curves in panels for n in curves} | set(val))
+    colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
     for ax, (kind, curves) in zip(axes[:, 0], panels, strict=True):
+        extra = val if kind == "loss" else {}
         for name, points in sorted(curves.items()):
-            ax.plot([p[0] for p in points], [p[1] for p in points], label=name)
-        positive = all(p[1] > 0 for points in curves.values() for p in points)
-        if kind != "weight" and positive:
+            ax.plot([p[0] for p in points], [p[1] for p in points], color=colours[name],
+                    label=f"{stage}/{name}")
+        for name, points in sorted(extra.items()):
+            ax.plot([p[0] for p in points], [p[1] for p in points], color=colours[name],
+                    linestyle="--", marker="o", label=f"val/{name}")
+        values = [p[1] for c in (curves, extra) for points in c.values() for p in points]
+        if kind != "weight" and values and all(v > 0 for v in values):
             ax.set_yscale("log")
-        ax.set_ylabel(f"{stage}/{kind}")
+        ax.set_ylabel(f"{kind} (weighted)" if kind == "loss" else kind)
         ax.legend(fontsize="small", loc="best")
         ax.grid(alpha=0.3)
+    axes[0, 0].set_title("lossmix: loss terms")
     axes[-1, 0].set_xlabel("step")
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -69,11 +80,14 @@ class LossCurves(pl.Callback):
         filename: the PNG's name in the run directory.
         every_epoch: also redraw at each training epoch end.
         stage: which stage's step values to draw.
+        dirpath: where to write instead of the run directory (the training app passes
+            its Hydra output directory).
     """
 
     def __init__(self, filename: str = "loss_curves.png", every_epoch: bool = False,
-                 stage: str = "train") -> None:
+                 stage: str = "train", dirpath: str | None = None) -> None:
         self.filename, self.every_epoch, self.stage = filename, every_epoch, stage
+        self.dirpath = dirpath
         self.path: Path | None = None
 
     def _draw(self, trainer: pl.Trainer) -> None:
@@ -82,7 +96,7 @@ class LossCurves(pl.Callback):
         logger = next((c for c in trainer.callbacks if isinstance(c, TermLogger)), None)
         if logger is None:
             return
-        run_dir = trainer.log_dir or trainer.default_root_dir
+        run_dir = self.dirpath or trainer.log_dir or trainer.default_root_dir
         written = plot_loss_curves(logger.history, Path(run_dir) / self.filename, self.stage)
         if written is not None:
             self.path = written
