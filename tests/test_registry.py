@@ -666,3 +666,15 @@ def test_sampler_registry_builds_a_dummy():
         samplers.build({"num": 4})
     with pytest.raises(LossConfigError, match=r"Unknown sampler 'Dumy'.*Did you mean"):
         samplers.build({"type": "Dumy"})
+
+
+@pytest.mark.parametrize("cfg", [
+    {"_target_": "torch.nn.BCEWithLogitsLoss"},
+    {"_target_": "torch.nn.SmoothL1Loss"},
+    {"type": "L1Loss"},
+])
+def test_mismatched_shapes_name_the_loss_and_both_shapes(cfg):
+    loss = lossmix.build_loss(cfg)
+    with pytest.raises(lossmix.LossInputError, match=r"\(6, 4\).*\(5, 4\)|\[6, 4\].*\[5, 4\]|"
+                                                      r"\[5, 4\].*\[6, 4\]"):
+        loss(torch.zeros(6, 4), torch.zeros(5, 4))

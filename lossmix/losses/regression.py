@@ -6,7 +6,7 @@ from torch import Tensor
 
 from lossmix.errors import LossInputError
 from lossmix.functional import regression as F
-from lossmix.losses.base import WeightedLoss, check_positive
+from lossmix.losses.base import WeightedLoss, check_positive, check_same_shape
 from lossmix.reduction import AvgFactor, mask_reduce_loss
 from lossmix.registry import LOSSES
 
@@ -21,6 +21,7 @@ class L1Loss(WeightedLoss):
     """
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        check_same_shape(self.loss_name, pred, target)
         return F.l1_loss(pred, target)
 
 
@@ -29,6 +30,7 @@ class MSELoss(WeightedLoss):
     """Squared error, see :func:`lossmix.functional.mse_loss` (MMDetection's ``MSELoss``)."""
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        check_same_shape(self.loss_name, pred, target)
         return F.mse_loss(pred, target)
 
 
@@ -42,6 +44,7 @@ class SmoothL1Loss(WeightedLoss):
         self.beta = check_positive(self.loss_name, "beta", beta)
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        check_same_shape(self.loss_name, pred, target)
         return F.smooth_l1_loss(pred, target, beta=self.beta)
 
 
@@ -64,6 +67,7 @@ class BalancedL1Loss(WeightedLoss):
         self.beta = check_positive(self.loss_name, "beta", beta)
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        check_same_shape(self.loss_name, pred, target)
         return F.balanced_l1_loss(pred, target, alpha=self.alpha, gamma=self.gamma, beta=self.beta)
 
 
@@ -91,6 +95,7 @@ class CharbonnierLoss(WeightedLoss):
         self.sample_wise = bool(sample_wise)
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        check_same_shape(self.loss_name, pred, target)
         return F.charbonnier_loss(pred, target, eps=self.eps)
 
     def forward(

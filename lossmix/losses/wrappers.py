@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from lossmix.errors import LossConfigError
+from lossmix.errors import LossConfigError, LossInputError
 from lossmix.losses.base import WeightedLoss
 
 __all__ = ["FunctionLoss", "TorchLoss"]
@@ -19,6 +19,22 @@ def _takes_reduction(fn: Callable[..., Any]) -> bool:
         return "reduction" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _call_kernel(owner: str, fn: Callable[..., Tensor], pred: Any, target: Any, **kwargs: Any
+                 ) -> Tensor:
+    """Call a foreign loss; a shape or dtype failure becomes an error naming the loss and shapes."""
+    try:
+        return fn(pred, target, **kwargs)
+    except (LossConfigError, LossInputError):
+        raise
+    except (RuntimeError, ValueError) as err:
+        shapes = f"pred {_shape(pred)}, target {_shape(target)}"
+        raise LossInputError(f"{owner}: {err} ({shapes}); check what the term routes to it.") from err
+
+
+def _shape(value: Any) -> str:
+    return f"of shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
 
 
 class TorchLoss(WeightedLoss):
@@ -57,7 +73,7 @@ class TorchLoss(WeightedLoss):
         return getattr(self, "_wrapped_name", "TorchLoss")
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
-        return self.loss(pred, target)
+        return _call_kernel(self.loss_name, self.loss, pred, target)
 
 
 class FunctionLoss(WeightedLoss):
@@ -95,7 +111,7 @@ class FunctionLoss(WeightedLoss):
         return getattr(getattr(self, "fn", None), "__name__", "FunctionLoss")
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
-        return self.fn(pred, target, **self.kwargs)
+        return _call_kernel(self.loss_name, self.fn, pred, target, **self.kwargs)
 
     def extra_repr(self) -> str:
         return f"fn={self.loss_name}, " + super().extra_repr()
