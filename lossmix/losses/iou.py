@@ -9,13 +9,13 @@ Shared rules (MMDetection's ``iou_loss.py``): ``pred`` and ``target`` are boxes
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 from torch import Tensor
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.functional import iou as F
 from lossmix.losses.base import WeightedLoss, check_positive
-from lossmix.reduction import AvgFactor
 from lossmix.registry import LOSSES
 
 __all__ = ["BoundedIoULoss", "CIoULoss", "DIoULoss", "GIoULoss", "IoULoss"]
@@ -24,9 +24,17 @@ __all__ = ["BoundedIoULoss", "CIoULoss", "DIoULoss", "GIoULoss", "IoULoss"]
 class _BoxLoss(WeightedLoss):
     """Box shape checks, MMDetection's weight rule and the empty-input zero (not registered)."""
 
-    def __init__(self, *, eps: float, reduction: str, loss_weight: float) -> None:
+    #: the kernel ``(pred, target, *, eps) -> loss`` of the single-argument subclasses
+    kernel: Callable[..., Tensor]
+
+    def __init__(self, *, eps: float = 1e-6, reduction: str = "mean", loss_weight: float = 1.0
+                 ) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
         self.eps = check_positive(self.loss_name, "eps", eps)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        self.check_boxes(pred, target)
+        return type(self).kernel(pred, target, eps=self.eps)
 
     def check_boxes(self, pred: Tensor, target: Tensor) -> None:
         """Raise :class:`LossInputError` unless both are boxes of one shape ``(..., 4)``."""
@@ -43,22 +51,6 @@ class _BoxLoss(WeightedLoss):
         ):
             return weight.mean(-1)
         return super().prepare_weight(weight, loss)
-
-    def forward(
-        self,
-        pred: Tensor,
-        target: Tensor,
-        weight: Tensor | None = None,
-        avg_factor: AvgFactor = None,
-        reduction_override: str | None = None,
-    ) -> Tensor:
-        """As :meth:`WeightedLoss.forward`; no boxes with ``'mean'`` gives a connected zero."""
-        no_boxes = pred.dim() > 0 and pred.shape[:-1].numel() == 0
-        if no_boxes and avg_factor is None and self.resolve_reduction(reduction_override) == "mean":
-            # The shape is static, so this branch costs no sync; a sum of nothing is a zero
-            # that is still a function of pred (MMDetection returns pred.sum() * 0).
-            reduction_override = "sum"
-        return super().forward(pred, target, weight, avg_factor, reduction_override)
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}, " + super().extra_repr()
@@ -126,13 +118,7 @@ class GIoULoss(_BoxLoss):
     Shapes: ``pred``, ``target``: ``(..., 4)``; ``weight``: ``(...)`` or ``(..., 4)``.
     """
 
-    def __init__(self, *, eps: float = 1e-6, reduction: str = "mean", loss_weight: float = 1.0
-                 ) -> None:
-        super().__init__(eps=eps, reduction=reduction, loss_weight=loss_weight)
-
-    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
-        self.check_boxes(pred, target)
-        return F.giou_loss(pred, target, eps=self.eps)
+    kernel = staticmethod(F.giou_loss)
 
 
 @LOSSES.register()
@@ -142,13 +128,7 @@ class DIoULoss(_BoxLoss):
     Shapes: ``pred``, ``target``: ``(..., 4)``; ``weight``: ``(...)`` or ``(..., 4)``.
     """
 
-    def __init__(self, *, eps: float = 1e-6, reduction: str = "mean", loss_weight: float = 1.0
-                 ) -> None:
-        super().__init__(eps=eps, reduction=reduction, loss_weight=loss_weight)
-
-    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
-        self.check_boxes(pred, target)
-        return F.diou_loss(pred, target, eps=self.eps)
+    kernel = staticmethod(F.diou_loss)
 
 
 @LOSSES.register()
@@ -158,13 +138,7 @@ class CIoULoss(_BoxLoss):
     Shapes: ``pred``, ``target``: ``(..., 4)``; ``weight``: ``(...)`` or ``(..., 4)``.
     """
 
-    def __init__(self, *, eps: float = 1e-6, reduction: str = "mean", loss_weight: float = 1.0
-                 ) -> None:
-        super().__init__(eps=eps, reduction=reduction, loss_weight=loss_weight)
-
-    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
-        self.check_boxes(pred, target)
-        return F.ciou_loss(pred, target, eps=self.eps)
+    kernel = staticmethod(F.ciou_loss)
 
 
 @LOSSES.register()
