@@ -21,6 +21,7 @@ from rich.table import Table
 from lossmix.config import (
     check_loss_config,
     explain_override_error,
+    import_modules,
     one_line_error,
     plain,
     term_rows,
@@ -71,6 +72,7 @@ def show_command(console: Console, overrides: Sequence[str]) -> int:
     from omegaconf import OmegaConf
 
     cfg = compose_train_config(overrides)
+    import_modules(cfg.lossmix.get("imports"))
     loss = plain(cfg.loss)
     allowed = plain(cfg.lossmix.allowed_targets) or []
     check_loss_config(loss, allowed_targets=allowed)

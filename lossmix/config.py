@@ -11,6 +11,7 @@ the command line prints.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 import types
@@ -28,6 +29,7 @@ __all__ = [
     "check_loss_config",
     "expected_types",
     "explain_override_error",
+    "import_modules",
     "iter_term_nodes",
     "one_line_error",
     "plain",
@@ -70,6 +72,49 @@ def iter_term_nodes(node: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping
                     yield f"{name}.{leaf}", str(leaf), grandchild
         else:
             yield str(name), str(name), child
+
+
+# -- user modules ------------------------------------------------------------------------------
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
+
+
+def import_modules(names: Any) -> None:
+    """Import each module of ``lossmix.imports``, so its ``@LOSSES.register()`` calls run.
+
+    Args:
+        names: dotted module names (a list, a ListConfig, or None for none), e.g.
+            ``["my_project.losses"]``; each must be importable (installed, or on
+            ``sys.path``/``PYTHONPATH``).
+
+    Raises:
+        LossConfigError: a name that is not a dotted module name, or a module whose
+            import fails (naming it and the error).
+
+    >>> import_modules(["lossmix.demo.custom_losses"])
+    >>> import_modules(["my-losses"])
+    Traceback (most recent call last):
+    ...
+    lossmix.errors.LossConfigError: lossmix.imports: 'my-losses' is not a dotted module name ...
+    """
+    names = plain(names) or []
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise LossConfigError(
+            f"lossmix.imports must be a list of module names, e.g. lossmix.imports=[my_project.losses]; "
+            f"got {names!r}."
+        )
+    for name in names:
+        if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
+            raise LossConfigError(
+                f"lossmix.imports: {name!r} is not a dotted module name (like my_project.losses: "
+                "letters, digits and underscores, parts separated by dots)."
+            )
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # the user's module: any error in it is a configuration error
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise LossConfigError(
+                f"lossmix.imports: could not import module '{name}': {type(err).__name__}: {first}"
+            ) from err
 
 
 # -- expected types ---------------------------------------------------------------------------
@@ -300,7 +345,9 @@ def explain_override_error(err: BaseException, overrides: Sequence[str]) -> str 
     try:
         GlobalHydra.instance().clear()
         with initialize_config_module(config_module="lossmix.conf", version_base="1.3"):
-            loss = plain(compose("train", overrides=rest).loss)
+            cfg = compose("train", overrides=rest)
+        import_modules(cfg.lossmix.get("imports"))
+        loss = plain(cfg.loss)
         parent = loss
         for depth, part in enumerate(key.split(".")[1:-1], start=2):
             parent = parent[part]

@@ -1,6 +1,7 @@
 """The main job: ``python -m lossmix.train [hydra overrides]`` (also ``lossmix-train``).
 
-Composes ``lossmix/conf/train.yaml`` with the command line, checks every loss term
+Composes ``lossmix/conf/train.yaml`` with the command line, imports the modules listed
+in ``lossmix.imports`` (user code that registers losses), checks every loss term
 against its loss's signature, then builds the datamodule, the model (its ``loss``
 node goes to ``configure_loss``), the callbacks, the loggers and the Trainer, and
 fits. The run directory (Hydra's output dir) ends up holding:
@@ -31,7 +32,13 @@ from hydra.errors import CompactHydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lossmix.config import build_loss_mix, explain_override_error, one_line_error, plain
+from lossmix.config import (
+    build_loss_mix,
+    explain_override_error,
+    import_modules,
+    one_line_error,
+    plain,
+)
 from lossmix.errors import LossConfigError, LossInputError
 
 if TYPE_CHECKING:
@@ -56,6 +63,7 @@ def run(cfg: DictConfig) -> float | None:
     """Check, build and fit from a composed config; return the final ``val/loss``."""
     import lightning.pytorch as pl  # here, so configuration errors exit before this import
 
+    import_modules(cfg.lossmix.get("imports"))  # the user's @LOSSES.register() calls run here
     allowed = list(plain(cfg.lossmix.allowed_targets) or [])
     loss_node = plain(cfg.loss)
     build_loss_mix(loss_node, allowed_targets=allowed)  # every term, before anything heavy

@@ -15,6 +15,9 @@ COMMANDS = {
              "loss.cls.sampler.num=64"],
     "show typo": ["show", "+loss.cls.gama=1.5"],
     "show unknown option": ["show", "loss/reg=nope"],
+    # a user-registered loss: lossmix.imports is imported before the check (and the hint)
+    "show custom": ["show", "experiment=custom"],
+    "show custom typo": ["show", "experiment=custom", "loss.seg.epss=2"],
 }
 
 
@@ -50,8 +53,16 @@ def test_show_prints_the_loss_yaml_and_the_term_table(done):
     assert "type=RandomSampler, num=64" in out and "GIoULoss" in out
 
 
+def test_show_imports_the_users_loss_module(done):
+    out, err, code = done["show custom"]
+    assert code == 0, err
+    assert "type: LogCoshDiceLoss" in out and "soft_l1" in out
+
+
 @pytest.mark.parametrize(("case", "expected"), [
     ("show typo", "Did you mean 'gamma'?"),
+    ("show custom typo", "term 'seg' (LogCoshDiceLoss): unknown key 'epss' (loss.seg.epss). "
+                         "Did you mean 'eps'?"),
     ("show unknown option", "Available options in 'loss/reg': giou, l1, smooth_l1"),
 ])
 def test_show_errors_are_one_line(done, case, expected):

@@ -14,12 +14,19 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 
-from lossmix import LossConfigError
-from lossmix.config import build_loss_mix, check_loss_config, one_line_error, plain, term_rows
+from lossmix import CompositeLoss, LossConfigError
+from lossmix.config import (
+    build_loss_mix,
+    check_loss_config,
+    import_modules,
+    one_line_error,
+    plain,
+    term_rows,
+)
 from lossmix.demo import DenseDetector, SyntheticBoxes
 from lossmix.train import _instantiate_all
 
-TINY = ["data.num_train=8", "data.num_val=4", "data.batch_size=4"]
+TINY = ["data.num_train=8", "data.batch_size=4"]  # every data option has these two
 
 
 @pytest.fixture
@@ -188,12 +195,13 @@ def test_every_option_instantiates(compose_train, group, option):
     cfg = compose_train(f"{group}={option}")
     if group == "model":
         model = instantiate(cfg.model, loss=plain(cfg.loss), _recursive_=False, _convert_="all")
-        assert isinstance(model, DenseDetector)
+        assert isinstance(model, CompositeLoss)
     elif group in ("callbacks", "logger"):
         _instantiate_all(cfg.get(group))
     elif group == "trainer":
         instantiate(cfg.trainer, logger=False)
     elif group == "experiment":
+        import_modules(cfg.lossmix.imports)
         build_loss_mix(cfg.loss)
         instantiate(cfg.data)
     else:
@@ -212,3 +220,95 @@ def test_a_user_app_outside_the_repository_uses_the_shipped_groups(tmp_path):
         GlobalHydra.instance().clear()
     mix = build_loss_mix(cfg.loss)
     assert list(mix.terms) == ["cls", "reg"] and mix.terms["cls"].loss.gamma == 3.0
+
+
+# -- the experiments: composed, built as the app builds them, one training step ------------------
+EXPERIMENT_TERMS = {
+    "detection": ["cls", "reg", "ctr"],
+    "segmentation": ["dice", "bce"],
+    "custom": ["seg", "smooth"],
+    "gan": ["gen/adv", "disc/real", "disc/fake", "disc/r1", "disc/shift"],
+    "multitask": ["depth", "cls"],
+}
+
+
+def build_experiment(cfg):
+    """The datamodule and model, as ``lossmix.train.run`` builds them."""
+    import_modules(cfg.lossmix.imports)
+    allowed = list(plain(cfg.lossmix.allowed_targets))
+    build_loss_mix(cfg.loss, allowed_targets=allowed)
+    model = instantiate(cfg.model, loss=plain(cfg.loss), allowed_targets=allowed,
+                        _recursive_=False, _convert_="all")
+    return instantiate(cfg.data), model
+
+
+def test_every_experiment_has_its_terms():
+    assert sorted(EXPERIMENT_TERMS) == options("experiment")
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENT_TERMS))
+def test_experiment_trains_a_step(compose_train, experiment):
+    import lightning.pytorch as pl
+
+    cfg = compose_train(f"experiment={experiment}")
+    data, model = build_experiment(cfg)
+    trainer = pl.Trainer(fast_dev_run=1, accelerator="cpu", devices=1, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=data)
+    logged = set(trainer.callback_metrics)
+    assert {f"train/loss/{term}_epoch" for term in EXPERIMENT_TERMS[experiment]} <= logged
+
+
+def test_segmentation_experiment_reuses_the_seg_group(compose_train):
+    cfg = compose_train("experiment=segmentation", "loss/seg@loss.dice=tversky", "~loss/seg@loss.bce")
+    mix = build_loss_mix(cfg.loss)
+    assert list(mix.terms) == ["dice"] and type(mix.terms["dice"].loss).__name__ == "TverskyLoss"
+
+
+def test_gan_experiment_lazy_r1_weight(compose_train):
+    cfg = compose_train("experiment=gan")
+    _, model = build_experiment(cfg)
+    real = torch.randn(4, 2)
+    outputs = {"real_score": model.disc(real), "fake_score": model.disc(real + 1),
+               "disc": model.disc, "real": real}
+    on = model.loss_mix(outputs, group="disc", step=16)
+    off = model.loss_mix(outputs, group="disc", step=17)
+    assert on.weights["r1"] == 5.0 * 16 and off.weights["r1"] == 0.0
+    assert list(model.loss_mix.groups) == ["gen", "disc"]
+    assert cfg.model.reg_interval == cfg.loss.disc.r1.every
+
+
+def test_multitask_experiment_learns_its_weights(compose_train):
+    _, model = build_experiment(compose_train("experiment=multitask"))
+    assert type(model.loss_mix.weighting).__name__ == "UncertaintyWeighting"
+    _, fixed = build_experiment(compose_train("experiment=multitask", "loss.weighting=null"))
+    assert fixed.loss_mix.weighting is None
+
+
+def test_custom_experiment_imports_the_users_module(compose_train):
+    cfg = compose_train("experiment=custom")
+    assert list(cfg.lossmix.imports) == ["lossmix.demo.custom_losses"]
+    _, model = build_experiment(cfg)
+    assert type(model.loss_mix.terms["seg"].loss).__name__ == "LogCoshDiceLoss"
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    (["my-losses"], r"lossmix.imports: 'my-losses' is not a dotted module name"),
+    (["lossmix..losses"], r"'lossmix..losses' is not a dotted module name"),
+    ([3], r"3 is not a dotted module name"),
+    ("lossmix.demo.custom_losses", r"must be a list of module names"),
+    (["lossmix_no_such_module"], r"could not import module 'lossmix_no_such_module': "
+                                 r"ModuleNotFoundError"),
+])
+def test_imports_refuse_bad_names_and_failing_modules(names, message):
+    with pytest.raises(LossConfigError, match=message):
+        import_modules(names)
+
+
+def test_imports_report_an_error_raised_inside_the_module(tmp_path, monkeypatch):
+    (tmp_path / "lossmix_test_broken_losses.py").write_text("raise RuntimeError('no GPU here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(LossConfigError) as info:
+        import_modules(["lossmix_test_broken_losses"])
+    assert str(info.value) == ("lossmix.imports: could not import module "
+                               "'lossmix_test_broken_losses': RuntimeError: no GPU here")

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lossmix.demo import ToyGAN, ring
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -32,8 +34,8 @@ def test_gan_example_groups_and_lazy_r1():
     metrics = gan.main(["--max-steps", "3", "--quiet"])
     assert {"train/loss/gen/adv_epoch", "train/loss/disc/r1_epoch",
             "train/loss/disc/shift_epoch"} <= set(metrics)
-    model = gan.ToyGAN()
-    real = gan.ring(8)
+    model = ToyGAN(gan.LOSS)
+    real = ring(8)
     outputs = {"real_score": model.disc(real), "fake_score": model.disc(real + 1),
                "disc": model.disc, "real": real}
     on = model.loss_mix(outputs, group="disc", step=16)

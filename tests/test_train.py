@@ -1,4 +1,5 @@
-"""The main job in real subprocesses: a tiny run, a multirun, and errors before training.
+"""The main job in real subprocesses: a tiny run, a multirun, every experiment, and errors
+before training.
 
 The subprocesses of each fixture start together, so the module costs about one run's
 start-up per fixture rather than one per case.
@@ -23,7 +24,17 @@ ERRORS = {
     "unknown option": ["loss/cls=nope"],
     "wrong type": ["loss.cls.gamma=abc"],
     "sampler not set": ["loss.cls.sampler.num=64"],
+    "import fails": ["lossmix.imports=[lossmix_no_such_module]"],
 }
+# every experiment, tiny: its terms in the CSV (train/loss/<term>) and the summary (│ <term> │)
+EXPERIMENTS = {
+    "segmentation": ["dice", "bce"],
+    "custom": ["seg", "smooth"],
+    "gan": ["gen/adv", "disc/real", "disc/fake", "disc/r1", "disc/shift"],
+    "multitask": ["depth", "cls"],
+}
+EXPERIMENT_TINY = ["trainer.max_steps=4", "data.num_train=16", "data.batch_size=8",
+                   "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
 
 
 def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -49,6 +60,8 @@ def runs(tmp_path_factory):
     }
     started.update({name: _start([f"hydra.run.dir={root / 'err'}", *TINY, *args])
                     for name, args in ERRORS.items()})
+    started.update({name: _start([f"experiment={name}", f"hydra.run.dir={root / name}",
+                                  *EXPERIMENT_TINY]) for name in EXPERIMENTS})
     started["full error"] = _start([f"hydra.run.dir={root / 'err'}", *TINY, "+loss.cls.gama=1"],
                                    env={"HYDRA_FULL_ERROR": "1"})
     return root, {name: _finish(p) for name, p in started.items()}
@@ -103,8 +116,26 @@ def test_config_errors_are_one_line_before_training(runs, case):
         assert "Available options in 'loss/cls': ce, focal, varifocal" in line
     elif case == "wrong type":
         assert "term 'cls'" in line and "expects float" in line
+    elif case == "import fails":
+        assert line == ("Error: lossmix.imports: could not import module 'lossmix_no_such_module': "
+                        "ModuleNotFoundError: No module named 'lossmix_no_such_module'")
     else:
         assert "+sampler@loss.cls.sampler=random" in line
+
+
+@pytest.mark.parametrize("experiment", list(EXPERIMENTS))
+def test_experiment_runs_and_reports_every_term(runs, experiment):
+    root, done = runs
+    result = done[experiment]
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = root / experiment
+    with (run_dir / "csv" / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    for term in EXPERIMENTS[experiment]:
+        assert any(r.get(f"train/loss/{term}") for r in rows), term
+        assert f"│ {term} " in result.stdout, term
+    assert (run_dir / "loss_curves.png").is_file()
+    assert f"Run directory: {run_dir}" in result.stdout
 
 
 def test_full_error_shows_the_trace(runs):

@@ -20,10 +20,11 @@ Per image (``L = (image_size / stride) ** 2`` locations, ``C = num_classes``):
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from lossmix.demo.data import SyntheticDataModule
 
 __all__ = ["SyntheticBoxDataset", "SyntheticBoxes", "location_centers"]
 
@@ -106,7 +107,7 @@ class SyntheticBoxDataset(Dataset):
         return {key: value[index] for key, value in self.items.items()}
 
 
-class SyntheticBoxes(pl.LightningDataModule):
+class SyntheticBoxes(SyntheticDataModule):
     """Train and validation sets of :class:`SyntheticBoxDataset` (different seeds).
 
     Args:
@@ -126,27 +127,9 @@ class SyntheticBoxes(pl.LightningDataModule):
         super().__init__()
         _check_sizes(num_classes, image_size, stride, max_objects)
         self.save_hyperparameters()
-        self.train_set: SyntheticBoxDataset | None = None
-        self.val_set: SyntheticBoxDataset | None = None
 
-    def _dataset(self, size: int, seed: int) -> SyntheticBoxDataset:
+    def make_dataset(self, size: int, seed: int) -> SyntheticBoxDataset:
         h = self.hparams
         return SyntheticBoxDataset(size, num_classes=h.num_classes, image_size=h.image_size,
                                    stride=h.stride, max_objects=h.max_objects, seed=seed,
                                    palette_seed=h.seed)
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is None:
-            self.train_set = self._dataset(self.hparams.num_train, self.hparams.seed)
-            self.val_set = self._dataset(self.hparams.num_val, self.hparams.seed + 1)
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          num_workers=workers, persistent_workers=workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)

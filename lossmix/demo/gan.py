@@ -1,0 +1,128 @@
+"""A toy GAN with manual optimization: the generator maps noise to 2-D points on a ring.
+
+The data is a ring of 8 Gaussians (:func:`ring`, :class:`SyntheticRing`). The loss has
+two groups, one per player, each computed by its own ``compute_loss(..., group=...)``:
+
+==========  ===================================================================
+group       outputs the term nodes route
+==========  ===================================================================
+``gen``     ``fake_score`` (N, 1): the discriminator on generated points
+``disc``    ``real_score``, ``fake_score`` (N, 1); ``disc`` (the discriminator
+            module) and ``real`` (N, 2), for a gradient penalty such as R1
+==========  ===================================================================
+
+Each training step makes two optimizer steps (generator, then discriminator), so
+the trainer's ``max_steps`` is twice the number of batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lossmix.lightning import CompositeLoss
+
+__all__ = ["SyntheticRing", "ToyGAN", "ring"]
+
+
+def ring(n: int, seed: int = 0, *, modes: int = 8, radius: float = 2.0, std: float = 0.05
+         ) -> Tensor:
+    """``n`` points ``(n, 2)`` from ``modes`` Gaussians evenly spaced on a circle."""
+    gen = torch.Generator().manual_seed(seed)
+    angle = torch.randint(0, modes, (n,), generator=gen) * (2 * math.pi / modes)
+    centres = torch.stack([angle.cos(), angle.sin()], -1) * radius
+    return centres + std * torch.randn(n, 2, generator=gen)
+
+
+class SyntheticRing(pl.LightningDataModule):
+    """Training batches ``(points,)`` of :func:`ring` (no validation set).
+
+    Args:
+        num_train: points in the training set.
+        batch_size: points per batch.
+        num_workers: DataLoader workers.
+        seed: generation seed.
+    """
+
+    def __init__(self, num_train: int = 25600, batch_size: int = 64, num_workers: int = 0,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_set: TensorDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = TensorDataset(ring(self.hparams.num_train, self.hparams.seed))
+
+    def train_dataloader(self) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size,
+                          num_workers=workers, persistent_workers=workers > 0)
+
+
+def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inp, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
+                         nn.LeakyReLU(0.2), nn.Linear(hidden, out))
+
+
+class ToyGAN(CompositeLoss, pl.LightningModule):
+    """Generator and discriminator MLPs trained with the ``gen`` and ``disc`` groups of ``loss``.
+
+    Args:
+        loss: ``{"gen": {term: node}, "disc": {term: node}}`` for
+            :meth:`~lossmix.CompositeLoss.configure_loss`.
+        latent: size of the generator's noise.
+        hidden: width of both MLPs.
+        lr: Adam's learning rate (the discriminator's is scaled, see ``reg_interval``).
+        reg_interval: how often the discriminator's regulariser runs (R1's ``every``, k).
+            For k > 1, StyleGAN2's lazy-regularisation correction scales the
+            discriminator's Adam learning rate and betas by ``k / (k + 1)``.
+        allowed_targets: extra ``_target_`` prefixes the terms may name.
+    """
+
+    def __init__(self, loss: Mapping[str, Any], latent: int = 8, hidden: int = 64,
+                 lr: float = 1e-3, reg_interval: int = 16,
+                 allowed_targets: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__()
+        if reg_interval < 1:
+            raise ValueError(f"reg_interval={reg_interval} must be >= 1.")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.gen = _mlp(latent, hidden, 2)
+        self.disc = _mlp(2, hidden, 1)
+        self.configure_loss(loss, allowed_targets=tuple(allowed_targets))
+
+    def training_step(self, batch: tuple[Tensor], batch_idx: int) -> None:
+        (real,) = batch
+        opt_g, opt_d = self.optimizers()
+        noise = torch.randn(real.shape[0], self.hparams.latent, device=real.device)
+
+        fake = self.gen(noise)
+        self.toggle_optimizer(opt_g)
+        loss_g = self.compute_loss({"fake_score": self.disc(fake)}, group="gen",
+                                   batch_size=real.shape[0])
+        opt_g.zero_grad()
+        self.manual_backward(loss_g)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        self.toggle_optimizer(opt_d)
+        outputs = {"real_score": self.disc(real), "fake_score": self.disc(fake.detach()),
+                   "disc": self.disc, "real": real}
+        loss_d = self.compute_loss(outputs, group="disc", batch_size=real.shape[0])
+        opt_d.zero_grad()
+        self.manual_backward(loss_d)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        lr, k = self.hparams.lr, self.hparams.reg_interval
+        ratio = k / (k + 1) if k > 1 else 1.0
+        return (torch.optim.Adam(self.gen.parameters(), lr=lr, betas=(0.0, 0.99)),
+                torch.optim.Adam(self.disc.parameters(), lr=lr * ratio, betas=(0.0, 0.99**ratio)))

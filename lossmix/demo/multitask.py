@@ -1,0 +1,102 @@
+"""Two tasks of very different scales on one shared trunk, for dynamic task weighting.
+
+A regression head predicts a target in the hundreds (its MSE starts near 10⁴) and a
+3-class head a label (its cross-entropy starts near 1). With fixed weights the
+regression term swamps the gradient; a ``weighting:`` node (uncertainty, DWA,
+GradNorm with ``shared: trunk.2``) re-balances them. The term nodes route:
+
+==========  ========  ==========================
+outputs     shape     batch
+==========  ========  ==========================
+``depth``   (N,)      ``depth_gt`` (N,), float
+``logits``  (N, 3)    ``label`` (N,), class index
+==========  ========  ==========================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.data import TensorDataset
+
+from lossmix.demo.data import SyntheticDataModule
+from lossmix.lightning import CompositeLoss
+
+__all__ = ["SyntheticTasks", "TwoTasks", "two_task_dataset"]
+
+
+def two_task_dataset(n: int = 512, seed: int = 0, *, features: int = 8) -> TensorDataset:
+    """``(x, depth, label)`` rows: ``depth = 100·Σx[:4] + 300``, a 3-class label from ``x[4:7]``."""
+    if features < 7:
+        raise ValueError(f"features={features} must be at least 7.")
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, features, generator=gen)
+    depth = 100.0 * x[:, :4].sum(1) + 300.0  # scale ~10²: MSE ~10⁴
+    label = (x[:, 4:6].sum(1) > 0).long() + (x[:, 6] > 1).long()
+    return TensorDataset(x, depth, label)
+
+
+class SyntheticTasks(SyntheticDataModule):
+    """Train and validation sets of :func:`two_task_dataset` (seeds ``seed``, ``seed + 1``).
+
+    Args:
+        features: input features.
+        num_train, num_val: rows per set.
+        batch_size: rows per batch.
+        num_workers: DataLoader workers.
+        seed: generation seed of the training set.
+    """
+
+    def __init__(self, features: int = 8, num_train: int = 512, num_val: int = 128,
+                 batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def make_dataset(self, size: int, seed: int) -> TensorDataset:
+        return two_task_dataset(size, seed, features=self.hparams.features)
+
+
+class TwoTasks(CompositeLoss, pl.LightningModule):
+    """A shared MLP trunk (``trunk.2`` is its last linear layer) with two heads.
+
+    Args:
+        loss: the term mapping for :meth:`~lossmix.CompositeLoss.configure_loss`,
+            with or without a ``weighting:`` node.
+        features: input features.
+        width: channels of the trunk.
+        num_classes: classes of the classification head.
+        lr: Adam's learning rate (the weighting's parameters included).
+        allowed_targets: extra ``_target_`` prefixes the terms may name.
+    """
+
+    def __init__(self, loss: Mapping[str, Any], features: int = 8, width: int = 32,
+                 num_classes: int = 3, lr: float = 0.01,
+                 allowed_targets: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.trunk = nn.Sequential(nn.Linear(features, width), nn.ReLU(),
+                                   nn.Linear(width, width), nn.ReLU())
+        self.depth_head = nn.Linear(width, 1)
+        self.cls_head = nn.Linear(width, num_classes)
+        self.configure_loss(loss, allowed_targets=tuple(allowed_targets))
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        h = self.trunk(x)
+        return {"depth": self.depth_head(h).squeeze(-1), "logits": self.cls_head(h)}
+
+    def _step(self, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        x, depth, label = batch
+        return self.compute_loss(self(x), {"depth_gt": depth, "label": label})
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
