@@ -1,4 +1,6 @@
-"""The main job with ``trainer=ddp_spawn``: 2 CPU processes (gloo) on a tiny run."""
+"""The main job with ``trainer=ddp_spawn`` and ``trainer=ddp``: 2 CPU processes (gloo) on a
+tiny run. With plain ``ddp`` Lightning re-launches the Hydra app for rank 1 into the same run
+directory."""
 
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="torch.distributed is not available")
 
 
-def test_ddp_spawn_run_logs_every_term_once(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp"])
+def test_ddp_run_logs_every_term_once(tmp_path, strategy):
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("HYDRA_FULL_ERROR", None)
     done = subprocess.run(
-        [sys.executable, "-m", "lossmix.train", f"hydra.run.dir={run_dir}", "trainer=ddp_spawn",
+        [sys.executable, "-m", "lossmix.train", f"hydra.run.dir={run_dir}", f"trainer={strategy}", "trainer.accelerator=cpu",
          "trainer.max_epochs=1", "data.num_train=32", "data.num_val=16", "data.batch_size=8",
          "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"],
         capture_output=True, text=True, timeout=300, env=env)
@@ -31,3 +34,5 @@ def test_ddp_spawn_run_logs_every_term_once(tmp_path):
     assert len([r for r in rows if r["train/loss/cls"]]) == 2
     assert (run_dir / "loss_curves.png").is_file()
     assert "share of total" in done.stdout
+    if strategy == "ddp":  # rank 1 was a re-launched copy of the app, in the same directory
+        assert (run_dir / "train_ddp_process_1.log").is_file()
