@@ -22,6 +22,7 @@ gradnorm    Σ w_i·L_i (+ L_grad, which moves only w)        parameter ``weight
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,7 +44,7 @@ __all__ = [
 WEIGHTING_KEY = "weighting"
 
 
-class TaskWeighting(nn.Module):
+class TaskWeighting(nn.Module, metaclass=abc.ABCMeta):
     """Base class: ``forward(losses, training=...) -> (factors, regulariser or None)``.
 
     Args:
@@ -58,8 +59,9 @@ class TaskWeighting(nn.Module):
             raise LossConfigError(f"{WEIGHTING_KEY}: there are no terms in the total to weight.")
         self.tasks = list(tasks)
 
+    @abc.abstractmethod
     def forward(self, losses: Tensor, *, training: bool) -> tuple[Tensor, Tensor | None]:
-        raise NotImplementedError
+        """One factor per task for the stacked task ``losses``, and an optional regulariser."""
 
     def bind(self, module: nn.Module) -> None:
         """Find what the weighting needs in the model (GradNorm's shared layer)."""
