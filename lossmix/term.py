@@ -216,6 +216,14 @@ class Term(nn.Module):
             pos = kwargs["pos_mask"].bool()
             neg = kwargs["neg_mask"].bool() if "neg_mask" in kwargs else ~pos
             return pos, neg
+        target, background = self._class_target(kwargs)
+        valid = target >= 0
+        if self.ignore_index is not None:
+            valid = valid & (target != self.ignore_index)
+        return valid & (target != background), valid & (target == background)
+
+    def _class_target(self, kwargs: dict[str, Any]) -> tuple[Tensor, int]:
+        """The class-index target (first item of a ``(label, score)`` pair) and its background."""
         target = kwargs.get("target")
         if isinstance(target, (tuple, list)) and target:
             target = target[0]
@@ -227,10 +235,16 @@ class Term(nn.Module):
             )
         background = self.background if self.background is not None else self._num_classes(
             kwargs.get("pred"), target)
-        valid = target >= 0
-        if self.ignore_index is not None:
-            valid = valid & (target != self.ignore_index)
-        return valid & (target != background), valid & (target == background)
+        return target, background
+
+    def _relabel_ignored(self, kwargs: dict[str, Any], counted: Tensor) -> None:
+        """Give ignored elements the background label, as detection heads do: the sampler's
+        weight is 0 there, and the loss never sees a label outside its classes."""
+        target, background = self._class_target(kwargs)
+        relabelled = torch.where(counted, target, torch.full_like(target, background))
+        original = kwargs["target"]
+        kwargs["target"] = (type(original)((relabelled, *original[1:]))
+                            if isinstance(original, (tuple, list)) else relabelled)
 
     def _num_classes(self, pred: Any, target: Tensor) -> int:
         if isinstance(pred, Tensor):
@@ -251,6 +265,8 @@ class Term(nn.Module):
         sample = None
         if self.sampler is not None:
             pos, neg = self.pos_neg(kwargs)
+            if "pos_mask" not in kwargs:
+                self._relabel_ignored(kwargs, pos | neg)
             scores = self._scores(kwargs) if getattr(self.sampler, "needs_scores", False) else None
             sample = self.sampler(pos, neg, scores)
             kwargs["weight"] = _combine_weight(kwargs.get("weight"), sample.weight)

@@ -396,3 +396,16 @@ def test_engine_compiles_fullgraph():
         torch.testing.assert_close(total, ref_total)
         for name in ref_terms:
             torch.testing.assert_close(terms[name], ref_terms[name])
+
+
+@pytest.mark.parametrize("sampler", [{"type": "PseudoSampler"},
+                                     {"type": "OHEMSampler", "num": 64, "pos_fraction": 0.5}])
+def test_ignored_labels_reach_the_loss_as_background_with_zero_weight(sampler):
+    outputs, batch = _cls_batch()  # labels -1 on the first rows: ignored
+    labels = batch["labels"]
+    mix = LossMix.from_config({"cls": {"type": "FocalLoss", "inputs": CLS_ROUTE,
+                                       "sampler": sampler, "normalizer": "num_sampled"}})
+    result = mix(outputs, batch)
+    valid = labels >= 0
+    by_hand = lossmix.losses.FocalLoss(reduction="sum")(outputs["logits"][valid], labels[valid])
+    torch.testing.assert_close(result.raw["cls"], by_hand / (valid.sum() + EPS32))
