@@ -64,3 +64,44 @@ def test_guard_decision_and_learned_weights_are_shared(tmp_path):
         assert rank["params"][-1] != rank["params"][NAN_STEP]            # and trained on
     assert ranks[0]["params"] == ranks[1]["params"]                # identical every step
     assert ranks[0]["log_vars"] == ranks[1]["log_vars"] != [0.0, 0.0]
+
+
+class GradNormModel(Regressor):
+    def __init__(self) -> None:
+        terms = {"small": {"type": "MSELoss", "inputs": {"pred": "pred", "target": "y"}},
+                 "large": {"type": "L1Loss", "loss_weight": 10.0,
+                           "inputs": {"pred": "pred", "target": "y"}},
+                 "weighting": {"type": "gradnorm", "shared": "net", "alpha": 1.5}}
+        super().__init__(terms=terms, lr=0.05)
+
+
+class DumpWeights(L.Callback):
+    def __init__(self, out: str) -> None:
+        self.out, self.weights = out, []
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.weights.append(pl_module.loss_mix.weighting.weights.detach().tolist())
+
+    def on_fit_end(self, trainer, pl_module):
+        Path(self.out, f"gradnorm{trainer.global_rank}.json").write_text(json.dumps({
+            "weights": self.weights,
+            "final": pl_module.loss_mix.weighting.weights.detach().tolist(),
+            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}))
+
+
+def test_gradnorm_weights_and_gradient_monitor_under_ddp(tmp_path):
+    from lossmix.lightning import TermGradientMonitor
+
+    run = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=3,
+                    logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False, log_every_n_steps=1,
+                    callbacks=[TermGradientMonitor(every_n_steps=1), DumpWeights(str(tmp_path))])
+    run.fit(GradNormModel(), loader(24, 4, seed=3))
+    ranks = [json.loads((tmp_path / f"gradnorm{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["weights"] == ranks[1]["weights"]          # identical on every rank
+    assert ranks[0]["weights"][-1] != [1.0, 1.0]               # and actually learned
+    assert ranks[0]["final"] == ranks[1]["final"]
+    assert sum(ranks[0]["final"]) == pytest.approx(2.0)        # renormalised to Σw = K
+    for rank in ranks:
+        assert {"train/grad_norm/small", "train/grad_norm/large"} <= set(rank["metrics"])
+        assert rank["metrics"]["train/grad_norm/large"] > 0
