@@ -45,8 +45,9 @@ def _registry_table(registry: Registry, title: str) -> Table:
     return table
 
 
-def list_command(console: Console) -> int:
-    """Print the registered losses and samplers."""
+def list_command(console: Console, imports: Sequence[str] = ()) -> int:
+    """Print the registered losses and samplers (after importing the user's ``imports``)."""
+    import_modules(list(imports))
     console.print(_registry_table(LOSSES, f"Losses ({len(LOSSES)})"))
     console.print(_registry_table(SAMPLERS, f"Samplers ({len(SAMPLERS)})"))
     console.print("Use one in a term node with `type: <name>`; any torch.nn loss with "
@@ -93,7 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lossmix", description="Compose weighted loss terms from Hydra configs.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="registered losses and samplers")
+    listing = commands.add_parser("list", help="registered losses and samplers")
+    listing.add_argument("--import", dest="imports", action="append", default=[],
+                         metavar="MODULE",
+                         help="import a module first so its registered losses are listed "
+                              "(as lossmix.imports does for the app); repeatable")
     show = commands.add_parser(
         "show", help="the loss config that overrides compose to, and its terms",
         description="Compose lossmix/conf/train.yaml with Hydra overrides (as python -m "
@@ -111,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
         if args.command == "list":
-            return list_command(console)
+            return list_command(console, args.imports)
         return show_command(console, args.overrides)
     except (CompactHydraException, LossConfigError, LossInputError) as err:
         overrides = getattr(args, "overrides", [])

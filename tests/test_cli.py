@@ -11,6 +11,8 @@ import pytest
 
 COMMANDS = {
     "list": ["list"],
+    "list user losses": ["list", "--import", "lossmix.demo.custom_losses"],
+    "list missing module": ["list", "--import", "no_such_losses_module"],
     "show": ["show", "loss/cls=ce", "+sampler@loss.cls.sampler=random",
              "loss.cls.sampler.num=64"],
     "show typo": ["show", "+loss.cls.gama=1.5"],
@@ -42,6 +44,16 @@ def test_list_shows_losses_samplers_arguments_and_summaries(done):
         assert name in out
     assert "gamma=2.0" in out and "num=<required>" in out
     assert "Focal loss" in out
+
+
+def test_list_imports_user_modules_first(done):
+    out, err, code = done["list user losses"]
+    assert code == 0, err
+    assert "LogCoshDiceLoss" in out and "soft_l1" in out
+    assert "LogCoshDiceLoss" not in done["list"][0]
+    out, err, code = done["list missing module"]
+    assert code == 1 and "Traceback" not in err
+    assert "could not import module 'no_such_losses_module'" in err
 
 
 def test_show_prints_the_loss_yaml_and_the_term_table(done):

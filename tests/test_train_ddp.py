@@ -22,7 +22,8 @@ def test_ddp_run_logs_every_term_once(tmp_path, strategy):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("HYDRA_FULL_ERROR", None)
     done = subprocess.run(
-        [sys.executable, "-m", "lossmix.train", f"hydra.run.dir={run_dir}", f"trainer={strategy}", "trainer.accelerator=cpu",
+        [sys.executable, "-m", "lossmix.train", f"hydra.run.dir={run_dir}", f"trainer={strategy}",
+         "trainer.accelerator=cpu",
          "trainer.max_epochs=1", "data.num_train=32", "data.num_val=16", "data.batch_size=8",
          "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"],
         capture_output=True, text=True, timeout=300, env=env)
