@@ -19,6 +19,7 @@ and exit with status 1; ``HYDRA_FULL_ERROR=1`` shows the full trace instead.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -59,9 +60,21 @@ def _instantiate_all(node: Any) -> list[Any]:
             if isinstance(child, (Mapping, DictConfig)) and "_target_" in child]
 
 
+def _log_through_hydra() -> None:
+    """Lightning adds its own console handler; Hydra's already prints (and writes train.log),
+    so each message would show twice."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+
+
 def run(cfg: DictConfig) -> float | None:
     """Check, build and fit from a composed config; return the final ``val/loss``."""
     import lightning.pytorch as pl  # here, so configuration errors exit before this import
+
+    _log_through_hydra()
 
     import_modules(cfg.lossmix.get("imports"))  # the user's @LOSSES.register() calls run here
     allowed = list(plain(cfg.lossmix.allowed_targets) or [])
