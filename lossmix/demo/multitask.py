@@ -69,12 +69,15 @@ class TwoTasks(CompositeLoss, pl.LightningModule):
         features: input features.
         width: channels of the trunk.
         num_classes: classes of the classification head.
-        lr: Adam's learning rate (the weighting's parameters included).
+        lr: Adam's learning rate for the network.
+        weighting_lr: Adam's learning rate for the learned task weights (``loss_mix``'s
+            parameters). Learned log-variances must travel to about log Lᵢ, far from 0
+            for a loss in the thousands, so they get their own, larger rate.
         allowed_targets: extra ``_target_`` prefixes the terms may name.
     """
 
     def __init__(self, loss: Mapping[str, Any], features: int = 8, width: int = 32,
-                 num_classes: int = 3, lr: float = 0.01,
+                 num_classes: int = 3, lr: float = 0.01, weighting_lr: float = 0.1,
                  allowed_targets: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -99,4 +102,9 @@ class TwoTasks(CompositeLoss, pl.LightningModule):
         self._step(batch)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        weights = list(self.loss_mix.parameters())
+        ids = {id(p) for p in weights}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in ids]}]
+        if weights:
+            groups.append({"params": weights, "lr": self.hparams.weighting_lr})
+        return torch.optim.Adam(groups, lr=self.hparams.lr)
