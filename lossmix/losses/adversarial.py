@@ -126,6 +126,15 @@ class GANLoss(WeightedLoss):
 class _GradientPenalty(WeightedLoss):
     """Shared reduction of the gradient penalties (mask, ``norm_mode``)."""
 
+    def check_discriminator(self, discriminator: Any) -> None:
+        """The discriminator is routed like any input; it must be callable (a module)."""
+        if not callable(discriminator):
+            raise LossInputError(
+                f"{self.loss_name}: discriminator is a {type(discriminator).__name__}, not a "
+                "module; route the discriminator itself, e.g. inputs.discriminator: disc with "
+                "outputs['disc'] = self.disc."
+            )
+
     def __init__(self, *, norm_mode: str = "pixel", reduction: str = "mean",
                  loss_weight: float = 1.0) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
@@ -175,6 +184,7 @@ class GradientPenaltyLoss(_GradientPenalty):
         reduction_override: str | None = None,
     ) -> Tensor:
         """The penalty, reduced and scaled by ``loss_weight``."""
+        self.check_discriminator(discriminator)
         check_same_shape(self.loss_name, real_data, fake_data, what="fake_data")
         interpolates = F.interpolate_samples(real_data, fake_data, generator=generator)
         grad = F.discriminator_gradients(discriminator, interpolates)
@@ -208,6 +218,7 @@ class R1GradientPenalty(_GradientPenalty):
         reduction_override: str | None = None,
     ) -> Tensor:
         """The penalty, reduced and scaled by ``loss_weight``."""
+        self.check_discriminator(discriminator)
         real = real_data.clone().requires_grad_()
         grad = F.discriminator_gradients(discriminator, real, loss_scaler=loss_scaler)
         return self.reduce_penalty(grad, mask, reduction_override)

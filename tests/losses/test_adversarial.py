@@ -382,3 +382,12 @@ def test_gan_loss_built_from_config_needs_gan_type() -> None:
     assert build_loss({"type": "GANLoss", "gan_type": "hinge"}).gan_type == "hinge"
     with pytest.raises(LossConfigError, match="gan_type"):
         build_loss({"type": "GANLoss"})
+
+
+@pytest.mark.parametrize("make", [
+    lambda: R1GradientPenalty()(42, torch.randn(2, 3, 4, 4)),
+    lambda: GradientPenaltyLoss()("disc", torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)),
+])
+def test_penalties_name_a_discriminator_that_is_not_a_module(make):
+    with pytest.raises(LossInputError, match="discriminator is a"):
+        make()
