@@ -63,3 +63,14 @@ def test_segmentation_example_runs_from_the_command_line():
                            "--samples", "16", "--quiet"], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("sampler", ["none", "random", "ohem"])
+def test_detection_example_terms_and_samplers(sampler):
+    import detection
+
+    metrics = detection.main(["--max-steps", "3", "--samples", "32", "--sampler", sampler,
+                              "--quiet"])
+    assert {"train/loss/cls_epoch", "train/loss/reg_epoch", "train/loss/ctr_epoch"} <= set(metrics)
+    model = detection.DenseDetector(detection.loss_config(sampler=sampler))
+    assert (model.loss_mix.find_term("cls").sampler is None) == (sampler == "none")
