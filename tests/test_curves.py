@@ -36,11 +36,11 @@ def test_default_root_dir_without_a_logger(tmp_path):
     assert curves.path == tmp_path / "c.png" and curves.path.exists()
 
 
-def test_short_run_without_a_logging_point_draws_epoch_means(tmp_path):
+def test_short_run_without_a_logging_point_draws_each_epochs_last_step(tmp_path):
     curves = LossCurves(filename="c.png")
     run = trainer(max_epochs=2, log_every_n_steps=50, default_root_dir=tmp_path,
                   callbacks=[curves])
     run.fit(Regressor(), loader(8, 4))
     history = next(c for c in run.callbacks if isinstance(c, TermLogger)).history
-    assert "train/loss/t0" not in history and len(history["train/loss/t0_epoch"]) == 2
+    assert [p[0] for p in history["train/loss/t0"]] == [2.0, 4.0]
     assert curves.path == tmp_path / "c.png" and curves.path.exists()

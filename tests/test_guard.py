@@ -108,7 +108,8 @@ def test_zero_needs_no_host_sync_in_the_step(monkeypatch):
     run = trainer(max_epochs=2, log_every_n_steps=50, callbacks=[NonFiniteLossGuard("zero")])
     with pytest.warns(UserWarning, match="t0 on 1 step"):
         run.fit(NaNAt(nan_step=1), loader(12, 4))  # 2 epochs × 3 steps
-    assert calls == {"item": 0, "tolist": 4}  # per epoch end: the logger's and the report's
+    # per epoch: the logger's last-step and epoch-mean reads, and the guard's report
+    assert calls == {"item": 0, "tolist": 6}
 
 
 def test_unknown_policy_is_an_error():

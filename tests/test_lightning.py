@@ -203,3 +203,14 @@ def test_no_item_or_tolist_from_lossmix_inside_steps(monkeypatch):
 def test_lossmix_imports_without_lightning_layer():
     assert "CompositeLoss" not in vars(lossmix)
     assert lossmix.CompositeLoss is CompositeLoss
+
+
+@pytest.mark.parametrize("stop", [{"max_steps": 3}, {"max_epochs": 1}])
+def test_short_run_leaves_last_step_values_in_callback_metrics(stop):
+    model = Regressor()
+    run = trainer(log_every_n_steps=50, **stop)
+    run.fit(model, loader(16, 4))  # 4 batches per epoch; no logging point is reached
+    rows = slice(8, 12) if stop.get("max_steps") == 3 else slice(12, 16)
+    last = _hand_terms(model, Pairs(16), rows)
+    for key, term in (("train/loss", "total"), ("train/loss/t0", "t0"), ("train/loss/t1", "t1")):
+        assert run.callback_metrics[key].item() == pytest.approx(float(last[term]), rel=1e-5)

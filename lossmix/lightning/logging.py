@@ -11,7 +11,9 @@ reduced), so they still reach every logger and ``trainer.callback_metrics``.
 
 Keys: ``{stage}/loss`` (the total, on the progress bar) and ``{stage}/loss/{term}``;
 for groups ``{stage}/loss/{group}`` and ``{stage}/loss/{group}/{term}``. Training
-logs step values under those keys at each logging point and epoch means (weighted
+logs step values under those keys at each logging point and on the last batch of
+each epoch (so ``trainer.callback_metrics`` holds them after any run, however short),
+and epoch means (weighted
 by batch size) under ``<key>_epoch``; validation and test log epoch means under
 the keys themselves, so ``ModelCheckpoint(monitor="val/loss/cls")`` works.
 Scheduled and learned weights are logged as ``{stage}/weight/{term}``; callbacks
@@ -191,7 +193,8 @@ class TermLogger(pl.Callback):
     # -- Lightning hooks ------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
                            ) -> None:
-        if trainer._logger_connector.should_update_logs or trainer.fast_dev_run:
+        if trainer._logger_connector.should_update_logs or trainer.fast_dev_run or _last_step(
+                trainer):
             self._flush_steps(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -217,6 +220,14 @@ class TermLogger(pl.Callback):
         for (s, _), buffer in self.buffers.items():
             if s == stage:
                 buffer.reset_epoch()
+
+
+def _last_step(trainer: pl.Trainer) -> bool:
+    """The epoch's (or the run's) last batch: its step values reach ``callback_metrics`` even
+    between logging points, as ``self.log`` would leave them (one more host read per epoch)."""
+    if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        return True
+    return trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
 
 
 def _as_tensor(value: Any, like: Tensor) -> Tensor:

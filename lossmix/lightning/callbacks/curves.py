@@ -14,12 +14,8 @@ __all__ = ["LossCurves", "plot_loss_curves"]
 
 
 def _curves(history: dict[str, list[list[float]]], prefix: str) -> dict[str, list[list[float]]]:
-    """Step values under ``prefix``; a key logged only as epoch means (a run shorter than
-    ``log_every_n_steps``) falls back to its ``_epoch`` points."""
-    found = {k[len(prefix):]: v for k, v in history.items() if k.startswith(prefix)}
-    steps = {k: v for k, v in found.items() if not k.endswith("_epoch")}
-    epochs = {k.removesuffix("_epoch"): v for k, v in found.items() if k.endswith("_epoch")}
-    return {**{k: v for k, v in epochs.items() if k not in steps}, **steps}
+    return {k[len(prefix):]: v for k, v in history.items()
+            if k.startswith(prefix) and not k.endswith("_epoch")}
 
 
 def plot_loss_curves(history: dict[str, list[list[float]]], path: str | Path,
