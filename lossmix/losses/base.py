@@ -129,11 +129,10 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
             return weight.unsqueeze(-1)
         if weight.dim() <= loss.dim():
             try:
-                torch.broadcast_shapes(weight.shape, loss.shape)
                 if torch.broadcast_shapes(weight.shape, loss.shape) == loss.shape:
                     return weight
             except RuntimeError:
-                pass
+                pass  # not broadcastable: try the reshape rule, else the error below
         if self.reshape_weight_by_numel and weight.numel() == loss.numel():
             return weight.reshape(loss.shape)
         raise LossInputError(

@@ -173,10 +173,10 @@ class OverlapLoss(WeightedLoss):
         reduction = self.resolve_reduction(reduction_override)
         self.check_avg_factor(reduction, avg_factor)
         loss, counted = self.per_sample(pred, target)
+        if counted is None:
+            return self.reduce(loss, weight, reduction, avg_factor)
         if weight is not None:
             weight = self.prepare_weight(weight, loss)
-        if counted is None:
-            return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)
         weight = counted if weight is None else weight * counted
         if reduction == "mean" and avg_factor is None:
             return self.loss_weight * apply_weight(loss, weight).sum() / counted.sum().clamp(min=1)
