@@ -15,6 +15,7 @@ from lossmix.reduction import mask_reduce_loss, weight_reduce_loss, weighted_los
 from lossmix.registry import (
     LOSSES,
     SAMPLERS,
+    WEIGHTINGS,
     allow_targets,
     allowed_targets,
     build_loss,
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LOSSES",
     "SAMPLERS",
+    "WEIGHTINGS",
     "LossConfigError",
     "LossInputError",
     "LossMix",

@@ -1,7 +1,7 @@
 """The ``lossmix`` command: what is registered, and what a config composes to.
 
-* ``lossmix list``: every registered loss and sampler with its arguments, defaults and
-  one-line summary.
+* ``lossmix list``: every registered loss, sampler and task weighting with its arguments,
+  defaults and one-line summary.
 * ``lossmix show [overrides...]``: compose the training config (``lossmix/conf/train.yaml``)
   with Hydra overrides, as ``python -m lossmix.train`` would, check the terms, and print
   the ``loss`` node as YAML and a table of its terms.
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from lossmix.app import AppTrust, check_app_nodes
 from lossmix.config import (
     check_loss_config,
     explain_override_error,
@@ -27,7 +28,8 @@ from lossmix.config import (
     term_rows,
 )
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.registry import LOSSES, SAMPLERS, Registry
+from lossmix.nodes import redact, secrets_hidden
+from lossmix.registry import LOSSES, SAMPLERS, WEIGHTINGS, Registry
 
 __all__ = ["main"]
 
@@ -47,9 +49,10 @@ def _registry_table(registry: Registry, title: str) -> Table:
 
 def list_command(console: Console, imports: Sequence[str] = ()) -> int:
     """Print the registered losses and samplers (after importing the user's ``imports``)."""
-    import_modules(list(imports))
+    import_modules(list(imports), granted=list(imports))  # named on the command line: trusted
     console.print(_registry_table(LOSSES, f"Losses ({len(LOSSES)})"))
     console.print(_registry_table(SAMPLERS, f"Samplers ({len(SAMPLERS)})"))
+    console.print(_registry_table(WEIGHTINGS, f"Task weightings ({len(WEIGHTINGS)})"))
     console.print("Use one in a term node with `type: <name>`; any torch.nn loss with "
                   "`_target_: torch.nn.<Name>`.")
     return 0
@@ -73,13 +76,16 @@ def show_command(console: Console, overrides: Sequence[str]) -> int:
     from omegaconf import OmegaConf
 
     cfg = compose_train_config(overrides)
-    import_modules(cfg.lossmix.get("imports"))
-    loss = plain(cfg.loss)
-    allowed = plain(cfg.lossmix.allowed_targets) or []
-    check_loss_config(loss, allowed_targets=allowed)
+    trust = AppTrust(cfg, overrides)
+    with secrets_hidden(cfg):
+        import_modules(cfg.lossmix.get("imports"), allowed_targets=trust.allowed,
+                       granted=trust.imports_granted)
+        loss = plain(cfg.loss)
+        check_loss_config(cfg.loss, allowed_targets=trust.allowed)
+        check_app_nodes(cfg, trust.allowed)
     console.print("[bold]loss:[/bold]")
-    console.print(OmegaConf.to_yaml(OmegaConf.create({"loss": loss})), markup=False,
-                  highlight=False)
+    text = OmegaConf.to_yaml(OmegaConf.create({"loss": loss}))
+    console.print(redact(text, trust.secrets), markup=False, highlight=False)
     table = Table(title="Terms")
     columns = ("term", "loss", "weight", "inputs", "sampler", "normalizer", "every", "in_total")
     for column in columns:

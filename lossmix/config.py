@@ -21,7 +21,10 @@ from typing import Any
 
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.mix import WEIGHTING_KEY, LossMix
-from lossmix.registry import LOSSES, REQUIRED, SAMPLERS, Registry, resolve_target
+from lossmix.nodes import secrets_hidden, to_plain
+from lossmix.registry import LOSSES, REQUIRED, SAMPLERS, Registry
+from lossmix.targets import allowed_targets as allowed_prefixes
+from lossmix.targets import covers
 from lossmix.term import SAMPLER_TARGET_KEYS, TERM_KEYS
 
 __all__ = [
@@ -44,13 +47,7 @@ _TERM_KEY_TYPES: dict[str, tuple[type, ...]] = {
 _SIMPLE = (bool, int, float, str, type(None))
 
 
-def plain(node: Any) -> Any:
-    """A DictConfig/ListConfig as plain dicts and lists (resolved); anything else as is."""
-    if type(node).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(node, resolve=True)
-    return node
+plain = to_plain  # the public name this module has always had
 
 
 def _is_term(node: Any) -> bool:
@@ -78,17 +75,25 @@ def iter_term_nodes(node: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 
 
-def import_modules(names: Any) -> None:
+def import_modules(names: Any, *, allowed_targets: Sequence[str] = (),
+                   granted: Sequence[str] = ()) -> None:
     """Import each module of ``lossmix.imports``, so its ``@LOSSES.register()`` calls run.
+
+    A module is imported only if it lies under an allowed package (``lossmix``, what the
+    user allowed: :func:`lossmix.allow_targets`, ``LOSSMIX_ALLOWED_TARGETS``,
+    ``allowed_targets``) or is named in ``granted`` (the app passes the modules given on
+    the command line), never an arbitrary module a config file names.
 
     Args:
         names: dotted module names (a list, a ListConfig, or None for none), e.g.
             ``["my_project.losses"]``; each must be importable (installed, or on
             ``sys.path``/``PYTHONPATH``).
+        allowed_targets: extra trusted prefixes.
+        granted: module names the user gave explicitly.
 
     Raises:
-        LossConfigError: a name that is not a dotted module name, or a module whose
-            import fails (naming it and the error).
+        LossConfigError: a name that is not a dotted module name, a module outside the
+            allowed packages, or a module whose import fails (naming it and the error).
 
     >>> import_modules(["lossmix.demo.custom_losses"])
     >>> import_modules(["my-losses"])
@@ -96,18 +101,20 @@ def import_modules(names: Any) -> None:
     ...
     lossmix.errors.LossConfigError: lossmix.imports: 'my-losses' is not a dotted module name ...
     """
-    names = plain(names) or []
+    names = to_plain(names) or []
     if isinstance(names, str) or not isinstance(names, Sequence):
         raise LossConfigError(
             f"lossmix.imports must be a list of module names, e.g. lossmix.imports=[my_project.losses]; "
             f"got {names!r}."
         )
+    allowed = allowed_prefixes(allowed_targets, defaults=("lossmix",))
     for name in names:
         if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
             raise LossConfigError(
                 f"lossmix.imports: {name!r} is not a dotted module name (like my_project.losses: "
                 "letters, digits and underscores, parts separated by dots)."
             )
+        _check_importable(name, allowed, granted)
         try:
             importlib.import_module(name)
         except Exception as err:  # the user's module: any error in it is a configuration error
@@ -115,6 +122,24 @@ def import_modules(names: Any) -> None:
             raise LossConfigError(
                 f"lossmix.imports: could not import module '{name}': {type(err).__name__}: {first}"
             ) from err
+
+
+def _check_importable(name: str, allowed: Sequence[str], granted: Sequence[str]) -> None:
+    from lossmix.targets import check_prefix
+
+    try:
+        check_prefix(name, source="lossmix.imports")
+    except LossConfigError as err:
+        raise LossConfigError(f"{err} A module of lossmix.imports must be trusted code.") from None
+    if name in granted or any(covers(prefix, name) for prefix in allowed):
+        return
+    top = name.split(".")[0]
+    raise LossConfigError(
+        f"lossmix.imports: '{name}' is refused: it is outside the allowed packages "
+        f"{list(allowed)}, and a config file cannot make lossmix import it. Name it on the command line "
+        f"(lossmix.imports=[{name}]), allow its package there (lossmix.allowed_targets=[{top}]),"
+        f" or set LOSSMIX_ALLOWED_TARGETS={top}."
+    )
 
 
 # -- expected types ---------------------------------------------------------------------------
@@ -202,11 +227,10 @@ def _resolve(registry: Registry, node: Mapping[str, Any], label: str,
              allowed_targets: tuple[str, ...]) -> tuple[Any, str]:
     ref = node.get("type", node.get("_target_"))
     try:
-        if "type" in node and isinstance(ref, str) and "." not in ref:
-            return registry.get(ref), registry.canonical_name(ref)
-        return resolve_target(ref, extra_allowed=allowed_targets), str(ref).rsplit(".", 1)[-1]
+        obj, name = registry.resolve(ref, extra_allowed=allowed_targets, by_name="type" in node)
     except LossConfigError as err:
         raise LossConfigError(f"{label}: {err}") from err
+    return obj, name.rsplit(".", 1)[-1]
 
 
 def _check_keys(label: str, path: str, node: Mapping[str, Any], valid: dict[str, Any],
@@ -285,19 +309,21 @@ def check_loss_config(node: Any, *, allowed_targets: tuple[str, ...] | list[str]
     ...
     lossmix.errors.LossConfigError: term 'cls' (FocalLoss): unknown key 'gama' ... 'gamma'? ...
     """
-    node = plain(node)
-    if not isinstance(node, Mapping) or not node:
-        raise LossConfigError(
-            f"the loss config must map term names to term nodes, e.g. loss/cls=focal; got {node!r}."
-        )
-    for path, name, child in iter_term_nodes(node):
-        _check_term(path, name, child, tuple(allowed_targets))
+    with secrets_hidden(node):
+        node = plain(node)
+        if not isinstance(node, Mapping) or not node:
+            raise LossConfigError(
+                "the loss config must map term names to term nodes, e.g. loss/cls=focal; got "
+                f"{node!r}."
+            )
+        for path, name, child in iter_term_nodes(node):
+            _check_term(path, name, child, tuple(allowed_targets))
 
 
 def build_loss_mix(node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()) -> LossMix:
     """:func:`check_loss_config`, then :meth:`LossMix.from_config`."""
     check_loss_config(node, allowed_targets=allowed_targets)
-    return LossMix.from_config(plain(node), allowed_targets=allowed_targets)
+    return LossMix.from_config(node, allowed_targets=allowed_targets)
 
 
 def term_rows(node: Any) -> list[dict[str, str]]:
@@ -346,7 +372,11 @@ def explain_override_error(err: BaseException, overrides: Sequence[str]) -> str 
         GlobalHydra.instance().clear()
         with initialize_config_module(config_module="lossmix.conf", version_base="1.3"):
             cfg = compose("train", overrides=rest)
-        import_modules(cfg.lossmix.get("imports"))
+        from lossmix.app import AppTrust
+
+        trust = AppTrust(cfg, rest)
+        import_modules(cfg.lossmix.get("imports"), allowed_targets=trust.allowed,
+                       granted=trust.imports_granted)
         loss = plain(cfg.loss)
         parent = loss
         for depth, part in enumerate(key.split(".")[1:-1], start=2):
@@ -354,7 +384,7 @@ def explain_override_error(err: BaseException, overrides: Sequence[str]) -> str 
             if parent is None:
                 return _null_parent_hint(".".join(key.split(".")[:depth]), key)
         parent[key.rsplit(".", 1)[1]] = None
-        check_loss_config(loss)
+        check_loss_config(loss, allowed_targets=trust.allowed)
     except LossConfigError as explained:
         return str(explained)
     except Exception:  # the original message is still right; only the hint is lost

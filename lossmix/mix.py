@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError
+from lossmix.nodes import secrets_hidden, to_plain
 from lossmix.normalizers import all_reduce_mean
 from lossmix.term import Term, check_term_name
 from lossmix.weighting import WEIGHTING_KEY, TaskWeighting, build_weighting
@@ -59,14 +60,6 @@ class LossResult:
 
 def _is_term_node(node: Any) -> bool:
     return isinstance(node, Mapping) and ("type" in node or "_target_" in node)
-
-
-def _to_plain(node: Any) -> Any:
-    if type(node).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(node, resolve=True)
-    return node
 
 
 class LossMix(nn.Module):
@@ -159,7 +152,11 @@ class LossMix(nn.Module):
         A node with ``type`` or ``_target_`` is a term; a node whose children are all
         term nodes is a group.
         """
-        node = _to_plain(node)
+        with secrets_hidden(node):
+            return cls._from_plain(to_plain(node), tuple(allowed_targets))
+
+    @classmethod
+    def _from_plain(cls, node: Any, allowed_targets: tuple[str, ...]) -> LossMix:
         if not isinstance(node, Mapping):
             raise LossConfigError(
                 f"LossMix.from_config needs a mapping of term names to term nodes; got {node!r}."
@@ -187,7 +184,8 @@ class LossMix(nn.Module):
                 f"{WEIGHTING_KEY}: dynamic task weighting needs a flat mix of terms; this one has "
                 f"groups {', '.join(n for n, t in built.items() if not isinstance(t, Term))}."
             )
-        weighting = None if weighting_node is None else build_weighting(weighting_node, tasks)
+        weighting = None if weighting_node is None else build_weighting(
+            weighting_node, tasks, allowed_targets=allowed_targets)
         return cls(built, weighting=weighting)
 
     # -- introspection ------------------------------------------------------------------------

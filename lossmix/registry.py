@@ -1,127 +1,61 @@
-"""Name → class registries, and safe building from ``type:`` or ``_target_:`` configs.
+"""Name → class registries, and building from ``type:`` or ``_target_:`` configs.
 
-``_target_`` paths resolve only under allow-listed prefixes: ``lossmix.`` and
-``torch.nn.`` by default, plus what :func:`allow_targets` or the environment
-variable ``LOSSMIX_ALLOWED_TARGETS`` (comma-separated) add. A prefix ``pkg``,
-``pkg.`` or ``pkg.*`` allows ``pkg`` and everything under it. Process-spawning
-and code-evaluating callables (``os.system``, ``subprocess.*``, ``eval``, ...)
-are refused whatever the allow-list says. The check runs on the string,
-*before* anything is imported.
+A registry maps names to classes (or, for losses, functions) and builds an entry
+from a config node: ``{type: Name, **kwargs}`` looks the name up;
+``{_target_: dotted.path, **kwargs}`` (or a dotted ``type``) goes through
+:func:`lossmix.targets.resolve_target`, which accepts only classes and functions
+defined in allowed packages. Each registry says what its entries must be (``base``,
+whether functions are acceptable) so a config cannot build something else under the
+registry's name: a sampler node cannot call a function at build time, a weighting node
+cannot build an arbitrary class.
+
+Arguments are checked by binding the constructor's signature before the call, so a
+``TypeError`` raised inside a constructor reaches the caller unchanged.
+
+This module is a leaf: it knows no loss. ``lossmix.losses`` plugs the adapters that
+turn ``torch.nn`` losses and plain functions into lossmix losses into :data:`LOSSES`
+(:meth:`Registry.add_adapter`).
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Protocol
 
 from torch import nn
 
 from lossmix.errors import LossConfigError, did_you_mean
+from lossmix.nodes import to_plain
+from lossmix.targets import (
+    DEFAULT_ALLOWED_TARGETS,
+    ENV_ALLOWED_TARGETS,
+    allow_targets,
+    allowed_targets,
+    resolve_target,
+)
 
 __all__ = [
+    "ENV_ALLOWED_TARGETS",
     "LOSSES",
+    "REQUIRED",
     "SAMPLERS",
+    "WEIGHTINGS",
+    "Adapter",
     "EntryInfo",
     "Registry",
     "allow_targets",
     "allowed_targets",
+    "bind_arguments",
     "build_loss",
     "build_sampler",
     "resolve_target",
 ]
 
-DEFAULT_ALLOWED_TARGETS: tuple[str, ...] = ("lossmix", "torch.nn")
-ENV_ALLOWED_TARGETS = "LOSSMIX_ALLOWED_TARGETS"
-_NEVER_ALLOWED: tuple[str, ...] = (
-    "builtins", "subprocess", "os.system", "os.popen", "os.exec", "os.spawn", "os.fork",
-    "os.kill", "os.remove", "os.unlink", "os.rmdir", "shutil", "pty", "importlib", "runpy",
-    "pickle", "marshal", "ctypes", "sys", "code", "eval", "exec", "__import__", "compile",
-)
 _HYDRA_PASSTHROUGH = ("_recursive_", "_convert_")
-_user_allowed: list[str] = []
-
 REQUIRED = inspect.Parameter.empty
-
-
-def _normalise_prefix(prefix: str) -> str:
-    if not isinstance(prefix, str):
-        raise LossConfigError(f"allow_targets: {prefix!r} is not a string; give a prefix like 'mypkg'.")
-    cleaned = prefix.strip().removesuffix("*").removesuffix(".")
-    if not cleaned or cleaned in {"*", "."}:
-        raise LossConfigError(
-            f"allow_targets: {prefix!r} would allow everything; give a package prefix like 'mypkg'."
-        )
-    return cleaned
-
-
-def _covers(prefix: str, path: str) -> bool:
-    return path == prefix or path.startswith(prefix + ".")
-
-
-def allow_targets(*prefixes: str) -> None:
-    """Allow ``_target_`` paths under these trusted packages (``"mypkg"`` or ``"mypkg.losses"``).
-
-    >>> allow_targets("my_project.losses")
-    >>> "my_project.losses" in allowed_targets()
-    True
-    """
-    for prefix in prefixes:
-        cleaned = _normalise_prefix(prefix)
-        if cleaned not in _user_allowed:
-            _user_allowed.append(cleaned)
-
-
-def allowed_targets(extra: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
-    """The prefixes in force: defaults, :func:`allow_targets`, the environment, ``extra``."""
-    env = [p for p in os.environ.get(ENV_ALLOWED_TARGETS, "").split(",") if p.strip()]
-    found = [*DEFAULT_ALLOWED_TARGETS, *_user_allowed]
-    found += [_normalise_prefix(p) for p in (*env, *extra)]
-    return tuple(dict.fromkeys(found))
-
-
-def resolve_target(path: str, *, extra_allowed: tuple[str, ...] | list[str] = ()) -> Any:
-    """Import and return the object at dotted ``path`` if it is allow-listed.
-
-    Raises:
-        LossConfigError: the path is refused, or cannot be imported.
-    """
-    if not isinstance(path, str) or not path or path.startswith("."):
-        raise LossConfigError(f"_target_={path!r} is not a dotted path like 'lossmix.losses.FocalLoss'.")
-    if any(_covers(bad, path) for bad in _NEVER_ALLOWED):
-        raise LossConfigError(f"_target_='{path}' is refused: lossmix never builds it.")
-    allowed = allowed_targets(tuple(extra_allowed))
-    if not any(_covers(prefix, path) for prefix in allowed):
-        top = path.split(".")[0]
-        raise LossConfigError(
-            f"_target_='{path}' is refused: it is outside the allowed packages {list(allowed)}. "
-            f"If '{top}' is trusted code, allow it with lossmix.allow_targets('{top}'), the "
-            f"environment variable {ENV_ALLOWED_TARGETS}={top}, or the Hydra key "
-            f"lossmix.allowed_targets=[{top}]."
-        )
-    parts = path.split(".")
-    for cut in range(len(parts), 0, -1):
-        module_name = ".".join(parts[:cut])
-        try:
-            obj: Any = importlib.import_module(module_name)
-        except ImportError as err:
-            missing = getattr(err, "name", None) or ""
-            if missing and (module_name == missing or module_name.startswith(missing + ".")):
-                continue  # this prefix is not a module: try a shorter one
-            raise LossConfigError(
-                f"_target_='{path}': importing '{module_name}' failed: {err}"
-            ) from err
-        try:
-            for attr in parts[cut:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            break
-        return obj
-    raise LossConfigError(f"_target_='{path}' could not be found; check the module and the name.")
 
 
 @dataclass(frozen=True)
@@ -145,6 +79,19 @@ class EntryInfo:
         return f"{self.name}{aliases}: {self.summary}\n  {self.format_params()}"
 
 
+class Adapter(Protocol):
+    """Builds entries a registry does not instantiate directly (foreign losses, functions)."""
+
+    def accepts(self, obj: Any) -> bool:
+        """True when this adapter builds ``obj``."""
+
+    def parameters(self, obj: Any) -> tuple[dict[str, Any], bool]:
+        """The arguments a node may give for ``obj``, and whether it takes ``**kwargs``."""
+
+    def build(self, obj: Any, label: str, kwargs: dict[str, Any]) -> Any:
+        """Build the entry (arguments already checked)."""
+
+
 def _summary(obj: Any) -> str:
     doc = (inspect.getdoc(obj) or "").strip()
     first = doc.split("\n\n")[0].replace("\n", " ") if doc else ""
@@ -156,8 +103,62 @@ def _dotted(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
+def signature_parameters(obj: Any) -> tuple[dict[str, Any], bool]:
+    """Constructor (or function) arguments of ``obj`` → defaults, and whether it takes ``**kwargs``."""
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return {}, True
+    params: dict[str, Any] = {}
+    var_kw = False
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind is not p.VAR_POSITIONAL:
+            params[p.name] = p.default
+    return params, var_kw
+
+
+def check_keys(label: str, kwargs: Mapping[str, Any], params: Mapping[str, Any], var_kw: bool
+               ) -> None:
+    """Raise :class:`LossConfigError` for an unknown (with the closest) or a missing argument."""
+    unknown = [k for k in kwargs if k not in params]
+    if unknown and not var_kw:
+        raise LossConfigError(
+            f"{label}: unknown argument '{unknown[0]}'.{did_you_mean(unknown[0], params)} "
+            f"Valid arguments: {', '.join(params) or '(none)'}."
+        )
+    missing = [k for k, v in params.items() if v is REQUIRED and k not in kwargs]
+    if missing:
+        raise LossConfigError(f"{label}: missing required argument '{missing[0]}'.")
+
+
+def bind_arguments(label: str, obj: Any, kwargs: Mapping[str, Any]) -> None:
+    """Raise :class:`LossConfigError` unless ``obj(**kwargs)`` binds to its signature.
+
+    The call itself is not made, so a ``TypeError`` raised inside the constructor is
+    never mistaken for a config error.
+    """
+    params, var_kw = signature_parameters(obj)
+    check_keys(label, kwargs, params, var_kw)
+    try:
+        inspect.signature(obj).bind(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise LossConfigError(f"{label}: {err}.") from None
+
+
 class Registry:
     """A name → class (or function) table with aliases, descriptions and building.
+
+    Args:
+        kind: what the entries are, for messages (``"loss"``, ``"sampler"``).
+        public_name: the registry's name in ``lossmix`` (``LOSSES``), for messages.
+        base: entries, and classes named by ``_target_``, must subclass it (``None``: any
+            class; set later with :meth:`require_base` when the base lives in a higher layer).
+        functions: whether a ``_target_`` may name a module-level function.
+        defaults: the built-in allowed prefixes for this registry's ``_target_`` paths.
+        supplied: constructor arguments the builder supplies, not the config (a weighting's
+            ``tasks``); :meth:`describe` leaves them out.
 
     >>> from lossmix.registry import Registry
     >>> FRUIT = Registry("fruit")
@@ -170,11 +171,29 @@ class Registry:
     False
     """
 
-    def __init__(self, kind: str, *, public_name: str | None = None) -> None:
+    def __init__(self, kind: str, *, public_name: str | None = None, base: type | None = None,
+                 functions: bool = False, defaults: Sequence[str] = DEFAULT_ALLOWED_TARGETS,
+                 supplied: Sequence[str] = ()) -> None:
         self.kind = kind
         self.public_name = public_name or f"{kind.upper()}S"
+        self.base = base
+        self.functions = functions
+        self.defaults = tuple(defaults)
+        self.supplied = tuple(supplied)
         self._entries: dict[str, Any] = {}
         self._aliases: dict[str, str] = {}
+        self._adapters: list[Adapter] = []
+
+    def require_base(self, base: type) -> None:
+        """Entries and ``_target_`` classes must subclass ``base`` from now on."""
+        self.base = base
+
+    def add_adapter(self, adapter: Adapter) -> None:
+        """Let ``adapter`` describe and build the entries it accepts (first match wins)."""
+        self._adapters.append(adapter)
+
+    def _adapter_for(self, obj: Any) -> Adapter | None:
+        return next((a for a in self._adapters if a.accepts(obj)), None)
 
     # -- registration ---------------------------------------------------------------------
     def register(
@@ -199,6 +218,7 @@ class Registry:
         def add(target: Any) -> Any:
             if not callable(target):
                 raise LossConfigError(f"{self.kind} registry: {target!r} is not a class or function.")
+            self._check_entry(target)
             key = name or target.__name__
             for n in (key, *aliases):
                 owner = self._entries.get(n) or self._entries.get(self._aliases.get(n, ""))
@@ -214,6 +234,19 @@ class Registry:
             return target
 
         return add if obj is None else add(obj)
+
+    def _check_entry(self, target: Any) -> None:
+        if inspect.isclass(target):
+            if self.base is not None and not issubclass(target, self.base) and (
+                    self._adapter_for(target) is None):
+                raise LossConfigError(
+                    f"{self.kind} registry: {_dotted(target)} is not a subclass of "
+                    f"{_dotted(self.base)}; a {self.kind} must derive from it."
+                )
+        elif not self.functions:
+            raise LossConfigError(
+                f"{self.kind} registry: {target!r} is not a class; register a {self.kind} class."
+            )
 
     # -- lookup ---------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -246,21 +279,25 @@ class Registry:
         self.get(name)
         return self._aliases.get(name, name)
 
+    def resolve(self, ref: Any, *, extra_allowed: Sequence[str] = (), by_name: bool = True
+                ) -> tuple[Any, str]:
+        """``(entry, label)`` for a registered name or a dotted path (through the allow-list).
+
+        ``by_name=False`` (a ``_target_``) always takes ``ref`` as a dotted path.
+        """
+        if by_name and isinstance(ref, str) and ref and "." not in ref:
+            return self.get(ref), self.canonical_name(ref)
+        obj = resolve_target(ref, extra_allowed=extra_allowed, defaults=self.defaults,
+                             base=self.base, functions=self.functions, what=self.kind)
+        return obj, str(ref)
+
     # -- description ----------------------------------------------------------------------
     def parameters(self, obj: Any) -> tuple[dict[str, Any], bool]:
-        """Constructor arguments of ``obj`` → defaults, and whether it takes ``**kwargs``."""
-        try:
-            sig = inspect.signature(obj)
-        except (TypeError, ValueError):
-            return {}, True
-        params: dict[str, Any] = {}
-        var_kw = False
-        for p in sig.parameters.values():
-            if p.kind is p.VAR_KEYWORD:
-                var_kw = True
-            elif p.kind is not p.VAR_POSITIONAL:
-                params[p.name] = p.default
-        return params, var_kw
+        """Arguments a node may give for ``obj`` → defaults, and whether it takes ``**kwargs``."""
+        adapter = self._adapter_for(obj)
+        if adapter is not None:
+            return adapter.parameters(obj)
+        return signature_parameters(obj)
 
     def describe(self, name: str) -> EntryInfo:
         """Arguments, defaults and one-line summary of an entry.
@@ -272,6 +309,7 @@ class Registry:
         obj = self.get(name)
         key = self.canonical_name(name)
         params, _ = self.parameters(obj)
+        params = {k: v for k, v in params.items() if k not in self.supplied}
         aliases = tuple(a for a, k in self._aliases.items() if k == key)
         return EntryInfo(key, _summary(obj), params, aliases, _dotted(obj))
 
@@ -287,29 +325,11 @@ class Registry:
         return "\n".join(lines)
 
     # -- building -------------------------------------------------------------------------
-    def instantiate(self, obj: Any, label: str, kwargs: dict[str, Any]) -> Any:
-        """Call ``obj(**kwargs)`` after checking the keys against its signature."""
-        params, var_kw = self.parameters(obj)
-        unknown = [k for k in kwargs if k not in params]
-        if unknown and not var_kw:
-            hint = did_you_mean(unknown[0], params)
-            raise LossConfigError(
-                f"{label}: unknown argument '{unknown[0]}'.{hint} "
-                f"Valid arguments: {', '.join(params) or '(none)'}."
-            )
-        missing = [k for k, v in params.items() if v is REQUIRED and k not in kwargs]
-        if missing:
-            raise LossConfigError(f"{label}: missing required argument '{missing[0]}'.")
-        try:
-            return obj(**kwargs)
-        except TypeError as err:
-            raise LossConfigError(f"{label}: {err}") from err
-
     def build(
         self,
         cfg: Any,
         *,
-        allowed_targets: tuple[str, ...] | list[str] = (),
+        allowed_targets: Sequence[str] = (),
         **overrides: Any,
     ) -> Any:
         """Build from ``{type: Name, **kwargs}`` or ``{_target_: dotted.path, **kwargs}``.
@@ -333,22 +353,24 @@ class Registry:
                 f"type={ref!r} is not a {self.kind} name; give a registered name such as "
                 f"{self.names()[0] if self._entries else 'Name'}."
             )
-        if has_type and isinstance(ref, str) and "." not in ref:
-            obj, label = self.get(ref), self.canonical_name(ref)
-        else:
-            obj, label = resolve_target(ref, extra_allowed=allowed_targets), str(ref)
+        obj, label = self.resolve(ref, extra_allowed=allowed_targets, by_name=has_type)
         return self.build_resolved(obj, label, node)
 
     def build_resolved(self, obj: Any, label: str, kwargs: dict[str, Any]) -> Any:
-        """Instantiate a resolved entry; subclasses adapt functions and foreign classes."""
-        return self.instantiate(obj, label, kwargs)
+        """Check ``kwargs`` against the entry's arguments, then build it."""
+        adapter = self._adapter_for(obj)
+        if adapter is not None:
+            params, var_kw = adapter.parameters(obj)
+            check_keys(label, kwargs, params, var_kw)
+            return adapter.build(obj, label, kwargs)
+        if not inspect.isclass(obj):
+            raise LossConfigError(f"{label} is not a {self.kind} class.")
+        bind_arguments(label, obj, kwargs)
+        return obj(**kwargs)
 
 
 def _to_dict(cfg: Any, kind: str) -> dict[str, Any]:
-    if type(cfg).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = to_plain(cfg)
     if not isinstance(cfg, Mapping):
         raise LossConfigError(
             f"A {kind} config must be a mapping with 'type' or '_target_', got "
@@ -357,59 +379,12 @@ def _to_dict(cfg: Any, kind: str) -> dict[str, Any]:
     return dict(cfg)
 
 
-def _is_torch_loss(obj: Any) -> bool:
-    return inspect.isclass(obj) and issubclass(obj, nn.modules.loss._Loss)
-
-
-class LossRegistry(Registry):
-    """The loss registry: plain functions and ``torch.nn`` losses become lossmix losses."""
-
-    _COMMON: ClassVar[dict[str, Any]] = {"reduction": "mean", "loss_weight": 1.0}
-    _TORCH_LEGACY = ("size_average", "reduce", "reduction")
-
-    def parameters(self, obj: Any) -> tuple[dict[str, Any], bool]:
-        params, var_kw = super().parameters(obj)
-        if _is_torch_loss(obj):
-            params = {k: v for k, v in params.items() if k not in self._TORCH_LEGACY}
-            return {**params, **self._COMMON}, var_kw
-        if inspect.isfunction(obj) or inspect.isbuiltin(obj):
-            names = list(params)
-            params = {k: params[k] for k in names[2:] if k != "reduction"}
-            return {**params, **self._COMMON}, var_kw
-        return params, var_kw
-
-    def build_resolved(self, obj: Any, label: str, kwargs: dict[str, Any]) -> nn.Module:
-        from lossmix.losses.wrappers import FunctionLoss, TorchLoss
-
-        params, var_kw = self.parameters(obj)
-        unknown = [k for k in kwargs if k not in params]
-        if unknown and not var_kw:
-            raise LossConfigError(
-                f"{label}: unknown argument '{unknown[0]}'.{did_you_mean(unknown[0], params)} "
-                f"Valid arguments: {', '.join(params) or '(none)'}."
-            )
-        if _is_torch_loss(obj):
-            return _call(label, lambda: TorchLoss(obj, **kwargs))
-        if inspect.isclass(obj):
-            return self.instantiate(obj, label, kwargs)
-        if callable(obj):
-            return _call(label, lambda: FunctionLoss(obj, **kwargs))
-        raise LossConfigError(f"{label} is not a loss class or function.")
-
-
-def _call(label: str, make: Callable[[], Any]) -> Any:
-    try:
-        return make()
-    except TypeError as err:
-        raise LossConfigError(f"{label}: {err}") from err
-
-
-LOSSES: LossRegistry = LossRegistry("loss", public_name="LOSSES")
+LOSSES: Registry = Registry("loss", public_name="LOSSES", base=nn.Module, functions=True)
 SAMPLERS: Registry = Registry("sampler", public_name="SAMPLERS")
+WEIGHTINGS: Registry = Registry("weighting", public_name="WEIGHTINGS", supplied=("tasks",))
 
 
-def build_loss(cfg: Any, *, allowed_targets: tuple[str, ...] | list[str] = (), **overrides: Any
-               ) -> nn.Module:
+def build_loss(cfg: Any, *, allowed_targets: Sequence[str] = (), **overrides: Any) -> Any:
     """Build a loss from ``{type: Name, ...}`` or ``{_target_: dotted.path, ...}``.
 
     Any ``torch.nn`` loss class (``_target_: torch.nn.SmoothL1Loss``) and any
@@ -425,6 +400,7 @@ def build_loss(cfg: Any, *, allowed_targets: tuple[str, ...] | list[str] = (), *
     return LOSSES.build(cfg, allowed_targets=allowed_targets, **overrides)
 
 
-def build_sampler(cfg: Any, **overrides: Any) -> Any:
+def build_sampler(cfg: Any, *, allowed_targets: Sequence[str] = (), **overrides: Any) -> Any:
     """Build a sampler from ``{type: RandomSampler, num: 256, ...}``."""
-    return SAMPLERS.build(cfg, **overrides)
+    return SAMPLERS.build(cfg, allowed_targets=allowed_targets, **overrides)
+

@@ -182,6 +182,9 @@ class BaseSampler(nn.Module, metaclass=abc.ABCMeta):
                 )
 
 
+SAMPLERS.require_base(BaseSampler)
+
+
 @SAMPLERS.register()
 class PseudoSampler(BaseSampler):
     """Selects every positive and every negative (MMDetection's default when none is set).

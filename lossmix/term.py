@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
+from lossmix.nodes import to_plain
 from lossmix.normalizers import Normalizer, build_normalizer
 from lossmix.registry import SAMPLERS, build_loss
 from lossmix.routing import lookup
@@ -167,7 +168,7 @@ class Term(nn.Module):
                     allowed_targets: tuple[str, ...] | list[str] = ()) -> Term:
         """Build a term from its config node (a dict or DictConfig)."""
         check_term_name(name)
-        node = _plain(node)
+        node = to_plain(node)
         if not isinstance(node, Mapping) or not ({"type", "_target_"} & set(node)):
             raise LossConfigError(
                 f"term '{name}': its config needs 'type' (a registered loss, e.g. type: FocalLoss)"
@@ -186,8 +187,8 @@ class Term(nn.Module):
         target_keys: dict[str, Any] = {}
         sampler = None
         if sampler_node is not None:
-            sampler_node = dict(_plain(sampler_node)) if isinstance(
-                _plain(sampler_node), Mapping) else sampler_node
+            sampler_node = dict(to_plain(sampler_node)) if isinstance(
+                to_plain(sampler_node), Mapping) else sampler_node
             if not isinstance(sampler_node, Mapping):
                 raise LossConfigError(
                     f"term '{name}': sampler must be a mapping like {{type: RandomSampler, "
@@ -195,7 +196,7 @@ class Term(nn.Module):
                 )
             target_keys = {k: sampler_node.pop(k) for k in SAMPLER_TARGET_KEYS if k in sampler_node}
             try:
-                sampler = SAMPLERS.build(sampler_node)
+                sampler = SAMPLERS.build(sampler_node, allowed_targets=allowed_targets)
             except LossConfigError as err:
                 raise LossConfigError(f"term '{name}': sampler: {err}") from err
         normalizer = build_normalizer(term_args.pop("normalizer", None), term=name)
@@ -359,14 +360,6 @@ class Term(nn.Module):
         extra += f", scale={self.scale}" if self.scale != 1.0 else ""
         extra += "" if self.in_total else ", in_total=False"
         return f"name={self.name!r}, weight={self.weight}, inputs={self.inputs}{extra}"
-
-
-def _plain(node: Any) -> Any:
-    if type(node).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(node, resolve=True)
-    return node
 
 
 def _build_term_loss(name: str, node: dict[str, Any], weight: Any,

@@ -30,9 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.errors import CompactHydraException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from lossmix.app import (
+    AppTrust,
+    app_node_bases,
+    check_app_nodes,
+    check_node_targets,
+    instantiate_children,
+    instantiate_node,
+)
+from lossmix.compat import compose_like_hydra_main
 from lossmix.config import (
     build_loss_mix,
     explain_override_error,
@@ -41,25 +49,19 @@ from lossmix.config import (
     plain,
 )
 from lossmix.errors import LossConfigError, LossInputError
+from lossmix.nodes import secrets_hidden
+from lossmix.targets import trusting
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
-__all__ = ["main", "run", "summary_rows"]
+__all__ = ["build", "main", "preflight", "run", "summary_rows"]
 
 _OWN_FULL_ERROR = "_LOSSMIX_SET_HYDRA_FULL_ERROR"
 _USER_ERRORS = (CompactHydraException, LossConfigError, LossInputError)
 
 
 # -- building and fitting ----------------------------------------------------------------------
-def _instantiate_all(node: Any) -> list[Any]:
-    """Instantiate every ``_target_`` child of a callbacks/logger node (None: nothing)."""
-    if not node:
-        return []
-    return [instantiate(child) for child in node.values()
-            if isinstance(child, (Mapping, DictConfig)) and "_target_" in child]
-
-
 def _log_through_hydra() -> None:
     """Lightning adds its own console handler; Hydra's already prints (and writes train.log),
     so each message would show twice."""
@@ -70,27 +72,84 @@ def _log_through_hydra() -> None:
                 logger.removeHandler(handler)
 
 
-def run(cfg: DictConfig) -> float | None:
-    """Check, build and fit from a composed config; return the final ``val/loss``."""
+def _task_overrides() -> list[str]:
+    """The command line's overrides of this job (none outside a Hydra run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def build(cfg: DictConfig, overrides: Sequence[str] | None = None
+          ) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+    """Check every node of a composed config, then build the datamodule, model and trainer.
+
+    Args:
+        cfg: the composed ``train`` config.
+        overrides: the command line's overrides, which alone may widen the allow-list
+            (default: the running Hydra job's).
+
+    Raises:
+        LossConfigError: a term or an app node is refused or wrong, naming it.
+    """
     import lightning.pytorch as pl  # here, so configuration errors exit before this import
 
-    _log_through_hydra()
+    trust = AppTrust(cfg, _task_overrides() if overrides is None else overrides)
+    # The grants hold while the nodes are built (the model builds its terms in __init__);
+    # they are not part of the model, so a checkpoint's hyper-parameters cannot carry them.
+    with secrets_hidden(cfg), trusting(trust.allowed):
+        import_modules(cfg.lossmix.get("imports"), allowed_targets=trust.allowed,
+                       granted=trust.imports_granted)  # the user's @LOSSES.register() calls
+        loss_node = plain(cfg.loss)
+        build_loss_mix(cfg.loss, allowed_targets=trust.allowed)  # every term, before anything heavy
+        check_app_nodes(cfg, trust.allowed)
+        pl.seed_everything(cfg.seed, workers=True)
+        bases = app_node_bases()
+        datamodule = instantiate_node(cfg.data, "data", base=bases["data"], allowed=trust.allowed)
+        model = instantiate_node(cfg.model, "model", base=bases["model"], allowed=trust.allowed,
+                                 loss=loss_node, _recursive_=False, _convert_="all")
+        callbacks = instantiate_children(cfg.get("callbacks"), "callbacks",
+                                         base=bases["callbacks"], allowed=trust.allowed)
+        loggers = instantiate_children(cfg.get("logger"), "logger", base=bases["logger"],
+                                       allowed=trust.allowed)
+        trainer = instantiate_node(cfg.trainer, "trainer", base=bases["trainer"],
+                                   allowed=trust.allowed, callbacks=callbacks,
+                                   logger=loggers or False)
+    return datamodule, model, trainer
 
-    import_modules(cfg.lossmix.get("imports"))  # the user's @LOSSES.register() calls run here
-    allowed = list(plain(cfg.lossmix.allowed_targets) or [])
-    loss_node = plain(cfg.loss)
-    build_loss_mix(loss_node, allowed_targets=allowed)  # every term, before anything heavy
-    pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, loss=loss_node, allowed_targets=allowed,
-                        _recursive_=False, _convert_="all")
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
-                                      logger=_instantiate_all(cfg.get("logger")) or False)
+
+def run(cfg: DictConfig) -> float | None:
+    """Check, build and fit from a composed config; return the final ``val/loss``."""
+    import lightning.pytorch  # noqa: F401  (its console handler exists from here on)
+
+    _log_through_hydra()
+    datamodule, model, trainer = build(cfg)
     trainer.fit(model, datamodule=datamodule)
     if trainer.is_global_zero:
         report(trainer, model, Path(cfg.paths.output_dir))
     val = trainer.callback_metrics.get("val/loss")
     return None if val is None else float(val)
+
+
+def preflight(argv: Sequence[str]) -> None:
+    """Before Hydra runs anything: compose as it will and check what Hydra itself builds.
+
+    Hydra instantiates ``hydra.callbacks`` before the job starts, with no lossmix check,
+    so they are resolved here first (a ``hydra.experimental.callback.Callback`` subclass in
+    an allowed package), and ``lossmix.allowed_targets`` must come from the command line.
+    """
+    composed = compose_like_hydra_main(argv, calling_module="lossmix.train", config_path="conf",
+                                       config_name="train")
+    if composed is None:
+        return
+    cfg, overrides = composed
+    trust = AppTrust(cfg, overrides)
+    callbacks = cfg.hydra.get("callbacks") or {}
+    with secrets_hidden(cfg):
+        for name in list(callbacks):
+            child = callbacks.get(name)
+            if child is not None and hasattr(child, "get") and "_target_" in child:
+                check_node_targets(child, f"hydra.callbacks.{name}",
+                                   base=app_node_bases()["hydra.callbacks"], allowed=trust.allowed)
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -175,6 +234,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def _user_error(err: BaseException) -> BaseException:
+    """A lossmix error as is; a Hydra error that wraps one (an instantiation): the lossmix one."""
+    if isinstance(err, (LossConfigError, LossInputError)):
+        return err
     cause = err.__cause__
     return cause if isinstance(cause, (LossConfigError, LossInputError)) else err
 
@@ -182,12 +244,14 @@ def _user_error(err: BaseException) -> BaseException:
 def main() -> None:
     """Entry point of ``python -m lossmix.train`` and ``lossmix-train``."""
     if _full_error_wanted():
+        preflight(sys.argv[1:])
         _hydra_main()
         return
     # Hydra then re-raises composition errors instead of printing them; we print one line.
     saved = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = os.environ[_OWN_FULL_ERROR] = "1"
     try:
+        preflight(sys.argv[1:])
         _hydra_main()
     except _USER_ERRORS as err:
         _exit_with(err)

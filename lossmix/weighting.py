@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, did_you_mean
+from lossmix.registry import WEIGHTINGS
 
 __all__ = [
     "WEIGHTINGS",
@@ -236,33 +237,39 @@ def _grad_norm(loss: Tensor, params: list[nn.Parameter]) -> Tensor:
     return torch.stack(norms).sum().sqrt() if norms else loss.new_zeros(())
 
 
-WEIGHTINGS: dict[str, type[TaskWeighting]] = {
-    "uncertainty": UncertaintyWeighting,
-    "dwa": DynamicWeightAverage,
-    "gradnorm": GradNorm,
-}
+WEIGHTINGS.require_base(TaskWeighting)
+WEIGHTINGS.register(UncertaintyWeighting, name="uncertainty")
+WEIGHTINGS.register(DynamicWeightAverage, name="dwa")
+WEIGHTINGS.register(GradNorm, name="gradnorm")
 
 
-def build_weighting(node: Any, tasks: Sequence[str]) -> TaskWeighting:
-    """Build from ``{type: uncertainty | dwa | gradnorm, **args}`` over ``tasks``."""
+def build_weighting(node: Any, tasks: Sequence[str], *, allowed_targets: Sequence[str] = ()
+                    ) -> TaskWeighting:
+    """Build from ``{type: uncertainty | dwa | gradnorm, **args}`` (or an allowed ``_target_``)
+    over ``tasks``."""
     if isinstance(node, TaskWeighting):
         return node
     if isinstance(node, str):
         node = {"type": node}
-    if not isinstance(node, Mapping) or "type" not in node:
+    if not isinstance(node, Mapping) or not ({"type", "_target_"} & set(node)):
         raise LossConfigError(
             f"{WEIGHTING_KEY}: expected e.g. {{type: uncertainty}}; got {node!r}. "
             f"'{WEIGHTING_KEY}' is reserved for dynamic task weighting and cannot name a term."
         )
-    args = dict(node)
-    kind = args.pop("type")
-    if kind not in WEIGHTINGS:
+    if "tasks" in node:
         raise LossConfigError(
-            f"{WEIGHTING_KEY}: unknown type {kind!r}.{did_you_mean(str(kind), list(WEIGHTINGS))} "
-            f"Known: {', '.join(WEIGHTINGS)}. ('{WEIGHTING_KEY}' is reserved for dynamic task "
+            f"{WEIGHTING_KEY}: 'tasks' is not a key of the weighting node; the tasks are the terms "
+            "added to the total."
+        )
+    kind = node.get("type")
+    if isinstance(kind, str) and "." not in kind and kind not in WEIGHTINGS:
+        raise LossConfigError(
+            f"{WEIGHTING_KEY}: unknown type {kind!r}.{did_you_mean(kind, WEIGHTINGS.names())} "
+            f"Known: {', '.join(WEIGHTINGS.names())} (register your own with "
+            f"@lossmix.WEIGHTINGS.register()). ('{WEIGHTING_KEY}' is reserved for dynamic task "
             "weighting and cannot name a term.)"
         )
     try:
-        return WEIGHTINGS[kind](tasks, **args)
-    except TypeError as err:
-        raise LossConfigError(f"{WEIGHTING_KEY}: {kind}: {err}") from err
+        return WEIGHTINGS.build(node, allowed_targets=allowed_targets, tasks=list(tasks))
+    except LossConfigError as err:
+        raise LossConfigError(f"{WEIGHTING_KEY}: {err}") from err

@@ -12,9 +12,9 @@ import torch
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException, MissingConfigException
-from hydra.utils import instantiate
 
 from lossmix import CompositeLoss, LossConfigError
+from lossmix.app import app_node_bases, instantiate_children, instantiate_node
 from lossmix.config import (
     build_loss_mix,
     check_loss_config,
@@ -24,7 +24,7 @@ from lossmix.config import (
     term_rows,
 )
 from lossmix.demo import DenseDetector, SyntheticBoxes
-from lossmix.train import _instantiate_all
+from lossmix.train import build
 
 TINY = ["data.num_train=8", "data.batch_size=4"]  # every data option has these two
 
@@ -193,19 +193,22 @@ def test_every_option_instantiates(compose_train, group, option):
     if group == "logger" and option == "tensorboard":
         pytest.importorskip("tensorboard")
     cfg = compose_train(f"{group}={option}")
+    bases = app_node_bases()
     if group == "model":
-        model = instantiate(cfg.model, loss=plain(cfg.loss), _recursive_=False, _convert_="all")
+        model = instantiate_node(cfg.model, "model", base=bases["model"], loss=plain(cfg.loss),
+                                 _recursive_=False, _convert_="all")
         assert isinstance(model, CompositeLoss)
     elif group in ("callbacks", "logger"):
-        _instantiate_all(cfg.get(group))
+        built = instantiate_children(cfg.get(group), group, base=bases[group])
+        assert all(isinstance(b, bases[group]) for b in built)
     elif group == "trainer":
-        instantiate(cfg.trainer, logger=False)
+        instantiate_node(cfg.trainer, "trainer", base=bases["trainer"], logger=False)
     elif group == "experiment":
-        import_modules(cfg.lossmix.imports)
-        build_loss_mix(cfg.loss)
-        instantiate(cfg.data)
+        data, model, trainer = build(cfg, overrides=[])
+        assert isinstance(model, CompositeLoss) and trainer.max_epochs is not None
+        assert data is not None
     else:
-        instantiate(cfg[group])
+        instantiate_node(cfg[group], group, base=bases[group])
 
 
 def test_a_user_app_outside_the_repository_uses_the_shipped_groups(tmp_path):
@@ -234,12 +237,8 @@ EXPERIMENT_TERMS = {
 
 def build_experiment(cfg):
     """The datamodule and model, as ``lossmix.train.run`` builds them."""
-    import_modules(cfg.lossmix.imports)
-    allowed = list(plain(cfg.lossmix.allowed_targets))
-    build_loss_mix(cfg.loss, allowed_targets=allowed)
-    model = instantiate(cfg.model, loss=plain(cfg.loss), allowed_targets=allowed,
-                        _recursive_=False, _convert_="all")
-    return instantiate(cfg.data), model
+    data, model, _ = build(cfg, overrides=[])
+    return data, model
 
 
 def test_every_experiment_has_its_terms():
@@ -301,14 +300,14 @@ def test_custom_experiment_imports_the_users_module(compose_train):
                                  r"ModuleNotFoundError"),
 ])
 def test_imports_refuse_bad_names_and_failing_modules(names, message):
-    with pytest.raises(LossConfigError, match=message):
-        import_modules(names)
+    with pytest.raises(LossConfigError, match=message):  # named by the user, so trusted
+        import_modules(names, granted=["lossmix_no_such_module"])
 
 
 def test_imports_report_an_error_raised_inside_the_module(tmp_path, monkeypatch):
     (tmp_path / "lossmix_test_broken_losses.py").write_text("raise RuntimeError('no GPU here')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(LossConfigError) as info:
-        import_modules(["lossmix_test_broken_losses"])
+        import_modules(["lossmix_test_broken_losses"], granted=["lossmix_test_broken_losses"])
     assert str(info.value) == ("lossmix.imports: could not import module "
                                "'lossmix_test_broken_losses': RuntimeError: no GPU here")

@@ -18,6 +18,7 @@ from torch import nn
 
 import lossmix
 import lossmix.registry as registry
+import lossmix.targets as targets
 from lossmix import LOSSES, SAMPLERS, allow_targets, allowed_targets, build_loss, build_sampler
 from lossmix.errors import LossConfigError
 from lossmix.losses import FunctionLoss, L1Loss, SmoothL1Loss, TorchLoss
@@ -33,7 +34,7 @@ REGRESSION = ["L1Loss", "MSELoss", "SmoothL1Loss", "BalancedL1Loss", "Charbonnie
 def clean_state(monkeypatch):
     """Leave LOSSES, SAMPLERS, the allow-list and the environment as they were."""
     saved = [(reg, dict(reg._entries), dict(reg._aliases)) for reg in (LOSSES, SAMPLERS)]
-    allowed = list(registry._user_allowed)
+    allowed = list(targets._user_allowed)
     monkeypatch.delenv(ENV_ALLOWED_TARGETS, raising=False)
     yield
     for reg, entries, aliases in saved:
@@ -41,7 +42,7 @@ def clean_state(monkeypatch):
         reg._entries.update(entries)
         reg._aliases.clear()
         reg._aliases.update(aliases)
-    registry._user_allowed[:] = allowed
+    targets._user_allowed[:] = allowed
 
 
 def data(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -410,7 +411,7 @@ def test_allow_everything_is_refused(prefix):
     with pytest.raises(LossConfigError, match="would allow everything"):
         allow_targets(prefix)
     assert allowed_targets() == tuple(dict.fromkeys(
-        [*registry.DEFAULT_ALLOWED_TARGETS, *registry._user_allowed]))
+        [*targets.DEFAULT_ALLOWED_TARGETS, *targets._user_allowed]))
 
 
 def test_allow_everything_through_the_environment_is_refused(monkeypatch):
@@ -429,8 +430,10 @@ def test_allow_targets_needs_strings():
                                            ("builtins.eval", "builtins")])
 def test_dangerous_targets_stay_refused_when_allowed(target, prefix, how, monkeypatch):
     extra = []
-    if how == "allow_targets":
-        allow_targets(prefix)
+    if how == "allow_targets":  # refused when allowed, not only when used
+        with pytest.raises(LossConfigError, match=f"'{prefix}' cannot be allowed"):
+            allow_targets(prefix)
+        assert prefix not in allowed_targets()
     elif how == "env":
         monkeypatch.setenv(ENV_ALLOWED_TARGETS, prefix)
     else:
@@ -443,7 +446,7 @@ def test_allow_list_check_happens_before_import(monkeypatch):
     def no_import(name, *args, **kwargs):
         raise AssertionError(f"imported {name!r} before the allow-list check")
 
-    monkeypatch.setattr(registry.importlib, "import_module", no_import)
+    monkeypatch.setattr(targets.importlib, "import_module", no_import)
     for target in ("zz_lossmix_no_such_pkg.evil.Loss", "os.system", "numpy.sum"):
         with pytest.raises(LossConfigError) as info:
             build_loss({"_target_": target})
@@ -550,8 +553,10 @@ def test_missing_required_argument_and_constructor_type_error():
         def __init__(self, **kwargs):
             raise TypeError("no thanks")
 
-    with pytest.raises(LossConfigError, match="Picky: no thanks"):
+    # the constructor's own TypeError is its own, not a config error: it reaches the caller
+    with pytest.raises(TypeError, match="no thanks") as info:
         things.build({"type": "Picky", "anything": 1})
+    assert not isinstance(info.value, LossConfigError)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,11 +635,14 @@ def test_samplers_registry_exists():
 
 
 def test_build_sampler_unknown_name_suggests():
+    from lossmix.samplers import PseudoSampler
+
     @SAMPLERS.register()
-    class ZzDummySampler:
+    class ZzDummySampler(PseudoSampler):
         """A dummy sampler."""
 
         def __init__(self, num: int = 8):
+            super().__init__()
             self.num = num
 
     with pytest.raises(LossConfigError) as info:

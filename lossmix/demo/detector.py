@@ -55,12 +55,10 @@ class DenseDetector(CompositeLoss, pl.LightningModule):
         stride: output stride, a power of two (matches the data's).
         width: channels of the trunk.
         lr, weight_decay: AdamW's.
-        allowed_targets: extra ``_target_`` prefixes the terms may name.
     """
 
     def __init__(self, loss: Mapping[str, Any], num_classes: int = 3, stride: int = 4,
-                 width: int = 32, lr: float = 3e-3, weight_decay: float = 0.0,
-                 allowed_targets: list[str] | tuple[str, ...] = ()) -> None:
+                 width: int = 32, lr: float = 3e-3, weight_decay: float = 0.0) -> None:
         super().__init__()
         if stride < 2 or stride & (stride - 1):
             raise ValueError(f"stride={stride} must be a power of two >= 2.")
@@ -74,7 +72,7 @@ class DenseDetector(CompositeLoss, pl.LightningModule):
         # RetinaNet's prior: every location starts as background with probability 0.99
         nn.init.constant_(self.cls_head.bias, -math.log(99.0))
         self.num_classes, self.stride = num_classes, stride
-        self.configure_loss(loss, allowed_targets=tuple(allowed_targets))
+        self.configure_loss(loss)
 
     def forward(self, image: Tensor) -> dict[str, Tensor]:
         """Per-location outputs, flattened to ``(B * H' * W', ...)`` rows (row-major)."""

@@ -83,12 +83,10 @@ class ToyGAN(CompositeLoss, pl.LightningModule):
         reg_interval: how often the discriminator's regulariser runs (R1's ``every``, k).
             For k > 1, StyleGAN2's lazy-regularisation correction scales the
             discriminator's Adam learning rate and betas by ``k / (k + 1)``.
-        allowed_targets: extra ``_target_`` prefixes the terms may name.
     """
 
     def __init__(self, loss: Mapping[str, Any], latent: int = 8, hidden: int = 64,
-                 lr: float = 1e-3, reg_interval: int = 16,
-                 allowed_targets: list[str] | tuple[str, ...] = ()) -> None:
+                 lr: float = 1e-3, reg_interval: int = 16) -> None:
         super().__init__()
         if reg_interval < 1:
             raise ValueError(f"reg_interval={reg_interval} must be >= 1.")
@@ -96,7 +94,7 @@ class ToyGAN(CompositeLoss, pl.LightningModule):
         self.automatic_optimization = False
         self.gen = _mlp(latent, hidden, 2)
         self.disc = _mlp(2, hidden, 1)
-        self.configure_loss(loss, allowed_targets=tuple(allowed_targets))
+        self.configure_loss(loss)
 
     def training_step(self, batch: tuple[Tensor], batch_idx: int) -> None:
         (real,) = batch

@@ -73,19 +73,17 @@ class TwoTasks(CompositeLoss, pl.LightningModule):
         weighting_lr: Adam's learning rate for the learned task weights (``loss_mix``'s
             parameters). Learned log-variances must travel to about log Lᵢ, far from 0
             for a loss in the thousands, so they get their own, larger rate.
-        allowed_targets: extra ``_target_`` prefixes the terms may name.
     """
 
     def __init__(self, loss: Mapping[str, Any], features: int = 8, width: int = 32,
-                 num_classes: int = 3, lr: float = 0.01, weighting_lr: float = 0.1,
-                 allowed_targets: list[str] | tuple[str, ...] = ()) -> None:
+                 num_classes: int = 3, lr: float = 0.01, weighting_lr: float = 0.1) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.trunk = nn.Sequential(nn.Linear(features, width), nn.ReLU(),
                                    nn.Linear(width, width), nn.ReLU())
         self.depth_head = nn.Linear(width, 1)
         self.cls_head = nn.Linear(width, num_classes)
-        self.configure_loss(loss, allowed_targets=tuple(allowed_targets))
+        self.configure_loss(loss)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         h = self.trunk(x)

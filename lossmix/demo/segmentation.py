@@ -94,17 +94,16 @@ class Segmenter(CompositeLoss, pl.LightningModule):
         in_channels: image channels.
         width: channels of the hidden layers.
         lr: Adam's learning rate.
-        allowed_targets: extra ``_target_`` prefixes the terms may name.
     """
 
     def __init__(self, loss: Mapping[str, Any], in_channels: int = 1, width: int = 16,
-                 lr: float = 3e-3, allowed_targets: list[str] | tuple[str, ...] = ()) -> None:
+                 lr: float = 3e-3) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
                                  nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
                                  nn.Conv2d(width, 1, 1))
-        self.configure_loss(loss, allowed_targets=tuple(allowed_targets))
+        self.configure_loss(loss)
 
     def forward(self, image: Tensor) -> dict[str, Tensor]:
         return {"mask_logits": self.net(image).squeeze(1)}

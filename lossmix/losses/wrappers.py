@@ -1,15 +1,21 @@
-"""Adapters that give any ``torch.nn`` loss or plain function lossmix's conventions."""
+"""Adapters that give any ``torch.nn`` loss or plain function lossmix's conventions.
+
+:data:`lossmix.LOSSES` builds ``_target_: torch.nn.SmoothL1Loss`` as a :class:`TorchLoss`
+and a function (registered, or named by an allowed ``_target_``) as a
+:class:`FunctionLoss` through the two adapters at the end of this module.
+"""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.losses.base import WeightedLoss
+from lossmix.registry import LOSSES, bind_arguments, check_keys, signature_parameters
 
 __all__ = ["FunctionLoss", "TorchLoss"]
 
@@ -115,3 +121,62 @@ class FunctionLoss(WeightedLoss):
 
     def extra_repr(self) -> str:
         return f"fn={self.loss_name}, " + super().extra_repr()
+
+
+_COMMON: dict[str, Any] = {"reduction": "mean", "loss_weight": 1.0}
+
+
+def is_torch_loss(obj: Any) -> bool:
+    """True for a ``torch.nn`` loss class (a subclass of ``torch.nn.modules.loss._Loss``)."""
+    return inspect.isclass(obj) and issubclass(obj, nn.modules.loss._Loss)
+
+
+class TorchLossAdapter:
+    """Builds a ``torch.nn`` loss class as a :class:`TorchLoss`."""
+
+    _LEGACY: ClassVar[tuple[str, ...]] = ("size_average", "reduce", "reduction")
+
+    def accepts(self, obj: Any) -> bool:
+        return is_torch_loss(obj)
+
+    def parameters(self, obj: Any) -> tuple[dict[str, Any], bool]:
+        params, var_kw = signature_parameters(obj)
+        return {**{k: v for k, v in params.items() if k not in self._LEGACY}, **_COMMON}, var_kw
+
+    def build(self, obj: Any, label: str, kwargs: dict[str, Any]) -> nn.Module:
+        own = {k: v for k, v in kwargs.items() if k not in _COMMON}
+        bind_arguments(label, obj, own)
+        return TorchLoss(obj, **kwargs)
+
+
+class FunctionLossAdapter:
+    """Builds a function ``fn(pred, target, **kwargs)`` as a :class:`FunctionLoss`."""
+
+    def accepts(self, obj: Any) -> bool:
+        return inspect.isfunction(obj) or inspect.isbuiltin(obj)
+
+    def parameters(self, obj: Any) -> tuple[dict[str, Any], bool]:
+        params, var_kw = signature_parameters(obj)
+        names = list(params)
+        own = {k: params[k] for k in names[2:] if k != "reduction"}
+        return {**own, **_COMMON}, var_kw
+
+    def build(self, obj: Any, label: str, kwargs: dict[str, Any]) -> nn.Module:
+        own = {k: v for k, v in kwargs.items() if k not in _COMMON}
+        params, var_kw = self.parameters(obj)
+        check_keys(label, own, params, var_kw)
+        try:
+            signature = inspect.signature(obj)
+        except (TypeError, ValueError):  # a built-in without a signature: checked by the call
+            return FunctionLoss(obj, **kwargs)
+        try:
+            signature.bind(None, None, **own)
+        except TypeError as err:
+            raise LossConfigError(
+                f"{label}: {err}; a loss function takes (pred, target, **hyper-parameters)."
+            ) from None
+        return FunctionLoss(obj, **kwargs)
+
+
+LOSSES.add_adapter(TorchLossAdapter())
+LOSSES.add_adapter(FunctionLossAdapter())

@@ -1,0 +1,233 @@
+"""The training app's trust boundary: what it may import and build from a composed config.
+
+Every ``_target_`` the app builds (``data``, ``model``, ``trainer``, ``callbacks``,
+``logger``, anything nested in them, and Hydra's own ``hydra.callbacks``) is resolved
+by :func:`lossmix.targets.resolve_target` *before* Hydra's ``instantiate`` sees it, and
+the node handed to ``instantiate`` carries the resolved class, so what runs is what was
+checked. App nodes build classes only, each of its node's kind (a ``LightningModule``
+for ``model``, a ``Callback`` under ``callbacks``, ...): no function is called at build
+time.
+
+**Who may widen the allow-list.** A config file may come from someone else, so it cannot
+trust a package: an entry of ``lossmix.allowed_targets`` counts only when it was given on
+the command line (``lossmix.allowed_targets=[my_project]``), and ``lossmix.imports``
+imports a module only under an allowed package or named on the command line. The
+environment variable ``LOSSMIX_ALLOWED_TARGETS`` and :func:`lossmix.allow_targets` (in
+Python) are the user's too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from lossmix.errors import LossConfigError
+from lossmix.nodes import env_secrets, is_omegaconf, to_plain
+from lossmix.targets import check_prefix, resolve_target
+
+__all__ = [
+    "APP_ALLOWED_TARGETS",
+    "AppTrust",
+    "check_app_nodes",
+    "check_node_targets",
+    "instantiate_children",
+    "instantiate_node",
+    "resolve_node",
+]
+
+APP_ALLOWED_TARGETS: tuple[str, ...] = (
+    "lossmix",
+    "lightning.pytorch.callbacks",
+    "lightning.pytorch.loggers",
+    "lightning.pytorch.trainer",
+    "lightning.pytorch.Trainer",
+    "lightning.pytorch.strategies",
+    "lightning.pytorch.accelerators",
+    "lightning.pytorch.plugins",
+    "lightning.pytorch.profilers",
+)
+ALLOWED_KEY = "lossmix.allowed_targets"
+IMPORTS_KEY = "lossmix.imports"
+
+
+def _command_line_values(overrides: Iterable[str], key: str) -> list[str]:
+    """The strings that command-line ``overrides`` give to ``key`` (``key=[a,b]``, ``+key=a``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    found: list[str] = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.key_or_group != key or override.is_delete():
+            continue
+        values: Any = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                       else override.value())
+        items = values if isinstance(values, list) else [values]
+        found += [v for v in items if isinstance(v, str)]
+    return found
+
+
+class AppTrust:
+    """What the app trusts for one composed config: allowed prefixes and importable modules.
+
+    Args:
+        cfg: the composed config (it must have the ``lossmix`` node of ``train.yaml``).
+        overrides: the command line's overrides (the job's ``hydra.overrides.task``).
+
+    Raises:
+        LossConfigError: ``lossmix.allowed_targets`` lists a package that no command-line
+            override gave.
+    """
+
+    def __init__(self, cfg: Any, overrides: Sequence[str]) -> None:
+        node = cfg.get("lossmix") or {}
+        listed = to_plain(node.get("allowed_targets")) or []
+        if isinstance(listed, str) or not isinstance(listed, list):
+            raise LossConfigError(
+                f"{ALLOWED_KEY} must be a list of package prefixes, e.g. "
+                f"{ALLOWED_KEY}=[my_project]; got {listed!r}."
+            )
+        granted = {check_prefix(p, source=ALLOWED_KEY) for p in
+                   _command_line_values(overrides, ALLOWED_KEY)}
+        self.allowed: list[str] = []
+        for prefix in listed:
+            cleaned = check_prefix(prefix, source=ALLOWED_KEY)
+            if cleaned not in granted:
+                raise LossConfigError(
+                    f"{ALLOWED_KEY}: '{cleaned}' comes from a config file, and a config file "
+                    "cannot widen the allow-list (it may be someone else's). If the package is "
+                    f"trusted, give it on the command line: {ALLOWED_KEY}=[{cleaned}], or set "
+                    f"LOSSMIX_ALLOWED_TARGETS={cleaned}."
+                )
+            self.allowed.append(cleaned)
+        self.imports_granted = tuple(_command_line_values(overrides, IMPORTS_KEY))
+        self.secrets = env_secrets(cfg)
+
+
+def _resolve_tree(value: Any, path: str, allowed: Sequence[str], base: type | None,
+                  replace: bool, top: bool) -> Any:
+    if isinstance(value, list):
+        return [_resolve_tree(v, f"{path}.{i}", allowed, None, replace, False)
+                for i, v in enumerate(value)]
+    if not isinstance(value, Mapping):
+        return value
+    target = value.get("_target_")
+    if "_target_" in value:  # the node's own target first, then what it nests
+        try:
+            target = resolve_target(target, extra_allowed=allowed, defaults=APP_ALLOWED_TARGETS,
+                                    base=base, functions=False, what=f"'{path}' node")
+        except LossConfigError as err:
+            raise LossConfigError(f"{path}: {err}") from None
+    elif top:
+        raise LossConfigError(f"{path}: the node needs a '_target_' naming the class to build.")
+    out = {k: _resolve_tree(v, f"{path}.{k}", allowed, None, replace, False)
+           for k, v in value.items() if k != "_target_"}
+    if "_target_" in value:
+        out = {"_target_": target if (replace or top) else value["_target_"], **out}
+    return out
+
+
+def resolve_node(node: Any, path: str, *, base: type | None, allowed: Sequence[str] = (),
+                 recursive: bool = True) -> dict[str, Any]:
+    """The node as plain containers with every ``_target_`` checked (and replaced by its class).
+
+    Args:
+        node: a DictConfig or dict with a ``_target_``.
+        path: where it sits in the config (``model``, ``callbacks.loss_curves``), for messages.
+        base: the class its own ``_target_`` must derive from.
+        allowed: the user's extra prefixes (see :class:`AppTrust`).
+        recursive: whether nested ``_target_`` nodes will be instantiated too; they are
+            checked either way, and replaced by their classes only when they will be built
+            (a model built with ``_recursive_=False`` receives its nested nodes as plain data).
+    """
+    plain = to_plain(node)
+    if not isinstance(plain, Mapping):
+        raise LossConfigError(f"{path}: expected a node with a '_target_'; got {plain!r}.")
+    recursive = recursive and bool(plain.get("_recursive_", True))
+    return _resolve_tree(plain, path, allowed, base, recursive, True)
+
+
+def instantiate_node(node: Any, path: str, *, base: type | None, allowed: Sequence[str] = (),
+                     **kwargs: Any) -> Any:
+    """Hydra's ``instantiate`` on a node whose every ``_target_`` passed :func:`resolve_node`."""
+    from hydra.utils import instantiate
+
+    recursive = bool(kwargs.get("_recursive_", True))
+    return instantiate(resolve_node(node, path, base=base, allowed=allowed, recursive=recursive),
+                       **kwargs)
+
+
+def instantiate_children(node: Any, path: str, *, base: type, allowed: Sequence[str] = ()
+                         ) -> list[Any]:
+    """Instantiate every ``_target_`` child of a ``callbacks``/``logger`` node (None: nothing)."""
+    if not node:
+        return []
+    children = to_plain(node)
+    if not isinstance(children, Mapping):
+        raise LossConfigError(f"{path}: expected a mapping of named nodes; got {children!r}.")
+    return [instantiate_node(child, f"{path}.{name}", base=base, allowed=allowed)
+            for name, child in children.items()
+            if isinstance(child, Mapping) and "_target_" in child]
+
+
+def app_node_bases() -> dict[str, type]:
+    """The class each app node must derive from."""
+    import lightning.pytorch as pl
+    from hydra.experimental.callback import Callback as HydraCallback
+    from lightning.pytorch.loggers import Logger
+
+    return {"data": pl.LightningDataModule, "model": pl.LightningModule, "trainer": pl.Trainer,
+            "callbacks": pl.Callback, "logger": Logger, "hydra.callbacks": HydraCallback}
+
+
+def _target_leaves(tree: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
+    if isinstance(tree, list):
+        return [leaf for i, v in enumerate(tree) for leaf in _target_leaves(v, (*path, i))]
+    if not isinstance(tree, Mapping):
+        return []
+    found = [((*path, "_target_"), tree["_target_"])] if "_target_" in tree else []
+    return found + [leaf for k, v in tree.items() if k != "_target_"
+                    for leaf in _target_leaves(v, (*path, k))]
+
+
+def check_node_targets(node: Any, path: str, *, base: type | None,
+                       allowed: Sequence[str] = ()) -> None:
+    """Resolve every ``_target_`` of ``node`` without building it or resolving its other values.
+
+    Only the ``_target_`` values are resolved, so a node whose other values interpolate
+    ``${hydra:...}`` can be checked outside a Hydra run (``lossmix show``).
+    """
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(node, resolve=False) if is_omegaconf(node) else node
+    if not isinstance(tree, Mapping) or "_target_" not in tree:
+        raise LossConfigError(f"{path}: the node needs a '_target_' naming the class to build.")
+    for where, value in _target_leaves(tree):
+        if is_omegaconf(node) and isinstance(value, str) and "${" in value:
+            value = OmegaConf.select(node, ".".join(map(str, where)))
+        here = ".".join([path, *map(str, where[:-1])])
+        try:
+            resolve_target(value, extra_allowed=allowed, defaults=APP_ALLOWED_TARGETS,
+                           base=base if len(where) == 1 else None, functions=False,
+                           what=f"'{here}' node")
+        except LossConfigError as err:
+            raise LossConfigError(f"{here}: {err}") from None
+
+
+def check_app_nodes(cfg: Any, allowed: Sequence[str] = ()) -> None:
+    """Check every ``_target_`` of the app's nodes (and ``hydra.callbacks``) without building.
+
+    Raises:
+        LossConfigError: naming the node (``callbacks.x``) and why its target is refused.
+    """
+    bases = app_node_bases()
+    for path in ("data", "model", "trainer"):
+        node = cfg.get(path)
+        if node is not None:
+            check_node_targets(node, path, base=bases[path], allowed=allowed)
+    for path in ("callbacks", "logger", "hydra.callbacks"):
+        group: Any = cfg
+        for part in path.split("."):
+            group = group.get(part) if group is not None else None
+        for name in list(group or ()):
+            child = group.get(name)
+            if child is not None and hasattr(child, "get") and "_target_" in child:
+                check_node_targets(child, f"{path}.{name}", base=bases[path], allowed=allowed)

@@ -1,0 +1,54 @@
+"""Every private API of Lightning and Hydra that lossmix uses, behind one function each.
+
+``tests/test_compat.py`` calls each of them against the installed versions, so an
+upgrade that moves one fails there, loudly, instead of somewhere deep in a run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["compose_like_hydra_main"]
+
+
+def compose_like_hydra_main(argv: Sequence[str], *, calling_module: str, config_path: str,
+                            config_name: str) -> tuple[Any, list[str]] | None:
+    """The config (with its ``hydra`` node) that ``@hydra.main`` would compose for ``argv``,
+    and the overrides it found there.
+
+    Uses Hydra's own argument parser, search path and loader, so it sees what the run
+    will see: ``--config-dir``, ``--config-name``, ``-m`` (sweep overrides are left to
+    the sweeper, as Hydra does). Returns ``None`` for commands that build nothing
+    (``--help``, ``--cfg``, ``--info``, shell completion).
+    """
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    args = get_args_parser().parse_args(list(argv))
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return None
+    search_path = create_automatic_config_search_path(
+        None, calling_module, args.config_path or config_path)
+    if args.config_dir is not None:
+        search_path.prepend(provider="command-line",
+                            path=f"file://{os.path.abspath(args.config_dir)}",
+                            anchor=SearchPathQuery(provider="schema"))
+    GlobalHydra.instance().clear()
+    try:
+        hydra = Hydra.create_main_hydra2(task_name=calling_module.rsplit(".", 1)[-1],
+                                         config_search_path=search_path)
+        name, overrides = args.config_name or config_name, list(args.overrides)
+        mode = hydra.get_mode(name, overrides)
+        if mode is None or (args.multirun and mode == RunMode.RUN):  # as Hydra's _run_app
+            mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN
+            overrides.append(f"hydra.mode={mode.name}")
+        cfg = hydra.compose_config(name, overrides, run_mode=mode,
+                                   with_log_configuration=False)
+        return cfg, list(args.overrides)
+    finally:
+        GlobalHydra.instance().clear()
