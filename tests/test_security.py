@@ -34,6 +34,7 @@ from lossmix.app import (
 from lossmix.config import check_loss_config, import_modules
 from lossmix.demo import DenseDetector
 from lossmix.losses import GIoULoss, TorchLoss
+from lossmix.samplers import PseudoSampler
 from lossmix.targets import ENV_ALLOWED_TARGETS, allow_targets, resolve_target, trusting
 from lossmix.train import build
 
@@ -344,6 +345,21 @@ def test_a_config_file_cannot_widen_the_allow_list(compose_train):
     assert "lossmix.allowed_targets=[tests]" in str(info.value)
     with pytest.raises(LossConfigError, match="comes from a config file"):
         build(cfg, overrides=[])
+
+
+class UserSampler(PseudoSampler):
+    """A user's sampler in an allowed package (this test module)."""
+
+
+def test_command_line_grants_reach_sampler_targets(compose_train):
+    sampler = f"{__name__}.UserSampler"
+    hostile = [f"+loss.cls.sampler={{_target_: {sampler}}}"]
+    cfg = compose_train(*hostile)
+    with pytest.raises(LossConfigError, match="sampler: _target_=.* is refused"):
+        build(cfg, overrides=hostile)
+    granted = ["lossmix.allowed_targets=[tests]", *hostile]
+    _, model, _ = build(compose_train(*granted), overrides=granted)
+    assert isinstance(model.loss_mix.terms["cls"].sampler, UserSampler)
 
 
 def test_command_line_grants_hold_while_building_only(compose_train):
