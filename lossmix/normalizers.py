@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
+from lossmix.distributed import all_reduce_mean
 from lossmix.errors import LossConfigError
 
 __all__ = ["BUILTIN_NORMALIZERS", "Normalizer", "all_reduce_mean", "build_normalizer"]
@@ -81,19 +81,3 @@ def build_normalizer(node: Any, *, term: str) -> Normalizer | None:
     return Normalizer(source=source, sync=bool(node.get("sync", False)), min=float(floor))
 
 
-def _world_size() -> int:
-    dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def all_reduce_mean(values: list[Tensor]) -> list[Tensor]:
-    """Average 0-dim tensors over ranks with one collective for all of them.
-
-    Without an initialised process group this returns the values unchanged.
-    """
-    world = _world_size()
-    if world == 1 or not values:
-        return values
-    stacked = torch.stack([v.float() for v in values])
-    torch.distributed.all_reduce(stacked)
-    return list((stacked / world).unbind())

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lossmix.errors import LossConfigError, LossInputError
+
 __all__ = [
     "EPS32",
     "REDUCTIONS",
@@ -54,13 +56,13 @@ def check_reduction(reduction: Any, *, owner: str = "reduction") -> str:
         owner: who received it, used in the error message (e.g. ``"FocalLoss"``).
 
     Raises:
-        ValueError: naming the bad value and the valid ones.
+        LossConfigError: (a ``ValueError``) naming the bad value and the valid ones.
 
     >>> check_reduction("sum")
     'sum'
     """
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
-        raise ValueError(
+        raise LossConfigError(
             f"{owner}: reduction={reduction!r} is not valid; use one of {list(REDUCTIONS)}."
         )
     return reduction
@@ -123,7 +125,7 @@ def weight_reduce_loss(
     if reduction == "mean":
         return loss.sum() / (avg_factor + EPS32)
     if reduction == "sum":
-        raise ValueError(
+        raise LossConfigError(
             'avg_factor can not be used with reduction="sum"; '
             'use reduction="mean" with avg_factor, or drop avg_factor.'
         )
@@ -182,7 +184,7 @@ def mask_reduce_loss(
     if weight is None:
         return reduce_loss(loss, reduction)
     if weight.dim() != loss.dim() or (weight.dim() > 1 and weight.size(1) not in (1, loss.size(1))):
-        raise ValueError(
+        raise LossInputError(
             f"mask_reduce_loss: weight of shape {tuple(weight.shape)} does not fit a loss of shape "
             f"{tuple(loss.shape)}; give a mask shaped (N, 1, ...) or (N, C, ...) like the loss."
         )

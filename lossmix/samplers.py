@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lossmix.distributed import rank as _distributed_rank
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.registry import SAMPLERS
 
@@ -68,14 +69,6 @@ class SampleResult:
     def num_sampled(self) -> Tensor:
         """``num_pos + num_neg``."""
         return self.num_pos + self.num_neg
-
-
-def _distributed_rank() -> int:
-    """This process's rank in the default process group, 0 outside distributed runs."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return 0
 
 
 def _as_sets(mask: Tensor) -> Tensor:

@@ -8,7 +8,6 @@ change it), and everything else goes to the loss's constructor.
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
+from lossmix.losses.base import call_parameters
 from lossmix.nodes import to_plain
 from lossmix.normalizers import Normalizer, build_normalizer
 from lossmix.registry import SAMPLERS, build_loss
@@ -50,11 +50,6 @@ class TermInputs:
     kwargs: dict[str, Any]
     avg_factor: Tensor | None = None
     stats: dict[str, Tensor] = field(default_factory=dict)
-
-
-def _forward_params(loss: nn.Module) -> dict[str, inspect.Parameter]:
-    params = dict(inspect.signature(loss.forward).parameters)
-    return {k: p for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
 def _is_count(value: Any) -> bool:
@@ -133,7 +128,7 @@ class Term(nn.Module):
         return float(weight)
 
     def _check_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
-        params = _forward_params(self.loss)
+        params = call_parameters(self.loss)
         routable = [k for k in params if k not in _NOT_ROUTABLE]
         extra = ["pos_mask", "neg_mask"] if self.sampler is not None or self._counts_pos() else []
         if inputs is None:

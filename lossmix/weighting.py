@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lossmix.distributed import all_reduce_sum
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.registry import WEIGHTINGS
 
@@ -130,7 +131,7 @@ class DynamicWeightAverage(TaskWeighting):
         return self.lambdas.to(losses.dtype).clone(), None
 
     def epoch_end(self) -> None:
-        totals = _all_reduce_sum(torch.cat([self.epoch_sum, self.epoch_count.reshape(1)]))
+        totals = all_reduce_sum(torch.cat([self.epoch_sum, self.epoch_count.reshape(1)]))
         seen = totals[-1] > 0
         means = totals[:-1] / totals[-1].clamp(min=1)
         self.history.copy_(torch.where(seen, torch.stack([means, self.history[0]]), self.history))
@@ -221,14 +222,6 @@ class GradNorm(TaskWeighting):
         with torch.no_grad():
             positive = self.weights.clamp(min=1e-6)
             self.weights.copy_(positive * (len(self.tasks) / positive.sum()))
-
-
-def _all_reduce_sum(values: Tensor) -> Tensor:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        values = values.clone()
-        dist.all_reduce(values)
-    return values
 
 
 def _grad_norm(loss: Tensor, params: list[nn.Parameter]) -> Tensor:

@@ -8,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 import lossmix
+import lossmix.distributed
 from lossmix import LOSSES, LossConfigError, LossInputError, LossMix, Term
 from lossmix.reduction import EPS32
 
@@ -309,7 +310,7 @@ def test_synced_normalizers_share_one_collective(monkeypatch):
         calls.append(tensor.shape)
         tensor.mul_(2)  # as if the other rank had the same values
 
-    monkeypatch.setattr(lossmix.normalizers, "_world_size", lambda: 2)
+    monkeypatch.setattr(lossmix.distributed, "world_size", lambda: 2)
     monkeypatch.setattr(torch.distributed, "all_reduce", fake_all_reduce)
     mix = LossMix.from_config({
         name: {"type": "L1Loss", "inputs": ROUTE, "normalizer": {"type": "numel", "sync": True}}

@@ -46,7 +46,7 @@ def _check_sizes(num_classes: int, image_size: int, stride: int, max_objects: in
         )
 
 
-class SyntheticBoxDataset(Dataset):
+class SyntheticBoxDataset(Dataset[dict[str, Tensor]]):
     """``num_images`` synthetic detection images, generated once from ``seed``.
 
     The class colours come from ``palette_seed`` so that sets drawn with different
@@ -107,7 +107,7 @@ class SyntheticBoxDataset(Dataset):
         return {key: value[index] for key, value in self.items.items()}
 
 
-class SyntheticBoxes(SyntheticDataModule):
+class SyntheticBoxes(SyntheticDataModule[dict[str, Tensor]]):
     """Train and validation sets of :class:`SyntheticBoxDataset` (different seeds).
 
     Args:
@@ -130,6 +130,11 @@ class SyntheticBoxes(SyntheticDataModule):
 
     def make_dataset(self, size: int, seed: int) -> SyntheticBoxDataset:
         h = self.hparams
-        return SyntheticBoxDataset(size, num_classes=h.num_classes, image_size=h.image_size,
-                                   stride=h.stride, max_objects=h.max_objects, seed=seed,
-                                   palette_seed=h.seed)
+        num_classes: int = h["num_classes"]
+        image_size: int = h["image_size"]
+        stride: int = h["stride"]
+        max_objects: int = h["max_objects"]
+        palette_seed: int = h["seed"]
+        return SyntheticBoxDataset(size, num_classes=num_classes, image_size=image_size,
+                                   stride=stride, max_objects=max_objects, seed=seed,
+                                   palette_seed=palette_seed)

@@ -54,7 +54,9 @@ class LogCoshDiceLoss(WeightedLoss):
         return torch.log(torch.cosh(1 - dice))
 
 
-@LOSSES.register()
+# Registry.register is annotated to return Any (lossmix/registry.py), so mypy cannot see that
+# the decorator hands the function back unchanged.
+@LOSSES.register()  # type: ignore[untyped-decorator]
 def soft_l1(pred: Tensor, target: Tensor, *, scale: float = 1.0) -> Tensor:
     """Pseudo-Huber, element-wise: scale² · (sqrt(1 + ((pred − target)/scale)²) − 1)."""
     return scale**2 * (torch.sqrt(1 + ((pred - target) / scale) ** 2) - 1)

@@ -3,42 +3,51 @@
 from __future__ import annotations
 
 import abc
+from typing import Generic, TypeVar, cast
 
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
 __all__ = ["SyntheticDataModule"]
 
+#: The type of one dataset item (a dict of tensors, a tuple of tensors, ...).
+ItemT = TypeVar("ItemT")
 
-class SyntheticDataModule(pl.LightningDataModule, metaclass=abc.ABCMeta):
+
+class SyntheticDataModule(pl.LightningDataModule, Generic[ItemT], metaclass=abc.ABCMeta):
     """Training set from ``seed``, validation set from ``seed + 1``, made once in ``setup``.
 
     Subclasses call ``self.save_hyperparameters()`` with (at least) ``num_train``,
     ``num_val``, ``batch_size``, ``num_workers`` and ``seed``, and implement
-    :meth:`make_dataset`.
+    :meth:`make_dataset`. ``ItemT`` is the type of one item of their datasets.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
+        self.train_set: Dataset[ItemT] | None = None
+        self.val_set: Dataset[ItemT] | None = None
 
     @abc.abstractmethod
-    def make_dataset(self, size: int, seed: int) -> Dataset:
+    def make_dataset(self, size: int, seed: int) -> Dataset[ItemT]:
         """``size`` samples drawn from ``seed``."""
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = self.make_dataset(self.hparams.num_train, self.hparams.seed)
-            self.val_set = self.make_dataset(self.hparams.num_val, self.hparams.seed + 1)
+            num_train: int = self.hparams["num_train"]
+            num_val: int = self.hparams["num_val"]
+            seed: int = self.hparams["seed"]
+            self.train_set = self.make_dataset(num_train, seed)
+            self.val_set = self.make_dataset(num_val, seed + 1)
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle,
+    def _loader(self, dataset: Dataset[ItemT], shuffle: bool) -> DataLoader[ItemT]:
+        workers: int = self.hparams["num_workers"]
+        batch_size: int = self.hparams["batch_size"]
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
                           num_workers=workers, persistent_workers=workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+    # Lightning calls ``setup`` before asking for a loader, so the sets exist by then.
+    def train_dataloader(self) -> DataLoader[ItemT]:
+        return self._loader(cast("Dataset[ItemT]", self.train_set), shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+    def val_dataloader(self) -> DataLoader[ItemT]:
+        return self._loader(cast("Dataset[ItemT]", self.val_set), shuffle=False)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -36,7 +36,10 @@ def box_iou_pairs(a: Tensor, b: Tensor) -> Tensor:
     """IoU of matching rows of two ``(N, 4)`` box tensors ``(x1, y1, x2, y2)``."""
     wh = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0)
     inter = wh[:, 0] * wh[:, 1]
-    area = lambda box: (box[:, 2] - box[:, 0]).clamp(min=0) * (box[:, 3] - box[:, 1]).clamp(min=0)  # noqa: E731
+
+    def area(box: Tensor) -> Tensor:
+        return (box[:, 2] - box[:, 0]).clamp(min=0) * (box[:, 3] - box[:, 1]).clamp(min=0)
+
     return inter / (area(a) + area(b) - inter).clamp(min=1e-6)
 
 
@@ -70,7 +73,8 @@ class DenseDetector(CompositeLoss, pl.LightningModule):
         self.reg_head = nn.Conv2d(width, 4, 3, padding=1)
         self.ctr_head = nn.Conv2d(width, 1, 3, padding=1)
         # RetinaNet's prior: every location starts as background with probability 0.99
-        nn.init.constant_(self.cls_head.bias, -math.log(99.0))
+        # (the head is built with bias=True, the default, so its bias is never None)
+        nn.init.constant_(cast(Tensor, self.cls_head.bias), -math.log(99.0))
         self.num_classes, self.stride = num_classes, stride
         self.configure_loss(loss)
 
@@ -78,7 +82,10 @@ class DenseDetector(CompositeLoss, pl.LightningModule):
         """Per-location outputs, flattened to ``(B * H' * W', ...)`` rows (row-major)."""
         features = self.trunk(image)
         batch, _, height, width = features.shape
-        rows = lambda t: t.permute(0, 2, 3, 1).reshape(batch * height * width, -1)  # noqa: E731
+
+        def rows(t: Tensor) -> Tensor:
+            return t.permute(0, 2, 3, 1).reshape(batch * height * width, -1)
+
         ys = (torch.arange(height, device=image.device, dtype=image.dtype) + 0.5) * self.stride
         xs = (torch.arange(width, device=image.device, dtype=image.dtype) + 0.5) * self.stride
         cy, cx = torch.meshgrid(ys, xs, indexing="ij")
@@ -112,5 +119,6 @@ class DenseDetector(CompositeLoss, pl.LightningModule):
         self.compute_loss(outputs, targets, batch_size=len(batch["image"]))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
-                                 weight_decay=self.hparams.weight_decay)
+        lr: float = self.hparams["lr"]
+        weight_decay: float = self.hparams["weight_decay"]
+        return torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay)

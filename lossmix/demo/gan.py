@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -58,11 +59,15 @@ class SyntheticRing(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = TensorDataset(ring(self.hparams.num_train, self.hparams.seed))
+            num_train: int = self.hparams["num_train"]
+            seed: int = self.hparams["seed"]
+            self.train_set = TensorDataset(ring(num_train, seed))
 
-    def train_dataloader(self) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size,
+    def train_dataloader(self) -> DataLoader[tuple[Tensor, ...]]:
+        workers: int = self.hparams["num_workers"]
+        batch_size: int = self.hparams["batch_size"]
+        # Lightning calls ``setup`` before asking for a loader, so the set exists by then.
+        return DataLoader(cast(TensorDataset, self.train_set), batch_size=batch_size,
                           num_workers=workers, persistent_workers=workers > 0)
 
 
@@ -98,8 +103,10 @@ class ToyGAN(CompositeLoss, pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor], batch_idx: int) -> None:
         (real,) = batch
-        opt_g, opt_d = self.optimizers()
-        noise = torch.randn(real.shape[0], self.hparams.latent, device=real.device)
+        # configure_optimizers returns two optimizers, so Lightning gives back a list of two
+        opt_g, opt_d = cast(list[LightningOptimizer], self.optimizers())
+        latent: int = self.hparams["latent"]
+        noise = torch.randn(real.shape[0], latent, device=real.device)
 
         fake = self.gen(noise)
         self.toggle_optimizer(opt_g)
@@ -120,7 +127,8 @@ class ToyGAN(CompositeLoss, pl.LightningModule):
         self.untoggle_optimizer(opt_d)
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-        lr, k = self.hparams.lr, self.hparams.reg_interval
+        lr: float = self.hparams["lr"]
+        k: int = self.hparams["reg_interval"]
         ratio = k / (k + 1) if k > 1 else 1.0
         return (torch.optim.Adam(self.gen.parameters(), lr=lr, betas=(0.0, 0.99)),
                 torch.optim.Adam(self.disc.parameters(), lr=lr * ratio, betas=(0.0, 0.99**ratio)))

@@ -40,7 +40,7 @@ def two_task_dataset(n: int = 512, seed: int = 0, *, features: int = 8) -> Tenso
     return TensorDataset(x, depth, label)
 
 
-class SyntheticTasks(SyntheticDataModule):
+class SyntheticTasks(SyntheticDataModule[tuple[Tensor, ...]]):
     """Train and validation sets of :func:`two_task_dataset` (seeds ``seed``, ``seed + 1``).
 
     Args:
@@ -57,7 +57,8 @@ class SyntheticTasks(SyntheticDataModule):
         self.save_hyperparameters()
 
     def make_dataset(self, size: int, seed: int) -> TensorDataset:
-        return two_task_dataset(size, seed, features=self.hparams.features)
+        features: int = self.hparams["features"]
+        return two_task_dataset(size, seed, features=features)
 
 
 class TwoTasks(CompositeLoss, pl.LightningModule):
@@ -100,9 +101,11 @@ class TwoTasks(CompositeLoss, pl.LightningModule):
         self._step(batch)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        lr: float = self.hparams["lr"]
+        weighting_lr: float = self.hparams["weighting_lr"]
         weights = list(self.loss_mix.parameters())
         ids = {id(p) for p in weights}
-        groups = [{"params": [p for p in self.parameters() if id(p) not in ids]}]
+        groups: list[dict[str, Any]] = [{"params": [p for p in self.parameters() if id(p) not in ids]}]
         if weights:
-            groups.append({"params": weights, "lr": self.hparams.weighting_lr})
-        return torch.optim.Adam(groups, lr=self.hparams.lr)
+            groups.append({"params": weights, "lr": weighting_lr})
+        return torch.optim.Adam(groups, lr=lr)

@@ -32,7 +32,7 @@ def _check_size(image_size: int) -> None:
         raise ValueError(f"image_size={image_size} must be at least 17.")
 
 
-class SyntheticShapeDataset(Dataset):
+class SyntheticShapeDataset(Dataset[dict[str, Tensor]]):
     """``num_images`` noisy single-channel images, each with one disc or square, from ``seed``.
 
     An item is ``{"image": (1, S, S), "masks": (S, S)}``; the image is the mask plus
@@ -62,7 +62,7 @@ class SyntheticShapeDataset(Dataset):
         return {"image": self.images[index], "masks": self.masks[index]}
 
 
-class SyntheticShapes(SyntheticDataModule):
+class SyntheticShapes(SyntheticDataModule[dict[str, Tensor]]):
     """Train and validation sets of :class:`SyntheticShapeDataset` (seeds ``seed``, ``seed + 1``).
 
     Args:
@@ -82,8 +82,9 @@ class SyntheticShapes(SyntheticDataModule):
         self.save_hyperparameters()
 
     def make_dataset(self, size: int, seed: int) -> SyntheticShapeDataset:
-        return SyntheticShapeDataset(size, image_size=self.hparams.image_size,
-                                     noise=self.hparams.noise, seed=seed)
+        image_size: int = self.hparams["image_size"]
+        noise: float = self.hparams["noise"]
+        return SyntheticShapeDataset(size, image_size=image_size, noise=noise, seed=seed)
 
 
 class Segmenter(CompositeLoss, pl.LightningModule):
@@ -115,4 +116,5 @@ class Segmenter(CompositeLoss, pl.LightningModule):
         self.compute_loss(self(batch["image"]), batch)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        lr: float = self.hparams["lr"]
+        return torch.optim.Adam(self.parameters(), lr=lr)

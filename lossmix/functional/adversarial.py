@@ -43,7 +43,8 @@ def check_gan_type(gan_type: Any, *, owner: str = "gan_loss") -> str:
             f"{owner}: gan_type={gan_type!r} is not valid; use one of {list(GAN_TYPES)}."
             f"{did_you_mean(str(gan_type), GAN_TYPES)}"
         )
-    return gan_type
+    checked: str = gan_type  # one of GAN_TYPES, so a str
+    return checked
 
 
 def check_norm_mode(norm_mode: Any, *, owner: str = "gradient penalty") -> str:
@@ -53,7 +54,8 @@ def check_norm_mode(norm_mode: Any, *, owner: str = "gradient penalty") -> str:
             f"{owner}: norm_mode={norm_mode!r} is not valid; use one of {list(NORM_MODES)}."
             f"{did_you_mean(str(norm_mode), NORM_MODES)}"
         )
-    return norm_mode
+    checked: str = norm_mode  # one of NORM_MODES, so a str
+    return checked
 
 
 def gan_loss(
@@ -106,11 +108,13 @@ def gan_loss(
         sign = 1.0 if target_is_real else -1.0
         label = real_label_val if target_is_real else fake_label_val
     if gan_type == "vanilla":
+        target: Tensor
         if isinstance(label, Tensor):
-            pred, label = torch.broadcast_tensors(pred, label)
+            # torch.functional.broadcast_tensors has no annotations (torch 2.x), so it is untyped
+            pred, target = torch.broadcast_tensors(pred, label)  # type: ignore[no-untyped-call]
         else:
-            label = torch.full_like(pred, label)  # a fill, not a host-to-device copy
-        return TF.binary_cross_entropy_with_logits(pred, label, reduction="none")
+            target = torch.full_like(pred, label)  # a fill, not a host-to-device copy
+        return TF.binary_cross_entropy_with_logits(pred, target, reduction="none")
     if gan_type == "lsgan":
         return (pred - label) ** 2
     if gan_type == "wgan":

@@ -32,36 +32,14 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from lossmix.distributed import all_reduce_sum, collective_count, world_size
+
 __all__ = ["TermBuffer", "TermLogger", "all_reduce_sum", "collective_count"]
 
 # The values this callback logs at epoch level are reduced over ranks already.
 warnings.filterwarnings(
     "ignore", message=r"It is recommended to use `self.log\('(train|val|test|predict)/"
 )
-
-_collectives = {"count": 0}
-
-
-def collective_count() -> int:
-    """How many collectives lossmix's logging has issued in this process (for tests)."""
-    return _collectives["count"]
-
-
-def all_reduce_sum(values: Tensor) -> Tensor:
-    """Sum ``values`` over ranks with one collective (a no-op without a process group)."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
-    _collectives["count"] += 1
-    values = values.clone()
-    dist.all_reduce(values)
-    return values
-
-
-def _world_size() -> int:
-    dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
 
 @dataclass
 class TermBuffer:
@@ -171,7 +149,7 @@ class TermLogger(pl.Callback):
         if not buffers:
             return
         stacked = torch.cat([b.last for b in buffers])
-        values = (all_reduce_sum(stacked) / _world_size()).tolist()
+        values = (all_reduce_sum(stacked) / world_size()).tolist()
         for b in buffers:
             b.fresh = False
         self._log(pl_module, buffers, values, suffix="", on_step=True)

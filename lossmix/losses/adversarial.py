@@ -1,39 +1,36 @@
-"""GAN losses and image regularisers with MMagic's semantics.
+"""GAN losses and image regularisers with MMagic's semantics, on the one loss template.
 
-These do not take ``(pred, target)``: :class:`GANLoss` takes a discriminator
-output and a Python bool, the penalties take the discriminator itself. They
-still subclass :class:`~lossmix.losses.base.WeightedLoss` for its argument
-checks, and each ``elementwise`` is the pure kernel the forward reduces.
+These do not take ``(pred, target)``: :class:`GANLoss` takes a discriminator output and
+a Python bool, the penalties take the discriminator itself. Their kernels'
+signatures say so (see :mod:`lossmix.losses.base`), and the template gives them the
+same weight, reduction, empty-input and scaling rules as every other loss.
+:class:`AdversarialLoss` and :class:`GradientPenalty` are the two small bases.
 """
 
 from __future__ import annotations
 
-import math
-from numbers import Real
+from collections.abc import Mapping
 from typing import Any
 
 import torch.nn.functional as TF
 from torch import Tensor
 
-from lossmix.errors import LossConfigError, LossInputError
+from lossmix.errors import LossInputError
 from lossmix.functional import adversarial as F
-from lossmix.losses.base import WeightedLoss, check_same_shape
-from lossmix.reduction import (
-    AvgFactor,
-    apply_weight,
-    mask_reduce_loss,
-    reduce_loss,
-    weight_reduce_loss,
-)
+from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.reduction import mask_reduce_loss
 from lossmix.registry import LOSSES
+from lossmix.validation import check_float, check_same_shape
 
-__all__ = ["DiscShiftLoss", "GANLoss", "GradientPenaltyLoss", "MaskedTVLoss", "R1GradientPenalty"]
-
-
-def _check_finite(owner: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise LossConfigError(f"{owner}: {name}={value!r} is not valid; give a finite number.")
-    return float(value)
+__all__ = [
+    "AdversarialLoss",
+    "DiscShiftLoss",
+    "GANLoss",
+    "GradientPenalty",
+    "GradientPenaltyLoss",
+    "MaskedTVLoss",
+    "R1GradientPenalty",
+]
 
 
 def _check_mask(owner: str, mask: Tensor, data: Tensor, *, channels_ok: bool = True) -> None:
@@ -47,8 +44,12 @@ def _check_mask(owner: str, mask: Tensor, data: Tensor, *, channels_ok: bool = T
         )
 
 
+class AdversarialLoss(WeightedLoss):
+    """Base of the losses on discriminator outputs: ``pred`` is ``D(x)``, no target tensor."""
+
+
 @LOSSES.register()
-class GANLoss(WeightedLoss):
+class GANLoss(AdversarialLoss):
     """GAN objectives (vanilla, lsgan, wgan, wgan-logistic-ns, hinge), MMagic's ``GANLoss``.
 
     Formulas: :func:`lossmix.functional.gan_loss`. Call as
@@ -58,9 +59,6 @@ class GANLoss(WeightedLoss):
     only the generator's loss** (``is_disc=False``); the discriminator's is never
     scaled. lossmix adds ``reduction``, ``weight`` and ``avg_factor`` (MMagic always
     takes the mean) and leaves out ``smgan`` and the inpainting ``mask``.
-
-    ``elementwise(pred, is_real)`` is the discriminator's element-wise loss for a
-    tensor of real/fake flags.
 
     In a :class:`~lossmix.LossMix` term the loss keeps its ``loss_weight``
     (``owns_loss_weight``) so the generator-only rule holds; the term's own weight
@@ -80,27 +78,12 @@ class GANLoss(WeightedLoss):
     ) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
         self.gan_type = F.check_gan_type(gan_type, owner=self.loss_name)
-        self.real_label_val = _check_finite(self.loss_name, "real_label_val", real_label_val)
-        self.fake_label_val = _check_finite(self.loss_name, "fake_label_val", fake_label_val)
+        self.real_label_val = check_float(self.loss_name, "real_label_val", real_label_val)
+        self.fake_label_val = check_float(self.loss_name, "fake_label_val", fake_label_val)
 
-    def kernel(self, pred: Tensor, target_is_real: bool | Tensor, is_disc: bool) -> Tensor:
-        return F.gan_loss(pred, gan_type=self.gan_type, target_is_real=target_is_real,
-                          is_disc=is_disc, real_label_val=self.real_label_val,
-                          fake_label_val=self.fake_label_val)
-
-    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
-        return self.kernel(pred, target, True)
-
-    def forward(  # type: ignore[override]
-        self,
-        pred: Tensor,
-        target_is_real: bool | Tensor,
-        is_disc: bool = False,
-        weight: Tensor | None = None,
-        avg_factor: AvgFactor = None,
-        reduction_override: str | None = None,
-    ) -> Tensor:
-        """The reduced loss; ``loss_weight`` applies only when ``is_disc`` is False."""
+    def elementwise(self, pred: Tensor, target_is_real: bool | Tensor, is_disc: bool = False
+                    ) -> Tensor:
+        """The element-wise objective (:func:`lossmix.functional.gan_loss`)."""
         if not isinstance(target_is_real, bool | Tensor):
             raise LossInputError(
                 f"{self.loss_name}: target_is_real={target_is_real!r} is not valid; give True "
@@ -110,24 +93,34 @@ class GANLoss(WeightedLoss):
             raise LossInputError(
                 f"{self.loss_name}: is_disc={is_disc!r} is not valid; give True or False."
             )
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_avg_factor(reduction, avg_factor)
-        loss = self.kernel(pred, target_is_real, is_disc)
-        if weight is not None:
-            weight = self.prepare_weight(weight, loss)
-        loss = weight_reduce_loss(loss, weight, reduction, avg_factor)
-        return loss if is_disc else self.loss_weight * loss
+        return F.gan_loss(pred, gan_type=self.gan_type, target_is_real=target_is_real,
+                          is_disc=is_disc, real_label_val=self.real_label_val,
+                          fake_label_val=self.fake_label_val)
+
+    def output_scale(self, inputs: Mapping[str, Any]) -> float:
+        """``loss_weight`` on the generator's side only (MMagic's rule)."""
+        return 1.0 if inputs.get("is_disc", False) is True else self.loss_weight
 
     def extra_repr(self) -> str:
         return (f"gan_type={self.gan_type!r}, real_label_val={self.real_label_val}, "
                 f"fake_label_val={self.fake_label_val}, " + super().extra_repr())
 
 
-class _GradientPenalty(WeightedLoss):
-    """Shared reduction of the gradient penalties (mask, ``norm_mode``)."""
+class GradientPenalty(WeightedLoss):
+    """Base of the gradient penalties: the discriminator is routed like any input.
+
+    The kernel computes ``g = ∂ΣD(x)/∂x`` (``create_graph=True``) and the penalty per
+    pixel (``'pixel'``, norms over channels) or per sample (``'HWC'``). A mask multiplies
+    ``g`` and divides the penalty by ``mean(mask)`` (MMagic's numbers).
+    """
+
+    def __init__(self, *, norm_mode: str = "pixel", reduction: str = "mean",
+                 loss_weight: float = 1.0) -> None:
+        super().__init__(reduction=reduction, loss_weight=loss_weight)
+        self.norm_mode = F.check_norm_mode(norm_mode, owner=self.loss_name)
 
     def check_discriminator(self, discriminator: Any) -> None:
-        """The discriminator is routed like any input; it must be callable (a module)."""
+        """The discriminator must be callable (a module)."""
         if not callable(discriminator):
             raise LossInputError(
                 f"{self.loss_name}: discriminator is a {type(discriminator).__name__}, not a "
@@ -135,28 +128,26 @@ class _GradientPenalty(WeightedLoss):
                 "outputs['disc'] = self.disc."
             )
 
-    def __init__(self, *, norm_mode: str = "pixel", reduction: str = "mean",
-                 loss_weight: float = 1.0) -> None:
-        super().__init__(reduction=reduction, loss_weight=loss_weight)
-        self.norm_mode = F.check_norm_mode(norm_mode, owner=self.loss_name)
-
-    def reduce_penalty(self, grad: Tensor, mask: Tensor | None,
-                       reduction_override: str | None) -> Tensor:
-        reduction = self.resolve_reduction(reduction_override)
+    def masked_penalty(self, grad: Tensor, mask: Tensor | None) -> Tensor:
+        """The element-wise penalty of ``grad`` (times ``mask``), divided by ``mean(mask)``."""
         if mask is not None:
             _check_mask(self.loss_name, mask, grad)
             grad = grad * mask
-        loss = self.elementwise(grad, None)
+        loss = self.penalty(grad)
         if mask is not None:
             loss = loss / mask.to(loss.dtype).mean()
-        return self.loss_weight * reduce_loss(loss, reduction)
+        return loss
+
+    def penalty(self, grad: Tensor) -> Tensor:
+        """The penalty of given discriminator gradients (the pure kernel)."""
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return f"norm_mode={self.norm_mode!r}, " + super().extra_repr()
 
 
 @LOSSES.register()
-class GradientPenaltyLoss(_GradientPenalty):
+class GradientPenaltyLoss(GradientPenalty):
     """WGAN-GP gradient penalty at real/fake interpolates, MMagic's ``GradientPenaltyLoss``.
 
     ``forward(discriminator, real_data, fake_data, mask=None, *, generator=None)``:
@@ -167,32 +158,24 @@ class GradientPenaltyLoss(_GradientPenalty):
     divided by ``mean(mask)`` (MMagic's numbers: a masked-out pixel still adds
     ``(0 − 1)² = 1`` to the mean). ``'none'`` gives the ``(N, *)`` / ``(N,)`` penalties.
     MMagic's module ignores ``norm_mode`` (always ``'pixel'``); here it is used.
-    ``elementwise(grad)`` is the penalty of given gradients.
+    :meth:`penalty` is the penalty of given gradients.
     """
 
-    def elementwise(self, pred: Tensor, target: Tensor | None = None) -> Tensor:
-        return F.wgan_gp_penalty(pred, norm_mode=self.norm_mode)
+    def penalty(self, grad: Tensor) -> Tensor:
+        return F.wgan_gp_penalty(grad, norm_mode=self.norm_mode)
 
-    def forward(  # type: ignore[override]
-        self,
-        discriminator: Any,
-        real_data: Tensor,
-        fake_data: Tensor,
-        mask: Tensor | None = None,
-        *,
-        generator: Any = None,
-        reduction_override: str | None = None,
-    ) -> Tensor:
-        """The penalty, reduced and scaled by ``loss_weight``."""
+    def elementwise(self, discriminator: Any, real_data: Tensor, fake_data: Tensor,
+                    mask: Tensor | None = None, *, generator: Any = None) -> Tensor:
+        """The penalty at interpolates of ``real_data`` and ``fake_data``."""
         self.check_discriminator(discriminator)
         check_same_shape(self.loss_name, real_data, fake_data, what="fake_data")
         interpolates = F.interpolate_samples(real_data, fake_data, generator=generator)
         grad = F.discriminator_gradients(discriminator, interpolates)
-        return self.reduce_penalty(grad, mask, reduction_override)
+        return self.masked_penalty(grad, mask)
 
 
 @LOSSES.register()
-class R1GradientPenalty(_GradientPenalty):
+class R1GradientPenalty(GradientPenalty):
     """R1 gradient penalty at real data, MMagic's ``r1_gradient_penalty_loss``.
 
     ``forward(discriminator, real_data, mask=None, *, loss_scaler=None)``:
@@ -201,31 +184,23 @@ class R1GradientPenalty(_GradientPenalty):
     (``'pixel'``, mean over ``N, H, W``) or ``Σg²`` per sample (``'HWC'``, mean over
     ``N``, StyleGAN2's setting). A mask multiplies ``g`` and divides the result by
     ``mean(mask)``. ``loss_scaler`` (an AMP ``GradScaler``) scales ``D(x)`` and
-    unscales ``g`` without a host sync. ``elementwise(grad)`` is the penalty of given
-    gradients.
+    unscales ``g`` without a host sync. :meth:`penalty` is the penalty of given gradients.
     """
 
-    def elementwise(self, pred: Tensor, target: Tensor | None = None) -> Tensor:
-        return F.r1_penalty(pred, norm_mode=self.norm_mode)
+    def penalty(self, grad: Tensor) -> Tensor:
+        return F.r1_penalty(grad, norm_mode=self.norm_mode)
 
-    def forward(  # type: ignore[override]
-        self,
-        discriminator: Any,
-        real_data: Tensor,
-        mask: Tensor | None = None,
-        *,
-        loss_scaler: Any = None,
-        reduction_override: str | None = None,
-    ) -> Tensor:
-        """The penalty, reduced and scaled by ``loss_weight``."""
+    def elementwise(self, discriminator: Any, real_data: Tensor, mask: Tensor | None = None, *,
+                    loss_scaler: Any = None) -> Tensor:
+        """The penalty at ``real_data``."""
         self.check_discriminator(discriminator)
         real = real_data.clone().requires_grad_()
         grad = F.discriminator_gradients(discriminator, real, loss_scaler=loss_scaler)
-        return self.reduce_penalty(grad, mask, reduction_override)
+        return self.masked_penalty(grad, mask)
 
 
 @LOSSES.register()
-class DiscShiftLoss(WeightedLoss):
+class DiscShiftLoss(AdversarialLoss):
     """PGGAN's drift penalty ``loss_weight · mean(x²)`` on discriminator outputs (MMagic).
 
     Note MMagic's default ``loss_weight=0.1``. ``forward(pred, weight=None,
@@ -236,23 +211,8 @@ class DiscShiftLoss(WeightedLoss):
     def __init__(self, *, reduction: str = "mean", loss_weight: float = 0.1) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
 
-    def elementwise(self, pred: Tensor, target: Tensor | None = None) -> Tensor:
+    def elementwise(self, pred: Tensor) -> Tensor:
         return F.disc_shift_loss(pred)
-
-    def forward(  # type: ignore[override]
-        self,
-        pred: Tensor,
-        weight: Tensor | None = None,
-        avg_factor: AvgFactor = None,
-        reduction_override: str | None = None,
-    ) -> Tensor:
-        """``loss_weight`` × the reduced, weighted ``x²``."""
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_avg_factor(reduction, avg_factor)
-        loss = self.elementwise(pred)
-        if weight is not None:
-            weight = self.prepare_weight(weight, loss)
-        return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)
 
 
 @LOSSES.register()
@@ -269,17 +229,8 @@ class MaskedTVLoss(WeightedLoss):
     :func:`lossmix.functional.tv_differences`.
     """
 
-    def elementwise(self, pred: Tensor, target: Tensor | None = None) -> Tensor:
-        dy, dx = F.tv_differences(pred)
-        return TF.pad(dy, (0, 0, 0, 1)) + TF.pad(dx, (0, 1))
-
-    def forward(  # type: ignore[override]
-        self,
-        pred: Tensor,
-        mask: Tensor | None = None,
-        reduction_override: str | None = None,
-    ) -> Tensor:
-        """The masked TV, reduced and scaled by ``loss_weight``."""
+    def elementwise(self, pred: Tensor, mask: Tensor | None = None) -> ElementLoss:
+        """The ``(N, C, H, W)`` map ``|Δy| + |Δx|`` weighted by ``mask``, and MMagic's mean."""
         if pred.dim() != 4:
             raise LossInputError(
                 f"{self.loss_name}: pred of shape {tuple(pred.shape)} is not valid; "
@@ -287,11 +238,8 @@ class MaskedTVLoss(WeightedLoss):
             )
         if mask is not None:
             _check_mask(self.loss_name, mask, pred)
-        reduction = self.resolve_reduction(reduction_override)
-        if reduction != "mean":
-            loss = apply_weight(self.elementwise(pred), mask)
-            return self.loss_weight * reduce_loss(loss, reduction)
         dy, dx = F.tv_differences(pred)
         mask_y = None if mask is None else mask[:, :, :-1, :]
         mask_x = None if mask is None else mask[:, :, :, :-1]
-        return self.loss_weight * (mask_reduce_loss(dy, mask_y) + mask_reduce_loss(dx, mask_x))
+        mean = mask_reduce_loss(dy, mask_y) + mask_reduce_loss(dx, mask_x)
+        return ElementLoss(TF.pad(dy, (0, 0, 0, 1)) + TF.pad(dx, (0, 1)), mask, mean=mean)

@@ -1,119 +1,158 @@
-"""The module convention every lossmix loss follows (MMDetection's, typed).
+"""The one loss template: every lossmix loss runs through :meth:`WeightedLoss.forward`.
 
-A loss is ``loss_weight × reduce(weight × kernel(pred, target))``:
-subclasses only say how to compute the element-wise kernel; weighting,
-reduction, ``avg_factor`` and ``reduction_override`` are handled here once.
+A loss is ``scale × reduce(weight × kernel(inputs))`` and its ``forward`` is always::
+
+    resolve the reduction → check the call → kernel (elementwise) → element weight
+      → reduce (empty input: a connected zero) → scale (loss_weight)
+
+Subclasses never re-write ``forward`` (defining one raises ``TypeError``); they say
+what differs through hooks:
+
+* :meth:`~WeightedLoss.elementwise` (required) is the kernel. **Its signature is the
+  loss's inputs**: ``(pred, target)`` for most losses, ``(pred, target_is_real,
+  is_disc)`` for a GAN objective, ``(discriminator, real_data, mask)`` for a gradient
+  penalty. It returns the element-wise loss, or an :class:`ElementLoss` that adds the
+  loss's own element weights and denominator (``(loss, count)``: a masked mean), or a
+  mapping/tuple of those (sub-terms, named by :attr:`~WeightedLoss.part_names`). A
+  kernel that declares a ``weight`` parameter receives the caller's weight and applies
+  it itself (GHM-C's label weights, MMagic's masked means, the mask head's labels).
+* :meth:`~WeightedLoss.prepare_weight` shapes the caller's weight (one per row, FSAF's
+  reshape, the IoU family's ``mean(-1)``).
+* :meth:`~WeightedLoss.check_call` validates a call (``avg_factor`` with ``'sum'``).
+* :meth:`~WeightedLoss.output_scale` is the factor of step 5 (``loss_weight``; a GAN
+  loss's discriminator side is never scaled).
+
+The call convention is MMDetection's: ``loss(*inputs, weight=None, avg_factor=None,
+reduction_override=None)``, the three trailing arguments also positionally after the
+kernel's inputs (``loss(pred, target, label_weights, avg_factor)``).
 """
 
 from __future__ import annotations
 
 import abc
-import math
+import inspect
 from collections.abc import Mapping
-from numbers import Real
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.reduction import AvgFactor, check_reduction, weight_reduce_loss
+from lossmix.reduction import AvgFactor, apply_weight, check_reduction, weight_reduce_loss
+from lossmix.validation import (
+    check_class_indices,
+    check_float,
+    check_positive,
+    check_same_shape,
+)
 
-__all__ = ["WeightedLoss", "check_class_indices", "check_positive", "check_same_shape"]
+__all__ = [
+    "CALL_KEYS",
+    "ElementLoss",
+    "WeightedLoss",
+    "call_parameters",
+    "check_class_indices",
+    "check_positive",
+    "check_same_shape",
+]
+
+CALL_KEYS: tuple[str, ...] = ("weight", "avg_factor", "reduction_override")
+_EMPTY = inspect.Parameter.empty
 
 
-def check_positive(owner: str, name: str, value: Any, *, allow_zero: bool = False) -> float:
-    """Return ``value`` as a float if it is a finite number > 0 (or >= 0), else raise."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise LossConfigError(f"{owner}: {name}={value!r} is not valid; {name} must be a number {bound}.")
-    return float(value)
+@dataclass
+class ElementLoss:
+    """An element-wise loss and what the loss itself says about weighting and its mean.
 
-
-def check_same_shape(owner: str, pred: Tensor, target: Tensor, *, what: str = "target") -> None:
-    """Raise :class:`LossInputError` naming both shapes unless ``pred`` and ``target`` match."""
-    if pred.shape != target.shape:
-        raise LossInputError(
-            f"{owner}: pred of shape {tuple(pred.shape)} and {what} of shape "
-            f"{tuple(target.shape)} must have the same shape."
-        )
-
-
-def check_class_indices(owner: str, target: Tensor, num_classes: int, *, ignore_index: int | None
-                        = None, background_ok: bool = False) -> None:
-    """Check integer class indices lie in ``[0, num_classes)`` (``]`` with ``background_ok``).
-
-    Value checks read tensor data, so they run eagerly on CPU tensors only; on an
-    accelerator they become an asynchronous device assert (no host sync) and under
-    ``torch.compile`` they are skipped.
+    Attributes:
+        loss: the element-wise values; ``'none'`` returns ``weight × loss``.
+        weight: the loss's own element weights (a mask, GHM's density weights), broadcast
+            against ``loss``; the caller's weight multiplies them unless the kernel took it.
+        avg_factor: the divisor of ``'mean'`` when the caller gives none, with MMDetection's
+            rule ``sum / (avg_factor + eps)`` (``avg_non_ignore``'s count).
+        mean: the value of ``'mean'`` itself when no divisor describes it (a per-sample
+            masked mean); used when the caller gives no ``avg_factor``.
+        own_mean: a caller's ``avg_factor`` is ignored (GHM-C normalises itself).
     """
-    if target.is_floating_point() or torch.compiler.is_compiling():
-        return
-    high = num_classes + 1 if background_ok else num_classes
-    valid = (target >= 0) & (target < high)
-    if ignore_index is not None:
-        valid |= target == ignore_index
-    if target.device.type != "cpu":
-        torch._assert_async(valid.all(), f"{owner}: class index out of range")
-        return
-    if target.numel() and not bool(valid.all()):
-        bad = target[~valid]
-        allowed = f"[0, {high - 1}]" + ("" if ignore_index is None else f" or {ignore_index}")
-        hint = " (num_classes means background)" if background_ok else ""
-        raise LossInputError(
-            f"{owner}: class indices must lie in {allowed}{hint} for pred with {num_classes} "
-            f"classes; got values {sorted(set(bad.tolist()))[:5]}. Check num_classes or the labels."
-        )
+
+    loss: Tensor
+    weight: Tensor | None = None
+    avg_factor: AvgFactor = None
+    mean: Tensor | None = None
+    own_mean: bool = False
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """A loss class's inputs, read once from its kernel's signature."""
+
+    positional: tuple[str, ...]
+    keywords: tuple[str, ...]
+    required: tuple[str, ...]
+    takes_weight: bool
+    parameters: tuple[inspect.Parameter, ...]
+
+
+def _spec_of(kernel: Any) -> _Spec:
+    params = [p for p in inspect.signature(kernel).parameters.values() if p.name != "self"]
+    inputs = [p for p in params if p.name != "weight"
+              and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    keywords = [p for p in params if p.kind is p.KEYWORD_ONLY]
+    return _Spec(
+        positional=tuple(p.name for p in inputs),
+        keywords=tuple(p.name for p in keywords),
+        required=tuple(p.name for p in inputs + keywords if p.default is _EMPTY),
+        takes_weight=any(p.name == "weight" for p in params),
+        parameters=tuple(inputs + keywords),
+    )
 
 
 class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
-    """Base class: ``forward`` = kernel → element weight → reduce → ``loss_weight``.
-
-    Subclasses implement :meth:`elementwise` and, when their weight has a
-    different shape from the element-wise loss, :meth:`prepare_weight`.
+    """Base class of every loss: ``forward`` = kernel → element weight → reduce → scale.
 
     Args:
         reduction: ``'none'``, ``'mean'`` or ``'sum'``.
         loss_weight: scalar applied after the reduction (so it scales every
-            element under ``'none'``).
+            element under ``'none'``); a finite number.
+
+    Class attributes subclasses may set:
+        part_names: the sub-terms a kernel returning a mapping or tuple produces, so a
+            term's log keys are known before its first call.
+        weight_aliases: other keyword names of the ``weight`` argument (GHM-C's
+            ``label_weight``).
+        reshape_weight_by_numel: accept a weight with as many elements as the loss in
+            another shape (FSAF's per-class focal weights).
     """
 
-    reshape_weight_by_numel: bool = False
+    part_names: ClassVar[tuple[str, ...] | None] = None
+    weight_aliases: ClassVar[tuple[str, ...]] = ()
+    reshape_weight_by_numel: ClassVar[bool] = False
+    _specs: ClassVar[dict[type, _Spec]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__} defines forward(); a lossmix loss customises the one template "
+                "through hooks instead: elementwise() (its signature is the loss's inputs), "
+                "prepare_weight(), check_call(), output_scale()."
+            )
 
     def __init__(self, *, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__()
         self.reduction = check_reduction(reduction, owner=self.loss_name)
-        if isinstance(loss_weight, bool) or not isinstance(loss_weight, Real) or not math.isfinite(
-            loss_weight
-        ):
-            raise LossConfigError(
-                f"{self.loss_name}: loss_weight={loss_weight!r} is not valid; give a finite number."
-            )
-        self.loss_weight = float(loss_weight)
+        self.loss_weight = check_float(self.loss_name, "loss_weight", loss_weight)
 
     @property
     def loss_name(self) -> str:
         """Name used in error messages."""
         return type(self).__name__
 
+    # -- hooks ------------------------------------------------------------------------------
     @abc.abstractmethod
-    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Return the unreduced loss (the kernel, step 2)."""
-
-    def resolve_reduction(self, reduction_override: str | None) -> str:
-        """``reduction_override`` if given (a falsy value falls back), else ``self.reduction``."""
-        if not reduction_override:
-            return self.reduction
-        return check_reduction(reduction_override, owner=f"{self.loss_name} reduction_override")
-
-    def check_avg_factor(self, reduction: str, avg_factor: AvgFactor) -> None:
-        """Refuse ``avg_factor`` with ``'sum'`` (MMDetection raises there too)."""
-        if avg_factor is not None and reduction == "sum":
-            raise LossConfigError(
-                f"{self.loss_name}: avg_factor can not be used with reduction='sum'; use "
-                "reduction='mean' with avg_factor (a sum divided by it), or drop avg_factor."
-            )
+    def elementwise(self, pred: Tensor, target: Tensor) -> Any:
+        """The kernel (step 2): the unreduced loss, an :class:`ElementLoss`, or parts of those."""
 
     def prepare_weight(self, weight: Tensor, loss: Tensor) -> Tensor:
         """Shape ``weight`` to broadcast against ``loss``.
@@ -141,32 +180,130 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
             f"{tuple(loss.shape[:-1])}, or one broadcastable to it."
         )
 
-    def forward(
-        self,
-        pred: Tensor,
-        target: Tensor,
-        weight: Tensor | None = None,
-        avg_factor: AvgFactor = None,
-        reduction_override: str | None = None,
-    ) -> Tensor:
-        """Weighted, reduced, scaled loss; see the class docstring for the steps."""
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_avg_factor(reduction, avg_factor)
-        loss = self.elementwise(pred, target)
-        if isinstance(loss, Mapping):  # a multi-output loss: each part is reduced alike
-            return {k: self.reduce(v, weight, reduction, avg_factor) for k, v in loss.items()}
-        if isinstance(loss, tuple):
-            return tuple(self.reduce(v, weight, reduction, avg_factor) for v in loss)
-        return self.reduce(loss, weight, reduction, avg_factor)
+    def check_call(self, reduction: str, avg_factor: AvgFactor, weight: Tensor | None,
+                   inputs: Mapping[str, Any]) -> None:
+        """Refuse a call before the kernel runs; by default ``avg_factor`` with ``'sum'``
+        (MMDetection raises there too)."""
+        if avg_factor is not None and reduction == "sum":
+            raise LossConfigError(
+                f"{self.loss_name}: avg_factor can not be used with reduction='sum'; use "
+                "reduction='mean' with avg_factor (a sum divided by it), or drop avg_factor."
+            )
 
-    def reduce(self, loss: Tensor, weight: Tensor | None, reduction: str, avg_factor: AvgFactor
-               ) -> Tensor:
-        """Steps 3 to 5 on an element-wise loss: weight, reduce, scale by ``loss_weight``."""
+    def output_scale(self, inputs: Mapping[str, Any]) -> float:
+        """Step 5's factor for this call: ``loss_weight``."""
+        return self.loss_weight
+
+    # -- the template -----------------------------------------------------------------------
+    @classmethod
+    def _spec(cls) -> _Spec:
+        spec = WeightedLoss._specs.get(cls)
+        if spec is None:
+            spec = WeightedLoss._specs[cls] = _spec_of(cls.elementwise)
+        return spec
+
+    @classmethod
+    def input_parameters(cls) -> dict[str, inspect.Parameter]:
+        """The arguments a call takes: the kernel's inputs, then ``weight``, ``avg_factor``,
+        ``reduction_override`` (what :class:`~lossmix.Term` routes)."""
+        spec = cls._spec()
+        params = {p.name: p for p in spec.parameters}
+        for key in CALL_KEYS:
+            params[key] = inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None)
+        return params
+
+    def resolve_reduction(self, reduction_override: str | None) -> str:
+        """``reduction_override`` if given (a falsy value falls back), else ``self.reduction``."""
+        if not reduction_override:
+            return self.reduction
+        return check_reduction(reduction_override, owner=f"{self.loss_name} reduction_override")
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        """The kernel's inputs by name, and the positional arguments after them."""
+        spec = self._spec()
+        count = len(spec.positional)
+        inputs = dict(zip(spec.positional, args[:count], strict=False))
+        for key, value in kwargs.items():
+            if key not in spec.positional and key not in spec.keywords:
+                raise LossInputError(
+                    f"{self.loss_name}: unexpected argument '{key}'; it takes "
+                    f"{', '.join((*spec.positional, *spec.keywords, *CALL_KEYS))}."
+                )
+            if key in inputs:
+                raise LossInputError(f"{self.loss_name}: '{key}' is given twice.")
+            inputs[key] = value
+        missing = [k for k in spec.required if k not in inputs]
+        if missing:
+            raise LossInputError(
+                f"{self.loss_name}: missing input '{missing[0]}'; call it as "
+                f"loss({', '.join(spec.positional)}, ...)."
+            )
+        return inputs, list(args[count:])
+
+    def forward(self, *args: Any, weight: Tensor | None = None, avg_factor: AvgFactor = None,
+                reduction_override: str | None = None, **kwargs: Any) -> Any:
+        """The weighted, reduced, scaled loss (a tensor, or parts of tensors)."""
+        for alias in self.weight_aliases:
+            if alias in kwargs:
+                if weight is not None:
+                    raise LossInputError(f"{self.loss_name}: give the weight once, as weight or "
+                                         f"{alias}=, not both.")
+                weight = kwargs.pop(alias)
+        inputs, rest = self._bind(args, kwargs)
+        if len(rest) > len(CALL_KEYS):
+            raise LossInputError(f"{self.loss_name}: too many positional arguments.")
+        given = {"weight": weight, "avg_factor": avg_factor,
+                 "reduction_override": reduction_override}
+        for key, value in zip(CALL_KEYS, rest, strict=False):
+            if given[key] is not None:
+                raise LossInputError(f"{self.loss_name}: '{key}' is given twice.")
+            given[key] = value
+        weight, avg_factor = given["weight"], given["avg_factor"]
+        reduction = self.resolve_reduction(given["reduction_override"])
+        self.check_call(reduction, avg_factor, weight, inputs)
+        if self._spec().takes_weight:
+            out = self.elementwise(**inputs, weight=weight)
+            weight = None  # applied by the kernel
+        else:
+            out = self.elementwise(**inputs)
+        scale = self.output_scale(inputs)
+        if isinstance(out, Mapping):
+            return {k: self._reduce(v, weight, reduction, avg_factor, scale) for k, v in out.items()}
+        if isinstance(out, tuple):
+            return tuple(self._reduce(v, weight, reduction, avg_factor, scale) for v in out)
+        return self._reduce(out, weight, reduction, avg_factor, scale)
+
+    def _reduce(self, out: Any, weight: Tensor | None, reduction: str, avg_factor: AvgFactor,
+                scale: float) -> Tensor:
+        """Steps 3 to 5 of one part: element weight, reduction (empty: a connected zero), scale."""
+        part = out if isinstance(out, ElementLoss) else ElementLoss(out)
+        loss, own = part.loss, part.weight
+        if part.own_mean:
+            avg_factor = None  # the loss normalises itself
         if weight is not None:
             weight = self.prepare_weight(weight, loss)
-        if reduction == "mean" and avg_factor is None and loss.numel() == 0:
-            reduction = "sum"  # nothing to score: a connected zero, not the NaN of an empty mean
-        return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)
+            own = weight if own is None else own * weight
+        if reduction == "none":
+            return scale * apply_weight(loss, own)
+        if loss.numel() == 0:  # nothing to score: a zero still connected to the inputs
+            return scale * apply_weight(loss, own).sum()
+        if reduction == "mean" and avg_factor is None:
+            if part.mean is not None:
+                return scale * part.mean
+            avg_factor = part.avg_factor
+        return scale * weight_reduce_loss(loss, own, reduction, avg_factor)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, loss_weight={self.loss_weight}"
+
+
+def call_parameters(module: nn.Module) -> dict[str, inspect.Parameter]:
+    """The named arguments a loss module's call takes (``*args``/``**kwargs`` left out).
+
+    A lossmix loss answers from its kernel's signature; any other module from its
+    ``forward``.
+    """
+    if isinstance(module, WeightedLoss):
+        return module.input_parameters()
+    params = dict(inspect.signature(module.forward).parameters)
+    return {k: p for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Sequence
-from numbers import Real
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,35 +16,21 @@ from lossmix.functional.cross_entropy import (
     one_hot_targets,
     sigmoid_cross_entropy,
 )
-from lossmix.losses.base import WeightedLoss, check_class_indices, check_same_shape
-from lossmix.reduction import AvgFactor, weight_reduce_loss
+from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.reduction import AvgFactor
 from lossmix.registry import LOSSES
+from lossmix.validation import (
+    check_bool,
+    check_class_indices,
+    check_float,
+    check_optional_int,
+    check_same_shape,
+    class_vector,
+)
 
 __all__ = ["CrossEntropyLoss"]
 
 IGNORE_INDEX = -100  # torch's and MMDetection's default when ignore_index is None
-
-
-def class_vector(owner: str, name: str, value: Sequence[float] | Tensor | None) -> Tensor | None:
-    """A per-class list or tensor as a finite, non-negative 1-D float tensor (or None)."""
-    if value is None:
-        return None
-    try:
-        vector = torch.as_tensor(value, dtype=torch.float32).detach().clone()
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise LossConfigError(
-            f"{owner}: {name}={value!r} is not valid; give a list of one number per class."
-        ) from err
-    if vector.dim() != 1 or vector.numel() == 0:
-        raise LossConfigError(
-            f"{owner}: {name} must be a flat list of one number per class; got shape "
-            f"{tuple(vector.shape)}."
-        )
-    if not bool(torch.isfinite(vector).all()) or bool((vector < 0).any()):
-        raise LossConfigError(
-            f"{owner}: {name} entries must be finite numbers >= 0; got {value!r}."
-        )
-    return vector
 
 
 def check_class_count(owner: str, name: str, vector: Tensor, num_classes: int) -> None:
@@ -104,22 +89,16 @@ class CrossEntropyLoss(WeightedLoss):
     ) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
         name = self.loss_name
+        self.use_sigmoid = check_bool(name, "use_sigmoid", use_sigmoid)
+        self.use_mask = check_bool(name, "use_mask", use_mask)
         if use_sigmoid and use_mask:
             raise LossConfigError(
                 f"{name}: use_sigmoid=True and use_mask=True exclude each other; pick one."
             )
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(
-                ignore_index, int)):
-            raise LossConfigError(f"{name}: ignore_index={ignore_index!r} must be an int or None.")
-        if not isinstance(label_smoothing, Real) or not 0.0 <= label_smoothing <= 1.0 or \
-                isinstance(label_smoothing, bool) or math.isnan(label_smoothing):
-            raise LossConfigError(
-                f"{name}: label_smoothing={label_smoothing!r} is not valid; use a number in [0, 1]."
-            )
-        self.use_sigmoid, self.use_mask = bool(use_sigmoid), bool(use_mask)
-        self.ignore_index = ignore_index
-        self.avg_non_ignore = bool(avg_non_ignore)
-        self.label_smoothing = float(label_smoothing)
+        self.ignore_index = check_optional_int(name, "ignore_index", ignore_index)
+        self.avg_non_ignore = check_bool(name, "avg_non_ignore", avg_non_ignore)
+        self.label_smoothing = check_float(name, "label_smoothing", label_smoothing, low=0.0,
+                                           high=1.0)
         self.register_buffer("class_weight", class_vector(name, "class_weight", class_weight),
                              persistent=False)
         if use_mask and (class_weight is not None or ignore_index is not None or label_smoothing
@@ -137,8 +116,47 @@ class CrossEntropyLoss(WeightedLoss):
                 stacklevel=2,
             )
 
-    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
-        return self.masked_loss(pred, target, self.ignore_index)[0]
+    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None, *,
+                    ignore_index: int | None = None) -> ElementLoss:
+        """The element-wise cross-entropy (per row, or per class with a sigmoid), the caller's
+        weight prepared, and the non-ignored count as ``avg_non_ignore``'s divisor.
+
+        ``ignore_index`` overrides the constructor's for one call. With ``use_mask=True``
+        the ``weight`` slot carries the RoI class labels.
+        """
+        if self.use_mask:
+            return ElementLoss(self._mask_loss(pred, target, weight))
+        ignore = self.ignore_index if ignore_index is None else ignore_index
+        loss, count = self.masked_loss(pred, target, ignore)
+        prepared = None if weight is None else self.prepare_weight(weight, loss)
+        return ElementLoss(loss, prepared, avg_factor=count if self.avg_non_ignore else None)
+
+    def _mask_loss(self, pred: Tensor, target: Tensor, label: Tensor | None) -> Tensor:
+        if label is None:
+            raise LossInputError(
+                f"{self.loss_name}: use_mask=True needs the RoI class labels in the weight slot: "
+                "loss(mask_pred, mask_target, labels)."
+            )
+        if pred.dim() < 2 or label.shape != pred.shape[:1] or target.shape != (
+                pred.shape[0], *pred.shape[2:]):
+            raise LossInputError(
+                f"{self.loss_name}: use_mask=True needs pred (R, C, H, W), target (R, H, W) and "
+                f"labels (R,); got pred {tuple(pred.shape)}, target {tuple(target.shape)}, labels "
+                f"{tuple(label.shape)}."
+            )
+        check_class_indices(self.loss_name, label, pred.size(1))
+        return mask_cross_entropy(pred, target, label=label)
+
+    def check_call(self, reduction: str, avg_factor: AvgFactor, weight: Tensor | None,
+                   inputs: Mapping[str, Any]) -> None:
+        super().check_call(reduction, avg_factor, weight, inputs)
+        if self.use_mask and (reduction != "mean" or avg_factor is not None or (
+                inputs.get("ignore_index") is not None)):
+            raise LossInputError(
+                f"{self.loss_name}: use_mask=True needs the RoI class labels in the weight slot "
+                "(loss(mask_pred, mask_target, labels)), reduction 'mean', and no avg_factor or "
+                "ignore_index."
+            )
 
     def masked_loss(self, pred: Tensor, target: Tensor, ignore_index: int | None
                     ) -> tuple[Tensor, Tensor]:
@@ -188,47 +206,6 @@ class CrossEntropyLoss(WeightedLoss):
                 f"(integer) of shape {expected} or targets of the shape of pred; got target of "
                 f"shape {tuple(target.shape)} and dtype {target.dtype}."
             )
-
-    def forward(
-        self,
-        pred: Tensor,
-        target: Tensor,
-        weight: Tensor | None = None,
-        avg_factor: AvgFactor = None,
-        reduction_override: str | None = None,
-        ignore_index: int | None = None,
-    ) -> Tensor:
-        """Weighted, reduced, scaled loss; ``ignore_index`` overrides the constructor's."""
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_avg_factor(reduction, avg_factor)
-        if self.use_mask:
-            return self._mask_forward(pred, target, weight, reduction, avg_factor, ignore_index)
-        ignore = self.ignore_index if ignore_index is None else ignore_index
-        loss, count = self.masked_loss(pred, target, ignore)
-        if self.avg_non_ignore and avg_factor is None and reduction == "mean":
-            avg_factor = count
-        if weight is not None:
-            weight = self.prepare_weight(weight, loss)
-        return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)
-
-    def _mask_forward(self, pred: Tensor, target: Tensor, label: Tensor | None, reduction: str,
-                      avg_factor: AvgFactor, ignore_index: int | None) -> Tensor:
-        if label is None or reduction != "mean" or avg_factor is not None or (
-                ignore_index is not None):
-            raise LossInputError(
-                f"{self.loss_name}: use_mask=True needs the RoI class labels in the weight slot "
-                "(loss(mask_pred, mask_target, labels)), reduction 'mean', and no avg_factor or "
-                "ignore_index."
-            )
-        if pred.dim() < 2 or label.shape != pred.shape[:1] or target.shape != (
-                pred.shape[0], *pred.shape[2:]):
-            raise LossInputError(
-                f"{self.loss_name}: use_mask=True needs pred (R, C, H, W), target (R, H, W) and "
-                f"labels (R,); got pred {tuple(pred.shape)}, target {tuple(target.shape)}, labels "
-                f"{tuple(label.shape)}."
-            )
-        check_class_indices(self.loss_name, label, pred.size(1))
-        return self.loss_weight * mask_cross_entropy(pred, target, label=label).mean()
 
     def extra_repr(self) -> str:
         mode = "sigmoid" if self.use_sigmoid else "mask" if self.use_mask else "softmax"

@@ -8,28 +8,27 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from lossmix.errors import LossConfigError, LossInputError, did_you_mean
+from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import dice as F
-from lossmix.losses.base import WeightedLoss, check_class_indices, check_positive, check_same_shape
-from lossmix.reduction import AvgFactor, apply_weight, weight_reduce_loss
+from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.reduction import apply_weight
 from lossmix.registry import LOSSES
+from lossmix.validation import (
+    check_bool,
+    check_choice,
+    check_class_indices,
+    check_optional_int,
+    check_positive,
+    check_same_shape,
+)
 
 __all__ = ["EMPTY_TARGET_POLICIES", "DiceLoss", "JaccardLoss", "OverlapLoss", "TverskyLoss"]
 
 EMPTY_TARGET_POLICIES: tuple[str, ...] = ("smooth", "zero", "skip")
-
-
-def _check_bool(owner: str, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise LossConfigError(
-            f"{owner}: {name}={value!r} is not valid; {name} must be True or False."
-        )
-    return value
 
 
 class OverlapLoss(WeightedLoss):
@@ -85,31 +84,19 @@ class OverlapLoss(WeightedLoss):
     ) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
         name = self.loss_name
-        self.use_sigmoid = _check_bool(name, "use_sigmoid", use_sigmoid)
-        self.activate = _check_bool(name, "activate", activate)
+        self.use_sigmoid = check_bool(name, "use_sigmoid", use_sigmoid)
+        self.activate = check_bool(name, "activate", activate)
         if per_class is None:
             per_class = not use_sigmoid
-        self.per_class = _check_bool(name, "per_class", per_class)
+        self.per_class = check_bool(name, "per_class", per_class)
         if not use_sigmoid and not per_class:
             raise LossConfigError(
                 f"{name}: per_class=False is not valid with use_sigmoid=False; under a softmax "
                 "the class-pooled sums make FP equal FN. Use per_class=True (or leave it None)."
             )
         self.eps = check_positive(name, "eps", eps)
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(
-                ignore_index, int)):
-            raise LossConfigError(
-                f"{name}: ignore_index={ignore_index!r} is not valid; give an integer label "
-                "(e.g. 255) or None."
-            )
-        self.ignore_index = ignore_index
-        if empty_target not in EMPTY_TARGET_POLICIES:
-            hint = did_you_mean(str(empty_target), EMPTY_TARGET_POLICIES)
-            raise LossConfigError(
-                f"{name}: empty_target={empty_target!r} is not valid; use one of "
-                f"{list(EMPTY_TARGET_POLICIES)}.{hint}"
-            )
-        self.empty_target = empty_target
+        self.ignore_index = check_optional_int(name, "ignore_index", ignore_index)
+        self.empty_target = check_choice(name, "empty_target", empty_target, EMPTY_TARGET_POLICIES)
 
     @abc.abstractmethod
     def unit_loss(self, prob: Tensor, target: Tensor) -> Tensor:
@@ -156,31 +143,17 @@ class OverlapLoss(WeightedLoss):
         loss = torch.where(present, units, units.new_zeros(())).sum(1) / count.clamp(min=1)
         return loss, (count > 0).to(units.dtype)
 
-    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Per-sample losses ``(N,)``; skipped samples (``empty_target='skip'``) are 0."""
+    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None
+                    ) -> ElementLoss:
+        """Per-sample losses ``(N,)`` with the caller's weight; under ``empty_target='skip'``
+        a skipped sample has weight 0 and ``'mean'`` divides by the counted samples."""
         loss, counted = self.per_sample(pred, target)
-        return loss if counted is None else apply_weight(loss, counted)
-
-    def forward(
-        self,
-        pred: Tensor,
-        target: Tensor,
-        weight: Tensor | None = None,
-        avg_factor: AvgFactor = None,
-        reduction_override: str | None = None,
-    ) -> Tensor:
-        """Weighted, reduced, scaled loss; see the class docstring."""
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_avg_factor(reduction, avg_factor)
-        loss, counted = self.per_sample(pred, target)
+        prepared = None if weight is None else self.prepare_weight(weight, loss)
         if counted is None:
-            return self.reduce(loss, weight, reduction, avg_factor)
-        if weight is not None:
-            weight = self.prepare_weight(weight, loss)
-        weight = counted if weight is None else weight * counted
-        if reduction == "mean" and avg_factor is None:
-            return self.loss_weight * apply_weight(loss, weight).sum() / counted.sum().clamp(min=1)
-        return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)
+            return ElementLoss(loss, prepared)
+        prepared = counted if prepared is None else prepared * counted
+        mean = apply_weight(loss, prepared).sum() / counted.sum().clamp(min=1)
+        return ElementLoss(loss, prepared, mean=mean)
 
     def extra_repr(self) -> str:
         return (f"use_sigmoid={self.use_sigmoid}, activate={self.activate}, "
@@ -218,7 +191,7 @@ class DiceLoss(OverlapLoss):
         super().__init__(use_sigmoid=use_sigmoid, activate=activate, per_class=per_class, eps=eps,
                          ignore_index=ignore_index, empty_target=empty_target,
                          reduction=reduction, loss_weight=loss_weight)
-        self.naive_dice = _check_bool(self.loss_name, "naive_dice", naive_dice)
+        self.naive_dice = check_bool(self.loss_name, "naive_dice", naive_dice)
 
     def unit_loss(self, prob: Tensor, target: Tensor) -> Tensor:
         return F.dice_loss(prob, target, eps=self.eps, naive_dice=self.naive_dice,

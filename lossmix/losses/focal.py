@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from numbers import Real
-from typing import Any
 
 from torch import Tensor
 
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import focal as F
 from lossmix.functional.cross_entropy import one_hot_targets
-from lossmix.losses.base import WeightedLoss, check_class_indices, check_positive, check_same_shape
-from lossmix.losses.cross_entropy import IGNORE_INDEX, check_class_count, class_vector
+from lossmix.losses.base import WeightedLoss
+from lossmix.losses.cross_entropy import IGNORE_INDEX, check_class_count
 from lossmix.registry import LOSSES
+from lossmix.validation import (
+    check_bool,
+    check_class_indices,
+    check_positive,
+    check_same_shape,
+    class_vector,
+    index_or_dense_target,
+    is_number,
+)
 
 __all__ = ["DistributionFocalLoss", "FocalLoss", "QualityFocalLoss", "VarifocalLoss"]
 
@@ -25,36 +31,6 @@ def _check_sigmoid_only(owner: str, use_sigmoid: bool) -> None:
             f"{owner}: use_sigmoid=False is not supported (MMDetection has only the sigmoid "
             "version); use use_sigmoid=True."
         )
-
-
-def _check_flag(owner: str, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise LossConfigError(f"{owner}: {name}={value!r} is not valid; use True or False.")
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _index_or_dense_target(owner: str, pred: Tensor, target: Tensor) -> Tensor:
-    """Float targets shaped like ``pred``, from such a tensor or from class indices
-    ``(N, *)`` whose value ``C = pred.size(1)`` is the background."""
-    if pred.dim() < 2:
-        raise LossInputError(f"{owner}: pred of shape {tuple(pred.shape)} needs a class "
-                             "dimension: (N, C, *).")
-    if target.dim() == pred.dim():
-        check_same_shape(owner, pred, target)
-        return target.to(pred.dtype)
-    expected = (pred.shape[0], *pred.shape[2:])
-    if target.is_floating_point() or tuple(target.shape) != expected:
-        raise LossInputError(
-            f"{owner}: pred of shape {tuple(pred.shape)} needs class indices (integer) of shape "
-            f"{expected} or targets of the shape of pred; got target of shape "
-            f"{tuple(target.shape)} and dtype {target.dtype}."
-        )
-    check_class_indices(owner, target, pred.size(1), background_ok=True)
-    return one_hot_targets(target, pred.size(1), dtype=pred.dtype)
 
 
 @LOSSES.register()
@@ -91,8 +67,8 @@ class FocalLoss(WeightedLoss):
     ) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
         name = self.loss_name
-        self.use_sigmoid = _check_flag(name, "use_sigmoid", use_sigmoid)
-        self.activated = _check_flag(name, "activated", activated)
+        self.use_sigmoid = check_bool(name, "use_sigmoid", use_sigmoid)
+        self.activated = check_bool(name, "activated", activated)
         self.gamma = check_positive(name, "gamma", gamma, allow_zero=True)
         if self.activated and not self.use_sigmoid:
             raise LossConfigError(f"{name}: activated=True needs use_sigmoid=True (it means pred "
@@ -106,7 +82,7 @@ class FocalLoss(WeightedLoss):
         self.ignore_index = ignore_index
         self.alpha: float | None = None
         per_class = None
-        if alpha is None or _is_number(alpha):
+        if alpha is None or is_number(alpha):
             if alpha is not None and alpha > 1:
                 raise LossConfigError(f"{name}: alpha={alpha!r} is not valid; use a number in "
                                       "[0, 1], or None / a negative number for no balancing.")
@@ -120,7 +96,7 @@ class FocalLoss(WeightedLoss):
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         if self.use_sigmoid:
-            target = _index_or_dense_target(self.loss_name, pred, target)
+            target = index_or_dense_target(self.loss_name, pred, target)
             return F.sigmoid_focal_loss(pred, target, gamma=self.gamma, alpha=self.alpha,
                                         activated=self.activated)
         expected = (pred.shape[0], *pred.shape[2:])
@@ -167,7 +143,7 @@ class VarifocalLoss(WeightedLoss):
         self.use_sigmoid = True
         self.alpha = check_positive(self.loss_name, "alpha", alpha, allow_zero=True)
         self.gamma = check_positive(self.loss_name, "gamma", gamma, allow_zero=True)
-        self.iou_weighted = _check_flag(self.loss_name, "iou_weighted", iou_weighted)
+        self.iou_weighted = check_bool(self.loss_name, "iou_weighted", iou_weighted)
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         check_same_shape(self.loss_name, pred, target)
@@ -200,7 +176,7 @@ class QualityFocalLoss(WeightedLoss):
         _check_sigmoid_only(self.loss_name, use_sigmoid)
         self.use_sigmoid = True
         self.beta = check_positive(self.loss_name, "beta", beta, allow_zero=True)
-        self.activated = _check_flag(self.loss_name, "activated", activated)
+        self.activated = check_bool(self.loss_name, "activated", activated)
 
     def dense_target(self, pred: Tensor, target: Tensor | tuple[Tensor, Tensor]) -> Tensor:
         """The ``(N, C)`` soft target from ``(label, score)`` or a dense tensor."""

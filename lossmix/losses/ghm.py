@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as TF
@@ -11,10 +11,10 @@ from torch import Tensor
 
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import ghm as F
-from lossmix.functional.cross_entropy import one_hot_targets
-from lossmix.losses.base import WeightedLoss, check_class_indices, check_same_shape
-from lossmix.reduction import AvgFactor, weight_reduce_loss
+from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.reduction import AvgFactor
 from lossmix.registry import LOSSES
+from lossmix.validation import check_float, check_int, index_or_dense_target
 
 __all__ = ["GHMC"]
 
@@ -45,6 +45,7 @@ class GHMC(WeightedLoss):
     """
 
     acc_sum: Tensor
+    weight_aliases: ClassVar[tuple[str, ...]] = ("label_weight",)
 
     def __init__(
         self,
@@ -57,12 +58,8 @@ class GHMC(WeightedLoss):
     ) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
         name = self.loss_name
-        if isinstance(bins, bool) or not isinstance(bins, Integral) or bins < 1:
-            raise LossConfigError(f"{name}: bins={bins!r} is not valid; use an integer >= 1.")
-        if isinstance(momentum, bool) or not isinstance(momentum, Real) or not (
-                math.isfinite(momentum) and 0 <= momentum < 1):
-            raise LossConfigError(f"{name}: momentum={momentum!r} is not valid; use a number in "
-                                  "[0, 1) (0 disables the running average).")
+        bins = check_int(name, "bins", bins, min=1)
+        momentum = check_float(name, "momentum", momentum, low=0.0, high=1.0, high_open=True)
         if use_sigmoid is not True:
             raise LossConfigError(f"{name}: use_sigmoid={use_sigmoid!r} is not supported "
                                   "(MMDetection has only the sigmoid GHM-C); use True.")
@@ -70,63 +67,39 @@ class GHMC(WeightedLoss):
         self.bins, self.momentum = int(bins), float(momentum)
         self.register_buffer("acc_sum", torch.zeros(self.bins))
 
-    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
-        """The unweighted binary cross-entropy (the GHM weights need ``label_weight``)."""
-        return TF.binary_cross_entropy_with_logits(pred, self._dense(pred, target),
-                                                   reduction="none")
-
-    def _dense(self, pred: Tensor, target: Tensor) -> Tensor:
-        if pred.dim() != 2:
-            raise LossInputError(f"{self.loss_name}: pred of shape {tuple(pred.shape)} must be "
-                                 "(N, C) logits.")
-        if target.dim() == pred.dim():
-            check_same_shape(self.loss_name, pred, target)
-            return target.to(pred.dtype)
-        if target.shape != pred.shape[:1] or target.is_floating_point():
-            raise LossInputError(
-                f"{self.loss_name}: pred of shape {tuple(pred.shape)} needs class indices "
-                f"(integer) of shape {tuple(pred.shape[:1])} or targets of the shape of pred; got "
-                f"target of shape {tuple(target.shape)} and dtype {target.dtype}."
-            )
-        check_class_indices(self.loss_name, target, pred.size(1), background_ok=True)
-        return one_hot_targets(target, pred.size(1), dtype=pred.dtype)
-
-    def forward(
-        self,
-        pred: Tensor,
-        target: Tensor,
-        weight: Tensor | None = None,
-        avg_factor: AvgFactor = None,
-        reduction_override: str | None = None,
-        *,
-        label_weight: Tensor | None = None,
-    ) -> Tensor:
-        """GHM-weighted BCE; ``weight`` is MMDetection's ``label_weight`` (required)."""
-        if isinstance(avg_factor, str):
-            raise LossInputError(
-                f"{self.loss_name}: the fourth argument is avg_factor (ignored); pass "
-                f"reduction_override={avg_factor!r} by keyword."
-            )
-        if weight is not None and label_weight is not None:
-            raise LossInputError(f"{self.loss_name}: give label_weight once, as weight or as "
-                                 "label_weight=, not both.")
-        label_weight = weight if label_weight is None else label_weight
-        if label_weight is None:
+    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None
+                    ) -> ElementLoss:
+        """The binary cross-entropy, weighted by the GHM density weights of the elements
+        whose ``label_weight`` (the ``weight`` argument) is > 0; ``'mean'`` divides by
+        their number."""
+        if weight is None:
             raise LossInputError(
                 f"{self.loss_name}: label_weight is required (which elements count, > 0); call "
                 "loss(pred, target, label_weight)."
             )
-        reduction = self.resolve_reduction(reduction_override)
         target = self._dense(pred, target)
         loss = TF.binary_cross_entropy_with_logits(pred, target, reduction="none")
-        valid = (self.prepare_weight(label_weight, loss) > 0).expand_as(loss)
+        valid = (self.prepare_weight(weight, loss) > 0).expand_as(loss)
         weights, tot, acc = F.ghmc_weights(pred, target, valid, bins=self.bins,
                                            momentum=self.momentum, acc_sum=self.acc_sum)
         if self.momentum > 0 and self.training:
             with torch.no_grad():
                 self.acc_sum.copy_(acc)
-        normaliser = tot if reduction == "mean" else None
-        return self.loss_weight * weight_reduce_loss(loss, weights, reduction, normaliser)
+        return ElementLoss(loss, weights, avg_factor=tot, own_mean=True)
+
+    def _dense(self, pred: Tensor, target: Tensor) -> Tensor:
+        if pred.dim() != 2:
+            raise LossInputError(f"{self.loss_name}: pred of shape {tuple(pred.shape)} must be "
+                                 "(N, C) logits.")
+        return index_or_dense_target(self.loss_name, pred, target)
+
+    def check_call(self, reduction: str, avg_factor: AvgFactor, weight: Tensor | None,
+                   inputs: Mapping[str, Any]) -> None:
+        if isinstance(avg_factor, str):
+            raise LossInputError(
+                f"{self.loss_name}: the fourth argument is avg_factor (ignored); pass "
+                f"reduction_override={avg_factor!r} by keyword."
+            )
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, momentum={self.momentum}, " + super().extra_repr()

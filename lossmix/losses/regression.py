@@ -6,9 +6,10 @@ from torch import Tensor
 
 from lossmix.errors import LossInputError
 from lossmix.functional import regression as F
-from lossmix.losses.base import WeightedLoss, check_positive, check_same_shape
-from lossmix.reduction import AvgFactor, mask_reduce_loss
+from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.reduction import mask_reduce_loss
 from lossmix.registry import LOSSES
+from lossmix.validation import check_bool, check_positive, check_same_shape
 
 __all__ = ["BalancedL1Loss", "CharbonnierLoss", "L1Loss", "MSELoss", "SmoothL1Loss"]
 
@@ -92,26 +93,24 @@ class CharbonnierLoss(WeightedLoss):
     ) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
         self.eps = check_positive(self.loss_name, "eps", eps)
-        self.sample_wise = bool(sample_wise)
+        self.sample_wise = check_bool(self.loss_name, "sample_wise", sample_wise)
 
-    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None
+                    ) -> ElementLoss:
         check_same_shape(self.loss_name, pred, target)
-        return F.charbonnier_loss(pred, target, eps=self.eps)
+        return masked_mean_loss(self, F.charbonnier_loss(pred, target, eps=self.eps), weight,
+                                sample_wise=self.sample_wise)
 
-    def forward(
-        self,
-        pred: Tensor,
-        target: Tensor,
-        weight: Tensor | None = None,
-        avg_factor: AvgFactor = None,
-        reduction_override: str | None = None,
-    ) -> Tensor:
-        if avg_factor is not None or weight is None or weight.dim() != pred.dim():
-            return super().forward(pred, target, weight, avg_factor, reduction_override)
-        reduction = self.resolve_reduction(reduction_override)
-        loss = self.elementwise(pred, target)
-        try:
-            reduced = mask_reduce_loss(loss, weight, reduction, self.sample_wise)
-        except ValueError as err:
-            raise LossInputError(f"{self.loss_name}: {err}") from err
-        return self.loss_weight * reduced
+
+def masked_mean_loss(owner: WeightedLoss, loss: Tensor, weight: Tensor | None, *,
+                     sample_wise: bool) -> ElementLoss:
+    """MMagic's masked mean as an :class:`ElementLoss`: a weight with the loss's number of
+    dims is a mask whose (channel-expanded) sum divides ``'mean'``; any other weight follows
+    MMDetection's rule (:meth:`WeightedLoss.prepare_weight`, a mean over all elements)."""
+    if weight is None or weight.dim() != loss.dim():
+        return ElementLoss(loss, None if weight is None else owner.prepare_weight(weight, loss))
+    try:
+        mean = mask_reduce_loss(loss, weight, "mean", sample_wise)
+    except LossInputError as err:
+        raise LossInputError(f"{owner.loss_name}: {err}") from None
+    return ElementLoss(loss, weight, mean=mean)

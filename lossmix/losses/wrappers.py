@@ -8,9 +8,11 @@ and a function (registered, or named by an allowed ``_target_``) as a
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError
@@ -27,16 +29,45 @@ def _takes_reduction(fn: Callable[..., Any]) -> bool:
         return False
 
 
+_MISMATCH = re.compile(
+    r"size of tensor|must match the size|same size|shape|dimension|dtype|scalar type|"
+    r"not implemented for|same device|broadcast", re.IGNORECASE)
+_ACCELERATOR = re.compile(r"out of memory|CUDA error|device-side assert|cuDNN|CUBLAS|NCCL|HIP error",
+                          re.IGNORECASE)
+
+
+def is_input_mismatch(err: BaseException) -> bool:
+    """Whether a foreign loss's error means its inputs do not fit (shapes, dtypes, devices).
+
+    Out-of-memory and accelerator errors, and anything else, are not: they propagate as
+    they are, so a user chasing an OOM is not sent to the term's routing.
+    """
+    if isinstance(err, torch.OutOfMemoryError) or _ACCELERATOR.search(str(err)):
+        return False
+    return isinstance(err, ValueError) or (isinstance(err, RuntimeError) and bool(
+        _MISMATCH.search(str(err))))
+
+
 def _call_kernel(owner: str, fn: Callable[..., Tensor], pred: Any, target: Any, **kwargs: Any
                  ) -> Tensor:
-    """Call a foreign loss; a shape or dtype failure becomes an error naming the loss and shapes."""
+    """Call a foreign loss; a shape, dtype or device mismatch becomes an error naming the loss
+    and the shapes, anything else propagates unchanged."""
     try:
-        return fn(pred, target, **kwargs)
+        out = fn(pred, target, **kwargs)
     except (LossConfigError, LossInputError):
         raise
     except (RuntimeError, ValueError) as err:
+        if not is_input_mismatch(err):
+            raise
         shapes = f"pred {_shape(pred)}, target {_shape(target)}"
         raise LossInputError(f"{owner}: {err} ({shapes}); check what the term routes to it.") from err
+    parts = out.values() if isinstance(out, Mapping) else out if isinstance(out, tuple) else [out]
+    if not all(isinstance(part, Tensor) for part in parts):
+        raise LossInputError(
+            f"{owner}: returned {type(out).__name__} {out!r}, not a tensor; a loss function must "
+            "return a tensor (element-wise, or a scalar), or a dict or tuple of tensors."
+        )
+    return out
 
 
 def _shape(value: Any) -> str:

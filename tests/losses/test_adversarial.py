@@ -86,7 +86,7 @@ def test_tensor_target_mixes_real_and_fake(gan_type: str) -> None:
     mixed = loss(x, is_real, is_disc=True)
     expected = torch.where(is_real, loss(x, True, is_disc=True), loss(x, False, is_disc=True))
     assert_close(mixed, expected, F64)
-    assert_close(loss.elementwise(x, is_real.double()), expected, F64)
+    assert_close(loss.elementwise(x, is_real, is_disc=True), expected, F64)
 
 
 @pytest.mark.parametrize("gan_type", GAN_TYPES)

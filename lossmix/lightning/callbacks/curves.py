@@ -3,19 +3,72 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
 from lossmix.lightning.logging import TermLogger
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 __all__ = ["LossCurves", "plot_loss_curves"]
 
 
-def _curves(history: dict[str, list[list[float]]], prefix: str) -> dict[str, list[list[float]]]:
+_Curves = dict[str, list[list[float]]]
+"""Term name → ``[[step, value], ...]``."""
+
+_PANEL_KINDS = ("loss", "weight", "grad_norm")
+
+
+def _curves(history: _Curves, prefix: str) -> _Curves:
     return {k[len(prefix):]: v for k, v in history.items()
             if k.startswith(prefix) and not k.endswith("_epoch")}
+
+
+def _panels(history: _Curves, stage: str) -> list[tuple[str, _Curves]]:
+    """``(kind, curves)`` for each of loss, weight and grad_norm that ``stage`` logged."""
+    panels = [(kind, _curves(history, f"{stage}/{kind}/")) for kind in _PANEL_KINDS]
+    return [(kind, curves) for kind, curves in panels if curves]
+
+
+def _colours(panels: list[tuple[str, _Curves]], val: _Curves) -> dict[str, str]:
+    """One colour per term, the same in every panel and for its validation curve."""
+    names = sorted({n for _, curves in panels for n in curves} | set(val))
+    return {n: f"C{i % 10}" for i, n in enumerate(names)}
+
+
+def _log_scale(kind: str, *groups: _Curves) -> bool:
+    """A log y-axis for a loss or grad_norm panel whose values are all > 0."""
+    values = [p[1] for curves in groups for points in curves.values() for p in points]
+    return kind != "weight" and bool(values) and all(v > 0 for v in values)
+
+
+def _plot(ax: Axes, points: list[list[float]], colour: str, label: str, **style: Any) -> None:
+    ax.plot([p[0] for p in points], [p[1] for p in points], color=colour, label=label, **style)
+
+
+def _draw_panel(ax: Axes, kind: str, curves: _Curves, val: _Curves, colours: dict[str, str],
+                stage: str) -> None:
+    """One panel: ``stage``'s curves, solid, and ``val``'s epoch means, dashed with markers."""
+    for name, points in sorted(curves.items()):
+        _plot(ax, points, colours[name], f"{stage}/{name}")
+    for name, points in sorted(val.items()):
+        _plot(ax, points, colours[name], f"val/{name}", linestyle="--", marker="o")
+    if _log_scale(kind, curves, val):
+        ax.set_yscale("log")
+    ax.set_ylabel(f"{kind} (weighted)" if kind == "loss" else kind)
+    ax.legend(fontsize="small", loc="best")
+    ax.grid(alpha=0.3)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def plot_loss_curves(history: dict[str, list[list[float]]], path: str | Path,
@@ -35,36 +88,18 @@ def plot_loss_curves(history: dict[str, list[list[float]]], path: str | Path,
     """
     from matplotlib.figure import Figure
 
-    panels = [(kind, _curves(history, f"{stage}/{kind}/"))
-              for kind in ("loss", "weight", "grad_norm")]
-    panels = [(kind, curves) for kind, curves in panels if curves]
+    panels = _panels(history, stage)
     if not panels:
         return None
     val = _curves(history, "val/loss/") if stage != "val" else {}
     fig = Figure(figsize=(8, 3.2 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)
-    names = sorted({n for _, curves in panels for n in curves} | set(val))
-    colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
+    colours = _colours(panels, val)
     for ax, (kind, curves) in zip(axes[:, 0], panels, strict=True):
-        extra = val if kind == "loss" else {}
-        for name, points in sorted(curves.items()):
-            ax.plot([p[0] for p in points], [p[1] for p in points], color=colours[name],
-                    label=f"{stage}/{name}")
-        for name, points in sorted(extra.items()):
-            ax.plot([p[0] for p in points], [p[1] for p in points], color=colours[name],
-                    linestyle="--", marker="o", label=f"val/{name}")
-        values = [p[1] for c in (curves, extra) for points in c.values() for p in points]
-        if kind != "weight" and values and all(v > 0 for v in values):
-            ax.set_yscale("log")
-        ax.set_ylabel(f"{kind} (weighted)" if kind == "loss" else kind)
-        ax.legend(fontsize="small", loc="best")
-        ax.grid(alpha=0.3)
+        _draw_panel(ax, kind, curves, val if kind == "loss" else {}, colours, stage)
     axes[0, 0].set_title("lossmix: loss terms")
     axes[-1, 0].set_xlabel("step")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return _save(fig, path)
 
 
 class LossCurves(pl.Callback):
@@ -93,7 +128,8 @@ class LossCurves(pl.Callback):
     def _draw(self, trainer: pl.Trainer) -> None:
         if not trainer.is_global_zero:
             return
-        logger = next((c for c in trainer.callbacks if isinstance(c, TermLogger)), None)
+        callbacks: list[pl.Callback] = getattr(trainer, "callbacks", [])
+        logger = next((c for c in callbacks if isinstance(c, TermLogger)), None)
         if logger is None:
             return
         run_dir = self.dirpath or trainer.log_dir or trainer.default_root_dir
