@@ -10,7 +10,20 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["compose_like_hydra_main"]
+__all__ = ["batches_stepped", "compose_like_hydra_main", "logging_due"]
+
+
+def batches_stepped(trainer: Any) -> int:
+    """Batches that made the optimizer step so far (counts a batch once in manual optimization,
+    where ``global_step`` counts every optimizer): Lightning's private
+    ``fit_loop.epoch_loop._batches_that_stepped``."""
+    return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+
+def logging_due(trainer: Any) -> bool:
+    """Whether this batch is a logging point (``log_every_n_steps``): Lightning's private
+    ``trainer._logger_connector.should_update_logs``."""
+    return bool(trainer._logger_connector.should_update_logs)
 
 
 def compose_like_hydra_main(argv: Sequence[str], *, calling_module: str, config_path: str,

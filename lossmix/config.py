@@ -21,7 +21,7 @@ from typing import Any
 
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.mix import WEIGHTING_KEY, LossMix
-from lossmix.nodes import secrets_hidden, to_plain
+from lossmix.nodes import TERM_REFS, is_term_node, secrets_hidden, to_plain
 from lossmix.registry import LOSSES, REQUIRED, SAMPLERS, Registry
 from lossmix.targets import allowed_targets as allowed_prefixes
 from lossmix.targets import covers
@@ -39,7 +39,6 @@ __all__ = [
     "term_rows",
 ]
 
-_REFS = ("type", "_target_")
 _HYDRA_KEYS = ("_recursive_", "_convert_")
 _TERM_KEY_TYPES: dict[str, tuple[type, ...]] = {
     "loss_weight": (float,), "every": (int,), "scale_by_every": (bool,), "in_total": (bool,),
@@ -48,10 +47,6 @@ _SIMPLE = (bool, int, float, str, type(None))
 
 
 plain = to_plain  # the public name this module has always had
-
-
-def _is_term(node: Any) -> bool:
-    return isinstance(node, Mapping) and any(ref in node for ref in _REFS)
 
 
 def iter_term_nodes(node: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
@@ -63,7 +58,7 @@ def iter_term_nodes(node: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping
     for name, child in node.items():
         if child is None or name == WEIGHTING_KEY:
             continue
-        if isinstance(child, Mapping) and not _is_term(child):
+        if isinstance(child, Mapping) and not is_term_node(child):  # a group (checked per term)
             for leaf, grandchild in child.items():
                 if grandchild is not None:
                     yield f"{name}.{leaf}", str(leaf), grandchild
@@ -237,7 +232,7 @@ def _check_keys(label: str, path: str, node: Mapping[str, Any], valid: dict[str,
                 extra: tuple[str, ...], var_kw: bool, *, extra_name: str = "term keys") -> None:
     extra = tuple(k for k in extra if k not in valid)
     for key in node:
-        if key in valid or key in extra or key in _REFS or key in _HYDRA_KEYS or var_kw:
+        if key in valid or key in extra or key in TERM_REFS or key in _HYDRA_KEYS or var_kw:
             continue
         own = ", ".join(valid) or "(none)"
         also = f"; {extra_name}: {', '.join(extra)}" if extra else ""
@@ -262,7 +257,7 @@ def _check_types(label: str, path: str, node: Mapping[str, Any], params: dict[st
 
 def _check_term(path: str, name: str, node: Any, allowed_targets: tuple[str, ...]) -> None:
     label = f"term '{name}'"
-    if not _is_term(node):
+    if not is_term_node(node):
         raise LossConfigError(
             f"{label} (loss.{path}): needs 'type' (a registered loss, e.g. type: FocalLoss) or "
             f"'_target_' (a dotted path); got {node!r}."
@@ -285,7 +280,7 @@ def _check_term(path: str, name: str, node: Any, allowed_targets: tuple[str, ...
         )
     sampler = node.get("sampler")
     if isinstance(sampler, Mapping):
-        if not _is_term(sampler):
+        if not is_term_node(sampler):
             raise LossConfigError(
                 f"{label}: sampler needs 'type', e.g. +sampler@loss.{path}.sampler=random; got "
                 f"{dict(sampler)!r}."

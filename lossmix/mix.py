@@ -19,13 +19,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lossmix.distributed import all_reduce_mean
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.nodes import secrets_hidden, to_plain
-from lossmix.normalizers import all_reduce_mean
-from lossmix.term import Term, check_term_name
+from lossmix.nodes import is_group_node, is_term_node, secrets_hidden, to_plain
+from lossmix.term import Term, TermInputs, check_term_name
+from lossmix.validation import check_choice, check_float
 from lossmix.weighting import WEIGHTING_KEY, TaskWeighting, build_weighting
 
-__all__ = ["WEIGHTING_KEY", "LossMix", "LossResult"]
+__all__ = ["GUARD_POLICIES", "WEIGHTING_KEY", "LossMix", "LossResult"]
+
+GUARD_POLICIES: tuple[str, ...] = ("raise", "skip", "zero")
 
 
 @dataclass
@@ -56,10 +59,6 @@ class LossResult:
 
     def __getitem__(self, name: str) -> Tensor:
         return self.terms[name]
-
-
-def _is_term_node(node: Any) -> bool:
-    return isinstance(node, Mapping) and ("type" in node or "_target_" in node)
 
 
 class LossMix(nn.Module):
@@ -113,9 +112,29 @@ class LossMix(nn.Module):
         if not self.terms and not self.groups:
             raise LossConfigError("LossMix needs at least one term, e.g. {cls: {type: FocalLoss}}.")
         self.weighting = self._check_weighting(weighting)
-        # Set by NonFiniteLossGuard: drop non-finite terms ('zero') / keep routed inputs ('raise').
+        # What set_guard chooses: drop non-finite terms ('zero') / keep routed inputs ('raise').
         self.drop_nonfinite = False
         self.keep_inputs = False
+
+    # -- what callbacks may change ----------------------------------------------------------
+    def set_scale(self, name: str, value: float) -> None:
+        """Multiply term ``name``'s (``group/name``'s) weight by ``value`` from now on (a
+        schedule's multiplier; 1 restores the configured weight)."""
+        term = self.find_term(name)
+        term.scale = check_float(f"term '{name}'", "scale", value)
+
+    def track_weight(self, name: str) -> None:
+        """Log term ``name``'s effective weight as ``{stage}/weight/{name}`` (it changes)."""
+        self.find_term(name).log_weight = True
+
+    def set_guard(self, policy: str | None) -> None:
+        """How non-finite terms are handled: ``'zero'`` drops them on the device (value and
+        gradient), ``'raise'`` keeps each step's routed inputs for the error message,
+        ``'skip'`` and ``None`` change nothing here."""
+        if policy is not None:
+            check_choice("LossMix.set_guard", "policy", policy, GUARD_POLICIES)
+        self.drop_nonfinite = policy == "zero"
+        self.keep_inputs = policy == "raise"
 
     def _check_weighting(self, weighting: TaskWeighting | None) -> TaskWeighting | None:
         if weighting is None:
@@ -163,30 +182,32 @@ class LossMix(nn.Module):
             )
         node = dict(node)
         weighting_node = node.pop(WEIGHTING_KEY, None)
-        built: dict[str, Any] = {}
-        for name, child in node.items():
-            if child is None:
-                continue  # a term removed from the config (e.g. loss.aux=null)
-            if _is_term_node(child):
-                built[name] = Term.from_config(name, child, allowed_targets=allowed_targets)
-            elif isinstance(child, Mapping) and child and all(
-                    _is_term_node(c) or c is None for c in child.values()):
-                built[name] = {n: Term.from_config(n, c, allowed_targets=allowed_targets)
-                               for n, c in child.items() if c is not None}
-            else:
+        built = {name: cls._build_child(name, child, allowed_targets)
+                 for name, child in node.items() if child is not None}  # None: a removed term
+        weighting = None
+        if weighting_node is not None:
+            groups = [n for n, t in built.items() if not isinstance(t, Term)]
+            if groups:
                 raise LossConfigError(
-                    f"term '{name}': a term node needs 'type' (e.g. type: FocalLoss) or "
-                    f"'_target_', and a group's children must all be term nodes; got {child!r}."
+                    f"{WEIGHTING_KEY}: dynamic task weighting needs a flat mix of terms; this one "
+                    f"has groups {', '.join(groups)}."
                 )
-        tasks = [n for n, t in built.items() if isinstance(t, Term) and t.in_total]
-        if weighting_node is not None and any(not isinstance(t, Term) for t in built.values()):
-            raise LossConfigError(
-                f"{WEIGHTING_KEY}: dynamic task weighting needs a flat mix of terms; this one has "
-                f"groups {', '.join(n for n, t in built.items() if not isinstance(t, Term))}."
-            )
-        weighting = None if weighting_node is None else build_weighting(
-            weighting_node, tasks, allowed_targets=allowed_targets)
+            tasks = [n for n, t in built.items() if isinstance(t, Term) and t.in_total]
+            weighting = build_weighting(weighting_node, tasks, allowed_targets=allowed_targets)
         return cls(built, weighting=weighting)
+
+    @staticmethod
+    def _build_child(name: str, child: Any, allowed: tuple[str, ...]) -> Term | dict[str, Term]:
+        """A term from a term node, or a group's terms from a group node."""
+        if is_term_node(child):
+            return Term.from_config(name, child, allowed_targets=allowed)
+        if is_group_node(child):
+            return {n: Term.from_config(n, c, allowed_targets=allowed)
+                    for n, c in child.items() if c is not None}
+        raise LossConfigError(
+            f"term '{name}': a term node needs 'type' (e.g. type: FocalLoss) or "
+            f"'_target_', and a group's children must all be term nodes; got {child!r}."
+        )
 
     # -- introspection ------------------------------------------------------------------------
     def group_names(self) -> list[str]:
@@ -243,6 +264,27 @@ class LossMix(nn.Module):
                 plain weight (evaluation).
             group: which group to compute (``None``: the ungrouped terms).
         """
+        self._check_outputs(outputs, group)
+        terms = list(self.terms_of(group).values())
+        active = [t for t in terms if step is None or step % t.every == 0]
+        prepared = {t.name: t.prepare(outputs, batch) for t in active}
+        reduced = self._synced_normalizers(active, prepared)
+        result = LossResult(total=_NO_TOTAL, terms={}, raw={}, weights={}, group=group)
+        owner: dict[str, Term] = {}
+        for term in terms:
+            if term.name in prepared:
+                parts, weight = self._evaluate(term, prepared[term.name], reduced, step, result)
+            else:
+                parts, weight = term.connected_zero(outputs, batch), 0.0
+            self._record(result, owner, term, parts, weight)
+        if self.weighting is not None and group is None:
+            self._apply_weighting(result, owner, training=step is not None)
+        result.dynamic = tuple(k for k, t in owner.items() if t.log_weight)
+        included = [c for k, c in result.terms.items() if k not in owner or owner[k].in_total]
+        result.total = torch.stack(included).sum() if included else _zero_like(result.terms)
+        return result
+
+    def _check_outputs(self, outputs: Any, group: str | None) -> None:
         if not isinstance(outputs, Mapping):
             names = ", ".join(t.name for t in self.terms_of(group).values())
             raise LossInputError(
@@ -250,33 +292,30 @@ class LossMix(nn.Module):
                 f"{type(outputs).__name__}); return a dict from your model, e.g. "
                 "{'cls_logits': logits}."
             )
-        terms = self.terms_of(group)
-        active = [t for t in terms.values() if step is None or step % t.every == 0]
-        prepared = {t.name: t.prepare(outputs, batch) for t in active}
+
+    @staticmethod
+    def _synced_normalizers(active: list[Term], prepared: Mapping[str, TermInputs]
+                            ) -> dict[str, Tensor]:
+        """Every synced normaliser of the step, averaged over ranks in one collective."""
         synced = [t.name for t in active if t.normalizer is not None and t.normalizer.sync]
-        reduced = dict(zip(synced, all_reduce_mean([prepared[n].avg_factor for n in synced]),
-                           strict=True))
-        result = LossResult(total=None, terms={}, raw={}, weights={}, group=group)  # type: ignore[arg-type]
-        owner: dict[str, Term] = {}
-        for term in terms.values():
-            if term.name in prepared:
-                parts, weight = self._evaluate(term, prepared[term.name], reduced, step, result)
-            else:
-                parts, weight = term.connected_zero(outputs, batch), 0.0
-            for part, raw in parts.items():
-                key = f"{term.name}.{part}" if part else term.name
-                contribution = raw * weight
-                if self.drop_nonfinite:
-                    contribution = torch.where(torch.isfinite(raw), contribution,
-                                               torch.zeros_like(contribution))
-                result.raw[key], result.terms[key], result.weights[key] = raw, contribution, weight
-                owner[key] = term
-        if self.weighting is not None and group is None:
-            self._apply_weighting(result, owner, training=step is not None)
-        result.dynamic = tuple(k for k, t in owner.items() if t.log_weight)
-        included = [c for k, c in result.terms.items() if k not in owner or owner[k].in_total]
-        result.total = torch.stack(included).sum() if included else _zero_like(result.terms)
-        return result
+        values: list[Tensor] = []
+        for name in synced:
+            value = prepared[name].avg_factor
+            assert value is not None  # a term with a normaliser always reads one
+            values.append(value)
+        return dict(zip(synced, all_reduce_mean(values), strict=True))
+
+    def _record(self, result: LossResult, owner: dict[str, Term], term: Term,
+                parts: Mapping[str, Tensor], weight: float) -> None:
+        """Each part's raw value, weighted contribution and weight, under its log key."""
+        for part, raw in parts.items():
+            key = f"{term.name}.{part}" if part else term.name
+            contribution = raw * weight
+            if self.drop_nonfinite:
+                contribution = torch.where(torch.isfinite(raw), contribution,
+                                           torch.zeros_like(contribution))
+            result.raw[key], result.terms[key], result.weights[key] = raw, contribution, weight
+            owner[key] = term
 
     def _evaluate(self, term: Term, p: Any, reduced: dict[str, Tensor], step: int | None,
                   result: LossResult) -> tuple[dict[str, Tensor], float]:
@@ -318,6 +357,9 @@ class LossMix(nn.Module):
         if regulariser is not None:
             result.raw[WEIGHTING_KEY] = result.terms[WEIGHTING_KEY] = regulariser
             result.weights[WEIGHTING_KEY] = 1.0
+
+
+_NO_TOTAL = torch.zeros(())  # replaced before a LossResult leaves ``mix``
 
 
 class _Gate(torch.autograd.Function):

@@ -14,7 +14,18 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["env_secrets", "is_omegaconf", "redact", "redacted", "secrets_hidden", "to_plain"]
+__all__ = [
+    "env_secrets",
+    "is_group_node",
+    "is_omegaconf",
+    "is_term_node",
+    "redact",
+    "redacted",
+    "secrets_hidden",
+    "to_plain",
+]
+
+TERM_REFS: tuple[str, ...] = ("type", "_target_")
 
 _ENV = re.compile(r"\$\{\s*oc\.env\s*:")
 
@@ -37,6 +48,25 @@ def to_plain(node: Any) -> Any:
 
         return OmegaConf.to_container(node, resolve=True)
     return node
+
+
+def is_term_node(node: Any) -> bool:
+    """A term's node: a mapping with ``type`` or ``_target_``.
+
+    >>> is_term_node({"type": "FocalLoss"}), is_term_node({"cls": {"type": "FocalLoss"}})
+    (True, False)
+    """
+    return isinstance(node, Mapping) and any(ref in node for ref in TERM_REFS)
+
+
+def is_group_node(node: Any) -> bool:
+    """A group's node: a non-empty mapping, not a term, whose children are terms (or None).
+
+    >>> is_group_node({"adv": {"type": "GANLoss", "gan_type": "hinge"}, "rec": None})
+    True
+    """
+    return (isinstance(node, Mapping) and bool(node) and not is_term_node(node)
+            and all(c is None or is_term_node(c) for c in node.values()))
 
 
 def _leaves(raw: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:

@@ -9,7 +9,7 @@ change it), and everything else goes to the loss's constructor.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
@@ -23,11 +23,12 @@ from lossmix.nodes import to_plain
 from lossmix.normalizers import Normalizer, build_normalizer
 from lossmix.registry import SAMPLERS, build_loss
 from lossmix.routing import lookup
+from lossmix.validation import check_bool, check_float, check_int, check_optional_int
 
 __all__ = ["TERM_KEYS", "Term", "TermInputs"]
 
 TERM_KEYS: tuple[str, ...] = (
-    "inputs", "sampler", "normalizer", "every", "scale_by_every", "in_total", "schedule",
+    "inputs", "sampler", "normalizer", "every", "scale_by_every", "in_total", "parts", "schedule",
 )
 SAMPLER_TARGET_KEYS = ("background", "ignore_index")
 _NOT_ROUTABLE = ("avg_factor", "reduction_override", "self")
@@ -75,6 +76,15 @@ class Term(nn.Module):
         background, ignore_index: how positives/negatives are read from class-index
             targets for the sampler and ``num_pos`` (default background: the number
             of classes of ``pred``; default ignore: negative labels).
+        parts: the sub-terms a loss returning a dict or tuple produces (``["a", "b"]``),
+            when the loss does not declare them itself (``part_names``); logged as
+            ``{name}.{part}``.
+
+    The log keys are known before the first step: a lossmix loss declares its parts
+    (``WeightedLoss.part_names``; ``("",)``: one value), and so may any module; else they
+    are ``parts`` or, if not given, learned once from the first evaluation (on a lazy
+    step it skips, the loss is evaluated once without gradient to learn them). A
+    later call returning other parts is an error.
     """
 
     def __init__(
@@ -91,41 +101,47 @@ class Term(nn.Module):
         in_total: bool = True,
         background: int | None = None,
         ignore_index: int | None = None,
+        parts: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.name = check_term_name(name)
         self.loss = loss
         self.sampler = sampler
         self.normalizer = normalizer
-        self.weight = self._check_weight(weight)
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise LossConfigError(
-                f"term '{name}': every={every!r} is not valid; give an integer >= 1 (1 computes "
-                "the term on every step)."
-            )
-        self.every = every
-        self.scale_by_every = bool(scale_by_every)
-        self.in_total = bool(in_total)
-        self.background = background
-        self.ignore_index = ignore_index
+        label = f"term '{name}'"
+        self.weight = check_float(label, "loss_weight", weight)
+        self.every = check_int(label, "every", every, min=1)
+        self.scale_by_every = check_bool(label, "scale_by_every", scale_by_every)
+        self.in_total = check_bool(label, "in_total", in_total)
+        self.background = check_optional_int(label, "background", background)
+        self.ignore_index = check_optional_int(label, "ignore_index", ignore_index)
         self.inputs = self._check_inputs(inputs)
         if normalizer is not None and getattr(loss, "reduction", "mean") != "mean":
             raise LossConfigError(
                 f"term '{name}': normalizer '{normalizer.source}' divides a sum, which needs "
                 f"reduction='mean' (got {loss.reduction!r}); drop the normalizer or the reduction."
             )
-        self.parts: tuple[str, ...] | None = None
-        # Set during training by LossWeightSchedule (a multiplier of ``weight``, a Python float
-        # computed from the step) and by a dynamic weighting (``log_weight``: log the weight).
+        self._parts = self._declared_parts(parts)
+        # Changed through LossMix.set_scale / LossMix.track_weight: a schedule's multiplier of
+        # ``weight`` (a Python float computed from the step), and whether the weight is logged.
         self.scale = 1.0
         self.log_weight = False
 
-    def _check_weight(self, weight: Any) -> float:
-        if isinstance(weight, bool) or not isinstance(weight, Real):
-            raise LossConfigError(
-                f"term '{self.name}': loss_weight={weight!r} is not a number; give e.g. 1.0."
-            )
-        return float(weight)
+    def _declared_parts(self, parts: Sequence[str] | None) -> tuple[str, ...] | None:
+        declared = getattr(self.loss, "part_names", None)
+        if parts is not None:
+            if isinstance(parts, str) or not all(isinstance(p, str) and p for p in parts):
+                raise LossConfigError(
+                    f"term '{self.name}': parts={parts!r} is not valid; give the names of the "
+                    "loss's outputs, e.g. parts: [percep, style]."
+                )
+            return tuple(parts)
+        return None if declared is None else tuple(declared)
+
+    @property
+    def part_names(self) -> tuple[str, ...] | None:
+        """The sub-terms (``("",)`` for one value), or ``None`` until learned."""
+        return self._parts
 
     def _check_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
         params = call_parameters(self.loss)
@@ -339,16 +355,28 @@ class Term(nn.Module):
                     "must reduce (reduction: mean or sum), or use reduction_override only inside "
                     "samplers."
                 )
-        self.parts = tuple(parts)
+        names = tuple(parts)
+        if self._parts is None:
+            self._parts = names
+        elif names != self._parts:
+            raise LossInputError(
+                f"term '{self.name}': the loss returned parts {_part_list(names)}, but the term "
+                f"logs {_part_list(self._parts)}; a loss must return the same parts on every "
+                "call (declare them with part_names on the loss, or parts: [...] in the term)."
+            )
         return parts
 
     def connected_zero(self, outputs: Any, batch: Any) -> dict[str, Tensor]:
-        """What a skipped (lazy) step returns: zeros still connected to the inputs."""
+        """What a skipped (lazy) step returns: zeros still connected to the inputs, one per
+        part (learned once, without gradient, if the loss has not said yet)."""
+        if self._parts is None:
+            with torch.no_grad():
+                self.evaluate(self.prepare(outputs, batch), None)
         kwargs = self.route(outputs, batch)
         tensors = [v for v in kwargs.values() if isinstance(v, Tensor) and v.is_floating_point()]
         grads = [t for t in tensors if t.requires_grad] or tensors
         zero = sum(t.sum() * 0.0 for t in grads) if grads else torch.zeros(())
-        return {part: zero for part in (self.parts or ("",))}
+        return {part: zero for part in (self._parts or ("",))}
 
     def extra_repr(self) -> str:
         extra = f", every={self.every}" if self.every > 1 else ""
@@ -388,6 +416,10 @@ def _combine_weight(weight: Tensor | None, sample_weight: Tensor) -> Tensor:
     while sample_weight.dim() < weight.dim():
         sample_weight = sample_weight.unsqueeze(-1)
     return weight * sample_weight
+
+
+def _part_list(parts: tuple[str, ...]) -> str:
+    return "(one value)" if parts == ("",) else ", ".join(parts)
 
 
 def _split_parts(out: Any, name: str) -> dict[str, Tensor]:

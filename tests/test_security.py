@@ -45,8 +45,8 @@ HOSTILE: list[tuple[str, dict]] = [
     # walks through module objects that lossmix's own modules import
     ("lossmix.registry.os.system", {"command": COMMAND}),
     ("lossmix.registry.inspect.os.system", {"command": COMMAND}),
-    ("lossmix.term.inspect.os.mkdir", {"path": MARK}),
-    ("lossmix.term.inspect.os.system", {"command": COMMAND}),
+    ("lossmix.losses.base.inspect.os.mkdir", {"path": MARK}),
+    ("lossmix.losses.base.inspect.os.system", {"command": COMMAND}),
     ("lossmix.registry.importlib.import_module", {"name": "antigravity"}),
     ("lossmix.registry.os.mkdir", {"path": MARK}),
     ("lossmix.registry.inspect.builtins.eval", {"source": f"open('{MARK}', 'w')"}),
@@ -193,7 +193,7 @@ def test_hostile_app_node_targets_are_refused(target, kwargs, marker):
                    base=bases["trainer"]).startswith("trainer.strategy: ")
 
 
-@pytest.mark.parametrize("target", ["lossmix.term.inspect.os.system",
+@pytest.mark.parametrize("target", ["lossmix.losses.base.inspect.os.system", "lossmix.mix.torch.load",
                                     "torch.nn.functional.torch.load",
                                     "lossmix.demo.detector.pl.Trainer",
                                     "torch.nn.modules.module.torch.save"])
@@ -250,7 +250,7 @@ def test_dangerous_packages_cannot_be_allowed(prefix, monkeypatch):
 def test_the_environment_trick_is_closed(marker):
     # os.environ.setdefault was reachable as lossmix.registry.os.environ.setdefault: a config
     # widened its own allow-list for the next term
-    nodes = {"a": {"_target_": "lossmix.term.inspect.os.environ.setdefault",
+    nodes = {"a": {"_target_": "lossmix.losses.base.inspect.os.environ.setdefault",
                    "key": ENV_ALLOWED_TARGETS, "value": "numpy"},
              "b": {"_target_": "numpy.sum"}}
     refused(LossMix.from_config, nodes)
@@ -373,10 +373,10 @@ def test_command_line_grants_hold_while_building_only(compose_train):
 
 
 def test_app_nodes_are_checked_before_anything_is_built(compose_train, marker):
-    hostile = f"{{_target_: lossmix.term.inspect.os.mkdir, path: {marker}}}"
+    hostile = f"{{_target_: lossmix.losses.base.inspect.os.mkdir, path: {marker}}}"
     for override in (f"+callbacks.x={hostile}", f"+logger.x={hostile}",
-                     f"+trainer.strategy={hostile}", "model._target_=lossmix.term.inspect.os.mkdir",
-                     "data._target_=lossmix.term.inspect.os.mkdir"):
+                     f"+trainer.strategy={hostile}", "model._target_=lossmix.losses.base.inspect.os.mkdir",
+                     "data._target_=lossmix.losses.base.inspect.os.mkdir"):
         cfg = compose_train(override)
         with pytest.raises(LossConfigError, match="is refused"):
             check_app_nodes(cfg)
@@ -402,7 +402,7 @@ def test_a_hostile_checkpoint_cannot_build_or_widen(tmp_path, marker):
     model = DenseDetector({"cls": {"type": "FocalLoss"}, "reg": {"type": "GIoULoss"},
                            "ctr": {"type": "CrossEntropyLoss", "use_sigmoid": True}})
     hparams = dict(model.hparams)
-    hparams["loss"] = {**hparams["loss"], "evil": {"_target_": "lossmix.term.inspect.os.mkdir",
+    hparams["loss"] = {**hparams["loss"], "evil": {"_target_": "lossmix.losses.base.inspect.os.mkdir",
                                                    "path": str(marker)}}
     path = tmp_path / "hostile.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams,
@@ -438,7 +438,7 @@ for kind, argv in json.loads(sys.argv[1]):
     out.append({"argv": argv, "code": code, "stderr": err.getvalue()})
 print(json.dumps(out))
 """
-CLI_TARGETS = ["lossmix.registry.inspect.os.mkdir", "lossmix.term.inspect.os.mkdir", "os.mkdir",
+CLI_TARGETS = ["lossmix.registry.inspect.os.mkdir", "lossmix.losses.base.inspect.os.mkdir", "os.mkdir",
                "builtins.open", "pathlib.Path.mkdir", "lossmix.losses.FocalLoss.__init__",
                "lossmix.losses", "lossmix..losses.FocalLoss"]
 

@@ -32,6 +32,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from lossmix.compat import logging_due
 from lossmix.distributed import all_reduce_sum, collective_count, world_size
 
 __all__ = ["TermBuffer", "TermLogger", "all_reduce_sum", "collective_count"]
@@ -171,8 +172,7 @@ class TermLogger(pl.Callback):
     # -- Lightning hooks ------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
                            ) -> None:
-        if trainer._logger_connector.should_update_logs or trainer.fast_dev_run or _last_step(
-                trainer):
+        if logging_due(trainer) or trainer.fast_dev_run or _last_step(trainer):
             self._flush_steps(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 from torch import Tensor
 
+from lossmix.compat import batches_stepped
 from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
 from lossmix.lightning.logging import TermLogger
 from lossmix.mix import LossMix, LossResult
@@ -83,10 +84,7 @@ class CompositeLoss:
     def loss_step(self) -> int:
         """Batches stepped so far (drives lazy terms; counts a batch once in manual optimization)."""
         trainer = self._lossmix_trainer()
-        if trainer is None:
-            return 0
-        loop = trainer.fit_loop.epoch_loop
-        return int(getattr(loop, "_batches_that_stepped", trainer.global_step))
+        return 0 if trainer is None else batches_stepped(trainer)
 
     def term_logger(self) -> TermLogger | None:
         """The trainer's :class:`TermLogger`, installed on first use if it is missing."""

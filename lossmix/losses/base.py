@@ -118,14 +118,15 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
 
     Class attributes subclasses may set:
         part_names: the sub-terms a kernel returning a mapping or tuple produces, so a
-            term's log keys are known before its first call.
+            term's log keys are known before its first call (``("",)``: one value; ``None``:
+            unknown until the first call, as for a wrapped foreign function).
         weight_aliases: other keyword names of the ``weight`` argument (GHM-C's
             ``label_weight``).
         reshape_weight_by_numel: accept a weight with as many elements as the loss in
             another shape (FSAF's per-class focal weights).
     """
 
-    part_names: ClassVar[tuple[str, ...] | None] = None
+    part_names: ClassVar[tuple[str, ...] | None] = ("",)
     weight_aliases: ClassVar[tuple[str, ...]] = ()
     reshape_weight_by_numel: ClassVar[bool] = False
     _specs: ClassVar[dict[type, _Spec]] = {}

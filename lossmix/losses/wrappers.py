@@ -91,6 +91,8 @@ class TorchLoss(WeightedLoss):
     tensor(1.5000)
     """
 
+    part_names = None  # whatever the wrapped loss returns
+
     def __init__(
         self,
         loss_cls: type[nn.Module],
@@ -126,6 +128,8 @@ class FunctionLoss(WeightedLoss):
     >>> FunctionLoss(squared, reduction="sum")(torch.zeros(2), torch.ones(2))
     tensor(2.)
     """
+
+    part_names = None  # a function may return a dict or tuple of sub-terms
 
     def __init__(
         self,

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, did_you_mean
+from lossmix.lightning.access import find_loss_mix, last_result_of, loss_step_of
 
 __all__ = ["TermGradientMonitor", "term_gradient_norms"]
 
@@ -58,7 +59,7 @@ class TermGradientMonitor(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.module is None:
-            mix = getattr(pl_module, "loss_mix", None)
+            mix = find_loss_mix(pl_module)
             skip = {id(p) for p in mix.parameters()} if mix is not None else set()
             self._params = [p for p in pl_module.parameters()
                             if p.requires_grad and id(p) not in skip]
@@ -76,8 +77,8 @@ class TermGradientMonitor(pl.Callback):
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            loss: Tensor) -> None:
-        step = pl_module.loss_step() if hasattr(pl_module, "loss_step") else trainer.global_step
-        result = getattr(pl_module, "last_loss_result", None)
+        step = loss_step_of(trainer, pl_module)
+        result = last_result_of(pl_module)
         if step % self.every_n_steps or result is None or not self._params:
             return
         norms = term_gradient_norms(result.terms, self._params)

@@ -31,10 +31,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lossmix.errors import LossConfigError
+from lossmix.lightning.access import last_result_of, loss_mix_of, loss_step_of
+from lossmix.mix import GUARD_POLICIES
 
 __all__ = ["NonFiniteLoss", "NonFiniteLossGuard"]
 
-POLICIES = ("raise", "skip", "zero")
+POLICIES = GUARD_POLICIES
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -61,17 +63,12 @@ class NonFiniteLossGuard(pl.Callback):
         self._first: dict[str, Tensor] = {}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        mix = getattr(pl_module, "loss_mix", None)
-        if mix is None:
-            raise LossConfigError("NonFiniteLossGuard needs a CompositeLoss module with "
-                                  "configure_loss() called.")
-        mix.drop_nonfinite = self.policy == "zero"
-        mix.keep_inputs = self.policy == "raise"
+        loss_mix_of(pl_module, needed_by="NonFiniteLossGuard").set_guard(self.policy)
 
     # -- device-side flags, gathered at every backward --------------------------------------------
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            loss: Tensor) -> None:
-        result = getattr(pl_module, "last_loss_result", None)
+        result = last_result_of(pl_module)
         if result is None:
             return
         prefix = f"{result.group}/" if result.group else ""
@@ -154,4 +151,4 @@ class NonFiniteLossGuard(pl.Callback):
 
 
 def _step(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
-    return pl_module.loss_step() if hasattr(pl_module, "loss_step") else trainer.global_step
+    return loss_step_of(trainer, pl_module)

@@ -40,15 +40,16 @@ from __future__ import annotations
 import bisect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, cast
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard
 
 import lightning.pytorch as pl
 
 from lossmix.errors import LossConfigError, did_you_mean
+from lossmix.lightning.access import loss_mix_of, loss_step_of
 
 if TYPE_CHECKING:
-    from lossmix.mix import LossMix
+    pass
 
 __all__ = [
     "SCHEDULE_KINDS",
@@ -365,23 +366,19 @@ class LossWeightSchedule(pl.Callback):
         return self._generate_state_key(terms=sorted(self.schedules))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        mix = getattr(pl_module, "loss_mix", None)
-        if mix is None:
-            raise LossConfigError("LossWeightSchedule needs a CompositeLoss module with "
-                                  "configure_loss() called.")
+        mix = loss_mix_of(pl_module, needed_by="LossWeightSchedule")
         for name, schedule in self.schedules.items():
-            mix.find_term(name).log_weight = True  # raises, listing the terms, if unknown
+            mix.track_weight(name)  # raises, listing the terms, if unknown
             schedule.resolve_last(trainer.max_epochs if schedule.by == "epoch"
                                   else trainer.max_steps)
         self._apply(trainer, pl_module)
 
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loss_step: Callable[[], int] | None = getattr(pl_module, "loss_step", None)
-        step = loss_step() if loss_step is not None else trainer.global_step
-        mix = cast("LossMix", pl_module.loss_mix)
+        step = loss_step_of(trainer, pl_module)
+        mix = loss_mix_of(pl_module, needed_by="LossWeightSchedule")
         for name, schedule in self.schedules.items():
             value = schedule(step if schedule.by == "step" else trainer.current_epoch)
-            mix.find_term(name).scale = value
+            mix.set_scale(name, value)
             self.values[name] = value
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,

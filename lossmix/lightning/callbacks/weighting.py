@@ -14,6 +14,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from lossmix.lightning.access import find_loss_mix
+
 __all__ = ["TaskWeightingUpdates"]
 
 
@@ -22,8 +24,8 @@ class TaskWeightingUpdates(pl.Callback):
 
     @staticmethod
     def _weighting(pl_module: pl.LightningModule) -> Any:
-        mix = getattr(pl_module, "loss_mix", None)
-        return getattr(mix, "weighting", None)
+        mix = find_loss_mix(pl_module)
+        return None if mix is None else mix.weighting
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         weighting = self._weighting(pl_module)

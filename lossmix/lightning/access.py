@@ -1,0 +1,45 @@
+"""How the Lightning layer reaches a module's loss mix, its step and its last result: here only.
+
+Callbacks work with any ``LightningModule`` that has a ``loss_mix`` (the
+:class:`~lossmix.CompositeLoss` mixin gives it one); these three functions are the only
+place that looks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+
+from lossmix.errors import LossConfigError
+from lossmix.mix import LossMix, LossResult
+
+__all__ = ["find_loss_mix", "last_result_of", "loss_mix_of", "loss_step_of"]
+
+
+def find_loss_mix(pl_module: Any) -> LossMix | None:
+    """The module's :class:`~lossmix.LossMix`, or ``None`` when it has none."""
+    mix = getattr(pl_module, "loss_mix", None)
+    return mix if isinstance(mix, LossMix) else None
+
+
+def loss_mix_of(pl_module: Any, *, needed_by: str) -> LossMix:
+    """The module's :class:`~lossmix.LossMix`; a clear error when it has none."""
+    mix = find_loss_mix(pl_module)
+    if mix is None:
+        raise LossConfigError(f"{needed_by} needs a CompositeLoss module with configure_loss() "
+                              "called.")
+    return mix
+
+
+def loss_step_of(trainer: pl.Trainer, pl_module: Any) -> int:
+    """The step lazy terms and schedules count: the module's ``loss_step()``
+    (:class:`~lossmix.CompositeLoss`), else the trainer's ``global_step``."""
+    loss_step = getattr(pl_module, "loss_step", None)
+    return int(loss_step()) if callable(loss_step) else int(trainer.global_step)
+
+
+def last_result_of(pl_module: Any) -> LossResult | None:
+    """The last :class:`~lossmix.LossResult` the module computed (``None`` before any)."""
+    result = getattr(pl_module, "last_loss_result", None)
+    return result if isinstance(result, LossResult) else None
