@@ -37,10 +37,18 @@ from lossmix.demo.custom_losses import LogCoshDiceLoss, soft_l1  # registers bot
 __all__ = ["LOSS", "LogCoshDiceLoss", "main", "soft_l1"]
 
 LOSS = {
-    "seg": {"type": "LogCoshDiceLoss", "eps": 1.0, "loss_weight": 2.0,
-            "inputs": {"pred": "mask_logits", "target": "masks"}},
-    "smooth": {"type": "soft_l1", "scale": 0.5, "loss_weight": 0.1,
-               "inputs": {"pred": "mask_logits", "target": "masks"}},
+    "seg": {
+        "type": "LogCoshDiceLoss",
+        "eps": 1.0,
+        "loss_weight": 2.0,
+        "inputs": {"pred": "mask_logits", "target": "masks"},
+    },
+    "smooth": {
+        "type": "soft_l1",
+        "scale": 0.5,
+        "loss_weight": 0.1,
+        "inputs": {"pred": "mask_logits", "target": "masks"},
+    },
 }
 
 
@@ -55,9 +63,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     L.seed_everything(0, verbose=False)
     # the segmentation example's model and data, with this script's loss config
     model = Segmenter(LOSS)
-    trainer = L.Trainer(max_steps=args.max_steps, accelerator="cpu", devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=not args.quiet,
-                        enable_model_summary=False, log_every_n_steps=10)
+    trainer = L.Trainer(
+        max_steps=args.max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=not args.quiet,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+    )
     trainer.fit(model, datamodule=SyntheticShapes(num_train=256, num_val=32, batch_size=16))
     metrics = {k: round(v.item(), 4) for k, v in trainer.callback_metrics.items()}
     if not args.quiet:

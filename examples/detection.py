@@ -28,17 +28,25 @@ SAMPLERS = {
 def loss_config(gamma: float = 2.0, sampler: str = "none") -> dict:
     sampled = SAMPLERS[sampler] is not None
     return {
-        "cls": {"type": "FocalLoss", "gamma": gamma, "alpha": 0.25,
-                "inputs": {"pred": "cls_logits", "target": "labels"},
-                "sampler": SAMPLERS[sampler],
-                "normalizer": "num_sampled" if sampled else "num_pos"},
-        "reg": {"type": "GIoULoss", "loss_weight": 1.0,
-                "inputs": {"pred": "boxes", "target": "box_targets", "weight": "pos_mask"},
-                "normalizer": {"type": "weight_sum", "min": 1.0}},
-        "ctr": {"_target_": "torch.nn.BCEWithLogitsLoss",
-                "inputs": {"pred": "centerness", "target": "centerness_targets",
-                           "weight": "pos_mask"},
-                "normalizer": {"type": "weight_sum", "min": 1.0}},
+        "cls": {
+            "type": "FocalLoss",
+            "gamma": gamma,
+            "alpha": 0.25,
+            "inputs": {"pred": "cls_logits", "target": "labels"},
+            "sampler": SAMPLERS[sampler],
+            "normalizer": "num_sampled" if sampled else "num_pos",
+        },
+        "reg": {
+            "type": "GIoULoss",
+            "loss_weight": 1.0,
+            "inputs": {"pred": "boxes", "target": "box_targets", "weight": "pos_mask"},
+            "normalizer": {"type": "weight_sum", "min": 1.0},
+        },
+        "ctr": {
+            "_target_": "torch.nn.BCEWithLogitsLoss",
+            "inputs": {"pred": "centerness", "target": "centerness_targets", "weight": "pos_mask"},
+            "normalizer": {"type": "weight_sum", "min": 1.0},
+        },
     }
 
 
@@ -53,9 +61,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     L.seed_everything(0, verbose=False)
     model = DenseDetector(loss_config(args.gamma, args.sampler))
     data = SyntheticBoxes(num_train=args.samples, num_val=max(args.samples // 4, 8))
-    trainer = L.Trainer(max_steps=args.max_steps, accelerator="cpu", devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=not args.quiet,
-                        enable_model_summary=False, log_every_n_steps=10)
+    trainer = L.Trainer(
+        max_steps=args.max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=not args.quiet,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+    )
     trainer.fit(model, datamodule=data)
     metrics = {k: round(v.item(), 4) for k, v in trainer.callback_metrics.items()}
     if not args.quiet:

@@ -22,16 +22,30 @@ from lossmix.demo import SyntheticRing, ToyGAN
 
 LOSS = {
     "gen": {
-        "adv": {"type": "GANLoss", "gan_type": "wgan-logistic-ns",
-                "inputs": {"pred": "fake_score", "target_is_real": True, "is_disc": False}},
+        "adv": {
+            "type": "GANLoss",
+            "gan_type": "wgan-logistic-ns",
+            "inputs": {"pred": "fake_score", "target_is_real": True, "is_disc": False},
+        },
     },
     "disc": {
-        "real": {"type": "GANLoss", "gan_type": "wgan-logistic-ns",
-                 "inputs": {"pred": "real_score", "target_is_real": True, "is_disc": True}},
-        "fake": {"type": "GANLoss", "gan_type": "wgan-logistic-ns",
-                 "inputs": {"pred": "fake_score", "target_is_real": False, "is_disc": True}},
-        "r1": {"type": "R1GradientPenalty", "norm_mode": "HWC", "loss_weight": 5.0, "every": 16,
-               "inputs": {"discriminator": "disc", "real_data": "real"}},
+        "real": {
+            "type": "GANLoss",
+            "gan_type": "wgan-logistic-ns",
+            "inputs": {"pred": "real_score", "target_is_real": True, "is_disc": True},
+        },
+        "fake": {
+            "type": "GANLoss",
+            "gan_type": "wgan-logistic-ns",
+            "inputs": {"pred": "fake_score", "target_is_real": False, "is_disc": True},
+        },
+        "r1": {
+            "type": "R1GradientPenalty",
+            "norm_mode": "HWC",
+            "loss_weight": 5.0,
+            "every": 16,
+            "inputs": {"discriminator": "disc", "real_data": "real"},
+        },
         "shift": {"type": "DiscShiftLoss", "inputs": {"pred": "real_score"}},
     },
 }
@@ -45,9 +59,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     L.seed_everything(0, verbose=False)
     model = ToyGAN(LOSS, reg_interval=LOSS["disc"]["r1"]["every"])
     # manual optimization: max_steps counts optimizer steps, two (gen, disc) per batch
-    trainer = L.Trainer(max_steps=2 * args.max_steps, accelerator="cpu", devices=1,
-                        logger=False, enable_checkpointing=False, enable_model_summary=False,
-                        enable_progress_bar=not args.quiet, log_every_n_steps=16)
+    trainer = L.Trainer(
+        max_steps=2 * args.max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=not args.quiet,
+        log_every_n_steps=16,
+    )
     trainer.fit(model, datamodule=SyntheticRing(num_train=64 * args.max_steps, batch_size=64))
     metrics = {k: round(v.item(), 4) for k, v in trainer.callback_metrics.items()}
     if not args.quiet:

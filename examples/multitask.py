@@ -51,11 +51,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     L.seed_everything(0, verbose=False)
     model = TwoTasks(loss_config(args.weighting))
     curves = LossCurves()
-    trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, callbacks=[curves],
-                        default_root_dir=args.out, log_every_n_steps=4,
-                        logger=L.pytorch.loggers.CSVLogger(args.out, name=args.weighting),
-                        enable_checkpointing=False, enable_progress_bar=not args.quiet,
-                        enable_model_summary=not args.quiet)
+    trainer = L.Trainer(
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        devices=1,
+        callbacks=[curves],
+        default_root_dir=args.out,
+        log_every_n_steps=4,
+        logger=L.pytorch.loggers.CSVLogger(args.out, name=args.weighting),
+        enable_checkpointing=False,
+        enable_progress_bar=not args.quiet,
+        enable_model_summary=not args.quiet,
+    )
     trainer.fit(model, datamodule=SyntheticTasks(num_train=512, num_val=128, batch_size=64))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if not args.quiet:

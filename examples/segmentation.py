@@ -19,10 +19,17 @@ from lossmix.demo import Segmenter, SyntheticShapes
 
 def loss_config(dice_weight: float = 1.0) -> dict:
     return {
-        "dice": {"type": "DiceLoss", "loss_weight": dice_weight, "empty_target": "zero",
-                 "inputs": {"pred": "mask_logits", "target": "masks"}},
-        "bce": {"_target_": "torch.nn.BCEWithLogitsLoss", "loss_weight": 1.0,
-                "inputs": {"pred": "mask_logits", "target": "masks"}},
+        "dice": {
+            "type": "DiceLoss",
+            "loss_weight": dice_weight,
+            "empty_target": "zero",
+            "inputs": {"pred": "mask_logits", "target": "masks"},
+        },
+        "bce": {
+            "_target_": "torch.nn.BCEWithLogitsLoss",
+            "loss_weight": 1.0,
+            "inputs": {"pred": "mask_logits", "target": "masks"},
+        },
     }
 
 
@@ -35,11 +42,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     L.seed_everything(0, verbose=False)
     model = Segmenter(loss_config(args.dice_weight))
-    trainer = L.Trainer(max_steps=args.max_steps, accelerator="cpu", devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=not args.quiet,
-                        enable_model_summary=False, log_every_n_steps=10)
-    trainer.fit(model, datamodule=SyntheticShapes(num_train=args.samples, num_val=64,
-                                                  batch_size=16))
+    trainer = L.Trainer(
+        max_steps=args.max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=not args.quiet,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+    )
+    trainer.fit(model, datamodule=SyntheticShapes(num_train=args.samples, num_val=64, batch_size=16))
     metrics = {k: round(v.item(), 4) for k, v in trainer.callback_metrics.items()}
     if not args.quiet:
         print({k: v for k, v in metrics.items() if k.startswith("val/")})

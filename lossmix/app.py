@@ -8,22 +8,19 @@ checked. App nodes build classes only, each of its node's kind (a ``LightningMod
 for ``model``, a ``Callback`` under ``callbacks``, ...): no function is called at build
 time.
 
-**Who may widen the allow-list.** A config file may come from someone else, so it cannot
-trust a package: an entry of ``lossmix.allowed_targets`` counts only when it was given on
-the command line (``lossmix.allowed_targets=[my_project]``), and ``lossmix.imports``
-imports a module only under an allowed package or named on the command line. The
-environment variable ``LOSSMIX_ALLOWED_TARGETS`` and :func:`lossmix.allow_targets` (in
-Python) are the user's too.
+Who may widen the allow-list is :class:`lossmix.trust.AppTrust`'s: the command line, the
+environment and Python, never a config file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lossmix.errors import LossConfigError
-from lossmix.nodes import env_secrets, is_omegaconf, to_plain
-from lossmix.targets import check_prefix, resolve_target
+from lossmix.nodes import is_omegaconf, to_plain
+from lossmix.targets import resolve_target
+from lossmix.trust import AppTrust
 
 __all__ = [
     "APP_ALLOWED_TARGETS",
@@ -46,87 +43,43 @@ APP_ALLOWED_TARGETS: tuple[str, ...] = (
     "lightning.pytorch.plugins",
     "lightning.pytorch.profilers",
 )
-ALLOWED_KEY = "lossmix.allowed_targets"
-IMPORTS_KEY = "lossmix.imports"
 
 
-def _command_line_values(overrides: Iterable[str], key: str) -> list[str]:
-    """The strings that command-line ``overrides`` give to ``key`` (``key=[a,b]``, ``+key=a``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    found: list[str] = []
-    for override in OverridesParser.create().parse_overrides(list(overrides)):
-        if override.key_or_group != key or override.is_delete():
-            continue
-        values: Any = (list(override.sweep_string_iterator()) if override.is_sweep_override()
-                       else override.value())
-        items = values if isinstance(values, list) else [values]
-        found += [v for v in items if isinstance(v, str)]
-    return found
-
-
-class AppTrust:
-    """What the app trusts for one composed config: allowed prefixes and importable modules.
-
-    Args:
-        cfg: the composed config (it must have the ``lossmix`` node of ``train.yaml``).
-        overrides: the command line's overrides (the job's ``hydra.overrides.task``).
-
-    Raises:
-        LossConfigError: ``lossmix.allowed_targets`` lists a package that no command-line
-            override gave.
-    """
-
-    def __init__(self, cfg: Any, overrides: Sequence[str]) -> None:
-        node = cfg.get("lossmix") or {}
-        listed = to_plain(node.get("allowed_targets")) or []
-        if isinstance(listed, str) or not isinstance(listed, list):
-            raise LossConfigError(
-                f"{ALLOWED_KEY} must be a list of package prefixes, e.g. "
-                f"{ALLOWED_KEY}=[my_project]; got {listed!r}."
-            )
-        granted = {check_prefix(p, source=ALLOWED_KEY) for p in
-                   _command_line_values(overrides, ALLOWED_KEY)}
-        self.allowed: list[str] = []
-        for prefix in listed:
-            cleaned = check_prefix(prefix, source=ALLOWED_KEY)
-            if cleaned not in granted:
-                raise LossConfigError(
-                    f"{ALLOWED_KEY}: '{cleaned}' comes from a config file, and a config file "
-                    "cannot widen the allow-list (it may be someone else's). If the package is "
-                    f"trusted, give it on the command line: {ALLOWED_KEY}=[{cleaned}], or set "
-                    f"LOSSMIX_ALLOWED_TARGETS={cleaned}."
-                )
-            self.allowed.append(cleaned)
-        self.imports_granted = tuple(_command_line_values(overrides, IMPORTS_KEY))
-        self.secrets = env_secrets(cfg)
-
-
-def _resolve_tree(value: Any, path: str, allowed: Sequence[str], base: type | None,
-                  replace: bool, top: bool) -> Any:
+def _resolve_tree(
+    value: Any, path: str, allowed: Sequence[str], base: type | None, replace: bool, top: bool
+) -> Any:
     if isinstance(value, list):
-        return [_resolve_tree(v, f"{path}.{i}", allowed, None, replace, False)
-                for i, v in enumerate(value)]
+        return [_resolve_tree(v, f"{path}.{i}", allowed, None, replace, False) for i, v in enumerate(value)]
     if not isinstance(value, Mapping):
         return value
     target = value.get("_target_")
     if "_target_" in value:  # the node's own target first, then what it nests
         try:
-            target = resolve_target(target, extra_allowed=allowed, defaults=APP_ALLOWED_TARGETS,
-                                    base=base, functions=False, what=f"'{path}' node")
+            target = resolve_target(
+                target,
+                extra_allowed=allowed,
+                defaults=APP_ALLOWED_TARGETS,
+                base=base,
+                functions=False,
+                what=f"'{path}' node",
+            )
         except LossConfigError as err:
             raise LossConfigError(f"{path}: {err}") from None
     elif top:
         raise LossConfigError(f"{path}: the node needs a '_target_' naming the class to build.")
-    out = {k: _resolve_tree(v, f"{path}.{k}", allowed, None, replace, False)
-           for k, v in value.items() if k != "_target_"}
+    out = {
+        k: _resolve_tree(v, f"{path}.{k}", allowed, None, replace, False)
+        for k, v in value.items()
+        if k != "_target_"
+    }
     if "_target_" in value:
         out = {"_target_": target if (replace or top) else value["_target_"], **out}
     return out
 
 
-def resolve_node(node: Any, path: str, *, base: type | None, allowed: Sequence[str] = (),
-                 recursive: bool = True) -> dict[str, Any]:
+def resolve_node(
+    node: Any, path: str, *, base: type | None, allowed: Sequence[str] = (), recursive: bool = True
+) -> dict[str, Any]:
     """The node as plain containers with every ``_target_`` checked (and replaced by its class).
 
     Args:
@@ -142,30 +95,32 @@ def resolve_node(node: Any, path: str, *, base: type | None, allowed: Sequence[s
     if not isinstance(plain, Mapping):
         raise LossConfigError(f"{path}: expected a node with a '_target_'; got {plain!r}.")
     recursive = recursive and bool(plain.get("_recursive_", True))
-    return _resolve_tree(plain, path, allowed, base, recursive, True)
+    resolved: dict[str, Any] = _resolve_tree(plain, path, allowed, base, recursive, True)
+    return resolved
 
 
-def instantiate_node(node: Any, path: str, *, base: type | None, allowed: Sequence[str] = (),
-                     **kwargs: Any) -> Any:
+def instantiate_node(
+    node: Any, path: str, *, base: type | None, allowed: Sequence[str] = (), **kwargs: Any
+) -> Any:
     """Hydra's ``instantiate`` on a node whose every ``_target_`` passed :func:`resolve_node`."""
     from hydra.utils import instantiate
 
     recursive = bool(kwargs.get("_recursive_", True))
-    return instantiate(resolve_node(node, path, base=base, allowed=allowed, recursive=recursive),
-                       **kwargs)
+    return instantiate(resolve_node(node, path, base=base, allowed=allowed, recursive=recursive), **kwargs)
 
 
-def instantiate_children(node: Any, path: str, *, base: type, allowed: Sequence[str] = ()
-                         ) -> list[Any]:
+def instantiate_children(node: Any, path: str, *, base: type, allowed: Sequence[str] = ()) -> list[Any]:
     """Instantiate every ``_target_`` child of a ``callbacks``/``logger`` node (None: nothing)."""
     if not node:
         return []
     children = to_plain(node)
     if not isinstance(children, Mapping):
         raise LossConfigError(f"{path}: expected a mapping of named nodes; got {children!r}.")
-    return [instantiate_node(child, f"{path}.{name}", base=base, allowed=allowed)
-            for name, child in children.items()
-            if isinstance(child, Mapping) and "_target_" in child]
+    return [
+        instantiate_node(child, f"{path}.{name}", base=base, allowed=allowed)
+        for name, child in children.items()
+        if isinstance(child, Mapping) and "_target_" in child
+    ]
 
 
 def app_node_bases() -> dict[str, type]:
@@ -174,8 +129,14 @@ def app_node_bases() -> dict[str, type]:
     from hydra.experimental.callback import Callback as HydraCallback
     from lightning.pytorch.loggers import Logger
 
-    return {"data": pl.LightningDataModule, "model": pl.LightningModule, "trainer": pl.Trainer,
-            "callbacks": pl.Callback, "logger": Logger, "hydra.callbacks": HydraCallback}
+    return {
+        "data": pl.LightningDataModule,
+        "model": pl.LightningModule,
+        "trainer": pl.Trainer,
+        "callbacks": pl.Callback,
+        "logger": Logger,
+        "hydra.callbacks": HydraCallback,
+    }
 
 
 def _target_leaves(tree: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
@@ -184,12 +145,12 @@ def _target_leaves(tree: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[An
     if not isinstance(tree, Mapping):
         return []
     found = [((*path, "_target_"), tree["_target_"])] if "_target_" in tree else []
-    return found + [leaf for k, v in tree.items() if k != "_target_"
-                    for leaf in _target_leaves(v, (*path, k))]
+    return found + [
+        leaf for k, v in tree.items() if k != "_target_" for leaf in _target_leaves(v, (*path, k))
+    ]
 
 
-def check_node_targets(node: Any, path: str, *, base: type | None,
-                       allowed: Sequence[str] = ()) -> None:
+def check_node_targets(node: Any, path: str, *, base: type | None, allowed: Sequence[str] = ()) -> None:
     """Resolve every ``_target_`` of ``node`` without building it or resolving its other values.
 
     Only the ``_target_`` values are resolved, so a node whose other values interpolate
@@ -205,9 +166,14 @@ def check_node_targets(node: Any, path: str, *, base: type | None,
             value = OmegaConf.select(node, ".".join(map(str, where)))
         here = ".".join([path, *map(str, where[:-1])])
         try:
-            resolve_target(value, extra_allowed=allowed, defaults=APP_ALLOWED_TARGETS,
-                           base=base if len(where) == 1 else None, functions=False,
-                           what=f"'{here}' node")
+            resolve_target(
+                value,
+                extra_allowed=allowed,
+                defaults=APP_ALLOWED_TARGETS,
+                base=base if len(where) == 1 else None,
+                functions=False,
+                what=f"'{here}' node",
+            )
         except LossConfigError as err:
             raise LossConfigError(f"{here}: {err}") from None
 

@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
@@ -53,12 +54,13 @@ def list_command(console: Console, imports: Sequence[str] = ()) -> int:
     console.print(_registry_table(LOSSES, f"Losses ({len(LOSSES)})"))
     console.print(_registry_table(SAMPLERS, f"Samplers ({len(SAMPLERS)})"))
     console.print(_registry_table(WEIGHTINGS, f"Task weightings ({len(WEIGHTINGS)})"))
-    console.print("Use one in a term node with `type: <name>`; any torch.nn loss with "
-                  "`_target_: torch.nn.<Name>`.")
+    console.print(
+        "Use one in a term node with `type: <name>`; any torch.nn loss with `_target_: torch.nn.<Name>`."
+    )
     return 0
 
 
-def compose_train_config(overrides: Sequence[str], config_name: str = "train") -> object:
+def compose_train_config(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
     """The training config composed with ``overrides`` (Hydra's compose API)."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -78,8 +80,9 @@ def show_command(console: Console, overrides: Sequence[str]) -> int:
     cfg = compose_train_config(overrides)
     trust = AppTrust(cfg, overrides)
     with secrets_hidden(cfg):
-        import_modules(cfg.lossmix.get("imports"), allowed_targets=trust.allowed,
-                       granted=trust.imports_granted)
+        import_modules(
+            cfg.lossmix.get("imports"), allowed_targets=trust.allowed, granted=trust.imports_granted
+        )
         loss = plain(cfg.loss)
         check_loss_config(cfg.loss, allowed_targets=trust.allowed)
         check_app_nodes(cfg, trust.allowed)
@@ -98,19 +101,31 @@ def show_command(console: Console, overrides: Sequence[str]) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lossmix", description="Compose weighted loss terms from Hydra configs.")
+        prog="lossmix", description="Compose weighted loss terms from Hydra configs."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="registered losses and samplers")
-    listing.add_argument("--import", dest="imports", action="append", default=[],
-                         metavar="MODULE",
-                         help="import a module first so its registered losses are listed "
-                              "(as lossmix.imports does for the app); repeatable")
+    listing.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module first so its registered losses are listed "
+        "(as lossmix.imports does for the app); repeatable",
+    )
     show = commands.add_parser(
-        "show", help="the loss config that overrides compose to, and its terms",
+        "show",
+        help="the loss config that overrides compose to, and its terms",
         description="Compose lossmix/conf/train.yaml with Hydra overrides (as python -m "
-                    "lossmix.train would) and print its loss terms.")
-    show.add_argument("overrides", nargs="*", metavar="OVERRIDE",
-                      help="Hydra overrides, e.g. loss/cls=ce loss.cls.loss_weight=0.5")
+        "lossmix.train would) and print its loss terms.",
+    )
+    show.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="OVERRIDE",
+        help="Hydra overrides, e.g. loss/cls=ce loss.cls.loss_weight=0.5",
+    )
     return parser
 
 

@@ -10,7 +10,18 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["batches_stepped", "compose_like_hydra_main", "logging_due"]
+__all__ = ["batches_stepped", "compose_like_hydra_main", "fast_dev_run", "logging_due", "trainer_callbacks"]
+
+
+def trainer_callbacks(trainer: Any) -> list[Any]:
+    """The trainer's callback list (set by Lightning at init; untyped on the class)."""
+    callbacks: list[Any] = trainer.callbacks
+    return callbacks
+
+
+def fast_dev_run(trainer: Any) -> bool:
+    """Whether the trainer runs ``fast_dev_run`` (set by Lightning at init; untyped)."""
+    return bool(trainer.fast_dev_run)
 
 
 def batches_stepped(trainer: Any) -> int:
@@ -26,8 +37,9 @@ def logging_due(trainer: Any) -> bool:
     return bool(trainer._logger_connector.should_update_logs)
 
 
-def compose_like_hydra_main(argv: Sequence[str], *, calling_module: str, config_path: str,
-                            config_name: str) -> tuple[Any, list[str]] | None:
+def compose_like_hydra_main(
+    argv: Sequence[str], *, calling_module: str, config_path: str, config_name: str
+) -> tuple[Any, list[str]] | None:
     """The config (with its ``hydra`` node) that ``@hydra.main`` would compose for ``argv``,
     and the overrides it found there.
 
@@ -45,23 +57,24 @@ def compose_like_hydra_main(argv: Sequence[str], *, calling_module: str, config_
     args = get_args_parser().parse_args(list(argv))
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return None
-    search_path = create_automatic_config_search_path(
-        None, calling_module, args.config_path or config_path)
+    search_path = create_automatic_config_search_path(None, calling_module, args.config_path or config_path)
     if args.config_dir is not None:
-        search_path.prepend(provider="command-line",
-                            path=f"file://{os.path.abspath(args.config_dir)}",
-                            anchor=SearchPathQuery(provider="schema"))
+        search_path.prepend(
+            provider="command-line",
+            path=f"file://{os.path.abspath(args.config_dir)}",
+            anchor=SearchPathQuery(provider="schema"),
+        )
     GlobalHydra.instance().clear()
     try:
-        hydra = Hydra.create_main_hydra2(task_name=calling_module.rsplit(".", 1)[-1],
-                                         config_search_path=search_path)
+        hydra = Hydra.create_main_hydra2(
+            task_name=calling_module.rsplit(".", 1)[-1], config_search_path=search_path
+        )
         name, overrides = args.config_name or config_name, list(args.overrides)
         mode = hydra.get_mode(name, overrides)
         if mode is None or (args.multirun and mode == RunMode.RUN):  # as Hydra's _run_app
             mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN
             overrides.append(f"hydra.mode={mode.name}")
-        cfg = hydra.compose_config(name, overrides, run_mode=mode,
-                                   with_log_configuration=False)
+        cfg = hydra.compose_config(name, overrides, run_mode=mode, with_log_configuration=False)
         return cfg, list(args.overrides)
     finally:
         GlobalHydra.instance().clear()

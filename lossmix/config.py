@@ -26,6 +26,7 @@ from lossmix.registry import LOSSES, REQUIRED, SAMPLERS, Registry
 from lossmix.targets import allowed_targets as allowed_prefixes
 from lossmix.targets import covers
 from lossmix.term import SAMPLER_TARGET_KEYS, TERM_KEYS
+from lossmix.trust import AppTrust
 
 __all__ = [
     "build_loss_mix",
@@ -41,7 +42,10 @@ __all__ = [
 
 _HYDRA_KEYS = ("_recursive_", "_convert_")
 _TERM_KEY_TYPES: dict[str, tuple[type, ...]] = {
-    "loss_weight": (float,), "every": (int,), "scale_by_every": (bool,), "in_total": (bool,),
+    "loss_weight": (float,),
+    "every": (int,),
+    "scale_by_every": (bool,),
+    "in_total": (bool,),
 }
 _SIMPLE = (bool, int, float, str, type(None))
 
@@ -70,8 +74,7 @@ def iter_term_nodes(node: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 
 
-def import_modules(names: Any, *, allowed_targets: Sequence[str] = (),
-                   granted: Sequence[str] = ()) -> None:
+def import_modules(names: Any, *, allowed_targets: Sequence[str] = (), granted: Sequence[str] = ()) -> None:
     """Import each module of ``lossmix.imports``, so its ``@LOSSES.register()`` calls run.
 
     A module is imported only if it lies under an allowed package (``lossmix``, what the
@@ -212,14 +215,21 @@ def _fits(value: Any, allowed: tuple[type, ...] | None) -> bool:
 
 
 def _type_names(allowed: tuple[type, ...]) -> str:
-    names = {bool: "bool (true/false)", int: "int", float: "float", str: "str",
-             type(None): "null", object: "a list or mapping"}
+    names = {
+        bool: "bool (true/false)",
+        int: "int",
+        float: "float",
+        str: "str",
+        type(None): "null",
+        object: "a list or mapping",
+    }
     return " or ".join(names[t] for t in allowed)
 
 
 # -- the checks --------------------------------------------------------------------------------
-def _resolve(registry: Registry, node: Mapping[str, Any], label: str,
-             allowed_targets: tuple[str, ...]) -> tuple[Any, str]:
+def _resolve(
+    registry: Registry, node: Mapping[str, Any], label: str, allowed_targets: tuple[str, ...]
+) -> tuple[Any, str]:
     ref = node.get("type", node.get("_target_"))
     try:
         obj, name = registry.resolve(ref, extra_allowed=allowed_targets, by_name="type" in node)
@@ -228,8 +238,16 @@ def _resolve(registry: Registry, node: Mapping[str, Any], label: str,
     return obj, name.rsplit(".", 1)[-1]
 
 
-def _check_keys(label: str, path: str, node: Mapping[str, Any], valid: dict[str, Any],
-                extra: tuple[str, ...], var_kw: bool, *, extra_name: str = "term keys") -> None:
+def _check_keys(
+    label: str,
+    path: str,
+    node: Mapping[str, Any],
+    valid: dict[str, Any],
+    extra: tuple[str, ...],
+    var_kw: bool,
+    *,
+    extra_name: str = "term keys",
+) -> None:
     extra = tuple(k for k in extra if k not in valid)
     for key in node:
         if key in valid or key in extra or key in TERM_REFS or key in _HYDRA_KEYS or var_kw:
@@ -242,13 +260,17 @@ def _check_keys(label: str, path: str, node: Mapping[str, Any], valid: dict[str,
         )
 
 
-def _check_types(label: str, path: str, node: Mapping[str, Any], params: dict[str, Any],
-                 types_: dict[str, tuple[type, ...] | None]) -> None:
+def _check_types(
+    label: str,
+    path: str,
+    node: Mapping[str, Any],
+    params: dict[str, Any],
+    types_: dict[str, tuple[type, ...] | None],
+) -> None:
     for key, allowed in types_.items():
-        if key in node and not _fits(node[key], allowed):
+        if key in node and allowed is not None and not _fits(node[key], allowed):
             value, default = node[key], params.get(key, REQUIRED)
-            example = "" if default is REQUIRED else (
-                f" (default {default!r}): e.g. {path}.{key}={default}")
+            example = "" if default is REQUIRED else (f" (default {default!r}): e.g. {path}.{key}={default}")
             raise LossConfigError(
                 f"{label}: {key}={value!r} is a {type(value).__name__}, but {key} expects "
                 f"{_type_names(allowed)}{example}."
@@ -268,8 +290,7 @@ def _check_term(path: str, name: str, node: Any, allowed_targets: tuple[str, ...
     term_keys = tuple(k for k in TERM_KEYS if k != "schedule")
     _check_keys(label, f"loss.{path}", node, params, (*term_keys, "loss_weight"), var_kw)
     defaults = {**params, "every": 1, "scale_by_every": True, "in_total": True}
-    _check_types(label, f"loss.{path}", node, defaults,
-                 {**expected_types(LOSSES, obj), **_TERM_KEY_TYPES})
+    _check_types(label, f"loss.{path}", node, defaults, {**expected_types(LOSSES, obj), **_TERM_KEY_TYPES})
     reduction, normalizer = node.get("reduction", "mean"), node.get("normalizer")
     if normalizer is not None and reduction != "mean":
         source = normalizer.get("type") if isinstance(normalizer, Mapping) else normalizer
@@ -288,8 +309,7 @@ def _check_term(path: str, name: str, node: Any, allowed_targets: tuple[str, ...
         s_obj, s_name = _resolve(SAMPLERS, sampler, f"{label} sampler", allowed_targets)
         s_label, s_path = f"{label} sampler ({s_name})", f"loss.{path}.sampler"
         s_params, s_var_kw = SAMPLERS.parameters(s_obj)
-        _check_keys(s_label, s_path, sampler, s_params, SAMPLER_TARGET_KEYS, s_var_kw,
-                    extra_name="also")
+        _check_keys(s_label, s_path, sampler, s_params, SAMPLER_TARGET_KEYS, s_var_kw, extra_name="also")
         _check_types(s_label, s_path, sampler, s_params, expected_types(SAMPLERS, s_obj))
 
 
@@ -308,8 +328,7 @@ def check_loss_config(node: Any, *, allowed_targets: tuple[str, ...] | list[str]
         node = plain(node)
         if not isinstance(node, Mapping) or not node:
             raise LossConfigError(
-                "the loss config must map term names to term nodes, e.g. loss/cls=focal; got "
-                f"{node!r}."
+                f"the loss config must map term names to term nodes, e.g. loss/cls=focal; got {node!r}."
             )
         for path, name, child in iter_term_nodes(node):
             _check_term(path, name, child, tuple(allowed_targets))
@@ -332,16 +351,18 @@ def term_rows(node: Any) -> list[dict[str, str]]:
         if isinstance(normalizer, Mapping):
             normalizer = ", ".join(f"{k}={v}" for k, v in normalizer.items())
         inputs = child.get("inputs") or {}
-        rows.append({
-            "term": path,
-            "loss": str(child.get("type", child.get("_target_"))),
-            "weight": str(child.get("loss_weight", "default")),
-            "inputs": ", ".join(f"{k}←{v}" for k, v in inputs.items()),
-            "sampler": str(sampler or "-"),
-            "normalizer": str(normalizer or "-"),
-            "every": str(child.get("every", 1)),
-            "in_total": "yes" if child.get("in_total", True) else "no",
-        })
+        rows.append(
+            {
+                "term": path,
+                "loss": str(child.get("type", child.get("_target_"))),
+                "weight": str(child.get("loss_weight", "default")),
+                "inputs": ", ".join(f"{k}←{v}" for k, v in inputs.items()),
+                "sampler": str(sampler or "-"),
+                "normalizer": str(normalizer or "-"),
+                "every": str(child.get("every", 1)),
+                "in_total": "yes" if child.get("in_total", True) else "no",
+            }
+        )
     return rows
 
 
@@ -367,11 +388,10 @@ def explain_override_error(err: BaseException, overrides: Sequence[str]) -> str 
         GlobalHydra.instance().clear()
         with initialize_config_module(config_module="lossmix.conf", version_base="1.3"):
             cfg = compose("train", overrides=rest)
-        from lossmix.app import AppTrust
-
         trust = AppTrust(cfg, rest)
-        import_modules(cfg.lossmix.get("imports"), allowed_targets=trust.allowed,
-                       granted=trust.imports_granted)
+        import_modules(
+            cfg.lossmix.get("imports"), allowed_targets=trust.allowed, granted=trust.imports_granted
+        )
         loss = plain(cfg.loss)
         parent = loss
         for depth, part in enumerate(key.split(".")[1:-1], start=2):
@@ -391,14 +411,19 @@ def explain_override_error(err: BaseException, overrides: Sequence[str]) -> str 
 
 def _null_parent_hint(parent: str, key: str) -> str:
     if parent.endswith(".sampler"):
-        return (f"{parent} is null, so {key} cannot be set; add a sampler first: "
-                f"+sampler@{parent}=random (or ohem, pseudo), then {key}=<value>.")
+        return (
+            f"{parent} is null, so {key} cannot be set; add a sampler first: "
+            f"+sampler@{parent}=random (or ohem, pseudo), then {key}=<value>."
+        )
     return f"{parent} is null, so {key} cannot be set; give {parent} a value first."
 
 
 # -- one-line errors -----------------------------------------------------------------------------
-_MISSING = re.compile(r"Could not find '([^']+)'.*?Available options in '([^']+)':\s*(.*?)"
-                      r"(?:Config search path:|$)", re.S)
+_MISSING = re.compile(
+    r"Could not find '([^']+)'.*?Available options in '([^']+)':\s*(.*?)"
+    r"(?:Config search path:|$)",
+    re.S,
+)
 
 
 def one_line_error(err: BaseException) -> str:

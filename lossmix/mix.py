@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -81,8 +81,15 @@ class LossMix(nn.Module):
         (tensor(2.), tensor(2.), tensor(1.), tensor(1.))
     """
 
-    def __init__(self, terms: Mapping[str, Term | Mapping[str, Term]], *,
-                 weighting: TaskWeighting | None = None) -> None:
+    terms: nn.ModuleDict
+    groups: nn.ModuleDict
+    weighting: TaskWeighting | None
+    drop_nonfinite: bool
+    keep_inputs: bool
+
+    def __init__(
+        self, terms: Mapping[str, Term | Mapping[str, Term]], *, weighting: TaskWeighting | None = None
+    ) -> None:
         super().__init__()
         self.groups = nn.ModuleDict()
         flat: dict[str, Term] = {}
@@ -97,7 +104,8 @@ class LossMix(nn.Module):
             elif isinstance(value, Mapping) and value:
                 check_term_name(name, what="group")
                 self.groups[name] = nn.ModuleDict(
-                    {check_term_name(n): self._check_term(n, t) for n, t in value.items()})
+                    {check_term_name(n): self._check_term(n, t) for n, t in value.items()}
+                )
             else:
                 raise LossConfigError(
                     f"term '{name}': expected a Term or a group of terms, got {type(value).__name__}."
@@ -145,14 +153,15 @@ class LossMix(nn.Module):
                 f"groups {', '.join(self.groups)}."
             )
         unknown = [n for n in weighting.tasks if n not in self.terms]
-        excluded = [n for n in weighting.tasks if n in self.terms and not self.terms[n].in_total]
+        flat = {t.name: t for t in self.term_list()} if self.terms else {}
+        excluded = [n for n in weighting.tasks if n in flat and not flat[n].in_total]
         if unknown or excluded:
             raise LossConfigError(
                 f"{WEIGHTING_KEY}: tasks must be terms added to the total; "
                 f"{(unknown + excluded)[0]!r} is not one (terms: {', '.join(self.terms)})."
             )
         for name in weighting.tasks:
-            self.terms[name].log_weight = True
+            self.track_weight(name)
         return weighting
 
     @staticmethod
@@ -164,8 +173,9 @@ class LossMix(nn.Module):
         return term
 
     @classmethod
-    def from_config(cls, node: Mapping[str, Any], *,
-                    allowed_targets: tuple[str, ...] | list[str] = ()) -> LossMix:
+    def from_config(
+        cls, node: Mapping[str, Any], *, allowed_targets: tuple[str, ...] | list[str] = ()
+    ) -> LossMix:
         """Build from ``{term: node}`` or ``{group: {term: node}}`` (dicts or DictConfig).
 
         A node with ``type`` or ``_target_`` is a term; a node whose children are all
@@ -182,8 +192,11 @@ class LossMix(nn.Module):
             )
         node = dict(node)
         weighting_node = node.pop(WEIGHTING_KEY, None)
-        built = {name: cls._build_child(name, child, allowed_targets)
-                 for name, child in node.items() if child is not None}  # None: a removed term
+        built = {
+            name: cls._build_child(name, child, allowed_targets)
+            for name, child in node.items()
+            if child is not None
+        }  # None: a removed term
         weighting = None
         if weighting_node is not None:
             groups = [n for n, t in built.items() if not isinstance(t, Term)]
@@ -202,8 +215,9 @@ class LossMix(nn.Module):
         if is_term_node(child):
             return Term.from_config(name, child, allowed_targets=allowed)
         if is_group_node(child):
-            return {n: Term.from_config(n, c, allowed_targets=allowed)
-                    for n, c in child.items() if c is not None}
+            return {
+                n: Term.from_config(n, c, allowed_targets=allowed) for n, c in child.items() if c is not None
+            }
         raise LossConfigError(
             f"term '{name}': a term node needs 'type' (e.g. type: FocalLoss) or "
             f"'_target_', and a group's children must all be term nodes; got {child!r}."
@@ -227,33 +241,39 @@ class LossMix(nn.Module):
             raise LossConfigError(
                 f"unknown loss group '{group}'; groups: {', '.join(self.groups) or '(none)'}."
             )
-        return self.groups[group]
+        return cast(nn.ModuleDict, self.groups[group])
+
+    def term_list(self, group: str | None = None) -> list[Term]:
+        """The terms of ``group`` (``None``: the ungrouped terms), in order."""
+        return [cast(Term, t) for t in self.terms_of(group).values()]
 
     def all_terms(self) -> Iterator[tuple[str | None, Term]]:
         """Every ``(group, term)`` pair."""
         for term in self.terms.values():
-            yield None, term
+            yield None, cast(Term, term)
         for group, terms in self.groups.items():
-            for term in terms.values():
-                yield group, term
+            for term in cast(nn.ModuleDict, terms).values():
+                yield group, cast(Term, term)
 
     def find_term(self, name: str) -> Term:
         """A term by ``name`` or ``group/name``."""
         group, _, leaf = name.rpartition("/")
         terms = self.terms_of(group or None) if group or self.terms else None
         if terms is not None and leaf in terms:
-            return terms[leaf]
+            return cast(Term, terms[leaf])
         known = [f"{g}/{t.name}" if g else t.name for g, t in self.all_terms()]
         raise LossConfigError(f"unknown term '{name}'; terms: {', '.join(known)}.")
 
     # -- computing ------------------------------------------------------------------------------
-    def forward(self, outputs: Mapping[str, Any], batch: Any = None, step: int | None = None,
-                group: str | None = None) -> LossResult:
+    def forward(
+        self, outputs: Mapping[str, Any], batch: Any = None, step: int | None = None, group: str | None = None
+    ) -> LossResult:
         """Compute the terms of ``group`` and their total; see :meth:`mix`."""
         return self.mix(outputs, batch, step=step, group=group)
 
-    def mix(self, outputs: Mapping[str, Any], batch: Any = None, step: int | None = None,
-            group: str | None = None) -> LossResult:
+    def mix(
+        self, outputs: Mapping[str, Any], batch: Any = None, step: int | None = None, group: str | None = None
+    ) -> LossResult:
         """Compute every term of ``group`` from ``outputs`` and ``batch``.
 
         Args:
@@ -265,7 +285,7 @@ class LossMix(nn.Module):
             group: which group to compute (``None``: the ungrouped terms).
         """
         self._check_outputs(outputs, group)
-        terms = list(self.terms_of(group).values())
+        terms = self.term_list(group)
         active = [t for t in terms if step is None or step % t.every == 0]
         prepared = {t.name: t.prepare(outputs, batch) for t in active}
         reduced = self._synced_normalizers(active, prepared)
@@ -286,7 +306,7 @@ class LossMix(nn.Module):
 
     def _check_outputs(self, outputs: Any, group: str | None) -> None:
         if not isinstance(outputs, Mapping):
-            names = ", ".join(t.name for t in self.terms_of(group).values())
+            names = ", ".join(t.name for t in self.term_list(group))
             raise LossInputError(
                 f"terms {names}: outputs must be a mapping of names to tensors (got "
                 f"{type(outputs).__name__}); return a dict from your model, e.g. "
@@ -294,8 +314,7 @@ class LossMix(nn.Module):
             )
 
     @staticmethod
-    def _synced_normalizers(active: list[Term], prepared: Mapping[str, TermInputs]
-                            ) -> dict[str, Tensor]:
+    def _synced_normalizers(active: list[Term], prepared: Mapping[str, TermInputs]) -> dict[str, Tensor]:
         """Every synced normaliser of the step, averaged over ranks in one collective."""
         synced = [t.name for t in active if t.normalizer is not None and t.normalizer.sync]
         values: list[Tensor] = []
@@ -305,28 +324,34 @@ class LossMix(nn.Module):
             values.append(value)
         return dict(zip(synced, all_reduce_mean(values), strict=True))
 
-    def _record(self, result: LossResult, owner: dict[str, Term], term: Term,
-                parts: Mapping[str, Tensor], weight: float) -> None:
+    def _record(
+        self,
+        result: LossResult,
+        owner: dict[str, Term],
+        term: Term,
+        parts: Mapping[str, Tensor],
+        weight: float,
+    ) -> None:
         """Each part's raw value, weighted contribution and weight, under its log key."""
         for part, raw in parts.items():
             key = f"{term.name}.{part}" if part else term.name
             contribution = raw * weight
             if self.drop_nonfinite:
-                contribution = torch.where(torch.isfinite(raw), contribution,
-                                           torch.zeros_like(contribution))
+                contribution = torch.where(torch.isfinite(raw), contribution, torch.zeros_like(contribution))
             result.raw[key], result.terms[key], result.weights[key] = raw, contribution, weight
             owner[key] = term
 
-    def _evaluate(self, term: Term, p: Any, reduced: dict[str, Tensor], step: int | None,
-                  result: LossResult) -> tuple[dict[str, Tensor], float]:
+    def _evaluate(
+        self, term: Term, p: TermInputs, reduced: dict[str, Tensor], step: int | None, result: LossResult
+    ) -> tuple[dict[str, Tensor], float]:
         """Phase two of one computed term: its parts and its scalar weight this step."""
         avg = reduced.get(term.name, p.avg_factor)
-        if avg is not None:
+        if avg is not None and term.normalizer is not None:
             avg = term.normalizer.clamp(avg)
             p.stats["avg_factor"] = avg
         if self.keep_inputs:
             result.inputs[term.name] = p.kwargs
-        keep = None
+        keep: Tensor | None = None
         if self.drop_nonfinite:
             # The gate zeroes the gradient reaching the inputs when the term is dropped, so a
             # NaN inside the term's own backward (0 × NaN) cannot leak into the model.
@@ -336,19 +361,18 @@ class LossMix(nn.Module):
         if keep is not None:
             finite = torch.stack([torch.isfinite(v).all() for v in parts.values()]).all()
             keep.copy_(finite)
-        weight = term.weight * term.scale * (
-            term.every if step is not None and term.scale_by_every else 1)
+        weight = term.weight * term.scale * (term.every if step is not None and term.scale_by_every else 1)
         for key, value in p.stats.items():
             result.stats[f"{term.name}.{key}"] = value
         return parts, weight
 
-    def _apply_weighting(self, result: LossResult, owner: dict[str, Term], *, training: bool
-                         ) -> None:
+    def _apply_weighting(self, result: LossResult, owner: dict[str, Term], *, training: bool) -> None:
         """Multiply each task's contributions by its dynamic factor; add the regulariser."""
         weighting = self.weighting
+        if weighting is None:
+            return
         keys = {name: [k for k, t in owner.items() if t.name == name] for name in weighting.tasks}
-        losses = torch.stack([torch.stack([result.terms[k] for k in keys[n]]).sum()
-                              for n in weighting.tasks])
+        losses = torch.stack([torch.stack([result.terms[k] for k in keys[n]]).sum() for n in weighting.tasks])
         factors, regulariser = weighting(losses, training=training)
         for i, name in enumerate(weighting.tasks):
             for key in keys[name]:
@@ -381,7 +405,7 @@ def _device_of(kwargs: dict[str, Any]) -> torch.device | None:
 
 def _gate(value: Any, keep: Tensor) -> Any:
     if isinstance(value, Tensor) and value.requires_grad:
-        return _Gate.apply(value, keep)
+        return _Gate.apply(value, keep)  # type: ignore[no-untyped-call]  # torch's stub is untyped
     return value
 
 

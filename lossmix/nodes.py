@@ -65,8 +65,12 @@ def is_group_node(node: Any) -> bool:
     >>> is_group_node({"adv": {"type": "GANLoss", "gan_type": "hinge"}, "rec": None})
     True
     """
-    return (isinstance(node, Mapping) and bool(node) and not is_term_node(node)
-            and all(c is None or is_term_node(c) for c in node.values()))
+    return (
+        isinstance(node, Mapping)
+        and bool(node)
+        and not is_term_node(node)
+        and all(c is None or is_term_node(c) for c in node.values())
+    )
 
 
 def _leaves(raw: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from lossmix.distributed import all_reduce_mean
 from lossmix.errors import LossConfigError
+from lossmix.validation import check_bool, check_float
 
 __all__ = ["BUILTIN_NORMALIZERS", "Normalizer", "all_reduce_mean", "build_normalizer"]
 
@@ -76,8 +77,6 @@ def build_normalizer(node: Any, *, term: str) -> Normalizer | None:
         )
     source = node["type"]
     floor = node.get("min", 1.0 if source in _COUNTS else 1e-6)
-    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or floor < 0:
-        raise LossConfigError(f"term '{term}': normalizer min={floor!r} must be a number >= 0.")
-    return Normalizer(source=source, sync=bool(node.get("sync", False)), min=float(floor))
-
-
+    floor = check_float(f"term '{term}': normalizer", "min", floor, low=0.0)
+    sync = check_bool(f"term '{term}': normalizer", "sync", node.get("sync", False))
+    return Normalizer(source=source, sync=sync, min=floor)

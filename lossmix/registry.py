@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, overload
 
 from torch import nn
 
@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 _HYDRA_PASSTHROUGH = ("_recursive_", "_convert_")
+_T = TypeVar("_T")
 REQUIRED = inspect.Parameter.empty
 
 
@@ -70,9 +71,7 @@ class EntryInfo:
 
     def format_params(self) -> str:
         """``gamma=2.0, alpha=0.25, num=<required>``."""
-        return ", ".join(
-            f"{k}=<required>" if v is REQUIRED else f"{k}={v!r}" for k, v in self.params.items()
-        )
+        return ", ".join(f"{k}=<required>" if v is REQUIRED else f"{k}={v!r}" for k, v in self.params.items())
 
     def __str__(self) -> str:
         aliases = f" (aliases: {', '.join(self.aliases)})" if self.aliases else ""
@@ -119,8 +118,7 @@ def signature_parameters(obj: Any) -> tuple[dict[str, Any], bool]:
     return params, var_kw
 
 
-def check_keys(label: str, kwargs: Mapping[str, Any], params: Mapping[str, Any], var_kw: bool
-               ) -> None:
+def check_keys(label: str, kwargs: Mapping[str, Any], params: Mapping[str, Any], var_kw: bool) -> None:
     """Raise :class:`LossConfigError` for an unknown (with the closest) or a missing argument."""
     unknown = [k for k in kwargs if k not in params]
     if unknown and not var_kw:
@@ -171,9 +169,16 @@ class Registry:
     False
     """
 
-    def __init__(self, kind: str, *, public_name: str | None = None, base: type | None = None,
-                 functions: bool = False, defaults: Sequence[str] = DEFAULT_ALLOWED_TARGETS,
-                 supplied: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        public_name: str | None = None,
+        base: type | None = None,
+        functions: bool = False,
+        defaults: Sequence[str] = DEFAULT_ALLOWED_TARGETS,
+        supplied: Sequence[str] = (),
+    ) -> None:
         self.kind = kind
         self.public_name = public_name or f"{kind.upper()}S"
         self.base = base
@@ -196,6 +201,26 @@ class Registry:
         return next((a for a in self._adapters if a.accepts(obj)), None)
 
     # -- registration ---------------------------------------------------------------------
+    @overload
+    def register(
+        self,
+        obj: _T,
+        *,
+        name: str | None = None,
+        aliases: tuple[str, ...] | list[str] = (),
+        force: bool = False,
+    ) -> _T: ...
+
+    @overload
+    def register(
+        self,
+        obj: str | None = None,
+        *,
+        name: str | None = None,
+        aliases: tuple[str, ...] | list[str] = (),
+        force: bool = False,
+    ) -> Callable[[_T], _T]: ...
+
     def register(
         self,
         obj: Any = None,
@@ -237,8 +262,11 @@ class Registry:
 
     def _check_entry(self, target: Any) -> None:
         if inspect.isclass(target):
-            if self.base is not None and not issubclass(target, self.base) and (
-                    self._adapter_for(target) is None):
+            if (
+                self.base is not None
+                and not issubclass(target, self.base)
+                and (self._adapter_for(target) is None)
+            ):
                 raise LossConfigError(
                     f"{self.kind} registry: {_dotted(target)} is not a subclass of "
                     f"{_dotted(self.base)}; a {self.kind} must derive from it."
@@ -279,16 +307,23 @@ class Registry:
         self.get(name)
         return self._aliases.get(name, name)
 
-    def resolve(self, ref: Any, *, extra_allowed: Sequence[str] = (), by_name: bool = True
-                ) -> tuple[Any, str]:
+    def resolve(
+        self, ref: Any, *, extra_allowed: Sequence[str] = (), by_name: bool = True
+    ) -> tuple[Any, str]:
         """``(entry, label)`` for a registered name or a dotted path (through the allow-list).
 
         ``by_name=False`` (a ``_target_``) always takes ``ref`` as a dotted path.
         """
         if by_name and isinstance(ref, str) and ref and "." not in ref:
             return self.get(ref), self.canonical_name(ref)
-        obj = resolve_target(ref, extra_allowed=extra_allowed, defaults=self.defaults,
-                             base=self.base, functions=self.functions, what=self.kind)
+        obj = resolve_target(
+            ref,
+            extra_allowed=extra_allowed,
+            defaults=self.defaults,
+            base=self.base,
+            functions=self.functions,
+            what=self.kind,
+        )
         return obj, str(ref)
 
     # -- description ----------------------------------------------------------------------
@@ -373,8 +408,7 @@ def _to_dict(cfg: Any, kind: str) -> dict[str, Any]:
     cfg = to_plain(cfg)
     if not isinstance(cfg, Mapping):
         raise LossConfigError(
-            f"A {kind} config must be a mapping with 'type' or '_target_', got "
-            f"{type(cfg).__name__}: {cfg!r}."
+            f"A {kind} config must be a mapping with 'type' or '_target_', got {type(cfg).__name__}: {cfg!r}."
         )
     return dict(cfg)
 
@@ -403,4 +437,3 @@ def build_loss(cfg: Any, *, allowed_targets: Sequence[str] = (), **overrides: An
 def build_sampler(cfg: Any, *, allowed_targets: Sequence[str] = (), **overrides: Any) -> Any:
     """Build a sampler from ``{type: RandomSampler, num: 256, ...}``."""
     return SAMPLERS.build(cfg, allowed_targets=allowed_targets, **overrides)
-

@@ -19,10 +19,8 @@ shapes, and keeping the ranks below a device-side count.
 from __future__ import annotations
 
 import abc
-import math
 import warnings
 from dataclasses import dataclass
-from numbers import Real
 from typing import Any
 
 import torch
@@ -31,6 +29,7 @@ from torch import Tensor, nn
 from lossmix.distributed import rank as _distributed_rank
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.registry import SAMPLERS
+from lossmix.validation import check_float, check_int
 
 __all__ = [
     "BaseSampler",
@@ -119,8 +118,7 @@ class BaseSampler(nn.Module, metaclass=abc.ABCMeta):
         """Name used in error messages."""
         return type(self).__name__
 
-    def forward(self, pos_mask: Tensor, neg_mask: Tensor, scores: Tensor | None = None
-                ) -> SampleResult:
+    def forward(self, pos_mask: Tensor, neg_mask: Tensor, scores: Tensor | None = None) -> SampleResult:
         """Select among ``pos_mask`` / ``neg_mask`` (same shape, bool; see the module docs).
 
         Returns:
@@ -144,8 +142,7 @@ class BaseSampler(nn.Module, metaclass=abc.ABCMeta):
             if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
                 got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
                 raise LossInputError(
-                    f"{name}: {label} must be a bool tensor, got {got}; pass a comparison such "
-                    "as labels > 0."
+                    f"{name}: {label} must be a bool tensor, got {got}; pass a comparison such as labels > 0."
                 )
             if mask.dim() == 0:
                 raise LossInputError(
@@ -209,24 +206,10 @@ class QuotaSampler(BaseSampler):
     def __init__(self, *, num: int, pos_fraction: float, neg_pos_ub: float = -1) -> None:
         super().__init__()
         name = self.sampler_name
-        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-            raise LossConfigError(
-                f"{name}: num={num!r} is not valid; num is the number of elements sampled per "
-                "set and must be an int >= 1, e.g. num=256."
-            )
-        if not _is_number(pos_fraction) or not 0 <= pos_fraction <= 1:
-            raise LossConfigError(
-                f"{name}: pos_fraction={pos_fraction!r} is not valid; give a number in [0, 1], "
-                "e.g. pos_fraction=0.25."
-            )
-        if not _is_number(neg_pos_ub):
-            raise LossConfigError(
-                f"{name}: neg_pos_ub={neg_pos_ub!r} is not valid; give a finite number: the "
-                "most negatives per positive, or -1 for no cap."
-            )
-        self.num = num
-        self.pos_fraction = float(pos_fraction)
-        self.neg_pos_ub = float(neg_pos_ub)
+        self.num = check_int(name, "num", num, min=1)  # elements sampled per set, e.g. 256
+        self.pos_fraction = check_float(name, "pos_fraction", pos_fraction, low=0.0, high=1.0)
+        # the most negatives per positive; -1 (any negative number) for no cap
+        self.neg_pos_ub = check_float(name, "neg_pos_ub", neg_pos_ub)
         self.num_expected_pos = int(num * pos_fraction)
 
     @abc.abstractmethod
@@ -252,10 +235,6 @@ class QuotaSampler(BaseSampler):
 
     def extra_repr(self) -> str:
         return f"num={self.num}, pos_fraction={self.pos_fraction}, neg_pos_ub={self.neg_pos_ub}"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @SAMPLERS.register()
@@ -293,12 +272,11 @@ class RandomSampler(QuotaSampler):
         (False, tensor(4.))
     """
 
-    def __init__(self, *, num: int, pos_fraction: float, neg_pos_ub: float = -1,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, *, num: int, pos_fraction: float, neg_pos_ub: float = -1, seed: int | None = None
+    ) -> None:
         super().__init__(num=num, pos_fraction=pos_fraction, neg_pos_ub=neg_pos_ub)
-        if seed is not None and (
-            isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _SEED_RANGE
-        ):
+        if seed is not None and (check_int(self.sampler_name, "seed", seed, min=0) >= _SEED_RANGE):
             raise LossConfigError(
                 f"{self.sampler_name}: seed={seed!r} is not valid; give an int in [0, 2**64) or "
                 "None to derive it from torch.initial_seed()."

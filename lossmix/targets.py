@@ -66,13 +66,36 @@ ENV_ALLOWED_TARGETS = "LOSSMIX_ALLOWED_TARGETS"
 FUNCTION_PREFIXES: tuple[str, ...] = ("lossmix.functional", "torch.nn.functional")
 NEVER_ALLOWED: tuple[str, ...] = (
     # code loaders, compilers and process tools outside the standard library
-    "torch.load", "torch.save", "torch.hub", "torch.package", "torch.jit", "torch.serialization",
-    "torch.utils.cpp_extension", "torch.utils.model_zoo", "torch.ops", "torch.library",
-    "torch.classes", "torch.multiprocessing", "torch.distributed", "torch.from_file",
-    "torch.compile", "torch.compiler", "torch.backends", "torch.export",
-    "hydra", "omegaconf", "lightning.pytorch.cli", "lightning.fabric.cli",
-    "lightning.pytorch.core.saving", "lightning.fabric.utilities.cloud_io",
-    "pytorch_lightning.cli", "pip", "setuptools", "pkg_resources", "pytest", "IPython",
+    "torch.load",
+    "torch.save",
+    "torch.hub",
+    "torch.package",
+    "torch.jit",
+    "torch.serialization",
+    "torch.utils.cpp_extension",
+    "torch.utils.model_zoo",
+    "torch.ops",
+    "torch.library",
+    "torch.classes",
+    "torch.multiprocessing",
+    "torch.distributed",
+    "torch.from_file",
+    "torch.compile",
+    "torch.compiler",
+    "torch.backends",
+    "torch.export",
+    "hydra",
+    "omegaconf",
+    "lightning.pytorch.cli",
+    "lightning.fabric.cli",
+    "lightning.pytorch.core.saving",
+    "lightning.fabric.utilities.cloud_io",
+    "pytorch_lightning.cli",
+    "pip",
+    "setuptools",
+    "pkg_resources",
+    "pytest",
+    "IPython",
 )
 _user_allowed: list[str] = []
 _SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*", re.ASCII)
@@ -169,8 +192,9 @@ def _user_prefixes(extra: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def allowed_targets(extra: Sequence[str] = (), *, defaults: Sequence[str] = DEFAULT_ALLOWED_TARGETS
-                    ) -> tuple[str, ...]:
+def allowed_targets(
+    extra: Sequence[str] = (), *, defaults: Sequence[str] = DEFAULT_ALLOWED_TARGETS
+) -> tuple[str, ...]:
     """The prefixes in force: ``defaults``, :func:`allow_targets`, the environment, ``extra``."""
     return tuple(dict.fromkeys([*defaults, *_user_prefixes(extra)]))
 
@@ -181,20 +205,25 @@ def _refuse(path: str, why: str) -> LossConfigError:
 
 def _check_syntax(path: Any) -> list[str]:
     if not isinstance(path, str) or not path.strip():
-        raise LossConfigError(
-            f"_target_={path!r} is not a dotted path like 'lossmix.losses.FocalLoss'."
-        )
+        raise LossConfigError(f"_target_={path!r} is not a dotted path like 'lossmix.losses.FocalLoss'.")
     parts = path.split(".")
     for part in parts:
         if not part:
-            raise _refuse(path, "it is not a dotted path like 'lossmix.losses.FocalLoss' (it has "
-                                "an empty segment: a leading, trailing or doubled '.')")
+            raise _refuse(
+                path,
+                "it is not a dotted path like 'lossmix.losses.FocalLoss' (it has "
+                "an empty segment: a leading, trailing or doubled '.')",
+            )
         if not part.isascii():
-            raise _refuse(path, f"segment {part!r} has non-ASCII characters (look-alike "
-                                "letters); type the name in plain ASCII")
+            raise _refuse(
+                path,
+                f"segment {part!r} has non-ASCII characters (look-alike "
+                "letters); type the name in plain ASCII",
+            )
         if part.startswith("_"):
-            raise _refuse(path, f"segment '{part}' is private; lossmix builds only public "
-                                "classes and functions")
+            raise _refuse(
+                path, f"segment '{part}' is private; lossmix builds only public classes and functions"
+            )
         if not _SEGMENT.fullmatch(part):
             raise _refuse(path, f"segment {part!r} is not a Python identifier")
     return parts
@@ -217,8 +246,7 @@ def _import_longest(path: str, parts: list[str]) -> tuple[ModuleType, int]:
                 f"_target_='{path}': importing '{name}' failed: {type(err).__name__}: {err}"
             ) from err
         if getattr(module, "__name__", None) != name:
-            raise _refuse(path, f"'{name}' is an alias of the module "
-                                f"'{getattr(module, '__name__', '?')}'")
+            raise _refuse(path, f"'{name}' is an alias of the module '{getattr(module, '__name__', '?')}'")
         return module, cut
     raise LossConfigError(f"_target_='{path}' could not be found; check the module and the name.")
 
@@ -233,13 +261,21 @@ def _defined_under(obj: Any, path: str, allowed: Sequence[str], what: str) -> No
     if reason is not None:
         raise _refuse(path, f"{what} is defined in '{module}': {reason}")
     if not any(covers(prefix, location) for prefix in allowed):
-        raise _refuse(path, f"{what} is defined in '{module}', outside the allowed packages "
-                            f"{list(allowed)}; name it where it is defined, and allow that "
-                            "package if it is trusted")
+        raise _refuse(
+            path,
+            f"{what} is defined in '{module}', outside the allowed packages "
+            f"{list(allowed)}; name it where it is defined, and allow that "
+            "package if it is trusted",
+        )
 
 
-def _walk(path: str, module: ModuleType, rest: list[str], allowed: Sequence[str],
-          function_prefixes: Sequence[str] | None) -> Any:
+def _walk(
+    path: str,
+    module: ModuleType,
+    rest: list[str],
+    allowed: Sequence[str],
+    function_prefixes: Sequence[str] | None,
+) -> Any:
     obj: Any = module
     where = module.__name__
     for index, attr in enumerate(rest):
@@ -253,9 +289,12 @@ def _walk(path: str, module: ModuleType, rest: list[str], allowed: Sequence[str]
                 f"{did_you_mean(attr, public)}"
             ) from None
         if isinstance(child, ModuleType):
-            raise _refuse(path, f"'{where}.{attr}' is the module '{child.__name__}' that "
-                                f"'{where}' imports; a target cannot walk through a module. "
-                                "Name the class or function where it is defined")
+            raise _refuse(
+                path,
+                f"'{where}.{attr}' is the module '{child.__name__}' that "
+                f"'{where}' imports; a target cannot walk through a module. "
+                "Name the class or function where it is defined",
+            )
         if inspect.isclass(child):
             _defined_under(child, path, allowed, f"'{where}.{attr}'")
         elif inspect.isfunction(child) and last and inspect.ismodule(obj):
@@ -264,8 +303,7 @@ def _walk(path: str, module: ModuleType, rest: list[str], allowed: Sequence[str]
             _defined_under(child, path, function_prefixes, f"the function '{where}.{attr}'")
         else:
             kind = "a method" if inspect.isclass(obj) else f"a {type(child).__name__}"
-            raise _refuse(path, f"'{where}.{attr}' is {kind}, not a class or a module-level "
-                                "function")
+            raise _refuse(path, f"'{where}.{attr}' is {kind}, not a class or a module-level function")
         obj, where = child, f"{where}.{attr}"
     return obj
 

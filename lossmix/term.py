@@ -1,6 +1,6 @@
-"""One named term: route → sample → kernel → weight → reduce → scale (DESIGN.md's five steps).
+"""One named term: route → sample → kernel → weight → reduce → scale (MMDetection's five steps).
 
-A term is built from its config node (DESIGN.md "A term's config node"): the
+A term is built from its config node (``loss.<name>`` in the Hydra configs): the
 term-level keys in :data:`TERM_KEYS` are taken off, ``loss_weight`` becomes the
 term's scalar weight (step 5, owned by the term so schedules and weightings can
 change it), and everything else goes to the loss's constructor.
@@ -28,7 +28,14 @@ from lossmix.validation import check_bool, check_float, check_int, check_optiona
 __all__ = ["TERM_KEYS", "Term", "TermInputs"]
 
 TERM_KEYS: tuple[str, ...] = (
-    "inputs", "sampler", "normalizer", "every", "scale_by_every", "in_total", "parts", "schedule",
+    "inputs",
+    "sampler",
+    "normalizer",
+    "every",
+    "scale_by_every",
+    "in_total",
+    "parts",
+    "schedule",
 )
 SAMPLER_TARGET_KEYS = ("background", "ignore_index")
 _NOT_ROUTABLE = ("avg_factor", "reduction_override", "self")
@@ -161,8 +168,7 @@ class Term(nn.Module):
                     f"does not take.{did_you_mean(arg, routable + extra)} Its arguments: "
                     f"{', '.join(routable + extra)}."
                 )
-        missing = [k for k, p in params.items()
-                   if p.default is p.empty and k in routable and k not in inputs]
+        missing = [k for k, p in params.items() if p.default is p.empty and k in routable and k not in inputs]
         if missing:
             raise LossConfigError(
                 f"term '{self.name}': inputs does not say where '{missing[0]}' comes from; add "
@@ -175,8 +181,9 @@ class Term(nn.Module):
 
     # -- building -----------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, name: str, node: Mapping[str, Any], *,
-                    allowed_targets: tuple[str, ...] | list[str] = ()) -> Term:
+    def from_config(
+        cls, name: str, node: Mapping[str, Any], *, allowed_targets: tuple[str, ...] | list[str] = ()
+    ) -> Term:
         """Build a term from its config node (a dict or DictConfig)."""
         check_term_name(name)
         node = to_plain(node)
@@ -198,21 +205,24 @@ class Term(nn.Module):
         target_keys: dict[str, Any] = {}
         sampler = None
         if sampler_node is not None:
-            sampler_node = dict(to_plain(sampler_node)) if isinstance(
-                to_plain(sampler_node), Mapping) else sampler_node
+            sampler_node = (
+                dict(to_plain(sampler_node)) if isinstance(to_plain(sampler_node), Mapping) else sampler_node
+            )
             if not isinstance(sampler_node, Mapping):
                 raise LossConfigError(
                     f"term '{name}': sampler must be a mapping like {{type: RandomSampler, "
                     f"num: 256, pos_fraction: 0.25}}; got {sampler_node!r}."
                 )
+            sampler_node = dict(sampler_node)
             target_keys = {k: sampler_node.pop(k) for k in SAMPLER_TARGET_KEYS if k in sampler_node}
             try:
                 sampler = SAMPLERS.build(sampler_node, allowed_targets=allowed_targets)
             except LossConfigError as err:
                 raise LossConfigError(f"term '{name}': sampler: {err}") from err
         normalizer = build_normalizer(term_args.pop("normalizer", None), term=name)
-        return cls(name, loss, weight=weight, sampler=sampler, normalizer=normalizer,
-                   **target_keys, **term_args)
+        return cls(
+            name, loss, weight=weight, sampler=sampler, normalizer=normalizer, **target_keys, **term_args
+        )
 
     # -- phase one: route, sample, normaliser ---------------------------------------------------
     def route(self, outputs: Any, batch: Any) -> dict[str, Any]:
@@ -245,8 +255,9 @@ class Term(nn.Module):
                 f"target is not a class-index tensor ({_describe(target)}). Route explicit masks "
                 f"with inputs.pos_mask (and inputs.neg_mask), or drop the sampler."
             )
-        background = self.background if self.background is not None else self._num_classes(
-            kwargs.get("pred"), target)
+        background = (
+            self.background if self.background is not None else self._num_classes(kwargs.get("pred"), target)
+        )
         return target, background
 
     def _relabel_ignored(self, kwargs: dict[str, Any], counted: Tensor) -> None:
@@ -255,15 +266,19 @@ class Term(nn.Module):
         target, background = self._class_target(kwargs)
         relabelled = torch.where(counted, target, torch.full_like(target, background))
         original = kwargs["target"]
-        kwargs["target"] = (type(original)((relabelled, *original[1:]))
-                            if isinstance(original, (tuple, list)) else relabelled)
+        kwargs["target"] = (
+            type(original)((relabelled, *original[1:])) if isinstance(original, (tuple, list)) else relabelled
+        )
 
     def _num_classes(self, pred: Any, target: Tensor) -> int:
         if isinstance(pred, Tensor):
             if pred.dim() == target.dim() + 1 and pred.shape[:-1] == target.shape:
                 return pred.shape[-1]
-            if pred.dim() == target.dim() + 1 and pred.shape[0] == target.shape[0] and (
-                    pred.shape[2:] == target.shape[1:]):
+            if (
+                pred.dim() == target.dim() + 1
+                and pred.shape[0] == target.shape[0]
+                and (pred.shape[2:] == target.shape[1:])
+            ):
                 return pred.shape[1]
         raise LossInputError(
             f"term '{self.name}': cannot tell the background class from pred {_describe(pred)} and "
@@ -294,19 +309,32 @@ class Term(nn.Module):
 
     def _scores(self, kwargs: dict[str, Any]) -> Tensor:
         """The term's own element-wise loss without gradient, summed to one value per element."""
-        args = {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in kwargs.items()
-                if k not in ("pos_mask", "neg_mask", "weight")}
+        args = {
+            k: (v.detach() if isinstance(v, Tensor) else v)
+            for k, v in kwargs.items()
+            if k not in ("pos_mask", "neg_mask", "weight")
+        }
         with torch.no_grad():
-            scores = self.loss(**args, reduction_override="none")
+            scores: Tensor = self.loss(**args, reduction_override="none")
         target = kwargs.get("target")
         rows = target.dim() if isinstance(target, Tensor) else scores.dim()
         return scores.flatten(rows).sum(-1) if scores.dim() > rows else scores
 
-    def _normalizer_value(self, kwargs: dict[str, Any], sample: Any, outputs: Any, batch: Any
-                          ) -> Tensor:
+    def _pred(self, kwargs: dict[str, Any], source: str) -> Tensor:
+        pred = kwargs.get("pred")
+        if not isinstance(pred, Tensor):
+            raise LossInputError(
+                f"term '{self.name}': normalizer '{source}' counts the elements of pred, which is "
+                f"{_describe(pred)}; route a tensor to pred or use another normalizer."
+            )
+        return pred
+
+    def _normalizer_value(self, kwargs: dict[str, Any], sample: Any, outputs: Any, batch: Any) -> Tensor:
+        assert self.normalizer is not None  # only called for a term with a normaliser
         source = self.normalizer.source
         pred = kwargs.get("pred")
         device = pred.device if isinstance(pred, Tensor) else None
+        value: Any
         if source == "num_pos":
             value = sample.num_pos if sample is not None else self.pos_neg(kwargs)[0].sum()
         elif source == "num_sampled":
@@ -317,12 +345,15 @@ class Term(nn.Module):
                 value = pos.sum() + neg.sum()
         elif source == "weight_sum":
             weight = kwargs.get("weight")
-            value = weight.sum() if isinstance(weight, Tensor) else torch.tensor(
-                float(pred.numel()), device=device)
+            value = (
+                weight.sum()
+                if isinstance(weight, Tensor)
+                else torch.tensor(float(self._pred(kwargs, source).numel()), device=device)
+            )
         elif source == "numel":
-            value = torch.tensor(float(pred.numel()), device=device)
+            value = torch.tensor(float(self._pred(kwargs, source).numel()), device=device)
         elif source == "batch":
-            value = torch.tensor(float(pred.shape[0]), device=device)
+            value = torch.tensor(float(self._pred(kwargs, source).shape[0]), device=device)
         else:
             value = self._key_normalizer(outputs, batch, source)
         return torch.as_tensor(value, device=device).float()
@@ -375,7 +406,7 @@ class Term(nn.Module):
         kwargs = self.route(outputs, batch)
         tensors = [v for v in kwargs.values() if isinstance(v, Tensor) and v.is_floating_point()]
         grads = [t for t in tensors if t.requires_grad] or tensors
-        zero = sum(t.sum() * 0.0 for t in grads) if grads else torch.zeros(())
+        zero = torch.stack([t.sum() * 0.0 for t in grads]).sum() if grads else torch.zeros(())
         return {part: zero for part in (self._parts or ("",))}
 
     def extra_repr(self) -> str:
@@ -385,8 +416,9 @@ class Term(nn.Module):
         return f"name={self.name!r}, weight={self.weight}, inputs={self.inputs}{extra}"
 
 
-def _build_term_loss(name: str, node: dict[str, Any], weight: Any,
-                     allowed: tuple[str, ...] | list[str]) -> tuple[nn.Module, Any]:
+def _build_term_loss(
+    name: str, node: dict[str, Any], weight: Any, allowed: tuple[str, ...] | list[str]
+) -> tuple[nn.Module, Any]:
     """Build the loss and move its scalar weight to the term.
 
     The term's weight is ``loss_weight`` from the node, else the loss's own default

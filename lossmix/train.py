@@ -79,8 +79,9 @@ def _task_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def build(cfg: DictConfig, overrides: Sequence[str] | None = None
-          ) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+def build(
+    cfg: DictConfig, overrides: Sequence[str] | None = None
+) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
     """Check every node of a composed config, then build the datamodule, model and trainer.
 
     Args:
@@ -97,23 +98,38 @@ def build(cfg: DictConfig, overrides: Sequence[str] | None = None
     # The grants hold while the nodes are built (the model builds its terms in __init__);
     # they are not part of the model, so a checkpoint's hyper-parameters cannot carry them.
     with secrets_hidden(cfg), trusting(trust.allowed):
-        import_modules(cfg.lossmix.get("imports"), allowed_targets=trust.allowed,
-                       granted=trust.imports_granted)  # the user's @LOSSES.register() calls
+        import_modules(
+            cfg.lossmix.get("imports"), allowed_targets=trust.allowed, granted=trust.imports_granted
+        )  # the user's @LOSSES.register() calls
         loss_node = plain(cfg.loss)
         build_loss_mix(cfg.loss, allowed_targets=trust.allowed)  # every term, before anything heavy
         check_app_nodes(cfg, trust.allowed)
         pl.seed_everything(cfg.seed, workers=True)
         bases = app_node_bases()
         datamodule = instantiate_node(cfg.data, "data", base=bases["data"], allowed=trust.allowed)
-        model = instantiate_node(cfg.model, "model", base=bases["model"], allowed=trust.allowed,
-                                 loss=loss_node, _recursive_=False, _convert_="all")
-        callbacks = instantiate_children(cfg.get("callbacks"), "callbacks",
-                                         base=bases["callbacks"], allowed=trust.allowed)
-        loggers = instantiate_children(cfg.get("logger"), "logger", base=bases["logger"],
-                                       allowed=trust.allowed)
-        trainer = instantiate_node(cfg.trainer, "trainer", base=bases["trainer"],
-                                   allowed=trust.allowed, callbacks=callbacks,
-                                   logger=loggers or False)
+        model = instantiate_node(
+            cfg.model,
+            "model",
+            base=bases["model"],
+            allowed=trust.allowed,
+            loss=loss_node,
+            _recursive_=False,
+            _convert_="all",
+        )
+        callbacks = instantiate_children(
+            cfg.get("callbacks"), "callbacks", base=bases["callbacks"], allowed=trust.allowed
+        )
+        loggers = instantiate_children(
+            cfg.get("logger"), "logger", base=bases["logger"], allowed=trust.allowed
+        )
+        trainer = instantiate_node(
+            cfg.trainer,
+            "trainer",
+            base=bases["trainer"],
+            allowed=trust.allowed,
+            callbacks=callbacks,
+            logger=loggers or False,
+        )
     return datamodule, model, trainer
 
 
@@ -137,8 +153,9 @@ def preflight(argv: Sequence[str]) -> None:
     so they are resolved here first (a ``hydra.experimental.callback.Callback`` subclass in
     an allowed package), and ``lossmix.allowed_targets`` must come from the command line.
     """
-    composed = compose_like_hydra_main(argv, calling_module="lossmix.train", config_path="conf",
-                                       config_name="train")
+    composed = compose_like_hydra_main(
+        argv, calling_module="lossmix.train", config_path="conf", config_name="train"
+    )
     if composed is None:
         return
     cfg, overrides = composed
@@ -148,8 +165,12 @@ def preflight(argv: Sequence[str]) -> None:
         for name in list(callbacks):
             child = callbacks.get(name)
             if child is not None and hasattr(child, "get") and "_target_" in child:
-                check_node_targets(child, f"hydra.callbacks.{name}",
-                                   base=app_node_bases()["hydra.callbacks"], allowed=trust.allowed)
+                check_node_targets(
+                    child,
+                    f"hydra.callbacks.{name}",
+                    base=app_node_bases()["hydra.callbacks"],
+                    allowed=trust.allowed,
+                )
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -169,22 +190,31 @@ def summary_rows(trainer: pl.Trainer, model: Any) -> list[dict[str, Any]]:
     for group, term in model.loss_mix.all_terms():
         scope = f"/{group}" if group else ""
         total = _metric(metrics, f"train/loss{scope}_epoch")
-        pattern = re.compile(rf"^train/loss{re.escape(scope)}/({re.escape(term.name)}"
-                             r"(?:\.[^/]+)?)_epoch$")
+        pattern = re.compile(
+            rf"^train/loss{re.escape(scope)}/({re.escape(term.name)}"
+            r"(?:\.[^/]+)?)_epoch$"
+        )
         names = sorted(m.group(1) for m in map(pattern.match, metrics) if m) or [term.name]
         for name in names:
             train = _metric(metrics, f"train/loss{scope}/{name}_epoch")
             counted = term.in_total and not math.isnan(total) and total != 0
-            rows.append({
-                "term": f"{group}/{name}" if group else name,
-                # a scheduled or learned weight: its last logged value
-                "weight": _metric(metrics, f"train/weight{scope}/{name}")
-                if f"train/weight{scope}/{name}" in metrics else float(term.weight),
-                "train": train,
-                "val": _metric(metrics, f"val/loss{scope}/{name}"),
-                "share": 100.0 * train / total if counted else math.nan,
-            })
+            rows.append(
+                {
+                    "term": f"{group}/{name}" if group else name,
+                    # a scheduled or learned weight: its last logged value
+                    "weight": _metric(metrics, f"train/weight{scope}/{name}")
+                    if f"train/weight{scope}/{name}" in metrics
+                    else float(term.weight),
+                    "train": train,
+                    "val": _metric(metrics, f"val/loss{scope}/{name}"),
+                    "share": 100.0 * train / total if counted else math.nan,
+                }
+            )
     return rows
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "-" if math.isnan(value) else format(value, spec)
 
 
 def print_summary(rows: Sequence[Mapping[str, Any]], run_dir: Path) -> None:
@@ -192,14 +222,17 @@ def print_summary(rows: Sequence[Mapping[str, Any]], run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    fmt = lambda v, spec: "-" if math.isnan(v) else format(v, spec)  # noqa: E731
     table = Table(title="lossmix: per-term summary (weighted values; train = last epoch mean)")
     for column in ("term", "weight", "train", "val", "share of total"):
         table.add_column(column, justify="left" if column == "term" else "right")
     for row in rows:
-        table.add_row(row["term"], fmt(row["weight"], "g"), fmt(row["train"], ".4f"),
-                      fmt(row["val"], ".4f"), fmt(row["share"], ".1f") + ("" if math.isnan(
-                          row["share"]) else " %"))
+        table.add_row(
+            row["term"],
+            _fmt(row["weight"], "g"),
+            _fmt(row["train"], ".4f"),
+            _fmt(row["val"], ".4f"),
+            _fmt(row["share"], ".1f") + ("" if math.isnan(row["share"]) else " %"),
+        )
     console = Console()
     console.print(table)
     console.print(f"Run directory: {run_dir}")

@@ -53,12 +53,9 @@ def check_bool(owner: str, name: str, value: Any) -> bool:
 
 def check_int(owner: str, name: str, value: Any, *, min: int | None = None) -> int:
     """``value`` as an int if it is an integer (not a bool) ``>= min``, else raise."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or (
-            min is not None and value < min):
+    if isinstance(value, bool) or not isinstance(value, Integral) or (min is not None and value < min):
         bound = f" >= {min}" if min is not None else ""
-        raise LossConfigError(
-            f"{owner}: {name}={value!r} is not valid; {name} must be an integer{bound}."
-        )
+        raise LossConfigError(f"{owner}: {name}={value!r} is not valid; {name} must be an integer{bound}.")
     return int(value)
 
 
@@ -67,15 +64,20 @@ def check_optional_int(owner: str, name: str, value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise LossConfigError(
-            f"{owner}: {name}={value!r} is not valid; give an integer (e.g. 255) or None."
-        )
+        raise LossConfigError(f"{owner}: {name}={value!r} is not valid; give an integer (e.g. 255) or None.")
     return int(value)
 
 
-def check_float(owner: str, name: str, value: Any, *, low: float | None = None,
-                high: float | None = None, low_open: bool = False, high_open: bool = False
-                ) -> float:
+def check_float(
+    owner: str,
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """``value`` as a float if it is a finite number in the range, else raise.
 
     ``low``/``high`` bound it (inclusive unless ``low_open``/``high_open``).
@@ -153,8 +155,14 @@ def check_same_shape(owner: str, pred: Tensor, target: Tensor, *, what: str = "t
         )
 
 
-def check_class_indices(owner: str, target: Tensor, num_classes: int, *,
-                        ignore_index: int | None = None, background_ok: bool = False) -> None:
+def check_class_indices(
+    owner: str,
+    target: Tensor,
+    num_classes: int,
+    *,
+    ignore_index: int | None = None,
+    background_ok: bool = False,
+) -> None:
     """Check integer class indices lie in ``[0, num_classes)`` (``]`` with ``background_ok``).
 
     Value checks read tensor data, so they run eagerly on CPU tensors only; on an
@@ -187,8 +195,9 @@ def index_or_dense_target(owner: str, pred: Tensor, target: Tensor) -> Tensor:
     from lossmix.functional.cross_entropy import one_hot_targets
 
     if pred.dim() < 2:
-        raise LossInputError(f"{owner}: pred of shape {tuple(pred.shape)} needs a class "
-                             "dimension: (N, C, *).")
+        raise LossInputError(
+            f"{owner}: pred of shape {tuple(pred.shape)} needs a class dimension: (N, C, *)."
+        )
     if target.dim() == pred.dim():
         check_same_shape(owner, pred, target)
         return target.to(pred.dtype)
@@ -215,8 +224,7 @@ def class_vector(owner: str, name: str, value: Sequence[float] | Tensor | None) 
         ) from err
     if vector.dim() != 1 or vector.numel() == 0:
         raise LossConfigError(
-            f"{owner}: {name} must be a flat list of one number per class; got shape "
-            f"{tuple(vector.shape)}."
+            f"{owner}: {name} must be a flat list of one number per class; got shape {tuple(vector.shape)}."
         )
     if not bool(torch.isfinite(vector).all()) or bool((vector < 0).any()):
         raise LossConfigError(f"{owner}: {name} entries must be finite numbers >= 0; got {value!r}.")

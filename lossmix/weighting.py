@@ -1,4 +1,7 @@
-"""Dynamic task weighting: per-term factors learned or updated during training (REFERENCE.md §8).
+"""Dynamic task weighting: per-term factors learned or updated during training.
+
+Formulas: Kendall, Gal & Cipolla (CVPR 2018), Chen et al. (GradNorm, ICML 2018), Liu, Johns
+& Davison (DWA, CVPR 2019).
 
 A weighting is built from the ``weighting:`` key of a loss config and held by
 :class:`~lossmix.LossMix` as a submodule, so its parameters are in
@@ -98,6 +101,12 @@ class UncertaintyWeighting(TaskWeighting):
 
 
 class DynamicWeightAverage(TaskWeighting):
+    epoch_sum: Tensor
+    epoch_count: Tensor
+    history: Tensor
+    epochs_seen: Tensor
+    lambdas: Tensor
+
     """Liu, Johns & Davison (2019): λ_k = K·exp(w_k/T) / Σ_i exp(w_i/T), w_k = L_k(t−1)/L_k(t−2).
 
     ``L_k(t)`` is the mean of task k's training loss over epoch t, summed on the
@@ -144,6 +153,9 @@ class DynamicWeightAverage(TaskWeighting):
 
 
 class GradNorm(TaskWeighting):
+    initial_losses: Tensor
+    started: Tensor
+
     """Chen et al. (2018): weights w_i trained so each task's gradient norm on a shared layer
     follows its relative training rate.
 
@@ -165,8 +177,7 @@ class GradNorm(TaskWeighting):
 
     needs_step_hooks = True
 
-    def __init__(self, tasks: Sequence[str], *, shared: str | None = None, alpha: float = 1.5
-                 ) -> None:
+    def __init__(self, tasks: Sequence[str], *, shared: str | None = None, alpha: float = 1.5) -> None:
         super().__init__(tasks)
         if not shared or not isinstance(shared, str):
             raise LossConfigError(
@@ -185,8 +196,11 @@ class GradNorm(TaskWeighting):
         try:
             layer = module.get_submodule(self.shared)
         except AttributeError:
-            names = [n for n, m in module.named_modules() if n and any(
-                p.requires_grad for p in m.parameters(recurse=False))]
+            names = [
+                n
+                for n, m in module.named_modules()
+                if n and any(p.requires_grad for p in m.parameters(recurse=False))
+            ]
             raise LossConfigError(
                 f"{WEIGHTING_KEY}: gradnorm shared layer '{self.shared}' is not in "
                 f"{type(module).__name__}.{did_you_mean(self.shared, names)} Layers with "
@@ -195,8 +209,7 @@ class GradNorm(TaskWeighting):
         self._shared_params = [p for p in layer.parameters() if p.requires_grad]
         if not self._shared_params:
             raise LossConfigError(
-                f"{WEIGHTING_KEY}: gradnorm shared layer '{self.shared}' has no trainable "
-                "parameters."
+                f"{WEIGHTING_KEY}: gradnorm shared layer '{self.shared}' has no trainable parameters."
             )
 
     def forward(self, losses: Tensor, *, training: bool) -> tuple[Tensor, Tensor | None]:
@@ -215,7 +228,7 @@ class GradNorm(TaskWeighting):
         rate = detached / self.initial_losses.clamp(min=torch.finfo(detached.dtype).tiny)
         rate = rate / rate.mean()
         scaled = self.weights * norms  # G_i = w_i·‖∇_W L_i‖: differentiable in w only
-        target = (scaled.detach().mean() * rate ** self.alpha).detach()
+        target = (scaled.detach().mean() * rate**self.alpha).detach()
         return factors, (scaled - target).abs().sum()
 
     def step_end(self) -> None:
@@ -236,8 +249,7 @@ WEIGHTINGS.register(DynamicWeightAverage, name="dwa")
 WEIGHTINGS.register(GradNorm, name="gradnorm")
 
 
-def build_weighting(node: Any, tasks: Sequence[str], *, allowed_targets: Sequence[str] = ()
-                    ) -> TaskWeighting:
+def build_weighting(node: Any, tasks: Sequence[str], *, allowed_targets: Sequence[str] = ()) -> TaskWeighting:
     """Build from ``{type: uncertainty | dwa | gradnorm, **args}`` (or an allowed ``_target_``)
     over ``tasks``."""
     if isinstance(node, TaskWeighting):
@@ -263,6 +275,7 @@ def build_weighting(node: Any, tasks: Sequence[str], *, allowed_targets: Sequenc
             "weighting and cannot name a term.)"
         )
     try:
-        return WEIGHTINGS.build(node, allowed_targets=allowed_targets, tasks=list(tasks))
+        weighting: TaskWeighting = WEIGHTINGS.build(node, allowed_targets=allowed_targets, tasks=list(tasks))
     except LossConfigError as err:
         raise LossConfigError(f"{WEIGHTING_KEY}: {err}") from err
+    return weighting

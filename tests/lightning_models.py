@@ -26,8 +26,10 @@ class Pairs(Dataset):
 
 def regression_terms(k: int = 2) -> dict:
     kinds = ["L1Loss", "MSELoss", "SmoothL1Loss"]
-    return {f"t{i}": {"type": kinds[i % 3], "loss_weight": 0.5 + i,
-                      "inputs": {"pred": "pred", "target": "y"}} for i in range(k)}
+    return {
+        f"t{i}": {"type": kinds[i % 3], "loss_weight": 0.5 + i, "inputs": {"pred": "pred", "target": "y"}}
+        for i in range(k)
+    }
 
 
 class Regressor(CompositeLoss, L.LightningModule):
@@ -62,6 +64,12 @@ def loader(n: int, batch_size: int, seed: int = 0) -> DataLoader:
 
 
 def trainer(**kwargs) -> L.Trainer:
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False)
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     return L.Trainer(**{**defaults, **kwargs})

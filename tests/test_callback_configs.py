@@ -27,11 +27,14 @@ def compose_train(tmp_path):
     GlobalHydra.instance().clear()
 
 
-@pytest.mark.parametrize("option, cls", [
-    ("loss_weights", LossWeightSchedule),
-    ("nonfinite_guard", NonFiniteLossGuard),
-    ("grad_monitor", TermGradientMonitor),
-])
+@pytest.mark.parametrize(
+    "option, cls",
+    [
+        ("loss_weights", LossWeightSchedule),
+        ("nonfinite_guard", NonFiniteLossGuard),
+        ("grad_monitor", TermGradientMonitor),
+    ],
+)
 def test_callback_options_instantiate(compose_train, option, cls):
     cfg = compose_train(f"+callback@callbacks.{option}={option}")
     assert isinstance(instantiate(cfg.callbacks[option]), cls)

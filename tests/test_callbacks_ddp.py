@@ -13,17 +13,19 @@ import torch
 from lossmix.lightning import NonFiniteLossGuard
 from tests.lightning_models import Regressor, loader
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
-                                reason="torch.distributed is not available")
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available(), reason="torch.distributed is not available"
+)
 NAN_STEP = 1
 
 
 class NaNOnRank1(Regressor):
     def __init__(self) -> None:
-        terms = {"small": {"type": "MSELoss", "inputs": {"pred": "pred", "target": "bad"}},
-                 "large": {"type": "L1Loss", "loss_weight": 10.0,
-                           "inputs": {"pred": "pred", "target": "y"}},
-                 "weighting": {"type": "uncertainty"}}
+        terms = {
+            "small": {"type": "MSELoss", "inputs": {"pred": "pred", "target": "bad"}},
+            "large": {"type": "L1Loss", "loss_weight": 10.0, "inputs": {"pred": "pred", "target": "y"}},
+            "weighting": {"type": "uncertainty"},
+        }
         super().__init__(terms=terms, lr=0.05)
 
     def training_step(self, batch, batch_idx):
@@ -45,33 +47,47 @@ class Dump(L.Callback):
 
     def on_fit_end(self, trainer, pl_module):
         guard = next(c for c in trainer.callbacks if isinstance(c, NonFiniteLossGuard))
-        Path(self.out, f"rank{trainer.global_rank}.json").write_text(json.dumps({
-            "params": self.params, "skipped": guard.skipped,
-            "log_vars": pl_module.loss_mix.weighting.log_vars.detach().tolist()}))
+        Path(self.out, f"rank{trainer.global_rank}.json").write_text(
+            json.dumps(
+                {
+                    "params": self.params,
+                    "skipped": guard.skipped,
+                    "log_vars": pl_module.loss_mix.weighting.log_vars.detach().tolist(),
+                }
+            )
+        )
 
 
 def test_guard_decision_and_learned_weights_are_shared(tmp_path):
-    run = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=3,
-                    logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                    enable_model_summary=False,
-                    callbacks=[NonFiniteLossGuard("skip"), Dump(str(tmp_path))])
+    run = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[NonFiniteLossGuard("skip"), Dump(str(tmp_path))],
+    )
     run.fit(NaNOnRank1(), loader(24, 4))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    assert ranks[0]["skipped"] == [[NAN_STEP, []]]                 # decided with rank 1
+    assert ranks[0]["skipped"] == [[NAN_STEP, []]]  # decided with rank 1
     assert ranks[1]["skipped"] == [[NAN_STEP, ["small", "total"]]]
     for rank in ranks:
         assert rank["params"][NAN_STEP] == rank["params"][NAN_STEP - 1]  # skipped on both
-        assert rank["params"][-1] != rank["params"][NAN_STEP]            # and trained on
-    assert ranks[0]["params"] == ranks[1]["params"]                # identical every step
+        assert rank["params"][-1] != rank["params"][NAN_STEP]  # and trained on
+    assert ranks[0]["params"] == ranks[1]["params"]  # identical every step
     assert ranks[0]["log_vars"] == ranks[1]["log_vars"] != [0.0, 0.0]
 
 
 class GradNormModel(Regressor):
     def __init__(self) -> None:
-        terms = {"small": {"type": "MSELoss", "inputs": {"pred": "pred", "target": "y"}},
-                 "large": {"type": "L1Loss", "loss_weight": 10.0,
-                           "inputs": {"pred": "pred", "target": "y"}},
-                 "weighting": {"type": "gradnorm", "shared": "net", "alpha": 1.5}}
+        terms = {
+            "small": {"type": "MSELoss", "inputs": {"pred": "pred", "target": "y"}},
+            "large": {"type": "L1Loss", "loss_weight": 10.0, "inputs": {"pred": "pred", "target": "y"}},
+            "weighting": {"type": "gradnorm", "shared": "net", "alpha": 1.5},
+        }
         super().__init__(terms=terms, lr=0.05)
 
 
@@ -83,25 +99,38 @@ class DumpWeights(L.Callback):
         self.weights.append(pl_module.loss_mix.weighting.weights.detach().tolist())
 
     def on_fit_end(self, trainer, pl_module):
-        Path(self.out, f"gradnorm{trainer.global_rank}.json").write_text(json.dumps({
-            "weights": self.weights,
-            "final": pl_module.loss_mix.weighting.weights.detach().tolist(),
-            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}))
+        Path(self.out, f"gradnorm{trainer.global_rank}.json").write_text(
+            json.dumps(
+                {
+                    "weights": self.weights,
+                    "final": pl_module.loss_mix.weighting.weights.detach().tolist(),
+                    "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+                }
+            )
+        )
 
 
 def test_gradnorm_weights_and_gradient_monitor_under_ddp(tmp_path):
     from lossmix.lightning import TermGradientMonitor
 
-    run = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=3,
-                    logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                    enable_model_summary=False, log_every_n_steps=1,
-                    callbacks=[TermGradientMonitor(every_n_steps=1), DumpWeights(str(tmp_path))])
+    run = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        callbacks=[TermGradientMonitor(every_n_steps=1), DumpWeights(str(tmp_path))],
+    )
     run.fit(GradNormModel(), loader(24, 4, seed=3))
     ranks = [json.loads((tmp_path / f"gradnorm{r}.json").read_text()) for r in range(2)]
-    assert ranks[0]["weights"] == ranks[1]["weights"]          # identical on every rank
-    assert ranks[0]["weights"][-1] != [1.0, 1.0]               # and actually learned
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # identical on every rank
+    assert ranks[0]["weights"][-1] != [1.0, 1.0]  # and actually learned
     assert ranks[0]["final"] == ranks[1]["final"]
-    assert sum(ranks[0]["final"]) == pytest.approx(2.0)        # renormalised to Σw = K
+    assert sum(ranks[0]["final"]) == pytest.approx(2.0)  # renormalised to Σw = K
     for rank in ranks:
         assert {"train/grad_norm/small", "train/grad_norm/large"} <= set(rank["metrics"])
         assert rank["metrics"]["train/grad_norm/large"] > 0

@@ -13,8 +13,7 @@ COMMANDS = {
     "list": ["list"],
     "list user losses": ["list", "--import", "lossmix.demo.custom_losses"],
     "list missing module": ["list", "--import", "no_such_losses_module"],
-    "show": ["show", "loss/cls=ce", "+sampler@loss.cls.sampler=random",
-             "loss.cls.sampler.num=64"],
+    "show": ["show", "loss/cls=ce", "+sampler@loss.cls.sampler=random", "loss.cls.sampler.num=64"],
     "show typo": ["show", "+loss.cls.gama=1.5"],
     "show unknown option": ["show", "loss/reg=nope"],
     # a user-registered loss: lossmix.imports is imported before the check (and the hint)
@@ -31,9 +30,12 @@ def _command() -> list[str]:
 @pytest.fixture(scope="module")
 def done():
     env = {**os.environ, "COLUMNS": "200"}
-    started = {name: subprocess.Popen([*_command(), *args], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True, env=env)
-               for name, args in COMMANDS.items()}
+    started = {
+        name: subprocess.Popen(
+            [*_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for name, args in COMMANDS.items()
+    }
     return {name: (*p.communicate(timeout=120), p.returncode) for name, p in started.items()}
 
 
@@ -71,12 +73,17 @@ def test_show_imports_the_users_loss_module(done):
     assert "type: LogCoshDiceLoss" in out and "soft_l1" in out
 
 
-@pytest.mark.parametrize(("case", "expected"), [
-    ("show typo", "Did you mean 'gamma'?"),
-    ("show custom typo", "term 'seg' (LogCoshDiceLoss): unknown key 'epss' (loss.seg.epss). "
-                         "Did you mean 'eps'?"),
-    ("show unknown option", "Available options in 'loss/reg': giou, l1, smooth_l1"),
-])
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("show typo", "Did you mean 'gamma'?"),
+        (
+            "show custom typo",
+            "term 'seg' (LogCoshDiceLoss): unknown key 'epss' (loss.seg.epss). Did you mean 'eps'?",
+        ),
+        ("show unknown option", "Available options in 'loss/reg': giou, l1, smooth_l1"),
+    ],
+)
 def test_show_errors_are_one_line(done, case, expected):
     _, err, code = done[case]
     assert code == 1

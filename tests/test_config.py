@@ -84,8 +84,7 @@ def test_weight_override(compose_train, detector_batch):
 def test_reduction_sum_needs_the_normalizer_dropped(compose_train, detector_batch):
     with pytest.raises(LossConfigError, match=r"term 'cls'.*loss\.cls\.normalizer=null"):
         build_loss_mix(compose_train("loss.cls.reduction=sum").loss)
-    mix, _ = run_mix(compose_train("loss.cls.reduction=sum", "loss.cls.normalizer=null"),
-                     detector_batch)
+    mix, _ = run_mix(compose_train("loss.cls.reduction=sum", "loss.cls.normalizer=null"), detector_batch)
     assert mix.terms["cls"].loss.reduction == "sum"
     assert mix.terms["cls"].normalizer is None
 
@@ -146,8 +145,10 @@ def test_unknown_option_lists_the_available_ones(compose_train):
     with pytest.raises(MissingConfigException) as info:
         compose_train("loss/cls=nope")
     line = one_line_error(info.value)
-    assert line == "Could not find 'loss/cls/nope'. Available options in 'loss/cls': " \
-                   f"{', '.join(options('loss/cls'))}."
+    assert (
+        line == "Could not find 'loss/cls/nope'. Available options in 'loss/cls': "
+        f"{', '.join(options('loss/cls'))}."
+    )
 
 
 def test_term_rows_for_show(compose_train):
@@ -181,9 +182,12 @@ def test_every_segmentation_loss_option(compose_train, option):
     result.total.backward()
 
 
-INSTANTIABLE = [(group, option)
-                for group in ("model", "data", "trainer", "callbacks", "logger", "experiment")
-                for option in options(group) if option != "default"]
+INSTANTIABLE = [
+    (group, option)
+    for group in ("model", "data", "trainer", "callbacks", "logger", "experiment")
+    for option in options(group)
+    if option != "default"
+]
 
 
 @pytest.mark.parametrize(("group", "option"), INSTANTIABLE)
@@ -195,8 +199,9 @@ def test_every_option_instantiates(compose_train, group, option):
     cfg = compose_train(f"{group}={option}")
     bases = app_node_bases()
     if group == "model":
-        model = instantiate_node(cfg.model, "model", base=bases["model"], loss=plain(cfg.loss),
-                                 _recursive_=False, _convert_="all")
+        model = instantiate_node(
+            cfg.model, "model", base=bases["model"], loss=plain(cfg.loss), _recursive_=False, _convert_="all"
+        )
         assert isinstance(model, CompositeLoss)
     elif group in ("callbacks", "logger"):
         built = instantiate_children(cfg.get(group), group, base=bases[group])
@@ -214,7 +219,8 @@ def test_every_option_instantiates(compose_train, group, option):
 def test_a_user_app_outside_the_repository_uses_the_shipped_groups(tmp_path):
     (tmp_path / "app.yaml").write_text(
         "defaults:\n  - loss/cls: focal\n  - loss/reg: l1\n  - _self_\n"
-        "hydra:\n  searchpath:\n    - pkg://lossmix.conf\n")
+        "hydra:\n  searchpath:\n    - pkg://lossmix.conf\n"
+    )
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
@@ -251,8 +257,14 @@ def test_experiment_trains_a_step(compose_train, experiment):
 
     cfg = compose_train(f"experiment={experiment}")
     data, model = build_experiment(cfg)
-    trainer = pl.Trainer(fast_dev_run=1, accelerator="cpu", devices=1, logger=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        fast_dev_run=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, datamodule=data)
     logged = set(trainer.callback_metrics)
     assert {f"train/loss/{term}_epoch" for term in EXPERIMENT_TERMS[experiment]} <= logged
@@ -268,8 +280,12 @@ def test_gan_experiment_lazy_r1_weight(compose_train):
     cfg = compose_train("experiment=gan")
     _, model = build_experiment(cfg)
     real = torch.randn(4, 2)
-    outputs = {"real_score": model.disc(real), "fake_score": model.disc(real + 1),
-               "disc": model.disc, "real": real}
+    outputs = {
+        "real_score": model.disc(real),
+        "fake_score": model.disc(real + 1),
+        "disc": model.disc,
+        "real": real,
+    }
     on = model.loss_mix(outputs, group="disc", step=16)
     off = model.loss_mix(outputs, group="disc", step=17)
     assert on.weights["r1"] == 5.0 * 16 and off.weights["r1"] == 0.0
@@ -291,14 +307,20 @@ def test_custom_experiment_imports_the_users_module(compose_train):
     assert type(model.loss_mix.terms["seg"].loss).__name__ == "LogCoshDiceLoss"
 
 
-@pytest.mark.parametrize(("names", "message"), [
-    (["my-losses"], r"lossmix.imports: 'my-losses' is not a dotted module name"),
-    (["lossmix..losses"], r"'lossmix..losses' is not a dotted module name"),
-    ([3], r"3 is not a dotted module name"),
-    ("lossmix.demo.custom_losses", r"must be a list of module names"),
-    (["lossmix_no_such_module"], r"could not import module 'lossmix_no_such_module': "
-                                 r"ModuleNotFoundError"),
-])
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["my-losses"], r"lossmix.imports: 'my-losses' is not a dotted module name"),
+        (["lossmix..losses"], r"'lossmix..losses' is not a dotted module name"),
+        ([3], r"3 is not a dotted module name"),
+        ("lossmix.demo.custom_losses", r"must be a list of module names"),
+        (
+            ["lossmix_no_such_module"],
+            r"could not import module 'lossmix_no_such_module': "
+            r"ModuleNotFoundError",
+        ),
+    ],
+)
 def test_imports_refuse_bad_names_and_failing_modules(names, message):
     with pytest.raises(LossConfigError, match=message):  # named by the user, so trusted
         import_modules(names, granted=["lossmix_no_such_module"])
@@ -309,5 +331,6 @@ def test_imports_report_an_error_raised_inside_the_module(tmp_path, monkeypatch)
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(LossConfigError) as info:
         import_modules(["lossmix_test_broken_losses"], granted=["lossmix_test_broken_losses"])
-    assert str(info.value) == ("lossmix.imports: could not import module "
-                               "'lossmix_test_broken_losses': RuntimeError: no GPU here")
+    assert str(info.value) == (
+        "lossmix.imports: could not import module 'lossmix_test_broken_losses': RuntimeError: no GPU here"
+    )

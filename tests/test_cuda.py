@@ -18,20 +18,31 @@ def _step_inputs(device: str, gen: torch.Generator):
     xy = torch.rand(n, 2, device=device) * 50
     boxes = torch.cat([xy, xy + 1 + torch.rand(n, 2, device=device) * 20], -1)
     pred_boxes = (boxes + torch.randn(n, 4, device=device)).requires_grad_()
-    return {"logits": logits, "boxes": pred_boxes}, {"labels": labels, "box_targets": boxes,
-                                                     "pos": labels < c}
+    return {"logits": logits, "boxes": pred_boxes}, {
+        "labels": labels,
+        "box_targets": boxes,
+        "pos": labels < c,
+    }
 
 
 TERMS = {
-    "cls": {"type": "FocalLoss", "inputs": {"pred": "logits", "target": "labels"},
-            "sampler": {"type": "RandomSampler", "num": 64, "pos_fraction": 0.25},
-            "normalizer": {"type": "num_pos", "sync": True}},
-    "ohem": {"type": "CrossEntropyLoss", "in_total": False,
-             "inputs": {"pred": "logits", "target": "labels"},
-             "sampler": {"type": "OHEMSampler", "num": 64, "pos_fraction": 0.25,
-                         "background": 4}},
-    "reg": {"type": "GIoULoss", "inputs": {"pred": "boxes", "target": "box_targets",
-                                           "weight": "pos"}, "normalizer": "weight_sum"},
+    "cls": {
+        "type": "FocalLoss",
+        "inputs": {"pred": "logits", "target": "labels"},
+        "sampler": {"type": "RandomSampler", "num": 64, "pos_fraction": 0.25},
+        "normalizer": {"type": "num_pos", "sync": True},
+    },
+    "ohem": {
+        "type": "CrossEntropyLoss",
+        "in_total": False,
+        "inputs": {"pred": "logits", "target": "labels"},
+        "sampler": {"type": "OHEMSampler", "num": 64, "pos_fraction": 0.25, "background": 4},
+    },
+    "reg": {
+        "type": "GIoULoss",
+        "inputs": {"pred": "boxes", "target": "box_targets", "weight": "pos"},
+        "normalizer": "weight_sum",
+    },
     "lazy": {"type": "L1Loss", "every": 2, "inputs": {"pred": "boxes", "target": "box_targets"}},
 }
 

@@ -14,8 +14,12 @@ from tests.lightning_models import Regressor, loader, trainer
 def test_curves_written_to_the_run_dir(tmp_path, every_epoch, capsys):
     curves = LossCurves(every_epoch=every_epoch)
     logger = L.pytorch.loggers.CSVLogger(tmp_path, name="run")
-    run = trainer(max_epochs=2, log_every_n_steps=1, logger=logger,
-                  callbacks=[curves, LossWeightSchedule({"t1": {"kind": "linear", "end": 4}})])
+    run = trainer(
+        max_epochs=2,
+        log_every_n_steps=1,
+        logger=logger,
+        callbacks=[curves, LossWeightSchedule({"t1": {"kind": "linear", "end": 4}})],
+    )
     run.fit(Regressor(lr=0.01), loader(8, 4))
     assert curves.path == tmp_path / "run" / "version_0" / "loss_curves.png"
     assert curves.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -38,8 +42,7 @@ def test_default_root_dir_without_a_logger(tmp_path):
 
 def test_short_run_without_a_logging_point_draws_each_epochs_last_step(tmp_path):
     curves = LossCurves(filename="c.png")
-    run = trainer(max_epochs=2, log_every_n_steps=50, default_root_dir=tmp_path,
-                  callbacks=[curves])
+    run = trainer(max_epochs=2, log_every_n_steps=50, default_root_dir=tmp_path, callbacks=[curves])
     run.fit(Regressor(), loader(8, 4))
     history = next(c for c in run.callbacks if isinstance(c, TermLogger)).history
     assert [p[0] for p in history["train/loss/t0"]] == [2.0, 4.0]

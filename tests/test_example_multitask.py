@@ -14,8 +14,7 @@ def test_multitask_example(weighting, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     import multitask
 
-    metrics = multitask.main(["--weighting", weighting, "--epochs", "2", "--quiet",
-                              "--out", str(tmp_path)])
+    metrics = multitask.main(["--weighting", weighting, "--epochs", "2", "--quiet", "--out", str(tmp_path)])
     assert Path(metrics["curves"]).is_file()
     assert {"train/loss/depth_epoch", "train/loss/cls_epoch"} <= set(metrics)
     if weighting != "none":

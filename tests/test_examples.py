@@ -24,20 +24,24 @@ def test_segmentation_example_logs_dice_and_bce():
 
     metrics = segmentation.main(["--max-steps", "4", "--samples", "32", "--quiet"])
     assert {"val/loss/dice", "val/loss/bce", "train/loss/dice_epoch"} <= set(metrics)
-    assert metrics["val/loss"] == pytest.approx(metrics["val/loss/dice"] + metrics["val/loss/bce"],
-                                                abs=2e-4)
+    assert metrics["val/loss"] == pytest.approx(metrics["val/loss/dice"] + metrics["val/loss/bce"], abs=2e-4)
 
 
 def test_gan_example_groups_and_lazy_r1():
     import gan
 
     metrics = gan.main(["--max-steps", "3", "--quiet"])
-    assert {"train/loss/gen/adv_epoch", "train/loss/disc/r1_epoch",
-            "train/loss/disc/shift_epoch"} <= set(metrics)
+    assert {"train/loss/gen/adv_epoch", "train/loss/disc/r1_epoch", "train/loss/disc/shift_epoch"} <= set(
+        metrics
+    )
     model = ToyGAN(gan.LOSS)
     real = ring(8)
-    outputs = {"real_score": model.disc(real), "fake_score": model.disc(real + 1),
-               "disc": model.disc, "real": real}
+    outputs = {
+        "real_score": model.disc(real),
+        "fake_score": model.disc(real + 1),
+        "disc": model.disc,
+        "real": real,
+    }
     on = model.loss_mix(outputs, group="disc", step=16)
     off = model.loss_mix(outputs, group="disc", step=17)
     assert on.weights["r1"] == 5.0 * 16 and off.weights["r1"] == 0.0
@@ -59,9 +63,12 @@ def test_custom_loss_example_registers_and_trains():
 
 
 def test_segmentation_example_runs_from_the_command_line():
-    done = subprocess.run([sys.executable, str(EXAMPLES / "segmentation.py"), "--max-steps", "2",
-                           "--samples", "16", "--quiet"], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "segmentation.py"), "--max-steps", "2", "--samples", "16", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -69,8 +76,7 @@ def test_segmentation_example_runs_from_the_command_line():
 def test_detection_example_terms_and_samplers(sampler):
     import detection
 
-    metrics = detection.main(["--max-steps", "3", "--samples", "32", "--sampler", sampler,
-                              "--quiet"])
+    metrics = detection.main(["--max-steps", "3", "--samples", "32", "--sampler", sampler, "--quiet"])
     assert {"train/loss/cls_epoch", "train/loss/reg_epoch", "train/loss/ctr_epoch"} <= set(metrics)
     model = detection.DenseDetector(detection.loss_config(sampler=sampler))
     assert (model.loss_mix.find_term("cls").sampler is None) == (sampler == "none")

@@ -52,20 +52,24 @@ def test_gradient_norms_equal_autograd_by_hand(module):
         pred = model(data.x[rows])["pred"]
         y = data.y[rows]
         terms = [0.5 * (pred - y).abs().mean(), 1.5 * ((pred - y) ** 2).mean()]
-        expected = torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(
-            t, params, retain_graph=True)]).norm() for t in terms])
+        expected = torch.stack(
+            [
+                torch.cat([g.flatten() for g in torch.autograd.grad(t, params, retain_graph=True)]).norm()
+                for t in terms
+            ]
+        )
         torch.testing.assert_close(logged, expected)
 
 
 def test_norms_are_logged_at_logging_points():
-    run = trainer(max_steps=4, log_every_n_steps=2,
-                  callbacks=[TermGradientMonitor(every_n_steps=2)])
+    run = trainer(max_steps=4, log_every_n_steps=2, callbacks=[TermGradientMonitor(every_n_steps=2)])
     run.fit(Deep(), loader(16, 4))
     assert {"train/grad_norm/t0", "train/grad_norm/t1"} <= set(run.callback_metrics)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"every_n_steps": 0}, ">= 1"),
-                                           ({"module": "backbon"}, "Did you mean 'backbone'")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"every_n_steps": 0}, ">= 1"), ({"module": "backbon"}, "Did you mean 'backbone'")]
+)
 def test_bad_monitor_arguments(kwargs, match):
     with pytest.raises(LossConfigError, match=match):
         trainer(max_steps=1, callbacks=[TermGradientMonitor(**kwargs)]).fit(Deep(), loader(8, 4))

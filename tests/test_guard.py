@@ -13,8 +13,10 @@ from lossmix import LossConfigError
 from lossmix.lightning import NonFiniteLoss, NonFiniteLossGuard
 from tests.lightning_models import Regressor, loader, trainer
 
-TERMS = {"t0": {"type": "L1Loss", "inputs": {"pred": "pred", "target": "bad"}},
-         "t1": {"type": "MSELoss", "inputs": {"pred": "pred", "target": "y"}}}
+TERMS = {
+    "t0": {"type": "L1Loss", "inputs": {"pred": "pred", "target": "bad"}},
+    "t1": {"type": "MSELoss", "inputs": {"pred": "pred", "target": "y"}},
+}
 
 
 class NaNAt(Regressor):
@@ -101,6 +103,7 @@ def test_zero_needs_no_host_sync_in_the_step(monkeypatch):
             if sys._getframe(1).f_globals.get("__name__", "").startswith("lossmix"):
                 calls[name] += 1
             return originals[name](self, *args, **kwargs)
+
         return wrapper
 
     for name in calls:

@@ -69,8 +69,7 @@ def test_step_values_reach_loggers_only_at_logging_points(tmp_path):
 
 
 def test_model_checkpoint_can_monitor_a_term(tmp_path):
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor="val/loss/t1",
-                                               mode="min")
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor="val/loss/t1", mode="min")
     run = trainer(max_epochs=2, callbacks=[ckpt], enable_checkpointing=True)
     model = Regressor(lr=0.05)
     run.fit(model, loader(16, 4), loader(8, 4, seed=1))
@@ -98,38 +97,54 @@ class TwoPlayer(CompositeLoss, L.LightningModule):
         self.automatic_optimization = False
         self.gen = torch.nn.Linear(4, 2)
         self.disc = torch.nn.Linear(2, 1)
-        self.configure_loss({
-            "gen": {"rec": {"type": "L1Loss", "inputs": {"pred": "fake", "target": "y"}},
-                    "adv": {"type": "MSELoss", "loss_weight": 0.1,
-                            "inputs": {"pred": "fake_score", "target": "ones"}}},
-            "disc": {"real": {"type": "MSELoss", "inputs": {"pred": "real_score",
-                                                            "target": "ones"}},
-                     "fake": {"type": "MSELoss", "inputs": {"pred": "fake_score",
-                                                            "target": "zeros"}},
-                     "reg": {"type": "L1Loss", "every": 2, "loss_weight": 0.01,
-                             "inputs": {"pred": "real_score", "target": "zeros"}}},
-        })
+        self.configure_loss(
+            {
+                "gen": {
+                    "rec": {"type": "L1Loss", "inputs": {"pred": "fake", "target": "y"}},
+                    "adv": {
+                        "type": "MSELoss",
+                        "loss_weight": 0.1,
+                        "inputs": {"pred": "fake_score", "target": "ones"},
+                    },
+                },
+                "disc": {
+                    "real": {"type": "MSELoss", "inputs": {"pred": "real_score", "target": "ones"}},
+                    "fake": {"type": "MSELoss", "inputs": {"pred": "fake_score", "target": "zeros"}},
+                    "reg": {
+                        "type": "L1Loss",
+                        "every": 2,
+                        "loss_weight": 0.01,
+                        "inputs": {"pred": "real_score", "target": "zeros"},
+                    },
+                },
+            }
+        )
 
     def training_step(self, batch, batch_idx):
         opt_g, opt_d = self.optimizers()
         fake = self.gen(batch["x"])
         n = fake.shape[0]
         ones, zeros = torch.ones(n, 1), torch.zeros(n, 1)
-        loss_g = self.compute_loss({"fake": fake, "fake_score": self.disc(fake)},
-                                   {**batch, "ones": ones}, group="gen")
+        loss_g = self.compute_loss(
+            {"fake": fake, "fake_score": self.disc(fake)}, {**batch, "ones": ones}, group="gen"
+        )
         opt_g.zero_grad()
         self.manual_backward(loss_g)
         opt_g.step()
         loss_d = self.compute_loss(
             {"real_score": self.disc(batch["y"]), "fake_score": self.disc(fake.detach())},
-            {"ones": ones, "zeros": zeros}, group="disc")
+            {"ones": ones, "zeros": zeros},
+            group="disc",
+        )
         opt_d.zero_grad()
         self.manual_backward(loss_d)
         opt_d.step()
 
     def configure_optimizers(self):
-        return (torch.optim.SGD(self.gen.parameters(), lr=0.01),
-                torch.optim.SGD(self.disc.parameters(), lr=0.01))
+        return (
+            torch.optim.SGD(self.gen.parameters(), lr=0.01),
+            torch.optim.SGD(self.disc.parameters(), lr=0.01),
+        )
 
 
 def test_manual_optimization_with_groups_logs_each_group():
@@ -137,8 +152,15 @@ def test_manual_optimization_with_groups_logs_each_group():
     model = TwoPlayer()
     run.fit(model, loader(16, 4))
     keys = set(run.callback_metrics)
-    assert {"train/loss/gen", "train/loss/gen/rec", "train/loss/gen/adv", "train/loss/disc",
-            "train/loss/disc/real", "train/loss/disc/fake", "train/loss/disc/reg"} <= keys
+    assert {
+        "train/loss/gen",
+        "train/loss/gen/rec",
+        "train/loss/gen/adv",
+        "train/loss/disc",
+        "train/loss/disc/real",
+        "train/loss/disc/fake",
+        "train/loss/disc/reg",
+    } <= keys
     last = model.last_loss_result
     assert last.group == "disc"
     # 4 batches: the lazy regulariser ran on batches 0 and 2, so the last batch (3) skipped it
@@ -165,8 +187,7 @@ def test_log_raw_adds_raw_values_and_weights():
     run.fit(Regressor(), loader(8, 4))
     metrics = run.callback_metrics
     assert metrics["train/weight/t1"].item() == 1.5
-    assert metrics["train/loss/t1"].item() == pytest.approx(
-        1.5 * metrics["train/raw/t1"].item(), rel=1e-6)
+    assert metrics["train/loss/t1"].item() == pytest.approx(1.5 * metrics["train/raw/t1"].item(), rel=1e-6)
 
 
 def test_no_item_or_tolist_from_lossmix_inside_steps(monkeypatch):
@@ -180,14 +201,20 @@ def test_no_item_or_tolist_from_lossmix_inside_steps(monkeypatch):
             if caller.startswith("lossmix"):
                 calls[name] += 1
             return originals[name](self, *args, **kwargs)
+
         return wrapper
 
     for name in calls:
         monkeypatch.setattr(torch.Tensor, name, counting(name))
-    terms = {**regression_terms(3), "cls": {
-        "type": "FocalLoss", "inputs": {"pred": "pred", "target": "label"},
-        "sampler": {"type": "RandomSampler", "num": 2, "pos_fraction": 0.5},
-        "normalizer": {"type": "num_pos", "sync": True}}}
+    terms = {
+        **regression_terms(3),
+        "cls": {
+            "type": "FocalLoss",
+            "inputs": {"pred": "pred", "target": "label"},
+            "sampler": {"type": "RandomSampler", "num": 2, "pos_fraction": 0.5},
+            "normalizer": {"type": "num_pos", "sync": True},
+        },
+    }
 
     class WithLabels(Regressor):
         def training_step(self, batch, batch_idx):

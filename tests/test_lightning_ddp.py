@@ -13,8 +13,9 @@ import torch
 from lossmix.lightning.logging import collective_count
 from tests.lightning_models import Pairs, Regressor, loader, regression_terms
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
-                                reason="torch.distributed is not available")
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available(), reason="torch.distributed is not available"
+)
 
 
 class CountCollectives(L.Callback):
@@ -25,17 +26,27 @@ class CountCollectives(L.Callback):
 
     def on_fit_end(self, trainer, pl_module):
         path = Path(self.out) / f"rank{trainer.global_rank}.json"
-        path.write_text(json.dumps({"collectives": collective_count(),
-                                    "world": torch.distributed.get_world_size()}))
+        path.write_text(
+            json.dumps({"collectives": collective_count(), "world": torch.distributed.get_world_size()})
+        )
 
 
 def _fit(tmp_path: Path, k: int) -> tuple[dict, list[dict]]:
     out = tmp_path / f"k{k}"
     out.mkdir()
-    run = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1,
-                    log_every_n_steps=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False,
-                    num_sanity_val_steps=0, callbacks=[CountCollectives(str(out))])
+    run = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        log_every_n_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[CountCollectives(str(out))],
+    )
     run.fit(Regressor(terms=regression_terms(k)), loader(16, 4), loader(16, 4, seed=1))
     metrics = {k: v.item() for k, v in run.callback_metrics.items()}
     counts = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
@@ -60,7 +71,8 @@ def test_ddp_epoch_means_and_collective_count(tmp_path):
     with torch.no_grad():
         pred = model.net(train.x)
     assert metrics_8["train/loss/t0_epoch"] == pytest.approx(
-        0.5 * (pred - train.y).abs().mean().item(), rel=1e-5)
+        0.5 * (pred - train.y).abs().mean().item(), rel=1e-5
+    )
 
     # one collective per logging point, whatever the number of terms:
     # 2 train steps per rank (each a logging point) + train epoch end + val epoch end

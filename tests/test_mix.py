@@ -36,11 +36,13 @@ ROUTE = {"pred": "box", "target": "box_target"}
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0), (2.0, 0.5, 0.0), (0.1, 3.0, 1.5)])
 def test_total_is_weighted_sum_of_terms(weights):
     w1, w2, w3 = weights
-    mix = LossMix.from_config({
-        "l1": {"type": "L1Loss", "loss_weight": w1, "inputs": ROUTE},
-        "mse": {"type": "MSELoss", "loss_weight": w2, "inputs": ROUTE},
-        "smooth": {"type": "SmoothL1Loss", "beta": 0.5, "loss_weight": w3, "inputs": ROUTE},
-    })
+    mix = LossMix.from_config(
+        {
+            "l1": {"type": "L1Loss", "loss_weight": w1, "inputs": ROUTE},
+            "mse": {"type": "MSELoss", "loss_weight": w2, "inputs": ROUTE},
+            "smooth": {"type": "SmoothL1Loss", "beta": 0.5, "loss_weight": w3, "inputs": ROUTE},
+        }
+    )
     outputs, batch = _reg_batch()
     p, t = outputs["box"], batch["box_target"]
     result = mix(outputs, batch)
@@ -53,8 +55,7 @@ def test_total_is_weighted_sum_of_terms(weights):
         torch.testing.assert_close(result.raw[name], raw[name])
         torch.testing.assert_close(result.terms[name], w * raw[name])
         assert result.weights[name] == w
-    torch.testing.assert_close(result.total, sum(w * raw[n] for n, w in zip(raw, weights,
-                                                                            strict=True)))
+    torch.testing.assert_close(result.total, sum(w * raw[n] for n, w in zip(raw, weights, strict=True)))
 
 
 def test_loss_weight_is_moved_to_the_term_and_loss_default_is_kept():
@@ -65,11 +66,18 @@ def test_loss_weight_is_moved_to_the_term_and_loss_default_is_kept():
 
 @pytest.mark.parametrize("scale_by_every", [True, False])
 def test_lazy_term_runs_every_k_steps_with_weight_times_k(scale_by_every):
-    mix = LossMix.from_config({
-        "base": {"type": "L1Loss", "inputs": ROUTE},
-        "lazy": {"type": "MSELoss", "loss_weight": 0.5, "every": 3,
-                 "scale_by_every": scale_by_every, "inputs": ROUTE},
-    })
+    mix = LossMix.from_config(
+        {
+            "base": {"type": "L1Loss", "inputs": ROUTE},
+            "lazy": {
+                "type": "MSELoss",
+                "loss_weight": 0.5,
+                "every": 3,
+                "scale_by_every": scale_by_every,
+                "inputs": ROUTE,
+            },
+        }
+    )
     outputs, batch = _reg_batch()
     mse = ((outputs["box"] - batch["box_target"]) ** 2).mean()
     factor = 3 if scale_by_every else 1
@@ -88,8 +96,7 @@ def test_lazy_term_runs_every_k_steps_with_weight_times_k(scale_by_every):
 
 
 def test_lazy_term_without_step_runs_with_plain_weight():
-    mix = LossMix.from_config({"lazy": {"type": "MSELoss", "loss_weight": 0.5, "every": 4,
-                                        "inputs": ROUTE}})
+    mix = LossMix.from_config({"lazy": {"type": "MSELoss", "loss_weight": 0.5, "every": 4, "inputs": ROUTE}})
     outputs, batch = _reg_batch()
     result = mix(outputs, batch)
     assert result.weights["lazy"] == 0.5
@@ -97,10 +104,12 @@ def test_lazy_term_without_step_runs_with_plain_weight():
 
 
 def test_log_only_term_is_reported_but_not_summed():
-    mix = LossMix.from_config({
-        "l1": {"type": "L1Loss", "inputs": ROUTE},
-        "metric": {"type": "MSELoss", "in_total": False, "inputs": ROUTE},
-    })
+    mix = LossMix.from_config(
+        {
+            "l1": {"type": "L1Loss", "inputs": ROUTE},
+            "metric": {"type": "MSELoss", "in_total": False, "inputs": ROUTE},
+        }
+    )
     outputs, batch = _reg_batch()
     result = mix(outputs, batch)
     torch.testing.assert_close(result.total, result.terms["l1"])
@@ -116,10 +125,12 @@ def test_multi_output_losses_become_sub_terms(registry_snapshot):
     def tuple_parts(pred, target):
         return (pred - target).abs().sum(), (pred - target).pow(2).sum()
 
-    mix = LossMix.from_config({
-        "pair": {"type": "TwoParts", "loss_weight": 2.0, "inputs": ROUTE},
-        "tup": {"type": "TupleParts", "inputs": ROUTE},
-    })
+    mix = LossMix.from_config(
+        {
+            "pair": {"type": "TwoParts", "loss_weight": 2.0, "inputs": ROUTE},
+            "tup": {"type": "TupleParts", "inputs": ROUTE},
+        }
+    )
     outputs, batch = _reg_batch()
     result = mix(outputs, batch)
     assert set(result.terms) == {"pair.abs", "pair.sq", "tup.0", "tup.1"}
@@ -128,10 +139,12 @@ def test_multi_output_losses_become_sub_terms(registry_snapshot):
 
 
 def test_groups_are_computed_separately():
-    mix = LossMix.from_config({
-        "gen": {"rec": {"type": "L1Loss", "inputs": ROUTE}},
-        "disc": {"sq": {"type": "MSELoss", "loss_weight": 0.5, "inputs": ROUTE}},
-    })
+    mix = LossMix.from_config(
+        {
+            "gen": {"rec": {"type": "L1Loss", "inputs": ROUTE}},
+            "disc": {"sq": {"type": "MSELoss", "loss_weight": 0.5, "inputs": ROUTE}},
+        }
+    )
     outputs, batch = _reg_batch()
     gen, disc = mix(outputs, batch, group="gen"), mix(outputs, batch, group="disc")
     assert set(gen.terms) == {"rec"} and set(disc.terms) == {"sq"}
@@ -156,8 +169,9 @@ def test_routing_nested_prefixed_indexed_and_constant(registry_snapshot):
         def forward(self, pred, target, factor=1.0):
             return (pred - target).abs().mean() * factor
 
-    mix = LossMix.from_config({"t": {"type": "Scaled", "inputs": {
-        "pred": "outputs.head.box", "target": "batch.1", "factor": 2.0}}})
+    mix = LossMix.from_config(
+        {"t": {"type": "Scaled", "inputs": {"pred": "outputs.head.box", "target": "batch.1", "factor": 2.0}}}
+    )
     pred, target = torch.ones(3), torch.zeros(3)
     result = mix({"head": {"box": pred}}, ("image", target))
     torch.testing.assert_close(result.raw["t"], torch.tensor(2.0))
@@ -204,9 +218,16 @@ def test_pseudo_sampler_mask_matches_hand_computation(registry_snapshot):
     def row_loss(pred, target):
         return pred.logsumexp(-1) * 0 + pred.pow(2).sum(-1)  # one value per row
 
-    mix = LossMix.from_config({"cls": {"type": "RowLoss", "inputs": CLS_ROUTE,
-                                       "sampler": {"type": "PseudoSampler"},
-                                       "normalizer": "num_pos"}})
+    mix = LossMix.from_config(
+        {
+            "cls": {
+                "type": "RowLoss",
+                "inputs": CLS_ROUTE,
+                "sampler": {"type": "PseudoSampler"},
+                "normalizer": "num_pos",
+            }
+        }
+    )
     outputs, batch = _cls_batch()
     labels = batch["labels"]
     result = mix(outputs, batch)
@@ -225,8 +246,15 @@ def test_random_sampler_on_term_respects_quota_and_seed(registry_snapshot):
         return pred.pow(2).sum(-1)
 
     def build():
-        return LossMix.from_config({"cls": {"type": "RowLoss2", "inputs": CLS_ROUTE, "sampler": {
-            "type": "RandomSampler", "num": 8, "pos_fraction": 0.25, "seed": 3}}})
+        return LossMix.from_config(
+            {
+                "cls": {
+                    "type": "RowLoss2",
+                    "inputs": CLS_ROUTE,
+                    "sampler": {"type": "RandomSampler", "num": 8, "pos_fraction": 0.25, "seed": 3},
+                }
+            }
+        )
 
     outputs, batch = _cls_batch()
     first, second = build()(outputs, batch), build()(outputs, batch)
@@ -240,9 +268,16 @@ def test_ohem_on_term_picks_largest_loss_negatives(registry_snapshot):
     def row_loss(pred, target):
         return pred.pow(2).sum(-1)
 
-    mix = LossMix.from_config({"cls": {"type": "RowLoss3", "reduction": "sum", "inputs": CLS_ROUTE,
-                                       "sampler": {"type": "OHEMSampler", "num": 6,
-                                                   "pos_fraction": 0.0}}})
+    mix = LossMix.from_config(
+        {
+            "cls": {
+                "type": "RowLoss3",
+                "reduction": "sum",
+                "inputs": CLS_ROUTE,
+                "sampler": {"type": "OHEMSampler", "num": 6, "pos_fraction": 0.0},
+            }
+        }
+    )
     outputs, batch = _cls_batch()
     labels = batch["labels"]
     rows = outputs["logits"].detach().pow(2).sum(-1)
@@ -252,16 +287,24 @@ def test_ohem_on_term_picks_largest_loss_negatives(registry_snapshot):
 
 
 def test_sampler_on_float_target_is_an_error_naming_the_term():
-    mix = LossMix.from_config({"reg": {"type": "L1Loss", "inputs": ROUTE,
-                                       "sampler": {"type": "PseudoSampler"}}})
+    mix = LossMix.from_config(
+        {"reg": {"type": "L1Loss", "inputs": ROUTE, "sampler": {"type": "PseudoSampler"}}}
+    )
     with pytest.raises(LossInputError, match="term 'reg'.*pos_mask"):
         mix(*_reg_batch())
 
 
 def test_explicit_masks_feed_the_sampler():
-    mix = LossMix.from_config({"reg": {"type": "L1Loss", "sampler": {"type": "PseudoSampler"},
-                                       "inputs": {**ROUTE, "pos_mask": "pos"},
-                                       "normalizer": "num_pos"}})
+    mix = LossMix.from_config(
+        {
+            "reg": {
+                "type": "L1Loss",
+                "sampler": {"type": "PseudoSampler"},
+                "inputs": {**ROUTE, "pos_mask": "pos"},
+                "normalizer": "num_pos",
+            }
+        }
+    )
     outputs, batch = _reg_batch()
     pos = torch.tensor([True, False, True, False, False, False])
     result = mix(outputs, {**batch, "pos": pos})
@@ -270,12 +313,20 @@ def test_explicit_masks_feed_the_sampler():
 
 
 def test_sampler_generator_state_is_in_the_state_dict():
-    mix = LossMix.from_config({"cls": {"type": "L1Loss", "sampler": {
-        "type": "RandomSampler", "num": 4, "pos_fraction": 0.5}}})
+    mix = LossMix.from_config(
+        {"cls": {"type": "L1Loss", "sampler": {"type": "RandomSampler", "num": 4, "pos_fraction": 0.5}}}
+    )
     outputs, batch = _cls_batch()
     batch["labels"] = batch["labels"].clamp(min=0)  # FocalLoss takes labels in [0, C]
-    mix = LossMix.from_config({"cls": {"type": "FocalLoss", "inputs": CLS_ROUTE, "sampler": {
-        "type": "RandomSampler", "num": 4, "pos_fraction": 0.5}}})
+    mix = LossMix.from_config(
+        {
+            "cls": {
+                "type": "FocalLoss",
+                "inputs": CLS_ROUTE,
+                "sampler": {"type": "RandomSampler", "num": 4, "pos_fraction": 0.5},
+            }
+        }
+    )
     mix(outputs, batch)
     assert any(k.endswith("_extra_state") for k in mix.state_dict())
 
@@ -283,21 +334,29 @@ def test_sampler_generator_state_is_in_the_state_dict():
 # -- normalisers -------------------------------------------------------------------------------
 @pytest.mark.parametrize("source", ["weight_sum", "numel", "batch", "n_items"])
 def test_normalizers(source):
-    mix = LossMix.from_config({"reg": {"type": "L1Loss", "normalizer": source,
-                                       "inputs": {**ROUTE, "weight": "w"}}})
+    mix = LossMix.from_config(
+        {"reg": {"type": "L1Loss", "normalizer": source, "inputs": {**ROUTE, "weight": "w"}}}
+    )
     outputs, batch = _reg_batch()
     weight = torch.rand(6, 4, generator=torch.Generator().manual_seed(1))
     batch = {**batch, "w": weight, "n_items": torch.tensor(5.0)}
     p, t = outputs["box"], batch["box_target"]
     summed = ((p - t).abs() * weight).sum()
     divisor = {"weight_sum": weight.sum(), "numel": 24.0, "batch": 6.0, "n_items": 5.0}[source]
-    torch.testing.assert_close(mix(outputs, batch).raw["reg"],
-                               summed / (torch.as_tensor(divisor) + EPS32))
+    torch.testing.assert_close(mix(outputs, batch).raw["reg"], summed / (torch.as_tensor(divisor) + EPS32))
 
 
 def test_count_normalizer_is_clamped_to_one():
-    mix = LossMix.from_config({"reg": {"type": "L1Loss", "normalizer": "num_pos", "sampler": {
-        "type": "PseudoSampler"}, "inputs": {**ROUTE, "pos_mask": "pos"}}})
+    mix = LossMix.from_config(
+        {
+            "reg": {
+                "type": "L1Loss",
+                "normalizer": "num_pos",
+                "sampler": {"type": "PseudoSampler"},
+                "inputs": {**ROUTE, "pos_mask": "pos"},
+            }
+        }
+    )
     outputs, batch = _reg_batch()
     result = mix(outputs, {**batch, "pos": torch.zeros(6, dtype=torch.bool)})
     assert result.stats["reg.avg_factor"].item() == 1.0
@@ -312,20 +371,25 @@ def test_synced_normalizers_share_one_collective(monkeypatch):
 
     monkeypatch.setattr(lossmix.distributed, "world_size", lambda: 2)
     monkeypatch.setattr(torch.distributed, "all_reduce", fake_all_reduce)
-    mix = LossMix.from_config({
-        name: {"type": "L1Loss", "inputs": ROUTE, "normalizer": {"type": "numel", "sync": True}}
-        for name in ("a", "b", "c")
-    })
+    mix = LossMix.from_config(
+        {
+            name: {"type": "L1Loss", "inputs": ROUTE, "normalizer": {"type": "numel", "sync": True}}
+            for name in ("a", "b", "c")
+        }
+    )
     outputs, batch = _reg_batch()
     result = mix(outputs, batch)
     assert calls == [torch.Size([3])]
     assert result.stats["a.avg_factor"].item() == 24.0
 
 
-@pytest.mark.parametrize("bad", [
-    ({"normalizer": "missing_key"}, LossInputError, "normalizer key 'missing_key'|wants key"),
-    ({"normalizer": "box_target"}, LossInputError, "not a count"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ({"normalizer": "missing_key"}, LossInputError, "normalizer key 'missing_key'|wants key"),
+        ({"normalizer": "box_target"}, LossInputError, "not a count"),
+    ],
+)
 def test_bad_normalizer_inputs(bad):
     extra, error, match = bad
     mix = LossMix.from_config({"reg": {"type": "L1Loss", "inputs": ROUTE, **extra}})
@@ -334,21 +398,26 @@ def test_bad_normalizer_inputs(bad):
 
 
 # -- configuration errors -----------------------------------------------------------------------
-@pytest.mark.parametrize("node, match", [
-    ({"type": "L1Loss", "every": 0}, r"term 'reg': every=0"),
-    ({"type": "L1Loss", "every": 1.5}, r"every=1.5"),
-    ({"type": "L1Loss", "evry": 2}, r"term 'reg'.*unknown argument 'evry'.*Term-level keys"),
-    ({"type": "L1Loss", "inputs": {"pred": "a", "targt": "b"}}, r"Did you mean 'target'"),
-    ({"type": "L1Loss", "inputs": {"pred": "a"}}, r"does not say where 'target'"),
-    ({"type": "L1Loss", "reduction": "sum", "normalizer": "num_pos"}, r"needs reduction='mean'"),
-    ({"type": "L1Loss", "normalizer": {"type": "num_pos", "bogus": 1}}, r"normalizer"),
-    ({"type": "L1Loss", "loss_weight": "high"}, r"loss_weight='high'"),
-    ({"type": "L1Loss", "sampler": {"type": "RandomSampler", "num": 0, "pos_fraction": 0.5}},
-     r"term 'reg': sampler"),
-    ({"type": "L1Loss", "sampler": {"type": "RandmSampler"}}, r"Did you mean 'RandomSampler'"),
-    ({"type": "L1Loss", "schedule": {"kind": "linear"}}, r"LossWeightSchedule"),
-    ({"gamma": 2.0}, r"term 'reg'.*'type'"),
-])
+@pytest.mark.parametrize(
+    "node, match",
+    [
+        ({"type": "L1Loss", "every": 0}, r"term 'reg': every=0"),
+        ({"type": "L1Loss", "every": 1.5}, r"every=1.5"),
+        ({"type": "L1Loss", "evry": 2}, r"term 'reg'.*unknown argument 'evry'.*Term-level keys"),
+        ({"type": "L1Loss", "inputs": {"pred": "a", "targt": "b"}}, r"Did you mean 'target'"),
+        ({"type": "L1Loss", "inputs": {"pred": "a"}}, r"does not say where 'target'"),
+        ({"type": "L1Loss", "reduction": "sum", "normalizer": "num_pos"}, r"needs reduction='mean'"),
+        ({"type": "L1Loss", "normalizer": {"type": "num_pos", "bogus": 1}}, r"normalizer"),
+        ({"type": "L1Loss", "loss_weight": "high"}, r"loss_weight='high'"),
+        (
+            {"type": "L1Loss", "sampler": {"type": "RandomSampler", "num": 0, "pos_fraction": 0.5}},
+            r"term 'reg': sampler",
+        ),
+        ({"type": "L1Loss", "sampler": {"type": "RandmSampler"}}, r"Did you mean 'RandomSampler'"),
+        ({"type": "L1Loss", "schedule": {"kind": "linear"}}, r"LossWeightSchedule"),
+        ({"gamma": 2.0}, r"term 'reg'.*'type'"),
+    ],
+)
 def test_config_errors_name_the_term(node, match):
     with pytest.raises(LossConfigError, match=match):
         LossMix.from_config({"reg": node})
@@ -373,12 +442,18 @@ def test_term_can_be_built_directly():
 
 
 def test_engine_compiles_fullgraph():
-    mix = LossMix.from_config({
-        "cls": {"type": "FocalLoss", "inputs": CLS_ROUTE, "normalizer": "num_pos"},
-        "reg": {"type": "GIoULoss", "loss_weight": 2.0, "normalizer": "weight_sum",
-                "inputs": {"pred": "boxes", "target": "box_target", "weight": "pos"}},
-        "lazy": {"type": "L1Loss", "every": 2, "inputs": {"pred": "boxes", "target": "box_target"}},
-    })
+    mix = LossMix.from_config(
+        {
+            "cls": {"type": "FocalLoss", "inputs": CLS_ROUTE, "normalizer": "num_pos"},
+            "reg": {
+                "type": "GIoULoss",
+                "loss_weight": 2.0,
+                "normalizer": "weight_sum",
+                "inputs": {"pred": "boxes", "target": "box_target", "weight": "pos"},
+            },
+            "lazy": {"type": "L1Loss", "every": 2, "inputs": {"pred": "boxes", "target": "box_target"}},
+        }
+    )
     gen = torch.Generator().manual_seed(0)
     logits, labels = torch.randn(32, 3, generator=gen), torch.randint(0, 4, (32,), generator=gen)
     xy = torch.rand(32, 2, generator=gen) * 10
@@ -399,13 +474,15 @@ def test_engine_compiles_fullgraph():
             torch.testing.assert_close(terms[name], ref_terms[name])
 
 
-@pytest.mark.parametrize("sampler", [{"type": "PseudoSampler"},
-                                     {"type": "OHEMSampler", "num": 64, "pos_fraction": 0.5}])
+@pytest.mark.parametrize(
+    "sampler", [{"type": "PseudoSampler"}, {"type": "OHEMSampler", "num": 64, "pos_fraction": 0.5}]
+)
 def test_ignored_labels_reach_the_loss_as_background_with_zero_weight(sampler):
     outputs, batch = _cls_batch()  # labels -1 on the first rows: ignored
     labels = batch["labels"]
-    mix = LossMix.from_config({"cls": {"type": "FocalLoss", "inputs": CLS_ROUTE,
-                                       "sampler": sampler, "normalizer": "num_sampled"}})
+    mix = LossMix.from_config(
+        {"cls": {"type": "FocalLoss", "inputs": CLS_ROUTE, "sampler": sampler, "normalizer": "num_sampled"}}
+    )
     result = mix(outputs, batch)
     valid = labels >= 0
     by_hand = lossmix.losses.FocalLoss(reduction="sum")(outputs["logits"][valid], labels[valid])

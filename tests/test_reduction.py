@@ -1,7 +1,7 @@
 """The reduction contract: MMDetection's ``weight_reduce_loss`` table and MMagic's masked mean.
 
 Expected values are computed here independently, with plain torch ops or Python loops
-(REFERENCE.md §2.2, §2.3, §6.1).
+(MMDetection's ``mmdet/models/losses/utils.py``, MMagic's ``mask_reduce_loss``).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def check_exact(actual: torch.Tensor, expected: torch.Tensor) -> None:
 # ---------------------------------------------------------------------------------------------
 # weight_reduce_loss: the table
 # ---------------------------------------------------------------------------------------------
+
 
 def test_eps_is_float32_eps():
     assert EPS32 == EPS == 2.0**-23
@@ -149,6 +150,7 @@ def test_integer_and_bool_weights_are_cast_to_the_loss_dtype():
 # zero weights: the torch.where rule and the connected zero
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 @pytest.mark.parametrize("reduction,avg_factor", [("mean", None), ("mean", 2.0), ("sum", None)])
 def test_nonfinite_at_zero_weight_does_not_leak(bad, reduction, avg_factor):
@@ -203,6 +205,7 @@ def test_masked_nan_in_a_constant_gives_a_finite_zero_gradient():
 # weighted_loss decorator
 # ---------------------------------------------------------------------------------------------
 
+
 def smooth_kernel(pred, target, beta=1.0):
     """Smooth L1, element-wise (a test kernel)."""
     d = (pred - target).abs()
@@ -219,8 +222,9 @@ def test_weighted_loss_keeps_metadata():
 
 
 @pytest.mark.parametrize("beta", [0.3, 1.0, 2.0])
-@pytest.mark.parametrize("reduction,avg_factor", [("none", None), ("mean", None),
-                                                  ("mean", 4.0), ("sum", None)])
+@pytest.mark.parametrize(
+    "reduction,avg_factor", [("none", None), ("mean", None), ("mean", 4.0), ("sum", None)]
+)
 def test_weighted_loss_passes_hyper_parameters_through_kwargs(beta, reduction, avg_factor):
     fn = weighted_loss(smooth_kernel)
     pred, target = sample(3, 4, seed=12) * 3, sample(3, 4, seed=13)
@@ -248,6 +252,7 @@ def test_weighted_loss_refuses_sum_with_avg_factor():
 # reduce_loss / check_reduction
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_reduce_loss(reduction):
     loss = sample(3, 4, seed=15)
@@ -266,10 +271,13 @@ BAD_REDUCTIONS = ["avg", "Mean", "", "elementwise_mean", None, 1, ("mean",)]
         pytest.param(lambda r: check_reduction(r), id="check_reduction"),
         pytest.param(lambda r: reduce_loss(torch.ones(2), r), id="reduce_loss"),
         pytest.param(lambda r: weight_reduce_loss(torch.ones(2), None, r), id="weight_reduce_loss"),
-        pytest.param(lambda r: weight_reduce_loss(torch.ones(2), torch.ones(2), r, 1.0),
-                     id="weight_reduce_loss+avg_factor"),
-        pytest.param(lambda r: mask_reduce_loss(torch.ones(1, 1, 2), torch.ones(1, 1, 2), r),
-                     id="mask_reduce_loss"),
+        pytest.param(
+            lambda r: weight_reduce_loss(torch.ones(2), torch.ones(2), r, 1.0),
+            id="weight_reduce_loss+avg_factor",
+        ),
+        pytest.param(
+            lambda r: mask_reduce_loss(torch.ones(1, 1, 2), torch.ones(1, 1, 2), r), id="mask_reduce_loss"
+        ),
     ],
 )
 def test_unknown_reduction_raises_listing_the_valid_ones(call, bad):

@@ -1,6 +1,7 @@
 """Registries: registration, building from ``type:`` / ``_target_:``, the allow-list, errors.
 
-REFERENCE.md §2 (what a built loss computes), §10.3 (``_target_`` and allow-list semantics).
+MMDetection's reduction contract (what a built loss computes), Hydra's ``_target_`` and
+lossmix's allow-list semantics.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def scaled_power(pred, target, *, scale: float = 1.0, power: int = 2):
 # ---------------------------------------------------------------------------------------------
 # registration
 # ---------------------------------------------------------------------------------------------
+
 
 def test_register_class_defaults_to_its_name():
     @LOSSES.register()
@@ -174,8 +176,10 @@ def test_register_a_non_callable_raises():
 # plain functions become losses
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("reduction,avg_factor", [("mean", None), ("mean", 5.0), ("sum", None),
-                                                  ("none", None)])
+
+@pytest.mark.parametrize(
+    "reduction,avg_factor", [("mean", None), ("mean", 5.0), ("sum", None), ("none", None)]
+)
 def test_registered_function_gets_weight_avg_factor_loss_weight(reduction, avg_factor):
     LOSSES.register(abs_error)
     loss = build_loss({"type": "abs_error", "reduction": reduction, "loss_weight": 2.0})
@@ -199,9 +203,7 @@ def test_registered_function_with_hyper_parameters():
     torch.testing.assert_close(loss(pred, target), 0.5 * (3.0 * (pred - target).abs()).mean())
     default = build_loss({"type": "scaled_power"})
     torch.testing.assert_close(default(pred, target), ((pred - target) ** 2).mean())
-    torch.testing.assert_close(
-        default(pred, target, reduction_override="sum"), ((pred - target) ** 2).sum()
-    )
+    torch.testing.assert_close(default(pred, target, reduction_override="sum"), ((pred - target) ** 2).sum())
 
 
 def test_registered_function_unknown_argument():
@@ -245,15 +247,15 @@ def test_build_loss_from_dict_and_dictconfig(cfg, as_omegaconf):
 
 
 def test_build_loss_resolves_interpolations_and_drops_hydra_keys():
-    cfg = OmegaConf.create({"w": 3.0, "loss": {"type": "SmoothL1Loss", "beta": "${w}",
-                                               "_recursive_": False, "_convert_": "all"}})
+    cfg = OmegaConf.create(
+        {"w": 3.0, "loss": {"type": "SmoothL1Loss", "beta": "${w}", "_recursive_": False, "_convert_": "all"}}
+    )
     loss = build_loss(cfg.loss)
     assert isinstance(loss, SmoothL1Loss) and loss.beta == 3.0
 
 
 def test_build_loss_overrides_win():
-    loss = build_loss(OmegaConf.create({"type": "SmoothL1Loss", "beta": 0.5}), beta=2.0,
-                      loss_weight=4.0)
+    loss = build_loss(OmegaConf.create({"type": "SmoothL1Loss", "beta": 0.5}), beta=2.0, loss_weight=4.0)
     assert loss.beta == 2.0 and loss.loss_weight == 4.0
 
 
@@ -265,6 +267,7 @@ def test_build_loss_returns_a_module_as_is():
 # ---------------------------------------------------------------------------------------------
 # torch.nn losses and functions through _target_
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_torch_smooth_l1_matches_torch(reduction):
@@ -279,18 +282,19 @@ def test_torch_smooth_l1_gets_weight_avg_factor_loss_weight():
     loss = build_loss({"_target_": "torch.nn.SmoothL1Loss", "beta": 0.5, "loss_weight": 3.0})
     pred, target, weight = data(4, 5, seed=10), data(4, 5, seed=11), data(4, 5, seed=12).abs()
     elem = F.smooth_l1_loss(pred, target, beta=0.5, reduction="none") * weight
-    torch.testing.assert_close(loss(pred, target, weight=weight, avg_factor=7.0),
-                               3.0 * elem.sum() / (7.0 + EPS))
+    torch.testing.assert_close(
+        loss(pred, target, weight=weight, avg_factor=7.0), 3.0 * elem.sum() / (7.0 + EPS)
+    )
     torch.testing.assert_close(loss(pred, target, weight=weight), 3.0 * elem.mean())
-    torch.testing.assert_close(loss(pred, target, weight=weight, reduction_override="none"),
-                               3.0 * elem)
+    torch.testing.assert_close(loss(pred, target, weight=weight, reduction_override="none"), 3.0 * elem)
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_torch_bce_with_logits_pos_weight_matches_torch(reduction):
     pos_weight = torch.tensor([1.0, 2.0, 0.5])
-    loss = build_loss({"_target_": "torch.nn.BCEWithLogitsLoss", "pos_weight": pos_weight,
-                       "reduction": reduction})
+    loss = build_loss(
+        {"_target_": "torch.nn.BCEWithLogitsLoss", "pos_weight": pos_weight, "reduction": reduction}
+    )
     logits, target = data(6, 3, seed=13) * 3, (data(6, 3, seed=14) > 0).float()
     expected = nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction=reduction)(logits, target)
     torch.testing.assert_close(loss(logits, target), expected)
@@ -302,10 +306,12 @@ def test_torch_bce_with_logits_pos_weight_as_override_and_weighted():
     loss = build_loss(cfg, pos_weight=pos_weight)  # tensors cannot live in a DictConfig
     logits, target = data(6, 3, seed=15), (data(6, 3, seed=16) > 0).float()
     weight = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0]).unsqueeze(-1)
-    elem = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight,
-                                              reduction="none") * weight
-    torch.testing.assert_close(loss(logits, target, weight=weight, avg_factor=4),
-                               0.5 * elem.sum() / (4 + EPS))
+    elem = (
+        F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none") * weight
+    )
+    torch.testing.assert_close(
+        loss(logits, target, weight=weight, avg_factor=4), 0.5 * elem.sum() / (4 + EPS)
+    )
 
 
 def test_torch_loss_unknown_argument_lists_valid_ones():
@@ -326,12 +332,10 @@ def test_torch_loss_bad_reduction_names_the_loss():
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_torch_functional_l1_loss(reduction):
-    loss = build_loss({"_target_": "torch.nn.functional.l1_loss", "reduction": reduction,
-                       "loss_weight": 2.0})
+    loss = build_loss({"_target_": "torch.nn.functional.l1_loss", "reduction": reduction, "loss_weight": 2.0})
     assert isinstance(loss, FunctionLoss)
     pred, target = data(3, 4, seed=17), data(3, 4, seed=18)
-    torch.testing.assert_close(loss(pred, target),
-                               2.0 * F.l1_loss(pred, target, reduction=reduction))
+    torch.testing.assert_close(loss(pred, target), 2.0 * F.l1_loss(pred, target, reduction=reduction))
     weight = torch.tensor([1.0, 0.0, 2.0]).unsqueeze(-1)
     if reduction != "sum":
         torch.testing.assert_close(
@@ -344,8 +348,18 @@ def test_torch_functional_l1_loss(reduction):
 # the allow-list
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("target", ["os.system", "subprocess.run", "builtins.eval", "os.popen",
-                                    "subprocess.Popen", "importlib.import_module"])
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "os.system",
+        "subprocess.run",
+        "builtins.eval",
+        "os.popen",
+        "subprocess.Popen",
+        "importlib.import_module",
+    ],
+)
 def test_dangerous_targets_are_refused(target):
     with pytest.raises(LossConfigError, match=rf"_target_='{re.escape(target)}' is refused"):
         build_loss({"_target_": target})
@@ -391,8 +405,9 @@ def test_allowing_a_prefix_makes_a_test_function_buildable(how, monkeypatch):
             build_loss(cfg)
 
 
-@pytest.mark.parametrize("prefix", [TEST_PKG, f"{TEST_PKG}.", f"{TEST_PKG}.*", THIS_MODULE,
-                                    f"{THIS_MODULE}.abs_error"])
+@pytest.mark.parametrize(
+    "prefix", [TEST_PKG, f"{TEST_PKG}.", f"{TEST_PKG}.*", THIS_MODULE, f"{THIS_MODULE}.abs_error"]
+)
 def test_prefix_forms(prefix):
     allow_targets(prefix)
     assert isinstance(build_loss({"_target_": f"{THIS_MODULE}.abs_error"}), FunctionLoss)
@@ -410,8 +425,9 @@ def test_prefix_matches_whole_components_only():
 def test_allow_everything_is_refused(prefix):
     with pytest.raises(LossConfigError, match="would allow everything"):
         allow_targets(prefix)
-    assert allowed_targets() == tuple(dict.fromkeys(
-        [*targets.DEFAULT_ALLOWED_TARGETS, *targets._user_allowed]))
+    assert allowed_targets() == tuple(
+        dict.fromkeys([*targets.DEFAULT_ALLOWED_TARGETS, *targets._user_allowed])
+    )
 
 
 def test_allow_everything_through_the_environment_is_refused(monkeypatch):
@@ -426,8 +442,9 @@ def test_allow_targets_needs_strings():
 
 
 @pytest.mark.parametrize("how", ["allow_targets", "env", "argument"])
-@pytest.mark.parametrize("target,prefix", [("os.system", "os"), ("subprocess.run", "subprocess"),
-                                           ("builtins.eval", "builtins")])
+@pytest.mark.parametrize(
+    "target,prefix", [("os.system", "os"), ("subprocess.run", "subprocess"), ("builtins.eval", "builtins")]
+)
 def test_dangerous_targets_stay_refused_when_allowed(target, prefix, how, monkeypatch):
     extra = []
     if how == "allow_targets":  # refused when allowed, not only when used
@@ -482,8 +499,11 @@ def test_resolve_target_returns_the_object():
 # configuration errors
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,closest", [("L1Los", "L1Loss"), ("SmoothL1", "SmoothL1Loss"),
-                                          ("l1loss", "L1Loss"), ("MSELos", "MSELoss")])
+
+@pytest.mark.parametrize(
+    "name,closest",
+    [("L1Los", "L1Loss"), ("SmoothL1", "SmoothL1Loss"), ("l1loss", "L1Loss"), ("MSELos", "MSELoss")],
+)
 def test_unknown_loss_name_suggests_the_closest(name, closest):
     with pytest.raises(LossConfigError) as info:
         build_loss({"type": name})
@@ -518,11 +538,14 @@ def test_bad_reduction_names_the_loss(name, bad):
         build_loss({"type": name, "reduction": bad})
 
 
-@pytest.mark.parametrize("cfg", [
-    {"loss_weight": 1.0},
-    {},
-    {"type": "L1Loss", "_target_": "lossmix.losses.L1Loss"},
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"loss_weight": 1.0},
+        {},
+        {"type": "L1Loss", "_target_": "lossmix.losses.L1Loss"},
+    ],
+)
 def test_both_or_neither_of_type_and_target(cfg):
     with pytest.raises(LossConfigError) as info:
         build_loss(cfg)
@@ -562,6 +585,7 @@ def test_missing_required_argument_and_constructor_type_error():
 # ---------------------------------------------------------------------------------------------
 # description
 # ---------------------------------------------------------------------------------------------
+
 
 def test_describe_smooth_l1():
     info = LOSSES.describe("SmoothL1Loss")
@@ -615,7 +639,11 @@ def test_repr_lists_every_loss():
 def test_print_losses_in_a_fresh_interpreter(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", "import lossmix; print(lossmix.LOSSES)"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Registry('loss', ")
@@ -627,6 +655,7 @@ def test_print_losses_in_a_fresh_interpreter(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # samplers
 # ---------------------------------------------------------------------------------------------
+
 
 def test_samplers_registry_exists():
     assert lossmix.SAMPLERS is SAMPLERS
@@ -676,13 +705,19 @@ def test_sampler_registry_builds_a_dummy():
         samplers.build({"type": "Dumy"})
 
 
-@pytest.mark.parametrize("cfg", [
-    {"_target_": "torch.nn.BCEWithLogitsLoss"},
-    {"_target_": "torch.nn.SmoothL1Loss"},
-    {"type": "L1Loss"},
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"_target_": "torch.nn.BCEWithLogitsLoss"},
+        {"_target_": "torch.nn.SmoothL1Loss"},
+        {"type": "L1Loss"},
+    ],
+)
 def test_mismatched_shapes_name_the_loss_and_both_shapes(cfg):
     loss = lossmix.build_loss(cfg)
-    with pytest.raises(lossmix.LossInputError, match=r"\(6, 4\).*\(5, 4\)|\[6, 4\].*\[5, 4\]|"
-                                                      r"\[5, 4\].*\[6, 4\]"):
+    with pytest.raises(
+        lossmix.LossInputError,
+        match=r"\(6, 4\).*\(5, 4\)|\[6, 4\].*\[5, 4\]|"
+        r"\[5, 4\].*\[6, 4\]",
+    ):
         loss(torch.zeros(6, 4), torch.zeros(5, 4))

@@ -35,8 +35,11 @@ class SameBatch(Dataset):
 TERMS = {
     "reg": {"type": "L1Loss", "inputs": {"pred": "pred", "target": "y"}},
     "mse": {"type": "MSELoss", "loss_weight": 2.0, "inputs": {"pred": "pred", "target": "y"}},
-    "cls": {"type": "FocalLoss", "inputs": {"pred": "pred", "target": "label"},
-            "sampler": {"type": "RandomSampler", "num": 2, "pos_fraction": 0.5}},
+    "cls": {
+        "type": "FocalLoss",
+        "inputs": {"pred": "pred", "target": "label"},
+        "sampler": {"type": "RandomSampler", "num": 2, "pos_fraction": 0.5},
+    },
     "weighting": {"type": "dwa", "temperature": 2.0},
 }
 
@@ -59,22 +62,27 @@ class Record(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, *args):
         result = pl_module.last_loss_result
-        values = {**{f"term/{k}": v for k, v in result.terms.items()},
-                  **{f"raw/{k}": v for k, v in result.raw.items()},
-                  **{f"weight/{k}": torch.as_tensor(w) for k, w in result.weights.items()}}
+        values = {
+            **{f"term/{k}": v for k, v in result.terms.items()},
+            **{f"raw/{k}": v for k, v in result.raw.items()},
+            **{f"weight/{k}": torch.as_tensor(w) for k, w in result.weights.items()},
+        }
         self.steps[trainer.global_step - 1] = {k: v.detach().clone() for k, v in values.items()}
 
 
 def _schedule() -> LossWeightSchedule:
-    return LossWeightSchedule({"reg": {"kind": "linear", "by": "step", "begin": 0, "end": 8},
-                               "mse": {"kind": "onoff", "by": "epoch", "on": 1}})
+    return LossWeightSchedule(
+        {
+            "reg": {"kind": "linear", "by": "step", "begin": 0, "end": 8},
+            "mse": {"kind": "onoff", "by": "epoch", "on": 1},
+        }
+    )
 
 
 def _fit(max_steps: int, callbacks: list, ckpt_path=None, **kwargs) -> Model:
     L.seed_everything(0, verbose=False)
     model = Model()
-    run = trainer(max_steps=max_steps, log_every_n_steps=1, deterministic=True,
-                  callbacks=callbacks, **kwargs)
+    run = trainer(max_steps=max_steps, log_every_n_steps=1, deterministic=True, callbacks=callbacks, **kwargs)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended")
         run.fit(model, DataLoader(SameBatch(), batch_size=4), ckpt_path=ckpt_path)
@@ -85,11 +93,12 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     full = Record()
     _fit(N, [_schedule(), full])
 
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=K,
-                                               save_last=True, save_top_k=-1)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=tmp_path, every_n_train_steps=K, save_last=True, save_top_k=-1
+    )
     _fit(K, [_schedule(), ckpt], enable_checkpointing=True)
     path = tmp_path / "last.ckpt"
-    state = torch.load(path, weights_only=True)             # plain containers only
+    state = torch.load(path, weights_only=True)  # plain containers only
     assert state["global_step"] == K
     assert any(k.endswith("weighting.epoch_sum") for k in state["state_dict"])
 

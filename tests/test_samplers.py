@@ -17,8 +17,7 @@ from lossmix.samplers import OHEMSampler, PseudoSampler, RandomSampler, SampleRe
 QUOTA_SAMPLERS = ["RandomSampler", "OHEMSampler"]
 
 
-def mmdet_counts(n_pos: int, n_neg: int, num: int, pos_fraction: float, neg_pos_ub: float
-                 ) -> tuple[int, int]:
+def mmdet_counts(n_pos: int, n_neg: int, num: int, pos_fraction: float, neg_pos_ub: float) -> tuple[int, int]:
     """MMDetection's BaseSampler.sample arithmetic, in plain Python."""
     num_pos = min(n_pos, int(num * pos_fraction))
     num_expected_neg = num - num_pos
@@ -27,8 +26,9 @@ def mmdet_counts(n_pos: int, n_neg: int, num: int, pos_fraction: float, neg_pos_
     return num_pos, min(n_neg, num_expected_neg)
 
 
-def shuffled_masks(n_pos: int, n_neg: int, n_ignored: int, seed: int = 0
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def shuffled_masks(
+    n_pos: int, n_neg: int, n_ignored: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(pos_mask, neg_mask) of one set, with the three kinds interleaved at random."""
     labels = torch.tensor([1] * n_pos + [0] * n_neg + [-1] * n_ignored)
     order = torch.randperm(labels.numel(), generator=torch.Generator().manual_seed(seed))
@@ -141,8 +141,9 @@ def top_indices(scores: torch.Tensor, mask: torch.Tensor, k: int) -> set[int]:
     return {i for _, i in sorted(candidates)[:k]}
 
 
-@pytest.mark.parametrize(("n_pos", "n_neg", "num", "pos_fraction"),
-                         [(30, 70, 20, 0.25), (3, 70, 20, 0.5), (30, 10, 20, 0.25)])
+@pytest.mark.parametrize(
+    ("n_pos", "n_neg", "num", "pos_fraction"), [(30, 70, 20, 0.25), (3, 70, 20, 0.5), (30, 10, 20, 0.25)]
+)
 def test_ohem_takes_the_hardest(n_pos, n_neg, num, pos_fraction):
     pos, neg = shuffled_masks(n_pos, n_neg, 25, seed=3)
     scores = torch.randn(pos.shape, generator=torch.Generator().manual_seed(4))
@@ -230,13 +231,11 @@ def test_deepcopy_continues_the_stream():
 
 def test_state_from_another_device_type_reseeds_with_a_warning():
     sampler = RandomSampler(num=32, pos_fraction=0.25, seed=0)
-    sampler.set_extra_state({"seed": 5, "state": torch.zeros(16, dtype=torch.uint8),
-                             "device_type": "cuda"})
+    sampler.set_extra_state({"seed": 5, "state": torch.zeros(16, dtype=torch.uint8), "device_type": "cuda"})
     with pytest.warns(UserWarning, match="reseeding"):
         first = draws(sampler, 1)
     other = RandomSampler(num=32, pos_fraction=0.25, seed=0)
-    other.set_extra_state({"seed": 5, "state": torch.zeros(16, dtype=torch.uint8),
-                           "device_type": "cuda"})
+    other.set_extra_state({"seed": 5, "state": torch.zeros(16, dtype=torch.uint8), "device_type": "cuda"})
     with pytest.warns(UserWarning):
         assert same_draws(first, draws(other, 1))
 
@@ -305,11 +304,21 @@ def test_registered_and_built_by_name():
 
 
 @pytest.mark.parametrize("name", QUOTA_SAMPLERS)
-@pytest.mark.parametrize(("argument", "value"), [
-    ("num", 0), ("num", 2.5), ("num", True), ("num", "256"),
-    ("pos_fraction", 1.5), ("pos_fraction", -0.1), ("pos_fraction", "0.5"),
-    ("pos_fraction", float("nan")), ("neg_pos_ub", float("nan")), ("neg_pos_ub", "3"),
-])
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("num", 0),
+        ("num", 2.5),
+        ("num", True),
+        ("num", "256"),
+        ("pos_fraction", 1.5),
+        ("pos_fraction", -0.1),
+        ("pos_fraction", "0.5"),
+        ("pos_fraction", float("nan")),
+        ("neg_pos_ub", float("nan")),
+        ("neg_pos_ub", "3"),
+    ],
+)
 def test_bad_arguments_raise(name, argument, value):
     kwargs = {"num": 8, "pos_fraction": 0.5, argument: value}
     with pytest.raises(LossConfigError, match=f"{name}: {argument}="):

@@ -50,8 +50,10 @@ HOSTILE: list[tuple[str, dict]] = [
     ("lossmix.registry.importlib.import_module", {"name": "antigravity"}),
     ("lossmix.registry.os.mkdir", {"path": MARK}),
     ("lossmix.registry.inspect.builtins.eval", {"source": f"open('{MARK}', 'w')"}),
-    ("lossmix.lightning.mixin.pl.strategies.launchers.subprocess_script.subprocess.Popen",
-     {"args": ["touch", MARK]}),
+    (
+        "lossmix.lightning.mixin.pl.strategies.launchers.subprocess_script.subprocess.Popen",
+        {"args": ["touch", MARK]},
+    ),
     ("lossmix.train.logging.FileHandler", {"filename": MARK}),
     ("lossmix.registry.os.environ.setdefault", {"key": ENV_ALLOWED_TARGETS, "value": "numpy"}),
     ("lossmix.lightning.callbacks.curves.Path.write_text", {"self": MARK, "data": "x"}),
@@ -135,8 +137,7 @@ def refused(call, *args, **kwargs) -> str:
     message = str(info.value)
     assert "\n" not in message, message
     # "could not be found": a walk whose module no longer imports that name; nothing ran
-    assert any(word in message for word in ("refused", "not a dotted path", "could not be found")
-               ), message
+    assert any(word in message for word in ("refused", "not a dotted path", "could not be found")), message
     return message
 
 
@@ -169,14 +170,22 @@ def test_hostile_sampler_targets_are_refused(target, kwargs, marker):
 @pytest.mark.parametrize(("target", "kwargs"), HOSTILE, ids=HOSTILE_IDS)
 def test_hostile_weighting_targets_are_refused(target, kwargs, marker):
     terms = {"a": {"type": "L1Loss"}, "b": {"type": "MSELoss"}}
-    for node in ({"_target_": target, **payload(kwargs, marker)},
-                 {"type": target, **payload(kwargs, marker)}):
+    for node in (
+        {"_target_": target, **payload(kwargs, marker)},
+        {"type": target, **payload(kwargs, marker)},
+    ):
         message = refused(LossMix.from_config, {**terms, "weighting": node})
         assert message.startswith("weighting:")
 
 
-NODES = [("model", "model"), ("data", "data"), ("trainer", "trainer"),
-         ("callbacks.x", "callbacks"), ("logger.x", "logger"), ("hydra.callbacks.x", "hydra.callbacks")]
+NODES = [
+    ("model", "model"),
+    ("data", "data"),
+    ("trainer", "trainer"),
+    ("callbacks.x", "callbacks"),
+    ("logger.x", "logger"),
+    ("hydra.callbacks.x", "hydra.callbacks"),
+]
 
 
 @pytest.mark.parametrize(("target", "kwargs"), HOSTILE, ids=HOSTILE_IDS)
@@ -187,27 +196,38 @@ def test_hostile_app_node_targets_are_refused(target, kwargs, marker):
         message = refused(instantiate_node, node, path, base=bases[kind])
         assert message.startswith(f"{path}: ")
     # nested in an otherwise legitimate node (Hydra would build it recursively)
-    nested = {"_target_": "lightning.pytorch.Trainer",
-              "strategy": {"_target_": target, **payload(kwargs, marker)}}
-    assert refused(instantiate_node, nested, "trainer",
-                   base=bases["trainer"]).startswith("trainer.strategy: ")
+    nested = {
+        "_target_": "lightning.pytorch.Trainer",
+        "strategy": {"_target_": target, **payload(kwargs, marker)},
+    }
+    assert refused(instantiate_node, nested, "trainer", base=bases["trainer"]).startswith(
+        "trainer.strategy: "
+    )
 
 
-@pytest.mark.parametrize("target", ["lossmix.losses.base.inspect.os.system", "lossmix.mix.torch.load",
-                                    "torch.nn.functional.torch.load",
-                                    "lossmix.demo.detector.pl.Trainer",
-                                    "torch.nn.modules.module.torch.save"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "lossmix.losses.base.inspect.os.system",
+        "lossmix.mix.torch.load",
+        "torch.nn.functional.torch.load",
+        "lossmix.demo.detector.pl.Trainer",
+        "torch.nn.modules.module.torch.save",
+    ],
+)
 def test_a_walk_through_a_module_names_the_module(target):
     assert "a target cannot walk through a module" in refused(resolve_target, target)
 
 
 def test_app_nodes_must_be_of_their_kind(marker):
     bases = app_node_bases()
-    cases = {"model": "lightning.pytorch.callbacks.ModelCheckpoint",
-             "trainer": "lossmix.demo.DenseDetector",
-             "callbacks": "lightning.pytorch.Trainer",
-             "logger": "lightning.pytorch.callbacks.ModelCheckpoint",
-             "data": "lossmix.demo.DenseDetector"}
+    cases = {
+        "model": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "trainer": "lossmix.demo.DenseDetector",
+        "callbacks": "lightning.pytorch.Trainer",
+        "logger": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "data": "lossmix.demo.DenseDetector",
+    }
     for kind, target in cases.items():
         message = refused(instantiate_node, {"_target_": target}, kind, base=bases[kind])
         assert "must be a subclass of" in message
@@ -215,18 +235,20 @@ def test_app_nodes_must_be_of_their_kind(marker):
 
 def test_app_nodes_build_no_function(marker):
     # a function, even a harmless one of an allowed package, is never called to build a node
-    message = refused(instantiate_node, {"_target_": "lossmix.functional.l1_loss"}, "model",
-                      base=None)
+    message = refused(instantiate_node, {"_target_": "lossmix.functional.l1_loss"}, "model", base=None)
     assert "is a function; this node builds a class" in message
 
 
 def test_samplers_and_weightings_build_classes_of_their_kind(marker):
-    assert "is a function" in refused(build_sampler, {"_target_": "lossmix.functional.l1_loss",
-                                                      "pred": 1, "target": 2})
+    assert "is a function" in refused(
+        build_sampler, {"_target_": "lossmix.functional.l1_loss", "pred": 1, "target": 2}
+    )
     assert "must be a subclass of lossmix.samplers.BaseSampler" in refused(
-        build_sampler, {"_target_": "lossmix.losses.L1Loss"})
-    message = refused(LossMix.from_config, {"a": {"type": "L1Loss"},
-                                            "weighting": {"type": "lossmix.losses.L1Loss"}})
+        build_sampler, {"_target_": "lossmix.losses.L1Loss"}
+    )
+    message = refused(
+        LossMix.from_config, {"a": {"type": "L1Loss"}, "weighting": {"type": "lossmix.losses.L1Loss"}}
+    )
     assert "must be a subclass of lossmix.weighting.TaskWeighting" in message
 
 
@@ -236,9 +258,24 @@ def test_loss_functions_only_from_function_packages(marker):
     assert "outside the allowed packages" in message
 
 
-@pytest.mark.parametrize("prefix", ["os", "posix", "builtins", "subprocess", "importlib", "sys",
-                                    "pathlib", "functools", "hydra", "omegaconf", "torch.hub",
-                                    "torch.load", "lightning.pytorch.cli"])
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "os",
+        "posix",
+        "builtins",
+        "subprocess",
+        "importlib",
+        "sys",
+        "pathlib",
+        "functools",
+        "hydra",
+        "omegaconf",
+        "torch.hub",
+        "torch.load",
+        "lightning.pytorch.cli",
+    ],
+)
 def test_dangerous_packages_cannot_be_allowed(prefix, monkeypatch):
     with pytest.raises(LossConfigError, match="cannot be allowed"):
         allow_targets(prefix)
@@ -250,9 +287,14 @@ def test_dangerous_packages_cannot_be_allowed(prefix, monkeypatch):
 def test_the_environment_trick_is_closed(marker):
     # os.environ.setdefault was reachable as lossmix.registry.os.environ.setdefault: a config
     # widened its own allow-list for the next term
-    nodes = {"a": {"_target_": "lossmix.losses.base.inspect.os.environ.setdefault",
-                   "key": ENV_ALLOWED_TARGETS, "value": "numpy"},
-             "b": {"_target_": "numpy.sum"}}
+    nodes = {
+        "a": {
+            "_target_": "lossmix.losses.base.inspect.os.environ.setdefault",
+            "key": ENV_ALLOWED_TARGETS,
+            "value": "numpy",
+        },
+        "b": {"_target_": "numpy.sum"},
+    }
     refused(LossMix.from_config, nodes)
 
 
@@ -272,8 +314,9 @@ def test_legitimate_targets_still_build():
     smooth = build_loss({"_target_": "torch.nn.SmoothL1Loss", "beta": 0.5})
     assert isinstance(smooth, TorchLoss)
     assert isinstance(build_loss({"_target_": "lossmix.losses.GIoULoss"}), GIoULoss)
-    assert build_loss({"_target_": "torch.nn.functional.l1_loss"})(
-        torch.zeros(3), torch.ones(3)).item() == 1.0
+    assert (
+        build_loss({"_target_": "torch.nn.functional.l1_loss"})(torch.zeros(3), torch.ones(3)).item() == 1.0
+    )
     user = f"{__name__}.UserLoss"
     refused(build_loss, {"_target_": user})
     loss = build_loss({"_target_": user, "scale": 2.0}, allowed_targets=[__name__.split(".")[0]])
@@ -281,20 +324,33 @@ def test_legitimate_targets_still_build():
     with trusting([__name__]):
         assert isinstance(build_loss({"_target_": user}), UserLoss)
     refused(build_loss, {"_target_": user})  # the grant ended with the block
-    sampler = build_sampler({"_target_": "lossmix.samplers.RandomSampler", "num": 8,
-                             "pos_fraction": 0.25})
+    sampler = build_sampler({"_target_": "lossmix.samplers.RandomSampler", "num": 8, "pos_fraction": 0.25})
     assert type(sampler).__name__ == "RandomSampler"
-    mix = LossMix.from_config({"a": {"type": "L1Loss"}, "b": {"type": "MSELoss"},
-                               "weighting": {"_target_": "lossmix.weighting.UncertaintyWeighting"}})
+    mix = LossMix.from_config(
+        {
+            "a": {"type": "L1Loss"},
+            "b": {"type": "MSELoss"},
+            "weighting": {"_target_": "lossmix.weighting.UncertaintyWeighting"},
+        }
+    )
     assert type(mix.weighting).__name__ == "UncertaintyWeighting"
     bases = app_node_bases()
-    trainer = instantiate_node({"_target_": "lightning.pytorch.Trainer", "logger": False,
-                                "enable_checkpointing": False, "accelerator": "cpu"},
-                               "trainer", base=bases["trainer"])
+    trainer = instantiate_node(
+        {
+            "_target_": "lightning.pytorch.Trainer",
+            "logger": False,
+            "enable_checkpointing": False,
+            "accelerator": "cpu",
+        },
+        "trainer",
+        base=bases["trainer"],
+    )
     assert isinstance(trainer, bases["trainer"])
     callbacks = instantiate_children(
         {"a": {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint"}, "b": None},
-        "callbacks", base=bases["callbacks"])
+        "callbacks",
+        base=bases["callbacks"],
+    )
     assert [type(c).__name__ for c in callbacks] == ["ModelCheckpoint"]
 
 
@@ -309,8 +365,7 @@ def test_registries_refuse_entries_of_another_kind():
 
 # -- lossmix.imports -----------------------------------------------------------------------------
 def test_imports_only_from_allowed_packages(tmp_path, monkeypatch):
-    (tmp_path / "zz_lossmix_payload.py").write_text(
-        f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
+    (tmp_path / "zz_lossmix_payload.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     message = refused(import_modules, ["zz_lossmix_payload"])
     assert "config file cannot make lossmix import it" in message
@@ -328,9 +383,15 @@ def compose_train(tmp_path):
     def make(*overrides: str):
         GlobalHydra.instance().clear()
         with initialize_config_module(config_module="lossmix.conf", version_base="1.3"):
-            return compose("train", overrides=[f"paths.output_dir={tmp_path}",
-                                               "data.num_train=8", "data.batch_size=4",
-                                               *overrides])
+            return compose(
+                "train",
+                overrides=[
+                    f"paths.output_dir={tmp_path}",
+                    "data.num_train=8",
+                    "data.batch_size=4",
+                    *overrides,
+                ],
+            )
 
     yield make
     GlobalHydra.instance().clear()
@@ -364,8 +425,11 @@ def test_command_line_grants_reach_sampler_targets(compose_train):
 
 def test_command_line_grants_hold_while_building_only(compose_train):
     user = f"{__name__}.UserLoss"
-    overrides = ["lossmix.allowed_targets=[tests]", f"+loss.cls2={{_target_: {user}}}",
-                 "+loss.cls2.inputs={pred: cls_logits, target: cls_logits}"]
+    overrides = [
+        "lossmix.allowed_targets=[tests]",
+        f"+loss.cls2={{_target_: {user}}}",
+        "+loss.cls2.inputs={pred: cls_logits, target: cls_logits}",
+    ]
     cfg = compose_train(*overrides)
     _, model, _ = build(cfg, overrides=overrides)
     assert isinstance(model.loss_mix.terms["cls2"].loss, UserLoss)
@@ -374,9 +438,13 @@ def test_command_line_grants_hold_while_building_only(compose_train):
 
 def test_app_nodes_are_checked_before_anything_is_built(compose_train, marker):
     hostile = f"{{_target_: lossmix.losses.base.inspect.os.mkdir, path: {marker}}}"
-    for override in (f"+callbacks.x={hostile}", f"+logger.x={hostile}",
-                     f"+trainer.strategy={hostile}", "model._target_=lossmix.losses.base.inspect.os.mkdir",
-                     "data._target_=lossmix.losses.base.inspect.os.mkdir"):
+    for override in (
+        f"+callbacks.x={hostile}",
+        f"+logger.x={hostile}",
+        f"+trainer.strategy={hostile}",
+        "model._target_=lossmix.losses.base.inspect.os.mkdir",
+        "data._target_=lossmix.losses.base.inspect.os.mkdir",
+    ):
         cfg = compose_train(override)
         with pytest.raises(LossConfigError, match="is refused"):
             check_app_nodes(cfg)
@@ -387,8 +455,11 @@ def test_app_nodes_are_checked_before_anything_is_built(compose_train, marker):
 def test_environment_values_never_appear_in_errors(compose_train, monkeypatch):
     monkeypatch.setenv("LOSSMIX_TEST_SECRET", "hunter2-the-secret")
     cfg = compose_train("loss.cls.gamma=${oc.env:LOSSMIX_TEST_SECRET}")
-    for call in (lambda: check_loss_config(cfg.loss), lambda: LossMix.from_config(cfg.loss),
-                 lambda: build(cfg, overrides=[])):
+    for call in (
+        lambda: check_loss_config(cfg.loss),
+        lambda: LossMix.from_config(cfg.loss),
+        lambda: build(cfg, overrides=[]),
+    ):
         with pytest.raises(LossConfigError) as info:
             call()
         assert "hunter2" not in str(info.value)
@@ -399,22 +470,33 @@ def test_environment_values_never_appear_in_errors(compose_train, monkeypatch):
 
 # -- checkpoints -------------------------------------------------------------------------------
 def test_a_hostile_checkpoint_cannot_build_or_widen(tmp_path, marker):
-    model = DenseDetector({"cls": {"type": "FocalLoss"}, "reg": {"type": "GIoULoss"},
-                           "ctr": {"type": "CrossEntropyLoss", "use_sigmoid": True}})
+    model = DenseDetector(
+        {
+            "cls": {"type": "FocalLoss"},
+            "reg": {"type": "GIoULoss"},
+            "ctr": {"type": "CrossEntropyLoss", "use_sigmoid": True},
+        }
+    )
     hparams = dict(model.hparams)
-    hparams["loss"] = {**hparams["loss"], "evil": {"_target_": "lossmix.losses.base.inspect.os.mkdir",
-                                                   "path": str(marker)}}
+    hparams["loss"] = {
+        **hparams["loss"],
+        "evil": {"_target_": "lossmix.losses.base.inspect.os.mkdir", "path": str(marker)},
+    }
     path = tmp_path / "hostile.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams,
-                "pytorch-lightning_version": "2.6.6"}, path)
+    torch.save(
+        {"state_dict": model.state_dict(), "hyper_parameters": hparams, "pytorch-lightning_version": "2.6.6"},
+        path,
+    )
     torch.load(path, weights_only=True)  # it passes the unpickler's check ...
     with pytest.raises(LossConfigError, match="term 'evil'.*is refused"):
         DenseDetector.load_from_checkpoint(path)  # ... and is refused when the terms rebuild
     # a checkpoint cannot carry an allow-list: the demo models take none
     hparams["loss"] = {**model.hparams["loss"], "evil": {"_target_": "numpy.sum"}}
     hparams["allowed_targets"] = ["numpy"]
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams,
-                "pytorch-lightning_version": "2.6.6"}, path)
+    torch.save(
+        {"state_dict": model.state_dict(), "hyper_parameters": hparams, "pytorch-lightning_version": "2.6.6"},
+        path,
+    )
     with pytest.raises((LossConfigError, TypeError)):
         DenseDetector.load_from_checkpoint(path)
 
@@ -438,9 +520,16 @@ for kind, argv in json.loads(sys.argv[1]):
     out.append({"argv": argv, "code": code, "stderr": err.getvalue()})
 print(json.dumps(out))
 """
-CLI_TARGETS = ["lossmix.registry.inspect.os.mkdir", "lossmix.losses.base.inspect.os.mkdir", "os.mkdir",
-               "builtins.open", "pathlib.Path.mkdir", "lossmix.losses.FocalLoss.__init__",
-               "lossmix.losses", "lossmix..losses.FocalLoss"]
+CLI_TARGETS = [
+    "lossmix.registry.inspect.os.mkdir",
+    "lossmix.losses.base.inspect.os.mkdir",
+    "os.mkdir",
+    "builtins.open",
+    "pathlib.Path.mkdir",
+    "lossmix.losses.FocalLoss.__init__",
+    "lossmix.losses",
+    "lossmix..losses.FocalLoss",
+]
 
 
 def _cli_cases(run_dir: Path, marker: Path) -> list[tuple[str, list[str]]]:
@@ -449,14 +538,17 @@ def _cli_cases(run_dir: Path, marker: Path) -> list[tuple[str, list[str]]]:
     for target in CLI_TARGETS:
         value = node.format(t=target)
         for kind in ("train", "show"):
-            cases += [(kind, [f"hydra.run.dir={run_dir}", f"+loss.cls.sampler={value}"]),
-                      (kind, [f"hydra.run.dir={run_dir}", f"+loss.reg._target_={target}",
-                              "~loss.reg.type"]),
-                      (kind, [f"hydra.run.dir={run_dir}", f"+callbacks.x={value}"]),
-                      (kind, [f"hydra.run.dir={run_dir}", f"model._target_={target}"])]
-        cases += [("train", [f"hydra.run.dir={run_dir}", f"+hydra.callbacks.x={value}"]),
-                  ("train", [f"hydra.run.dir={run_dir}", f"+trainer.plugins=[{value}]"]),
-                  ("train", [f"hydra.run.dir={run_dir}", f"+loss.weighting={value}"])]
+            cases += [
+                (kind, [f"hydra.run.dir={run_dir}", f"+loss.cls.sampler={value}"]),
+                (kind, [f"hydra.run.dir={run_dir}", f"+loss.reg._target_={target}", "~loss.reg.type"]),
+                (kind, [f"hydra.run.dir={run_dir}", f"+callbacks.x={value}"]),
+                (kind, [f"hydra.run.dir={run_dir}", f"model._target_={target}"]),
+            ]
+        cases += [
+            ("train", [f"hydra.run.dir={run_dir}", f"+hydra.callbacks.x={value}"]),
+            ("train", [f"hydra.run.dir={run_dir}", f"+trainer.plugins=[{value}]"]),
+            ("train", [f"hydra.run.dir={run_dir}", f"+loss.weighting={value}"]),
+        ]
     return cases
 
 
@@ -468,8 +560,14 @@ def cli_results(tmp_path_factory):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("HYDRA_FULL_ERROR", None)
     env.pop(ENV_ALLOWED_TARGETS, None)
-    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cases)], env=env,
-                          capture_output=True, text=True, timeout=600, cwd=root)
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(cases)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return marker, json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -481,8 +579,9 @@ def test_hostile_targets_from_the_command_line_are_refused_in_one_line(cli_resul
         lines = result["stderr"].strip().splitlines()
         assert result["code"] == 1, result
         assert len(lines) == 1 and lines[0].startswith("Error: "), result
-        assert any(word in lines[0] for word in ("refused", "not a dotted path",
-                                                 "could not be found")), result
+        assert any(word in lines[0] for word in ("refused", "not a dotted path", "could not be found")), (
+            result
+        )
         assert "Traceback" not in result["stderr"]
     assert not marker.exists()
 
@@ -504,4 +603,3 @@ def test_stdout_of_refused_runs_has_no_payload_effect(cli_results, tmp_path):
     marker, _ = cli_results
     assert not marker.exists()
     assert not any(marker.parent.glob("marker*"))
-

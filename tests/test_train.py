@@ -16,8 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-TINY = ["trainer.max_epochs=2", "data.num_train=16", "data.num_val=8", "data.batch_size=8",
-        "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
+TINY = [
+    "trainer.max_epochs=2",
+    "data.num_train=16",
+    "data.num_val=8",
+    "data.batch_size=8",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+]
 ERRORS = {
     "plain typo": ["loss.cls.gama=1.5"],
     "appended typo": ["+loss.cls.gama=1.5"],
@@ -33,16 +39,26 @@ EXPERIMENTS = {
     "gan": ["gen/adv", "disc/real", "disc/fake", "disc/r1", "disc/shift"],
     "multitask": ["depth", "cls"],
 }
-EXPERIMENT_TINY = ["trainer.max_steps=4", "data.num_train=16", "data.batch_size=8",
-                   "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
+EXPERIMENT_TINY = [
+    "trainer.max_steps=4",
+    "data.num_train=16",
+    "data.batch_size=8",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     full_env.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "lossmix.train", *args], env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lossmix.train", *args],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
@@ -55,15 +71,20 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     started = {
         "run": _start([f"hydra.run.dir={root / 'run'}", *TINY]),
-        "multirun": _start(["-m", f"hydra.sweep.dir={root / 'sweep'}", *TINY,
-                            "loss.cls.gamma=1.0,2.0"]),
+        "multirun": _start(["-m", f"hydra.sweep.dir={root / 'sweep'}", *TINY, "loss.cls.gamma=1.0,2.0"]),
     }
-    started.update({name: _start([f"hydra.run.dir={root / 'err'}", *TINY, *args])
-                    for name, args in ERRORS.items()})
-    started.update({name: _start([f"experiment={name}", f"hydra.run.dir={root / name}",
-                                  *EXPERIMENT_TINY]) for name in EXPERIMENTS})
-    started["full error"] = _start([f"hydra.run.dir={root / 'err'}", *TINY, "+loss.cls.gama=1"],
-                                   env={"HYDRA_FULL_ERROR": "1"})
+    started.update(
+        {name: _start([f"hydra.run.dir={root / 'err'}", *TINY, *args]) for name, args in ERRORS.items()}
+    )
+    started.update(
+        {
+            name: _start([f"experiment={name}", f"hydra.run.dir={root / name}", *EXPERIMENT_TINY])
+            for name in EXPERIMENTS
+        }
+    )
+    started["full error"] = _start(
+        [f"hydra.run.dir={root / 'err'}", *TINY, "+loss.cls.gama=1"], env={"HYDRA_FULL_ERROR": "1"}
+    )
     return root, {name: _finish(p) for name, p in started.items()}
 
 
@@ -117,8 +138,10 @@ def test_config_errors_are_one_line_before_training(runs, case):
     elif case == "wrong type":
         assert "term 'cls'" in line and "expects float" in line
     elif case == "import fails":
-        assert line == ("Error: lossmix.imports: could not import module 'lossmix_no_such_module': "
-                        "ModuleNotFoundError: No module named 'lossmix_no_such_module'")
+        assert line == (
+            "Error: lossmix.imports: could not import module 'lossmix_no_such_module': "
+            "ModuleNotFoundError: No module named 'lossmix_no_such_module'"
+        )
     else:
         assert "+sampler@loss.cls.sampler=random" in line
 

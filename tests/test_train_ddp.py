@@ -12,8 +12,9 @@ import sys
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
-                                reason="torch.distributed is not available")
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available(), reason="torch.distributed is not available"
+)
 
 
 @pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp"])
@@ -22,11 +23,25 @@ def test_ddp_run_logs_every_term_once(tmp_path, strategy):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("HYDRA_FULL_ERROR", None)
     done = subprocess.run(
-        [sys.executable, "-m", "lossmix.train", f"hydra.run.dir={run_dir}", f"trainer={strategy}",
-         "trainer.accelerator=cpu",
-         "trainer.max_epochs=1", "data.num_train=32", "data.num_val=16", "data.batch_size=8",
-         "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"],
-        capture_output=True, text=True, timeout=300, env=env)
+        [
+            sys.executable,
+            "-m",
+            "lossmix.train",
+            f"hydra.run.dir={run_dir}",
+            f"trainer={strategy}",
+            "trainer.accelerator=cpu",
+            "trainer.max_epochs=1",
+            "data.num_train=32",
+            "data.num_val=16",
+            "data.batch_size=8",
+            "trainer.log_every_n_steps=1",
+            "trainer.enable_progress_bar=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
     keys = set(rows[0])

@@ -1,4 +1,4 @@
-"""Dynamic task weighting: each update against its formula (REFERENCE.md §8), bad input."""
+"""Dynamic task weighting: each update against its published formula, bad input."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from tests.lightning_models import Regressor, loader, regression_terms, trainer
 
 
 def two_tasks(weighting: dict | None = None) -> dict:
-    terms = {"a": {"type": "L1Loss", "loss_weight": 2.0, "inputs": {"pred": "p", "target": "y"}},
-             "b": {"type": "MSELoss", "inputs": {"pred": "q", "target": "y"}},
-             "aux": {"type": "L1Loss", "in_total": False, "inputs": {"pred": "q", "target": "y"}}}
+    terms = {
+        "a": {"type": "L1Loss", "loss_weight": 2.0, "inputs": {"pred": "p", "target": "y"}},
+        "b": {"type": "MSELoss", "inputs": {"pred": "q", "target": "y"}},
+        "aux": {"type": "L1Loss", "in_total": False, "inputs": {"pred": "q", "target": "y"}},
+    }
     return {**terms, "weighting": weighting} if weighting else terms
 
 
@@ -29,7 +31,7 @@ def outputs(seed: int = 0) -> tuple[dict, dict]:
 def test_uncertainty_total_and_gradients_follow_kendall():
     mix = LossMix.from_config(two_tasks({"type": "uncertainty", "init": 0.3}))
     assert isinstance(mix.weighting, UncertaintyWeighting)
-    assert mix.weighting.tasks == ["a", "b"]                  # aux is not in the total
+    assert mix.weighting.tasks == ["a", "b"]  # aux is not in the total
     assert "weighting.log_vars" in dict(mix.named_parameters())
     with torch.no_grad():
         mix.weighting.log_vars.copy_(torch.tensor([0.3, -0.7]))
@@ -45,9 +47,12 @@ def test_uncertainty_total_and_gradients_follow_kendall():
     assert result.dynamic == ("a", "b")
     result.total.backward()
     # d/ds_i [½e^{-s_i} L_i + ½ s_i] = −½e^{-s_i} L_i + ½
-    torch.testing.assert_close(mix.weighting.log_vars.grad,
-                               torch.stack([-0.5 * torch.exp(-s[0]) * la.detach() + 0.5,
-                                            -0.5 * torch.exp(-s[1]) * lb.detach() + 0.5]))
+    torch.testing.assert_close(
+        mix.weighting.log_vars.grad,
+        torch.stack(
+            [-0.5 * torch.exp(-s[0]) * la.detach() + 0.5, -0.5 * torch.exp(-s[1]) * lb.detach() + 0.5]
+        ),
+    )
 
 
 def test_dwa_lambdas_follow_the_epoch_history():
@@ -60,7 +65,7 @@ def test_dwa_lambdas_follow_the_epoch_history():
         for la, lb in epoch:
             _, regulariser = dwa(torch.tensor([la, lb]), training=True)
             assert regulariser is None
-        dwa(torch.tensor([100.0, 100.0]), training=False)      # validation does not count
+        dwa(torch.tensor([100.0, 100.0]), training=False)  # validation does not count
         means.append(torch.tensor(epoch, dtype=torch.float64).mean(0))
         dwa.epoch_end()
         seen = len(means)
@@ -95,16 +100,22 @@ def test_gradnorm_loss_targets_and_renormalisation():
 
     with torch.no_grad():
         gradnorm.weights.copy_(torch.tensor([0.5, 1.5]))
-    first = run(1.0)                                    # sets L(0)
+    first = run(1.0)  # sets L(0)
     l0 = torch.stack([first.terms["a"] / 0.5, first.terms["b"] / 1.5]).detach()
     result = run(3.0)
     w = gradnorm.weights.detach()
     losses = torch.stack([result.terms["a"] / w[0], result.terms["b"] / w[1]])
-    norms = torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(
-        loss, list(shared.parameters()), retain_graph=True)]).norm() for loss in losses])
+    norms = torch.stack(
+        [
+            torch.cat(
+                [g.flatten() for g in torch.autograd.grad(loss, list(shared.parameters()), retain_graph=True)]
+            ).norm()
+            for loss in losses
+        ]
+    )
     big_g = w * norms
     rate = (losses.detach() / l0) / (losses.detach() / l0).mean()
-    target = big_g.mean() * rate ** 1.5
+    target = big_g.mean() * rate**1.5
     torch.testing.assert_close(result.terms["weighting"], (big_g - target).abs().sum())
     # the task terms use w detached; L_grad reaches w only
     gradnorm.weights.grad = None
@@ -123,9 +134,11 @@ class Heads(Regressor):
     """A shared layer and two heads of different scales; Adam so weights move."""
 
     def __init__(self, weighting: dict, lr: float = 0.05) -> None:
-        terms = {"small": {"type": "MSELoss", "inputs": {"pred": "small", "target": "y"}},
-                 "large": {"type": "MSELoss", "inputs": {"pred": "large", "target": "big"}},
-                 "weighting": weighting}
+        terms = {
+            "small": {"type": "MSELoss", "inputs": {"pred": "small", "target": "y"}},
+            "large": {"type": "MSELoss", "inputs": {"pred": "large", "target": "big"}},
+            "weighting": weighting,
+        }
         super().__init__(terms=terms, lr=lr)
         self.net = torch.nn.Linear(4, 2)
 
@@ -137,8 +150,9 @@ class Heads(Regressor):
         return self.compute_loss(self(batch["x"]), {**batch, "big": batch["y"] * 10})
 
 
-@pytest.mark.parametrize("weighting", [{"type": "uncertainty"}, {"type": "dwa"},
-                                       {"type": "gradnorm", "shared": "net"}])
+@pytest.mark.parametrize(
+    "weighting", [{"type": "uncertainty"}, {"type": "dwa"}, {"type": "gradnorm", "shared": "net"}]
+)
 def test_weightings_train_in_lightning_and_log_effective_weights(weighting):
     model = Heads(weighting)
     before = {k: v.clone() for k, v in model.loss_mix.weighting.state_dict().items()}
@@ -154,14 +168,17 @@ def test_weightings_train_in_lightning_and_log_effective_weights(weighting):
         assert model.loss_mix.weighting.weights.sum().item() == pytest.approx(2.0, rel=1e-6)
 
 
-@pytest.mark.parametrize("node, match", [
-    ({"type": "dwa", "temperature": 0}, "temperature=0 must be > 0"),
-    ({"type": "dwa", "temperature": -1.0}, "must be > 0"),
-    ({"type": "gradnorm"}, "needs 'shared'"),
-    ({"type": "uncertainy"}, "unknown type 'uncertainy'.*uncertainty"),
-    ({"type": "L1Loss", "inputs": {"pred": "p", "target": "y"}}, "reserved"),
-    ({"type": "dwa", "tau": 2}, "dwa: .*tau"),
-])
+@pytest.mark.parametrize(
+    "node, match",
+    [
+        ({"type": "dwa", "temperature": 0}, "temperature=0 must be > 0"),
+        ({"type": "dwa", "temperature": -1.0}, "must be > 0"),
+        ({"type": "gradnorm"}, "needs 'shared'"),
+        ({"type": "uncertainy"}, "unknown type 'uncertainy'.*uncertainty"),
+        ({"type": "L1Loss", "inputs": {"pred": "p", "target": "y"}}, "reserved"),
+        ({"type": "dwa", "tau": 2}, "dwa: .*tau"),
+    ],
+)
 def test_bad_weighting_configs(node, match):
     with pytest.raises(LossConfigError, match=match):
         LossMix.from_config(two_tasks(node))

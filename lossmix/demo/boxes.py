@@ -53,9 +53,17 @@ class SyntheticBoxDataset(Dataset[dict[str, Tensor]]):
     seeds (train and validation) share them.
     """
 
-    def __init__(self, num_images: int, *, num_classes: int = 3, image_size: int = 32,
-                 stride: int = 4, max_objects: int = 3, seed: int = 0, palette_seed: int = 0
-                 ) -> None:
+    def __init__(
+        self,
+        num_images: int,
+        *,
+        num_classes: int = 3,
+        image_size: int = 32,
+        stride: int = 4,
+        max_objects: int = 3,
+        seed: int = 0,
+        palette_seed: int = 0,
+    ) -> None:
         _check_sizes(num_classes, image_size, stride, max_objects)
         self.num_classes, self.image_size, self.stride = num_classes, image_size, stride
         palette = torch.Generator().manual_seed(palette_seed)
@@ -65,8 +73,7 @@ class SyntheticBoxDataset(Dataset[dict[str, Tensor]]):
         items = [self._make(generator, centers, max_objects) for _ in range(num_images)]
         self.items = {key: torch.stack([item[key] for item in items]) for key in items[0]}
 
-    def _make(self, generator: torch.Generator, centers: Tensor, max_objects: int
-              ) -> dict[str, Tensor]:
+    def _make(self, generator: torch.Generator, centers: Tensor, max_objects: int) -> dict[str, Tensor]:
         size = self.image_size
         image = torch.randn(3, size, size, generator=generator) * 0.3
         count = int(torch.randint(1, max_objects + 1, (), generator=generator))
@@ -76,13 +83,14 @@ class SyntheticBoxDataset(Dataset[dict[str, Tensor]]):
         boxes = torch.cat([x1y1, x1y1 + wh], dim=1).float()
         classes = torch.randint(0, self.num_classes, (count,), generator=generator)
         for box, cls in zip(boxes.long().tolist(), classes.tolist(), strict=True):
-            image[:, box[1]:box[3], box[0]:box[2]] += self.colours[cls, :, None, None]
+            image[:, box[1] : box[3], box[0] : box[2]] += self.colours[cls, :, None, None]
         return {"image": image, **self._targets(boxes, classes, centers)}
 
     def _targets(self, boxes: Tensor, classes: Tensor, centers: Tensor) -> dict[str, Tensor]:
         x, y = centers[:, :1], centers[:, 1:]
-        ltrb = torch.stack([x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x, boxes[:, 3] - y],
-                           dim=-1)  # (L, objects, 4)
+        ltrb = torch.stack(
+            [x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x, boxes[:, 3] - y], dim=-1
+        )  # (L, objects, 4)
         inside = ltrb.min(dim=-1).values > 0
         area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).expand_as(inside)
         best = torch.where(inside, area, torch.inf).argmin(dim=1)
@@ -90,8 +98,10 @@ class SyntheticBoxDataset(Dataset[dict[str, Tensor]]):
         rows = torch.arange(len(centers))
         chosen = ltrb[rows, best]
         lr, tb = chosen[:, [0, 2]], chosen[:, [1, 3]]
-        centerness = ((lr.min(1).values / lr.max(1).values).clamp(min=0)
-                      * (tb.min(1).values / tb.max(1).values).clamp(min=0)).sqrt()
+        centerness = (
+            (lr.min(1).values / lr.max(1).values).clamp(min=0)
+            * (tb.min(1).values / tb.max(1).values).clamp(min=0)
+        ).sqrt()
         unit = torch.cat([centers - 1.0, centers + 1.0], dim=1)
         return {
             "labels": torch.where(positive, classes[best], self.num_classes),
@@ -121,9 +131,18 @@ class SyntheticBoxes(SyntheticDataModule[dict[str, Tensor]]):
         seed: generation seed (validation images use ``seed + 1``, the same colours).
     """
 
-    def __init__(self, num_classes: int = 3, image_size: int = 32, stride: int = 4,
-                 max_objects: int = 3, num_train: int = 512, num_val: int = 128,
-                 batch_size: int = 32, num_workers: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        num_classes: int = 3,
+        image_size: int = 32,
+        stride: int = 4,
+        max_objects: int = 3,
+        num_train: int = 512,
+        num_val: int = 128,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         _check_sizes(num_classes, image_size, stride, max_objects)
         self.save_hyperparameters()
@@ -135,6 +154,12 @@ class SyntheticBoxes(SyntheticDataModule[dict[str, Tensor]]):
         stride: int = h["stride"]
         max_objects: int = h["max_objects"]
         palette_seed: int = h["seed"]
-        return SyntheticBoxDataset(size, num_classes=num_classes, image_size=image_size,
-                                   stride=stride, max_objects=max_objects, seed=seed,
-                                   palette_seed=palette_seed)
+        return SyntheticBoxDataset(
+            size,
+            num_classes=num_classes,
+            image_size=image_size,
+            stride=stride,
+            max_objects=max_objects,
+            seed=seed,
+            palette_seed=palette_seed,
+        )

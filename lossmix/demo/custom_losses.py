@@ -43,8 +43,7 @@ class LogCoshDiceLoss(WeightedLoss):
         tensor(0.)
     """
 
-    def __init__(self, *, eps: float = 1.0, reduction: str = "mean", loss_weight: float = 1.0
-                 ) -> None:
+    def __init__(self, *, eps: float = 1.0, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
         self.eps = check_positive(self.loss_name, "eps", eps)
 
@@ -56,7 +55,7 @@ class LogCoshDiceLoss(WeightedLoss):
 
 # Registry.register is annotated to return Any (lossmix/registry.py), so mypy cannot see that
 # the decorator hands the function back unchanged.
-@LOSSES.register()  # type: ignore[untyped-decorator]
+@LOSSES.register()
 def soft_l1(pred: Tensor, target: Tensor, *, scale: float = 1.0) -> Tensor:
     """Pseudo-Huber, element-wise: scale² · (sqrt(1 + ((pred − target)/scale)²) − 1)."""
     return scale**2 * (torch.sqrt(1 + ((pred - target) / scale) ** 2) - 1)

@@ -42,8 +42,13 @@ class SyntheticDataModule(pl.LightningDataModule, Generic[ItemT], metaclass=abc.
     def _loader(self, dataset: Dataset[ItemT], shuffle: bool) -> DataLoader[ItemT]:
         workers: int = self.hparams["num_workers"]
         batch_size: int = self.hparams["batch_size"]
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                          num_workers=workers, persistent_workers=workers > 0)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
 
     # Lightning calls ``setup`` before asking for a loader, so the sets exist by then.
     def train_dataloader(self) -> DataLoader[ItemT]:

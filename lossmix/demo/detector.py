@@ -44,8 +44,9 @@ def box_iou_pairs(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1),
-                         nn.GroupNorm(4, c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.GroupNorm(4, c_out), nn.ReLU(inplace=True)
+    )
 
 
 class DenseDetector(CompositeLoss, pl.LightningModule):
@@ -60,8 +61,15 @@ class DenseDetector(CompositeLoss, pl.LightningModule):
         lr, weight_decay: AdamW's.
     """
 
-    def __init__(self, loss: Mapping[str, Any], num_classes: int = 3, stride: int = 4,
-                 width: int = 32, lr: float = 3e-3, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        loss: Mapping[str, Any],
+        num_classes: int = 3,
+        stride: int = 4,
+        width: int = 32,
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__()
         if stride < 2 or stride & (stride - 1):
             raise ValueError(f"stride={stride} must be a power of two >= 2.")
@@ -99,8 +107,7 @@ class DenseDetector(CompositeLoss, pl.LightningModule):
             "centerness": rows(self.ctr_head(features)).squeeze(1),
         }
 
-    def outputs_and_targets(self, batch: Mapping[str, Tensor]
-                            ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def outputs_and_targets(self, batch: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """The model's outputs and the batch, both with one row per location."""
         outputs = self(batch["image"])
         targets = {key: batch[key].flatten(0, 1) for key in _PER_LOCATION}

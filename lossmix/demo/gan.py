@@ -32,8 +32,7 @@ from lossmix.lightning import CompositeLoss
 __all__ = ["SyntheticRing", "ToyGAN", "ring"]
 
 
-def ring(n: int, seed: int = 0, *, modes: int = 8, radius: float = 2.0, std: float = 0.05
-         ) -> Tensor:
+def ring(n: int, seed: int = 0, *, modes: int = 8, radius: float = 2.0, std: float = 0.05) -> Tensor:
     """``n`` points ``(n, 2)`` from ``modes`` Gaussians evenly spaced on a circle."""
     gen = torch.Generator().manual_seed(seed)
     angle = torch.randint(0, modes, (n,), generator=gen) * (2 * math.pi / modes)
@@ -51,8 +50,9 @@ class SyntheticRing(pl.LightningDataModule):
         seed: generation seed.
     """
 
-    def __init__(self, num_train: int = 25600, batch_size: int = 64, num_workers: int = 0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, num_train: int = 25600, batch_size: int = 64, num_workers: int = 0, seed: int = 0
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.train_set: TensorDataset | None = None
@@ -67,13 +67,22 @@ class SyntheticRing(pl.LightningDataModule):
         workers: int = self.hparams["num_workers"]
         batch_size: int = self.hparams["batch_size"]
         # Lightning calls ``setup`` before asking for a loader, so the set exists by then.
-        return DataLoader(cast(TensorDataset, self.train_set), batch_size=batch_size,
-                          num_workers=workers, persistent_workers=workers > 0)
+        return DataLoader(
+            cast(TensorDataset, self.train_set),
+            batch_size=batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
 
 
 def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inp, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
-                         nn.LeakyReLU(0.2), nn.Linear(hidden, out))
+    return nn.Sequential(
+        nn.Linear(inp, hidden),
+        nn.LeakyReLU(0.2),
+        nn.Linear(hidden, hidden),
+        nn.LeakyReLU(0.2),
+        nn.Linear(hidden, out),
+    )
 
 
 class ToyGAN(CompositeLoss, pl.LightningModule):
@@ -90,8 +99,14 @@ class ToyGAN(CompositeLoss, pl.LightningModule):
             discriminator's Adam learning rate and betas by ``k / (k + 1)``.
     """
 
-    def __init__(self, loss: Mapping[str, Any], latent: int = 8, hidden: int = 64,
-                 lr: float = 1e-3, reg_interval: int = 16) -> None:
+    def __init__(
+        self,
+        loss: Mapping[str, Any],
+        latent: int = 8,
+        hidden: int = 64,
+        lr: float = 1e-3,
+        reg_interval: int = 16,
+    ) -> None:
         super().__init__()
         if reg_interval < 1:
             raise ValueError(f"reg_interval={reg_interval} must be >= 1.")
@@ -110,16 +125,19 @@ class ToyGAN(CompositeLoss, pl.LightningModule):
 
         fake = self.gen(noise)
         self.toggle_optimizer(opt_g)
-        loss_g = self.compute_loss({"fake_score": self.disc(fake)}, group="gen",
-                                   batch_size=real.shape[0])
+        loss_g = self.compute_loss({"fake_score": self.disc(fake)}, group="gen", batch_size=real.shape[0])
         opt_g.zero_grad()
         self.manual_backward(loss_g)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
 
         self.toggle_optimizer(opt_d)
-        outputs = {"real_score": self.disc(real), "fake_score": self.disc(fake.detach()),
-                   "disc": self.disc, "real": real}
+        outputs = {
+            "real_score": self.disc(real),
+            "fake_score": self.disc(fake.detach()),
+            "disc": self.disc,
+            "real": real,
+        }
         loss_d = self.compute_loss(outputs, group="disc", batch_size=real.shape[0])
         opt_d.zero_grad()
         self.manual_backward(loss_d)
@@ -130,5 +148,7 @@ class ToyGAN(CompositeLoss, pl.LightningModule):
         lr: float = self.hparams["lr"]
         k: int = self.hparams["reg_interval"]
         ratio = k / (k + 1) if k > 1 else 1.0
-        return (torch.optim.Adam(self.gen.parameters(), lr=lr, betas=(0.0, 0.99)),
-                torch.optim.Adam(self.disc.parameters(), lr=lr * ratio, betas=(0.0, 0.99**ratio)))
+        return (
+            torch.optim.Adam(self.gen.parameters(), lr=lr, betas=(0.0, 0.99)),
+            torch.optim.Adam(self.disc.parameters(), lr=lr * ratio, betas=(0.0, 0.99**ratio)),
+        )

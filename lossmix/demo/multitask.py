@@ -51,8 +51,15 @@ class SyntheticTasks(SyntheticDataModule[tuple[Tensor, ...]]):
         seed: generation seed of the training set.
     """
 
-    def __init__(self, features: int = 8, num_train: int = 512, num_val: int = 128,
-                 batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        features: int = 8,
+        num_train: int = 512,
+        num_val: int = 128,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
 
@@ -76,12 +83,18 @@ class TwoTasks(CompositeLoss, pl.LightningModule):
             for a loss in the thousands, so they get their own, larger rate.
     """
 
-    def __init__(self, loss: Mapping[str, Any], features: int = 8, width: int = 32,
-                 num_classes: int = 3, lr: float = 0.01, weighting_lr: float = 0.1) -> None:
+    def __init__(
+        self,
+        loss: Mapping[str, Any],
+        features: int = 8,
+        width: int = 32,
+        num_classes: int = 3,
+        lr: float = 0.01,
+        weighting_lr: float = 0.1,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.trunk = nn.Sequential(nn.Linear(features, width), nn.ReLU(),
-                                   nn.Linear(width, width), nn.ReLU())
+        self.trunk = nn.Sequential(nn.Linear(features, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
         self.depth_head = nn.Linear(width, 1)
         self.cls_head = nn.Linear(width, num_classes)
         self.configure_loss(loss)

@@ -39,8 +39,7 @@ class SyntheticShapeDataset(Dataset[dict[str, Tensor]]):
     Gaussian noise of standard deviation ``noise``.
     """
 
-    def __init__(self, num_images: int, *, image_size: int = 32, noise: float = 0.5,
-                 seed: int = 0) -> None:
+    def __init__(self, num_images: int, *, image_size: int = 32, noise: float = 0.5, seed: int = 0) -> None:
         _check_size(image_size)
         gen = torch.Generator().manual_seed(seed)
         ys, xs = torch.meshgrid(torch.arange(image_size), torch.arange(image_size), indexing="ij")
@@ -53,7 +52,8 @@ class SyntheticShapeDataset(Dataset[dict[str, Tensor]]):
         inside = torch.where(disc[:, None, None], dy**2 + dx**2 <= r**2, (dy <= r) & (dx <= r))
         self.masks = inside.float()
         self.images = self.masks[:, None] + noise * torch.randn(
-            num_images, 1, image_size, image_size, generator=gen)
+            num_images, 1, image_size, image_size, generator=gen
+        )
 
     def __len__(self) -> int:
         return len(self.masks)
@@ -74,9 +74,16 @@ class SyntheticShapes(SyntheticDataModule[dict[str, Tensor]]):
         seed: generation seed of the training set.
     """
 
-    def __init__(self, image_size: int = 32, noise: float = 0.5, num_train: int = 512,
-                 num_val: int = 64, batch_size: int = 16, num_workers: int = 0, seed: int = 0
-                 ) -> None:
+    def __init__(
+        self,
+        image_size: int = 32,
+        noise: float = 0.5,
+        num_train: int = 512,
+        num_val: int = 64,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         _check_size(image_size)
         self.save_hyperparameters()
@@ -97,13 +104,18 @@ class Segmenter(CompositeLoss, pl.LightningModule):
         lr: Adam's learning rate.
     """
 
-    def __init__(self, loss: Mapping[str, Any], in_channels: int = 1, width: int = 16,
-                 lr: float = 3e-3) -> None:
+    def __init__(
+        self, loss: Mapping[str, Any], in_channels: int = 1, width: int = 16, lr: float = 3e-3
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
-                                 nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-                                 nn.Conv2d(width, 1, 1))
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 1, 1),
+        )
         self.configure_loss(loss)
 
     def forward(self, image: Tensor) -> dict[str, Tensor]:

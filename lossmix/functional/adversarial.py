@@ -154,7 +154,7 @@ def tv_differences(pred: Tensor) -> tuple[Tensor, Tensor]:
 def _norm_sq(grad: Tensor, norm_mode: str) -> Tensor:
     if norm_mode == "pixel":
         return (grad * grad).sum(1)
-    return (grad * grad).reshape(grad.shape[0], -1).sum(1)
+    return (grad * grad).flatten(1).sum(1)
 
 
 def wgan_gp_penalty(grad: Tensor, *, norm_mode: str = "pixel") -> Tensor:
@@ -187,8 +187,7 @@ def r1_penalty(grad: Tensor, *, norm_mode: str = "pixel") -> Tensor:
     return _norm_sq(grad, norm_mode)
 
 
-def interpolate_samples(real: Tensor, fake: Tensor, *, generator: torch.Generator | None = None
-                        ) -> Tensor:
+def interpolate_samples(real: Tensor, fake: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
     """``a·real + (1 − a)·fake`` with one ``a ~ U(0, 1)`` per sample, as a detached leaf.
 
     Detached like MMagic's ``autograd.Variable``: the penalty trains the
@@ -205,8 +204,7 @@ def interpolate_samples(real: Tensor, fake: Tensor, *, generator: torch.Generato
     return (alpha * real + (1 - alpha) * fake).detach().requires_grad_()
 
 
-def discriminator_gradients(discriminator: Any, inputs: Tensor, *, loss_scaler: Any = None
-                            ) -> Tensor:
+def discriminator_gradients(discriminator: Any, inputs: Tensor, *, loss_scaler: Any = None) -> Tensor:
     """``∂ ΣD(inputs) / ∂inputs`` with ``create_graph=True`` (``inputs`` must require grad).
 
     ``loss_scaler`` (an AMP ``GradScaler``) scales the output before the gradient
@@ -215,8 +213,9 @@ def discriminator_gradients(discriminator: Any, inputs: Tensor, *, loss_scaler: 
     out = discriminator(inputs)
     if loss_scaler is not None:
         out = loss_scaler.scale(out)
-    (grad,) = torch.autograd.grad(out, inputs, grad_outputs=torch.ones_like(out),
-                                  create_graph=True, retain_graph=True)
+    (grad,) = torch.autograd.grad(
+        out, inputs, grad_outputs=torch.ones_like(out), create_graph=True, retain_graph=True
+    )
     if loss_scaler is not None:
         grad = grad / loss_scaler.scale(torch.ones((), device=grad.device))
     return grad

@@ -14,8 +14,7 @@ from torch import Tensor
 __all__ = ["cross_entropy", "mask_cross_entropy", "one_hot_targets", "sigmoid_cross_entropy"]
 
 
-def one_hot_targets(label: Tensor, num_classes: int, *, dtype: torch.dtype = torch.float32
-                    ) -> Tensor:
+def one_hot_targets(label: Tensor, num_classes: int, *, dtype: torch.dtype = torch.float32) -> Tensor:
     """One-hot encode class indices into dim 1; any label outside ``[0, num_classes)`` gives
     an all-zero row (the background ``num_classes``, an ignored label).
 
@@ -54,8 +53,14 @@ def cross_entropy(
     >>> cross_entropy(torch.tensor([[0.0, 0.0]]), torch.tensor([1]))
     tensor([0.6931])
     """
-    return F.cross_entropy(pred, target, weight=class_weight, ignore_index=ignore_index,
-                           reduction="none", label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        pred,
+        target,
+        weight=class_weight,
+        ignore_index=ignore_index,
+        reduction="none",
+        label_smoothing=label_smoothing,
+    )
 
 
 def sigmoid_cross_entropy(
@@ -84,8 +89,7 @@ def sigmoid_cross_entropy(
     target = target.to(pred.dtype)
     if label_smoothing:
         target = target * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    return F.binary_cross_entropy_with_logits(pred, target, pos_weight=pos_weight,
-                                              reduction="none")
+    return F.binary_cross_entropy_with_logits(pred, target, pos_weight=pos_weight, reduction="none")
 
 
 def mask_cross_entropy(pred: Tensor, target: Tensor, *, label: Tensor) -> Tensor:

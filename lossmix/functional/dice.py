@@ -32,7 +32,8 @@ __all__ = ["dice_loss", "jaccard_loss", "overlap_inputs", "tversky_loss"]
 
 
 def _unit_sum(x: Tensor, start_dim: int) -> Tensor:
-    return x.reshape(*x.shape[:start_dim], -1).sum(-1)
+    """Sum over the dims from ``start_dim`` on (a sum, not a reshape: 0 rows stay 0 rows)."""
+    return x.sum(dim=tuple(range(start_dim, x.dim()))) if x.dim() > start_dim else x
 
 
 def dice_loss(

@@ -57,8 +57,9 @@ def _size(boxes: Tensor) -> tuple[Tensor, Tensor]:
 
 def _overlap_union(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Intersection area and (unguarded, non-negative) union area of aligned box pairs."""
-    wh = (torch.minimum(pred[..., 2:], target[..., 2:])
-          - torch.maximum(pred[..., :2], target[..., :2])).clamp(min=0)
+    wh = (
+        torch.minimum(pred[..., 2:], target[..., 2:]) - torch.maximum(pred[..., :2], target[..., :2])
+    ).clamp(min=0)
     overlap = wh[..., 0] * wh[..., 1]
     pw, ph = _size(pred)
     tw, th = _size(target)
@@ -67,8 +68,9 @@ def _overlap_union(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 
 def _enclosing_size(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Width and height of the smallest box enclosing both."""
-    wh = (torch.maximum(pred[..., 2:], target[..., 2:])
-          - torch.minimum(pred[..., :2], target[..., :2])).clamp(min=0)
+    wh = (
+        torch.maximum(pred[..., 2:], target[..., 2:]) - torch.minimum(pred[..., :2], target[..., :2])
+    ).clamp(min=0)
     return wh[..., 0], wh[..., 1]
 
 
@@ -198,8 +200,7 @@ def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6) -> Tensor:
     return (1 - cious.clamp(min=-1.0, max=1.0)).to(out_dtype)
 
 
-def bounded_iou_loss(pred: Tensor, target: Tensor, *, beta: float = 0.2, eps: float = 1e-3
-                     ) -> Tensor:
+def bounded_iou_loss(pred: Tensor, target: Tensor, *, beta: float = 0.2, eps: float = 1e-3) -> Tensor:
     r"""Bounded IoU loss (Tychsen-Smith & Petersson), smooth-L1 (``beta``) of four bounds.
 
     With the centre offsets :math:`\Delta x, \Delta y` and the target terms taken as constants:

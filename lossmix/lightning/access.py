@@ -1,7 +1,7 @@
-"""How the Lightning layer reaches a module's loss mix, its step and its last result: here only.
+"""How the Lightning layer reaches a module's loss mix, step, last result and term logger.
 
 Callbacks work with any ``LightningModule`` that has a ``loss_mix`` (the
-:class:`~lossmix.CompositeLoss` mixin gives it one); these three functions are the only
+:class:`~lossmix.CompositeLoss` mixin gives it one); these functions are the only
 place that looks.
 """
 
@@ -12,9 +12,10 @@ from typing import Any
 import lightning.pytorch as pl
 
 from lossmix.errors import LossConfigError
+from lossmix.lightning.logging import TermLogger
 from lossmix.mix import LossMix, LossResult
 
-__all__ = ["find_loss_mix", "last_result_of", "loss_mix_of", "loss_step_of"]
+__all__ = ["find_loss_mix", "last_result_of", "loss_mix_of", "loss_step_of", "term_logger_of"]
 
 
 def find_loss_mix(pl_module: Any) -> LossMix | None:
@@ -27,8 +28,7 @@ def loss_mix_of(pl_module: Any, *, needed_by: str) -> LossMix:
     """The module's :class:`~lossmix.LossMix`; a clear error when it has none."""
     mix = find_loss_mix(pl_module)
     if mix is None:
-        raise LossConfigError(f"{needed_by} needs a CompositeLoss module with configure_loss() "
-                              "called.")
+        raise LossConfigError(f"{needed_by} needs a CompositeLoss module with configure_loss() called.")
     return mix
 
 
@@ -43,3 +43,10 @@ def last_result_of(pl_module: Any) -> LossResult | None:
     """The last :class:`~lossmix.LossResult` the module computed (``None`` before any)."""
     result = getattr(pl_module, "last_loss_result", None)
     return result if isinstance(result, LossResult) else None
+
+
+def term_logger_of(pl_module: Any) -> TermLogger | None:
+    """The :class:`~lossmix.lightning.TermLogger` the module logs through (``None``: none)."""
+    term_logger = getattr(pl_module, "term_logger", None)
+    logger = term_logger() if callable(term_logger) else None
+    return logger if isinstance(logger, TermLogger) else None

@@ -8,7 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 from torch import Tensor
 
-from lossmix.compat import batches_stepped
+from lossmix.compat import batches_stepped, trainer_callbacks
 from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
 from lossmix.lightning.logging import TermLogger
 from lossmix.mix import LossMix, LossResult
@@ -54,15 +54,15 @@ class CompositeLoss:
     loss_mix: LossMix
     last_loss_result: LossResult | None = None
 
-    def configure_loss(self, node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()
-                       ) -> LossMix:
+    def configure_loss(self, node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()) -> LossMix:
         """Build ``self.loss_mix`` from a term mapping (dict/DictConfig) or take a ``LossMix``.
 
         As a submodule, its parameters and buffers (learned weights, running statistics,
         sampler generators) are part of the module, its optimizer and its checkpoint.
         """
-        mix = node if isinstance(node, LossMix) else LossMix.from_config(
-            node, allowed_targets=allowed_targets)
+        mix = (
+            node if isinstance(node, LossMix) else LossMix.from_config(node, allowed_targets=allowed_targets)
+        )
         self.loss_mix = mix
         return mix
 
@@ -91,18 +91,20 @@ class CompositeLoss:
         trainer = self._lossmix_trainer()
         if trainer is None:
             return None
-        for callback in trainer.callbacks:
+        callbacks = trainer_callbacks(trainer)
+        for callback in callbacks:
             if isinstance(callback, TermLogger):
                 return callback
         logger = TermLogger()
-        trainer.callbacks.append(logger)
+        callbacks.append(logger)
         return logger
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        found = super().configure_callbacks() if hasattr(super(), "configure_callbacks") else []
+        parent = getattr(super(), "configure_callbacks", None)  # LightningModule's, after us
+        found = parent() if callable(parent) else []
         found = list(found) if isinstance(found, (list, tuple)) else [found]
         trainer = self._lossmix_trainer()
-        callbacks = list(trainer.callbacks) if trainer is not None else []
+        callbacks = list(trainer_callbacks(trainer)) if trainer is not None else []
 
         def present(kind: type) -> bool:
             return any(isinstance(c, kind) for c in callbacks + found)
@@ -135,12 +137,11 @@ class CompositeLoss:
         """
         if not hasattr(self, "loss_mix"):
             raise RuntimeError(
-                f"{type(self).__name__}: call self.configure_loss(cfg) in __init__ before "
-                "compute_loss()."
+                f"{type(self).__name__}: call self.configure_loss(cfg) in __init__ before compute_loss()."
             )
         stage = stage or self.loss_stage()
         step = self.loss_step() if stage == "train" and self._lossmix_trainer() else None
-        result = self.loss_mix(outputs, batch, step=step, group=group)
+        result: LossResult = self.loss_mix(outputs, batch, step=step, group=group)
         self.last_loss_result = result
         logger = self.term_logger()
         if logger is not None:

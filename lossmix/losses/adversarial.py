@@ -81,8 +81,7 @@ class GANLoss(AdversarialLoss):
         self.real_label_val = check_float(self.loss_name, "real_label_val", real_label_val)
         self.fake_label_val = check_float(self.loss_name, "fake_label_val", fake_label_val)
 
-    def elementwise(self, pred: Tensor, target_is_real: bool | Tensor, is_disc: bool = False
-                    ) -> Tensor:
+    def elementwise(self, pred: Tensor, target_is_real: bool | Tensor, is_disc: bool = False) -> Tensor:
         """The element-wise objective (:func:`lossmix.functional.gan_loss`)."""
         if not isinstance(target_is_real, bool | Tensor):
             raise LossInputError(
@@ -90,20 +89,25 @@ class GANLoss(AdversarialLoss):
                 "(real), False (fake) or a bool tensor."
             )
         if not isinstance(is_disc, bool):
-            raise LossInputError(
-                f"{self.loss_name}: is_disc={is_disc!r} is not valid; give True or False."
-            )
-        return F.gan_loss(pred, gan_type=self.gan_type, target_is_real=target_is_real,
-                          is_disc=is_disc, real_label_val=self.real_label_val,
-                          fake_label_val=self.fake_label_val)
+            raise LossInputError(f"{self.loss_name}: is_disc={is_disc!r} is not valid; give True or False.")
+        return F.gan_loss(
+            pred,
+            gan_type=self.gan_type,
+            target_is_real=target_is_real,
+            is_disc=is_disc,
+            real_label_val=self.real_label_val,
+            fake_label_val=self.fake_label_val,
+        )
 
     def output_scale(self, inputs: Mapping[str, Any]) -> float:
         """``loss_weight`` on the generator's side only (MMagic's rule)."""
         return 1.0 if inputs.get("is_disc", False) is True else self.loss_weight
 
     def extra_repr(self) -> str:
-        return (f"gan_type={self.gan_type!r}, real_label_val={self.real_label_val}, "
-                f"fake_label_val={self.fake_label_val}, " + super().extra_repr())
+        return (
+            f"gan_type={self.gan_type!r}, real_label_val={self.real_label_val}, "
+            f"fake_label_val={self.fake_label_val}, " + super().extra_repr()
+        )
 
 
 class GradientPenalty(WeightedLoss):
@@ -114,8 +118,9 @@ class GradientPenalty(WeightedLoss):
     ``g`` and divides the penalty by ``mean(mask)`` (MMagic's numbers).
     """
 
-    def __init__(self, *, norm_mode: str = "pixel", reduction: str = "mean",
-                 loss_weight: float = 1.0) -> None:
+    def __init__(
+        self, *, norm_mode: str = "pixel", reduction: str = "mean", loss_weight: float = 1.0
+    ) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
         self.norm_mode = F.check_norm_mode(norm_mode, owner=self.loss_name)
 
@@ -128,8 +133,15 @@ class GradientPenalty(WeightedLoss):
                 "outputs['disc'] = self.disc."
             )
 
-    def masked_penalty(self, grad: Tensor, mask: Tensor | None) -> Tensor:
-        """The element-wise penalty of ``grad`` (times ``mask``), divided by ``mean(mask)``."""
+    def masked_penalty(self, grad: Tensor, mask: Tensor | None, discriminator: Any, data: Tensor) -> Tensor:
+        """The element-wise penalty of ``grad`` (times ``mask``), divided by ``mean(mask)``.
+
+        With no samples the penalty is empty, and is tied to the discriminator through
+        ``0 · ΣD(data)`` so the zero the template returns still reaches its parameters.
+        """
+        if data.shape[0] == 0:
+            scores: Tensor = discriminator(data)
+            return self.penalty(grad) + 0.0 * scores.sum()
         if mask is not None:
             _check_mask(self.loss_name, mask, grad)
             grad = grad * mask
@@ -164,14 +176,21 @@ class GradientPenaltyLoss(GradientPenalty):
     def penalty(self, grad: Tensor) -> Tensor:
         return F.wgan_gp_penalty(grad, norm_mode=self.norm_mode)
 
-    def elementwise(self, discriminator: Any, real_data: Tensor, fake_data: Tensor,
-                    mask: Tensor | None = None, *, generator: Any = None) -> Tensor:
+    def elementwise(
+        self,
+        discriminator: Any,
+        real_data: Tensor,
+        fake_data: Tensor,
+        mask: Tensor | None = None,
+        *,
+        generator: Any = None,
+    ) -> Tensor:
         """The penalty at interpolates of ``real_data`` and ``fake_data``."""
         self.check_discriminator(discriminator)
         check_same_shape(self.loss_name, real_data, fake_data, what="fake_data")
         interpolates = F.interpolate_samples(real_data, fake_data, generator=generator)
         grad = F.discriminator_gradients(discriminator, interpolates)
-        return self.masked_penalty(grad, mask)
+        return self.masked_penalty(grad, mask, discriminator, interpolates)
 
 
 @LOSSES.register()
@@ -190,13 +209,14 @@ class R1GradientPenalty(GradientPenalty):
     def penalty(self, grad: Tensor) -> Tensor:
         return F.r1_penalty(grad, norm_mode=self.norm_mode)
 
-    def elementwise(self, discriminator: Any, real_data: Tensor, mask: Tensor | None = None, *,
-                    loss_scaler: Any = None) -> Tensor:
+    def elementwise(
+        self, discriminator: Any, real_data: Tensor, mask: Tensor | None = None, *, loss_scaler: Any = None
+    ) -> Tensor:
         """The penalty at ``real_data``."""
         self.check_discriminator(discriminator)
         real = real_data.clone().requires_grad_()
         grad = F.discriminator_gradients(discriminator, real, loss_scaler=loss_scaler)
-        return self.masked_penalty(grad, mask)
+        return self.masked_penalty(grad, mask, discriminator, real)
 
 
 @LOSSES.register()
@@ -233,8 +253,7 @@ class MaskedTVLoss(WeightedLoss):
         """The ``(N, C, H, W)`` map ``|Δy| + |Δx|`` weighted by ``mask``, and MMagic's mean."""
         if pred.dim() != 4:
             raise LossInputError(
-                f"{self.loss_name}: pred of shape {tuple(pred.shape)} is not valid; "
-                "give (N, C, H, W)."
+                f"{self.loss_name}: pred of shape {tuple(pred.shape)} is not valid; give (N, C, H, W)."
             )
         if mask is not None:
             _check_mask(self.loss_name, mask, pred)

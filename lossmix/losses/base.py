@@ -96,8 +96,9 @@ class _Spec:
 
 def _spec_of(kernel: Any) -> _Spec:
     params = [p for p in inspect.signature(kernel).parameters.values() if p.name != "self"]
-    inputs = [p for p in params if p.name != "weight"
-              and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    inputs = [
+        p for p in params if p.name != "weight" and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
     keywords = [p for p in params if p.kind is p.KEYWORD_ONLY]
     return _Spec(
         positional=tuple(p.name for p in inputs),
@@ -152,8 +153,10 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
 
     # -- hooks ------------------------------------------------------------------------------
     @abc.abstractmethod
-    def elementwise(self, pred: Tensor, target: Tensor) -> Any:
-        """The kernel (step 2): the unreduced loss, an :class:`ElementLoss`, or parts of those."""
+    def elementwise(self, *args: Any, **kwargs: Any) -> Any:
+        """The kernel (step 2): the unreduced loss, an :class:`ElementLoss`, or parts of those.
+
+        Its parameters are the loss's inputs (``pred, target`` for most losses)."""
 
     def prepare_weight(self, weight: Tensor, loss: Tensor) -> Tensor:
         """Shape ``weight`` to broadcast against ``loss``.
@@ -168,11 +171,8 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
         if weight.dim() == loss.dim() - 1 and weight.shape == loss.shape[:-1]:
             return weight.unsqueeze(-1)
         if weight.dim() <= loss.dim():
-            try:
-                if torch.broadcast_shapes(weight.shape, loss.shape) == loss.shape:
-                    return weight
-            except RuntimeError:
-                pass  # not broadcastable: try the reshape rule, else the error below
+            if _broadcasts_to(weight.shape, loss.shape):
+                return weight
         if self.reshape_weight_by_numel and weight.numel() == loss.numel():
             return weight.reshape(loss.shape)
         raise LossInputError(
@@ -181,8 +181,9 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
             f"{tuple(loss.shape[:-1])}, or one broadcastable to it."
         )
 
-    def check_call(self, reduction: str, avg_factor: AvgFactor, weight: Tensor | None,
-                   inputs: Mapping[str, Any]) -> None:
+    def check_call(
+        self, reduction: str, avg_factor: AvgFactor, weight: Tensor | None, inputs: Mapping[str, Any]
+    ) -> None:
         """Refuse a call before the kernel runs; by default ``avg_factor`` with ``'sum'``
         (MMDetection raises there too)."""
         if avg_factor is not None and reduction == "sum":
@@ -241,26 +242,32 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
             )
         return inputs, list(args[count:])
 
-    def forward(self, *args: Any, weight: Tensor | None = None, avg_factor: AvgFactor = None,
-                reduction_override: str | None = None, **kwargs: Any) -> Any:
+    def forward(
+        self,
+        *args: Any,
+        weight: Tensor | None = None,
+        avg_factor: AvgFactor = None,
+        reduction_override: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """The weighted, reduced, scaled loss (a tensor, or parts of tensors)."""
         for alias in self.weight_aliases:
             if alias in kwargs:
                 if weight is not None:
-                    raise LossInputError(f"{self.loss_name}: give the weight once, as weight or "
-                                         f"{alias}=, not both.")
+                    raise LossInputError(
+                        f"{self.loss_name}: give the weight once, as weight or {alias}=, not both."
+                    )
                 weight = kwargs.pop(alias)
         inputs, rest = self._bind(args, kwargs)
         if len(rest) > len(CALL_KEYS):
             raise LossInputError(f"{self.loss_name}: too many positional arguments.")
-        given = {"weight": weight, "avg_factor": avg_factor,
-                 "reduction_override": reduction_override}
-        for key, value in zip(CALL_KEYS, rest, strict=False):
-            if given[key] is not None:
-                raise LossInputError(f"{self.loss_name}: '{key}' is given twice.")
-            given[key] = value
-        weight, avg_factor = given["weight"], given["avg_factor"]
-        reduction = self.resolve_reduction(given["reduction_override"])
+        given: list[Any] = [weight, avg_factor, reduction_override]
+        for index, value in enumerate(rest):
+            if given[index] is not None:
+                raise LossInputError(f"{self.loss_name}: '{CALL_KEYS[index]}' is given twice.")
+            given[index] = value
+        weight, avg_factor = given[0], given[1]
+        reduction = self.resolve_reduction(given[2])
         self.check_call(reduction, avg_factor, weight, inputs)
         if self._spec().takes_weight:
             out = self.elementwise(**inputs, weight=weight)
@@ -274,8 +281,9 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
             return tuple(self._reduce(v, weight, reduction, avg_factor, scale) for v in out)
         return self._reduce(out, weight, reduction, avg_factor, scale)
 
-    def _reduce(self, out: Any, weight: Tensor | None, reduction: str, avg_factor: AvgFactor,
-                scale: float) -> Tensor:
+    def _reduce(
+        self, out: Any, weight: Tensor | None, reduction: str, avg_factor: AvgFactor, scale: float
+    ) -> Tensor:
         """Steps 3 to 5 of one part: element weight, reduction (empty: a connected zero), scale."""
         part = out if isinstance(out, ElementLoss) else ElementLoss(out)
         loss, own = part.loss, part.weight
@@ -296,6 +304,13 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, loss_weight={self.loss_weight}"
+
+
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``target`` without changing it."""
+    if len(shape) > len(target):
+        return False
+    return all(a in (1, b) for a, b in zip(reversed(shape), reversed(target), strict=False))
 
 
 def call_parameters(module: nn.Module) -> dict[str, inspect.Parameter]:

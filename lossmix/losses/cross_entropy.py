@@ -75,6 +75,8 @@ class CrossEntropyLoss(WeightedLoss):
     ``weight``: one per row ``(N, *)`` or per element.
     """
 
+    class_weight: Tensor | None
+
     def __init__(
         self,
         *,
@@ -92,17 +94,16 @@ class CrossEntropyLoss(WeightedLoss):
         self.use_sigmoid = check_bool(name, "use_sigmoid", use_sigmoid)
         self.use_mask = check_bool(name, "use_mask", use_mask)
         if use_sigmoid and use_mask:
-            raise LossConfigError(
-                f"{name}: use_sigmoid=True and use_mask=True exclude each other; pick one."
-            )
+            raise LossConfigError(f"{name}: use_sigmoid=True and use_mask=True exclude each other; pick one.")
         self.ignore_index = check_optional_int(name, "ignore_index", ignore_index)
         self.avg_non_ignore = check_bool(name, "avg_non_ignore", avg_non_ignore)
-        self.label_smoothing = check_float(name, "label_smoothing", label_smoothing, low=0.0,
-                                           high=1.0)
-        self.register_buffer("class_weight", class_vector(name, "class_weight", class_weight),
-                             persistent=False)
-        if use_mask and (class_weight is not None or ignore_index is not None or label_smoothing
-                         or reduction != "mean"):
+        self.label_smoothing = check_float(name, "label_smoothing", label_smoothing, low=0.0, high=1.0)
+        self.register_buffer(
+            "class_weight", class_vector(name, "class_weight", class_weight), persistent=False
+        )
+        if use_mask and (
+            class_weight is not None or ignore_index is not None or label_smoothing or reduction != "mean"
+        ):
             raise LossConfigError(
                 f"{name}: use_mask=True supports only reduction='mean' without class_weight, "
                 "ignore_index or label_smoothing (as MMDetection's mask_cross_entropy)."
@@ -116,8 +117,9 @@ class CrossEntropyLoss(WeightedLoss):
                 stacklevel=2,
             )
 
-    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None, *,
-                    ignore_index: int | None = None) -> ElementLoss:
+    def elementwise(
+        self, pred: Tensor, target: Tensor, weight: Tensor | None = None, *, ignore_index: int | None = None
+    ) -> ElementLoss:
         """The element-wise cross-entropy (per row, or per class with a sigmoid), the caller's
         weight prepared, and the non-ignored count as ``avg_non_ignore``'s divisor.
 
@@ -137,8 +139,11 @@ class CrossEntropyLoss(WeightedLoss):
                 f"{self.loss_name}: use_mask=True needs the RoI class labels in the weight slot: "
                 "loss(mask_pred, mask_target, labels)."
             )
-        if pred.dim() < 2 or label.shape != pred.shape[:1] or target.shape != (
-                pred.shape[0], *pred.shape[2:]):
+        if (
+            pred.dim() < 2
+            or label.shape != pred.shape[:1]
+            or target.shape != (pred.shape[0], *pred.shape[2:])
+        ):
             raise LossInputError(
                 f"{self.loss_name}: use_mask=True needs pred (R, C, H, W), target (R, H, W) and "
                 f"labels (R,); got pred {tuple(pred.shape)}, target {tuple(target.shape)}, labels "
@@ -147,26 +152,26 @@ class CrossEntropyLoss(WeightedLoss):
         check_class_indices(self.loss_name, label, pred.size(1))
         return mask_cross_entropy(pred, target, label=label)
 
-    def check_call(self, reduction: str, avg_factor: AvgFactor, weight: Tensor | None,
-                   inputs: Mapping[str, Any]) -> None:
+    def check_call(
+        self, reduction: str, avg_factor: AvgFactor, weight: Tensor | None, inputs: Mapping[str, Any]
+    ) -> None:
         super().check_call(reduction, avg_factor, weight, inputs)
-        if self.use_mask and (reduction != "mean" or avg_factor is not None or (
-                inputs.get("ignore_index") is not None)):
+        if self.use_mask and (
+            reduction != "mean" or avg_factor is not None or (inputs.get("ignore_index") is not None)
+        ):
             raise LossInputError(
                 f"{self.loss_name}: use_mask=True needs the RoI class labels in the weight slot "
                 "(loss(mask_pred, mask_target, labels)), reduction 'mean', and no avg_factor or "
                 "ignore_index."
             )
 
-    def masked_loss(self, pred: Tensor, target: Tensor, ignore_index: int | None
-                    ) -> tuple[Tensor, Tensor]:
+    def masked_loss(self, pred: Tensor, target: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor]:
         """The element-wise loss and the number of non-ignored elements (a tensor)."""
         ignore = IGNORE_INDEX if ignore_index is None else ignore_index
         num_classes = pred.size(1) if pred.dim() > 1 else 0
         if pred.dim() < 2:
             raise LossInputError(
-                f"{self.loss_name}: pred of shape {tuple(pred.shape)} needs a class dimension: "
-                "(N, C, *)."
+                f"{self.loss_name}: pred of shape {tuple(pred.shape)} needs a class dimension: (N, C, *)."
             )
         weight = self.class_weight
         if weight is not None:
@@ -177,25 +182,27 @@ class CrossEntropyLoss(WeightedLoss):
             check_same_shape(self.loss_name, pred, target)
         else:
             self._check_index_shape(pred, target)
-            check_class_indices(self.loss_name, target, num_classes, ignore_index=ignore,
-                                background_ok=self.use_sigmoid)
+            check_class_indices(
+                self.loss_name, target, num_classes, ignore_index=ignore, background_ok=self.use_sigmoid
+            )
         if self.use_sigmoid:
             return self._sigmoid(pred, target, weight, ignore, dense)
-        loss = cross_entropy(pred, target, class_weight=weight, ignore_index=ignore,
-                               label_smoothing=self.label_smoothing)
+        loss = cross_entropy(
+            pred, target, class_weight=weight, ignore_index=ignore, label_smoothing=self.label_smoothing
+        )
         count = target.new_tensor(loss.numel()) if dense else (target != ignore).sum()
         return loss, count
 
-    def _sigmoid(self, pred: Tensor, target: Tensor, weight: Tensor | None, ignore: int,
-                 dense: bool) -> tuple[Tensor, Tensor]:
+    def _sigmoid(
+        self, pred: Tensor, target: Tensor, weight: Tensor | None, ignore: int, dense: bool
+    ) -> tuple[Tensor, Tensor]:
         valid = (target >= 0) & (target != ignore)
         if not dense:
             target = one_hot_targets(target, pred.size(1), dtype=pred.dtype)
             valid = valid.unsqueeze(1).expand_as(target)
         if weight is not None:
             weight = weight.view(-1, *([1] * (pred.dim() - 2)))
-        loss = sigmoid_cross_entropy(pred, target, pos_weight=weight,
-                                       label_smoothing=self.label_smoothing)
+        loss = sigmoid_cross_entropy(pred, target, pos_weight=weight, label_smoothing=self.label_smoothing)
         return torch.where(valid, loss, 0.0), valid.sum()
 
     def _check_index_shape(self, pred: Tensor, target: Tensor) -> None:
@@ -209,5 +216,7 @@ class CrossEntropyLoss(WeightedLoss):
 
     def extra_repr(self) -> str:
         mode = "sigmoid" if self.use_sigmoid else "mask" if self.use_mask else "softmax"
-        return (f"mode={mode}, ignore_index={self.ignore_index}, "
-                f"avg_non_ignore={self.avg_non_ignore}, " + super().extra_repr())
+        return (
+            f"mode={mode}, ignore_index={self.ignore_index}, "
+            f"avg_non_ignore={self.avg_non_ignore}, " + super().extra_repr()
+        )

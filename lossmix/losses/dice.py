@@ -111,8 +111,7 @@ class OverlapLoss(WeightedLoss):
             return
         if pred.dim() < 2:
             raise LossInputError(
-                f"{self.loss_name}: pred of shape {tuple(pred.shape)} needs a class dimension, "
-                "(N, C, *)."
+                f"{self.loss_name}: pred of shape {tuple(pred.shape)} needs a class dimension, (N, C, *)."
             )
         if self.use_sigmoid or target.is_floating_point():
             check_same_shape(self.loss_name, pred, target)
@@ -129,8 +128,9 @@ class OverlapLoss(WeightedLoss):
     def per_sample(self, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
         """``(loss (N,), counted (N,) or None)``; ``counted`` is 0 for a skipped sample."""
         self.check_inputs(pred, target)
-        prob, tgt = F.overlap_inputs(pred, target, use_sigmoid=self.use_sigmoid,
-                                     activate=self.activate, ignore_index=self.ignore_index)
+        prob, tgt = F.overlap_inputs(
+            pred, target, use_sigmoid=self.use_sigmoid, activate=self.activate, ignore_index=self.ignore_index
+        )
         n = prob.shape[0]
         k = prob.shape[1] if self.per_class else 1
         size = math.prod(prob.shape[2:]) if self.per_class else math.prod(prob.shape[1:])
@@ -143,8 +143,7 @@ class OverlapLoss(WeightedLoss):
         loss = torch.where(present, units, units.new_zeros(())).sum(1) / count.clamp(min=1)
         return loss, (count > 0).to(units.dtype)
 
-    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None
-                    ) -> ElementLoss:
+    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> ElementLoss:
         """Per-sample losses ``(N,)`` with the caller's weight; under ``empty_target='skip'``
         a skipped sample has weight 0 and ``'mean'`` divides by the counted samples."""
         loss, counted = self.per_sample(pred, target)
@@ -156,9 +155,11 @@ class OverlapLoss(WeightedLoss):
         return ElementLoss(loss, prepared, mean=mean)
 
     def extra_repr(self) -> str:
-        return (f"use_sigmoid={self.use_sigmoid}, activate={self.activate}, "
-                f"per_class={self.per_class}, eps={self.eps}, ignore_index={self.ignore_index}, "
-                f"empty_target={self.empty_target!r}, " + super().extra_repr())
+        return (
+            f"use_sigmoid={self.use_sigmoid}, activate={self.activate}, "
+            f"per_class={self.per_class}, eps={self.eps}, ignore_index={self.ignore_index}, "
+            f"empty_target={self.empty_target!r}, " + super().extra_repr()
+        )
 
 
 @LOSSES.register()
@@ -188,14 +189,27 @@ class DiceLoss(OverlapLoss):
         reduction: str = "mean",
         loss_weight: float = 1.0,
     ) -> None:
-        super().__init__(use_sigmoid=use_sigmoid, activate=activate, per_class=per_class, eps=eps,
-                         ignore_index=ignore_index, empty_target=empty_target,
-                         reduction=reduction, loss_weight=loss_weight)
+        super().__init__(
+            use_sigmoid=use_sigmoid,
+            activate=activate,
+            per_class=per_class,
+            eps=eps,
+            ignore_index=ignore_index,
+            empty_target=empty_target,
+            reduction=reduction,
+            loss_weight=loss_weight,
+        )
         self.naive_dice = check_bool(self.loss_name, "naive_dice", naive_dice)
 
     def unit_loss(self, prob: Tensor, target: Tensor) -> Tensor:
-        return F.dice_loss(prob, target, eps=self.eps, naive_dice=self.naive_dice,
-                           smooth_numerator=self.empty_target == "zero", start_dim=2)
+        return F.dice_loss(
+            prob,
+            target,
+            eps=self.eps,
+            naive_dice=self.naive_dice,
+            smooth_numerator=self.empty_target == "zero",
+            start_dim=2,
+        )
 
     def extra_repr(self) -> str:
         return f"naive_dice={self.naive_dice}, " + super().extra_repr()
@@ -230,21 +244,28 @@ class TverskyLoss(OverlapLoss):
         reduction: str = "mean",
         loss_weight: float = 1.0,
     ) -> None:
-        super().__init__(use_sigmoid=use_sigmoid, activate=activate, per_class=per_class, eps=eps,
-                         ignore_index=ignore_index, empty_target=empty_target,
-                         reduction=reduction, loss_weight=loss_weight)
+        super().__init__(
+            use_sigmoid=use_sigmoid,
+            activate=activate,
+            per_class=per_class,
+            eps=eps,
+            ignore_index=ignore_index,
+            empty_target=empty_target,
+            reduction=reduction,
+            loss_weight=loss_weight,
+        )
         self.alpha = check_positive(self.loss_name, "alpha", alpha, allow_zero=True)
         self.beta = check_positive(self.loss_name, "beta", beta, allow_zero=True)
         if self.alpha + self.beta == 0:
             raise LossConfigError(
-                f"{self.loss_name}: alpha=0 and beta=0 make the loss constant; "
-                "give alpha + beta > 0."
+                f"{self.loss_name}: alpha=0 and beta=0 make the loss constant; give alpha + beta > 0."
             )
         self.gamma = check_positive(self.loss_name, "gamma", gamma)
 
     def unit_loss(self, prob: Tensor, target: Tensor) -> Tensor:
-        return F.tversky_loss(prob, target, alpha=self.alpha, beta=self.beta, gamma=self.gamma,
-                              eps=self.eps, start_dim=2)
+        return F.tversky_loss(
+            prob, target, alpha=self.alpha, beta=self.beta, gamma=self.gamma, eps=self.eps, start_dim=2
+        )
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}, gamma={self.gamma}, " + super().extra_repr()

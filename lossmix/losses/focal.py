@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from torch import Tensor
 
@@ -53,6 +54,7 @@ class FocalLoss(WeightedLoss):
     """
 
     reshape_weight_by_numel = True
+    class_alpha: Tensor | None
 
     def __init__(
         self,
@@ -71,10 +73,12 @@ class FocalLoss(WeightedLoss):
         self.activated = check_bool(name, "activated", activated)
         self.gamma = check_positive(name, "gamma", gamma, allow_zero=True)
         if self.activated and not self.use_sigmoid:
-            raise LossConfigError(f"{name}: activated=True needs use_sigmoid=True (it means pred "
-                                  "holds sigmoid probabilities).")
-        if ignore_index is not None and (self.use_sigmoid or isinstance(ignore_index, bool)
-                                         or not isinstance(ignore_index, int)):
+            raise LossConfigError(
+                f"{name}: activated=True needs use_sigmoid=True (it means pred holds sigmoid probabilities)."
+            )
+        if ignore_index is not None and (
+            self.use_sigmoid or isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+        ):
             raise LossConfigError(
                 f"{name}: ignore_index={ignore_index!r} is not valid; it must be an int and is "
                 "used only with use_sigmoid=False (sigmoid targets mark background with C)."
@@ -83,22 +87,28 @@ class FocalLoss(WeightedLoss):
         self.alpha: float | None = None
         per_class = None
         if alpha is None or is_number(alpha):
-            if alpha is not None and alpha > 1:
-                raise LossConfigError(f"{name}: alpha={alpha!r} is not valid; use a number in "
-                                      "[0, 1], or None / a negative number for no balancing.")
-            self.alpha = None if alpha is None or alpha < 0 else float(alpha)
+            value = None if alpha is None else float(cast(float, alpha))
+            if value is not None and value > 1:
+                raise LossConfigError(
+                    f"{name}: alpha={alpha!r} is not valid; use a number in "
+                    "[0, 1], or None / a negative number for no balancing."
+                )
+            self.alpha = None if value is None or value < 0 else value
         elif self.use_sigmoid:
-            raise LossConfigError(f"{name}: alpha={alpha!r} is not valid; the sigmoid focal loss "
-                                  "takes one number in [0, 1], or None / a negative number.")
+            raise LossConfigError(
+                f"{name}: alpha={alpha!r} is not valid; the sigmoid focal loss "
+                "takes one number in [0, 1], or None / a negative number."
+            )
         else:
-            per_class = class_vector(name, "alpha", alpha)
+            per_class = class_vector(name, "alpha", cast("Sequence[float] | Tensor", alpha))
         self.register_buffer("class_alpha", per_class, persistent=False)
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         if self.use_sigmoid:
             target = index_or_dense_target(self.loss_name, pred, target)
-            return F.sigmoid_focal_loss(pred, target, gamma=self.gamma, alpha=self.alpha,
-                                        activated=self.activated)
+            return F.sigmoid_focal_loss(
+                pred, target, gamma=self.gamma, alpha=self.alpha, activated=self.activated
+            )
         expected = (pred.shape[0], *pred.shape[2:])
         if pred.dim() < 2 or target.is_floating_point() or tuple(target.shape) != expected:
             raise LossInputError(
@@ -112,13 +122,11 @@ class FocalLoss(WeightedLoss):
         if self.class_alpha is not None:
             check_class_count(self.loss_name, "alpha", self.class_alpha, pred.size(1))
             alpha = self.class_alpha
-        return F.softmax_focal_loss(pred, target, gamma=self.gamma, alpha=alpha,
-                                    ignore_index=ignore)
+        return F.softmax_focal_loss(pred, target, gamma=self.gamma, alpha=alpha, ignore_index=ignore)
 
     def extra_repr(self) -> str:
         alpha = self.alpha if self.class_alpha is None else self.class_alpha.tolist()
-        return (f"use_sigmoid={self.use_sigmoid}, gamma={self.gamma}, alpha={alpha}, "
-                + super().extra_repr())
+        return f"use_sigmoid={self.use_sigmoid}, gamma={self.gamma}, alpha={alpha}, " + super().extra_repr()
 
 
 @LOSSES.register()
@@ -147,8 +155,9 @@ class VarifocalLoss(WeightedLoss):
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         check_same_shape(self.loss_name, pred, target)
-        return F.varifocal_loss(pred, target, alpha=self.alpha, gamma=self.gamma,
-                                iou_weighted=self.iou_weighted)
+        return F.varifocal_loss(
+            pred, target, alpha=self.alpha, gamma=self.gamma, iou_weighted=self.iou_weighted
+        )
 
 
 @LOSSES.register()
@@ -181,14 +190,15 @@ class QualityFocalLoss(WeightedLoss):
     def dense_target(self, pred: Tensor, target: Tensor | tuple[Tensor, Tensor]) -> Tensor:
         """The ``(N, C)`` soft target from ``(label, score)`` or a dense tensor."""
         if pred.dim() != 2:
-            raise LossInputError(f"{self.loss_name}: pred of shape {tuple(pred.shape)} must be "
-                                 "(N, C).")
+            raise LossInputError(f"{self.loss_name}: pred of shape {tuple(pred.shape)} must be (N, C).")
         if isinstance(target, Tensor):
             check_same_shape(self.loss_name, pred, target)
             return target
         if not isinstance(target, (tuple, list)) or len(target) != 2:
-            raise LossInputError(f"{self.loss_name}: target must be (label, score) or a tensor "
-                                 f"shaped like pred; got {type(target).__name__}.")
+            raise LossInputError(
+                f"{self.loss_name}: target must be (label, score) or a tensor "
+                f"shaped like pred; got {type(target).__name__}."
+            )
         label, score = target
         if label.shape != pred.shape[:1] or score.shape != pred.shape[:1]:
             raise LossInputError(

@@ -61,14 +61,15 @@ class GHMC(WeightedLoss):
         bins = check_int(name, "bins", bins, min=1)
         momentum = check_float(name, "momentum", momentum, low=0.0, high=1.0, high_open=True)
         if use_sigmoid is not True:
-            raise LossConfigError(f"{name}: use_sigmoid={use_sigmoid!r} is not supported "
-                                  "(MMDetection has only the sigmoid GHM-C); use True.")
+            raise LossConfigError(
+                f"{name}: use_sigmoid={use_sigmoid!r} is not supported "
+                "(MMDetection has only the sigmoid GHM-C); use True."
+            )
         self.use_sigmoid = True
         self.bins, self.momentum = int(bins), float(momentum)
         self.register_buffer("acc_sum", torch.zeros(self.bins))
 
-    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None
-                    ) -> ElementLoss:
+    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> ElementLoss:
         """The binary cross-entropy, weighted by the GHM density weights of the elements
         whose ``label_weight`` (the ``weight`` argument) is > 0; ``'mean'`` divides by
         their number."""
@@ -80,8 +81,9 @@ class GHMC(WeightedLoss):
         target = self._dense(pred, target)
         loss = TF.binary_cross_entropy_with_logits(pred, target, reduction="none")
         valid = (self.prepare_weight(weight, loss) > 0).expand_as(loss)
-        weights, tot, acc = F.ghmc_weights(pred, target, valid, bins=self.bins,
-                                           momentum=self.momentum, acc_sum=self.acc_sum)
+        weights, tot, acc = F.ghmc_weights(
+            pred, target, valid, bins=self.bins, momentum=self.momentum, acc_sum=self.acc_sum
+        )
         if self.momentum > 0 and self.training:
             with torch.no_grad():
                 self.acc_sum.copy_(acc)
@@ -89,12 +91,14 @@ class GHMC(WeightedLoss):
 
     def _dense(self, pred: Tensor, target: Tensor) -> Tensor:
         if pred.dim() != 2:
-            raise LossInputError(f"{self.loss_name}: pred of shape {tuple(pred.shape)} must be "
-                                 "(N, C) logits.")
+            raise LossInputError(
+                f"{self.loss_name}: pred of shape {tuple(pred.shape)} must be (N, C) logits."
+            )
         return index_or_dense_target(self.loss_name, pred, target)
 
-    def check_call(self, reduction: str, avg_factor: AvgFactor, weight: Tensor | None,
-                   inputs: Mapping[str, Any]) -> None:
+    def check_call(
+        self, reduction: str, avg_factor: AvgFactor, weight: Tensor | None, inputs: Mapping[str, Any]
+    ) -> None:
         if isinstance(avg_factor, str):
             raise LossInputError(
                 f"{self.loss_name}: the fourth argument is avg_factor (ignored); pass "

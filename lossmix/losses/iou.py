@@ -27,8 +27,7 @@ class _BoxLoss(WeightedLoss):
     #: the kernel ``(pred, target, *, eps) -> loss`` of the single-argument subclasses
     kernel: Callable[..., Tensor]
 
-    def __init__(self, *, eps: float = 1e-6, reduction: str = "mean", loss_weight: float = 1.0
-                 ) -> None:
+    def __init__(self, *, eps: float = 1e-6, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
         self.eps = check_positive(self.loss_name, "eps", eps)
 
@@ -46,9 +45,7 @@ class _BoxLoss(WeightedLoss):
 
     def prepare_weight(self, weight: Tensor, loss: Tensor) -> Tensor:
         """A weight per coordinate ``(..., 4)`` becomes its mean per box; else the base rule."""
-        if weight.dim() == loss.dim() + 1 and weight.shape[:-1] == loss.shape and (
-            weight.shape[-1] == 4
-        ):
+        if weight.dim() == loss.dim() + 1 and weight.shape[:-1] == loss.shape and (weight.shape[-1] == 4):
             return weight.mean(-1)
         return super().prepare_weight(weight, loss)
 
@@ -86,8 +83,7 @@ class IoULoss(_BoxLoss):
             )
         if not isinstance(linear, bool):
             raise LossConfigError(
-                f"IoULoss: linear={linear!r} is not valid; give True or False (better: "
-                "mode='linear')."
+                f"IoULoss: linear={linear!r} is not valid; give True or False (better: mode='linear')."
             )
         if linear:
             if mode == "square":

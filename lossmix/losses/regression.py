@@ -39,8 +39,7 @@ class MSELoss(WeightedLoss):
 class SmoothL1Loss(WeightedLoss):
     """Smooth L1 with threshold ``beta > 0``, see :func:`lossmix.functional.smooth_l1_loss`."""
 
-    def __init__(self, *, beta: float = 1.0, reduction: str = "mean", loss_weight: float = 1.0
-                 ) -> None:
+    def __init__(self, *, beta: float = 1.0, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
         self.beta = check_positive(self.loss_name, "beta", beta)
 
@@ -95,15 +94,16 @@ class CharbonnierLoss(WeightedLoss):
         self.eps = check_positive(self.loss_name, "eps", eps)
         self.sample_wise = check_bool(self.loss_name, "sample_wise", sample_wise)
 
-    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None
-                    ) -> ElementLoss:
+    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> ElementLoss:
         check_same_shape(self.loss_name, pred, target)
-        return masked_mean_loss(self, F.charbonnier_loss(pred, target, eps=self.eps), weight,
-                                sample_wise=self.sample_wise)
+        return masked_mean_loss(
+            self, F.charbonnier_loss(pred, target, eps=self.eps), weight, sample_wise=self.sample_wise
+        )
 
 
-def masked_mean_loss(owner: WeightedLoss, loss: Tensor, weight: Tensor | None, *,
-                     sample_wise: bool) -> ElementLoss:
+def masked_mean_loss(
+    owner: WeightedLoss, loss: Tensor, weight: Tensor | None, *, sample_wise: bool
+) -> ElementLoss:
     """MMagic's masked mean as an :class:`ElementLoss`: a weight with the loss's number of
     dims is a mask whose (channel-expanded) sum divides ``'mean'``; any other weight follows
     MMDetection's rule (:meth:`WeightedLoss.prepare_weight`, a mean over all elements)."""

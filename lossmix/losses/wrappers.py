@@ -31,9 +31,12 @@ def _takes_reduction(fn: Callable[..., Any]) -> bool:
 
 _MISMATCH = re.compile(
     r"size of tensor|must match the size|same size|shape|dimension|dtype|scalar type|"
-    r"not implemented for|same device|broadcast", re.IGNORECASE)
-_ACCELERATOR = re.compile(r"out of memory|CUDA error|device-side assert|cuDNN|CUBLAS|NCCL|HIP error",
-                          re.IGNORECASE)
+    r"not implemented for|same device|broadcast",
+    re.IGNORECASE,
+)
+_ACCELERATOR = re.compile(
+    r"out of memory|CUDA error|device-side assert|cuDNN|CUBLAS|NCCL|HIP error", re.IGNORECASE
+)
 
 
 def is_input_mismatch(err: BaseException) -> bool:
@@ -44,12 +47,10 @@ def is_input_mismatch(err: BaseException) -> bool:
     """
     if isinstance(err, torch.OutOfMemoryError) or _ACCELERATOR.search(str(err)):
         return False
-    return isinstance(err, ValueError) or (isinstance(err, RuntimeError) and bool(
-        _MISMATCH.search(str(err))))
+    return isinstance(err, ValueError) or (isinstance(err, RuntimeError) and bool(_MISMATCH.search(str(err))))
 
 
-def _call_kernel(owner: str, fn: Callable[..., Tensor], pred: Any, target: Any, **kwargs: Any
-                 ) -> Tensor:
+def _call_kernel(owner: str, fn: Callable[..., Tensor], pred: Any, target: Any, **kwargs: Any) -> Tensor:
     """Call a foreign loss; a shape, dtype or device mismatch becomes an error naming the loss
     and the shapes, anything else propagates unchanged."""
     try:

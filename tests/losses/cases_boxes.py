@@ -94,7 +94,8 @@ def jittered_pairs(shape=(12,)):
         target = random_boxes(shape, gen)
         centre = (target[..., :2] + target[..., 2:]) / 2
         size = (target[..., 2:] - target[..., :2]) * torch.exp(
-            0.3 * torch.randn(*shape, 2, generator=gen, dtype=torch.float64))
+            0.3 * torch.randn(*shape, 2, generator=gen, dtype=torch.float64)
+        )
         centre = centre + 0.8 * torch.randn(*shape, 2, generator=gen, dtype=torch.float64)
         pred = torch.cat([centre - size / 2, centre + size / 2], -1)
         return (pred * scale).to(dtype), (target * scale).to(dtype)
@@ -121,19 +122,48 @@ def low_iou_pairs(dtype: torch.dtype, gen: torch.Generator, scale: float):
 
 CASES = [
     *[
-        LossCase(f"IoULoss-{mode}", lambda mode=mode, **kw: IoULoss(mode=mode, **kw),
-                 jittered_pairs(), reference=per_box(box_iou_loss, mode=mode),
-                 kernel=lambda p, t, mode=mode: F.iou_loss(p, t, mode=mode))
+        LossCase(
+            f"IoULoss-{mode}",
+            lambda mode=mode, **kw: IoULoss(mode=mode, **kw),
+            jittered_pairs(),
+            reference=per_box(box_iou_loss, mode=mode),
+            kernel=lambda p, t, mode=mode: F.iou_loss(p, t, mode=mode),
+        )
         for mode in ("log", "linear", "square")
     ],
-    LossCase("GIoULoss", lambda **kw: GIoULoss(**kw), jittered_pairs(),
-             reference=per_box(box_giou_loss), kernel=F.giou_loss),
-    LossCase("GIoULoss-batched", lambda **kw: GIoULoss(**kw), jittered_pairs((2, 5)),
-             reference=per_box(box_giou_loss), kernel=F.giou_loss),
-    LossCase("DIoULoss", lambda **kw: DIoULoss(**kw), jittered_pairs(),
-             reference=per_box(box_diou_loss), kernel=F.diou_loss),
-    LossCase("CIoULoss", lambda **kw: CIoULoss(**kw), low_iou_pairs,
-             reference=per_box(box_ciou_loss), kernel=F.ciou_loss),
-    LossCase("BoundedIoULoss", lambda **kw: BoundedIoULoss(**kw), jittered_pairs(),
-             reference=per_box(box_bounded_iou_loss), kernel=F.bounded_iou_loss),
+    LossCase(
+        "GIoULoss",
+        lambda **kw: GIoULoss(**kw),
+        jittered_pairs(),
+        reference=per_box(box_giou_loss),
+        kernel=F.giou_loss,
+    ),
+    LossCase(
+        "GIoULoss-batched",
+        lambda **kw: GIoULoss(**kw),
+        jittered_pairs((2, 5)),
+        reference=per_box(box_giou_loss),
+        kernel=F.giou_loss,
+    ),
+    LossCase(
+        "DIoULoss",
+        lambda **kw: DIoULoss(**kw),
+        jittered_pairs(),
+        reference=per_box(box_diou_loss),
+        kernel=F.diou_loss,
+    ),
+    LossCase(
+        "CIoULoss",
+        lambda **kw: CIoULoss(**kw),
+        low_iou_pairs,
+        reference=per_box(box_ciou_loss),
+        kernel=F.ciou_loss,
+    ),
+    LossCase(
+        "BoundedIoULoss",
+        lambda **kw: BoundedIoULoss(**kw),
+        jittered_pairs(),
+        reference=per_box(box_bounded_iou_loss),
+        kernel=F.bounded_iou_loss,
+    ),
 ]

@@ -126,8 +126,9 @@ def sigmoid_ce_loop(pred, labels, pos_weight):
 
 def varifocal_direct(pred, target, alpha=0.75, gamma=2.0):
     p = torch.sigmoid(pred)
-    weight = target * (target > 0).to(pred.dtype) + alpha * (p - target).abs().pow(gamma) * (
-        target <= 0).to(pred.dtype)
+    weight = target * (target > 0).to(pred.dtype) + alpha * (p - target).abs().pow(gamma) * (target <= 0).to(
+        pred.dtype
+    )
     return TF.binary_cross_entropy_with_logits(pred, target, reduction="none") * weight
 
 
@@ -141,7 +142,8 @@ def qfl_mmdet(pred, target, beta=2.0):
     pos_label = label[pos].long()
     scale = score[pos] - p[pos, pos_label]
     loss[pos, pos_label] = TF.binary_cross_entropy_with_logits(
-        pred[pos, pos_label], score[pos], reduction="none") * scale.abs().pow(beta)
+        pred[pos, pos_label], score[pos], reduction="none"
+    ) * scale.abs().pow(beta)
     return loss.sum(1)
 
 
@@ -152,7 +154,8 @@ def qfl_dense_mmdet(pred, target, beta=2.0):
     loss = loss * p.pow(beta)
     pos = target != 0
     loss[pos] = TF.binary_cross_entropy_with_logits(pred[pos], target[pos], reduction="none") * (
-        target[pos] - p[pos]).abs().pow(beta)
+        target[pos] - p[pos]
+    ).abs().pow(beta)
     return loss.sum(1)
 
 
@@ -181,48 +184,106 @@ def _cw(dtype=torch.float64):
 
 
 CASES = [
-    LossCase("FocalLoss-onehot", lambda **kw: FocalLoss(**kw), onehot_target,
-             reference=torchvision_focal, kernel=F.sigmoid_focal_loss),
-    LossCase("FocalLoss-index", lambda **kw: FocalLoss(**kw), index_target,
-             reference=lambda p, t: torchvision_focal(p, onehot(t, dtype=p.dtype)),
-             weight_shape=lambda p, t: (p.size(0),)),
-    LossCase("FocalLoss-gamma0.5-soft", lambda **kw: FocalLoss(gamma=0.5, alpha=-1, **kw),
-             soft_target, reference=lambda p, t: torchvision_focal(p, t, alpha=-1, gamma=0.5),
-             kernel=lambda p, t: F.sigmoid_focal_loss(p, t, gamma=0.5, alpha=None)),
-    LossCase("FocalLoss-activated", lambda **kw: FocalLoss(activated=True, **kw), probabilities,
-             reference=lambda p, t: TF.binary_cross_entropy(p, t, reduction="none") * (
-                 0.25 * t + 0.75 * (1 - t)) * ((1 - p) * t + p * (1 - t)) ** 2,
-             kernel=lambda p, t: F.sigmoid_focal_loss(p, t, activated=True)),
-    LossCase("FocalLoss-softmax", lambda **kw: FocalLoss(use_sigmoid=False, alpha=CLASS_WEIGHT,
-                                                         **kw), class_target,
-             reference=lambda p, t: softmax_focal_loop(p, t, alpha=CLASS_WEIGHT),
-             kernel=lambda p, t: F.softmax_focal_loss(p, t, alpha=_cw(p.dtype))),
-    LossCase("CrossEntropyLoss", lambda **kw: CrossEntropyLoss(class_weight=CLASS_WEIGHT, **kw),
-             class_target,
-             reference=lambda p, t: TF.cross_entropy(p, t, weight=_cw(p.dtype), reduction="none"),
-             kernel=lambda p, t: F.cross_entropy(p, t, class_weight=_cw(p.dtype))),
-    LossCase("CrossEntropyLoss-ignore", lambda **kw: quiet_ce(ignore_index=-1, **kw),
-             class_target_with_ignored,
-             reference=lambda p, t: TF.cross_entropy(p, t, ignore_index=-1, reduction="none")),
-    LossCase("CrossEntropyLoss-smoothing", lambda **kw: CrossEntropyLoss(label_smoothing=0.1, **kw),
-             class_target,
-             reference=lambda p, t: TF.cross_entropy(p, t, label_smoothing=0.1, reduction="none")),
-    LossCase("CrossEntropyLoss-sigmoid-index",
-             lambda **kw: CrossEntropyLoss(use_sigmoid=True, class_weight=CLASS_WEIGHT, **kw),
-             index_target, reference=lambda p, t: sigmoid_ce_loop(p, t, CLASS_WEIGHT),
-             weight_shape=lambda p, t: (p.size(0),)),
-    LossCase("CrossEntropyLoss-sigmoid-soft", lambda **kw: CrossEntropyLoss(use_sigmoid=True, **kw),
-             soft_target,
-             reference=lambda p, t: TF.binary_cross_entropy_with_logits(p, t, reduction="none"),
-             kernel=F.sigmoid_cross_entropy),
-    LossCase("VarifocalLoss", lambda **kw: VarifocalLoss(**kw), iou_scores,
-             reference=varifocal_direct, kernel=F.varifocal_loss),
-    LossCase("QualityFocalLoss", lambda **kw: QualityFocalLoss(**kw), label_and_score,
-             reference=qfl_mmdet,
-             kernel=lambda p, t: F.quality_focal_loss(
-                 p, F.one_hot_targets(t[0], p.size(1), dtype=p.dtype) * t[1][:, None]).sum(1)),
-    LossCase("QualityFocalLoss-dense", lambda **kw: QualityFocalLoss(**kw), iou_scores,
-             reference=qfl_dense_mmdet, kernel=F.quality_focal_loss),
-    LossCase("DistributionFocalLoss", lambda **kw: DistributionFocalLoss(**kw), distances,
-             reference=dfl_loop, kernel=F.distribution_focal_loss),
+    LossCase(
+        "FocalLoss-onehot",
+        lambda **kw: FocalLoss(**kw),
+        onehot_target,
+        reference=torchvision_focal,
+        kernel=F.sigmoid_focal_loss,
+    ),
+    LossCase(
+        "FocalLoss-index",
+        lambda **kw: FocalLoss(**kw),
+        index_target,
+        reference=lambda p, t: torchvision_focal(p, onehot(t, dtype=p.dtype)),
+        weight_shape=lambda p, t: (p.size(0),),
+    ),
+    LossCase(
+        "FocalLoss-gamma0.5-soft",
+        lambda **kw: FocalLoss(gamma=0.5, alpha=-1, **kw),
+        soft_target,
+        reference=lambda p, t: torchvision_focal(p, t, alpha=-1, gamma=0.5),
+        kernel=lambda p, t: F.sigmoid_focal_loss(p, t, gamma=0.5, alpha=None),
+    ),
+    LossCase(
+        "FocalLoss-activated",
+        lambda **kw: FocalLoss(activated=True, **kw),
+        probabilities,
+        reference=lambda p, t: (
+            TF.binary_cross_entropy(p, t, reduction="none")
+            * (0.25 * t + 0.75 * (1 - t))
+            * ((1 - p) * t + p * (1 - t)) ** 2
+        ),
+        kernel=lambda p, t: F.sigmoid_focal_loss(p, t, activated=True),
+    ),
+    LossCase(
+        "FocalLoss-softmax",
+        lambda **kw: FocalLoss(use_sigmoid=False, alpha=CLASS_WEIGHT, **kw),
+        class_target,
+        reference=lambda p, t: softmax_focal_loop(p, t, alpha=CLASS_WEIGHT),
+        kernel=lambda p, t: F.softmax_focal_loss(p, t, alpha=_cw(p.dtype)),
+    ),
+    LossCase(
+        "CrossEntropyLoss",
+        lambda **kw: CrossEntropyLoss(class_weight=CLASS_WEIGHT, **kw),
+        class_target,
+        reference=lambda p, t: TF.cross_entropy(p, t, weight=_cw(p.dtype), reduction="none"),
+        kernel=lambda p, t: F.cross_entropy(p, t, class_weight=_cw(p.dtype)),
+    ),
+    LossCase(
+        "CrossEntropyLoss-ignore",
+        lambda **kw: quiet_ce(ignore_index=-1, **kw),
+        class_target_with_ignored,
+        reference=lambda p, t: TF.cross_entropy(p, t, ignore_index=-1, reduction="none"),
+    ),
+    LossCase(
+        "CrossEntropyLoss-smoothing",
+        lambda **kw: CrossEntropyLoss(label_smoothing=0.1, **kw),
+        class_target,
+        reference=lambda p, t: TF.cross_entropy(p, t, label_smoothing=0.1, reduction="none"),
+    ),
+    LossCase(
+        "CrossEntropyLoss-sigmoid-index",
+        lambda **kw: CrossEntropyLoss(use_sigmoid=True, class_weight=CLASS_WEIGHT, **kw),
+        index_target,
+        reference=lambda p, t: sigmoid_ce_loop(p, t, CLASS_WEIGHT),
+        weight_shape=lambda p, t: (p.size(0),),
+    ),
+    LossCase(
+        "CrossEntropyLoss-sigmoid-soft",
+        lambda **kw: CrossEntropyLoss(use_sigmoid=True, **kw),
+        soft_target,
+        reference=lambda p, t: TF.binary_cross_entropy_with_logits(p, t, reduction="none"),
+        kernel=F.sigmoid_cross_entropy,
+    ),
+    LossCase(
+        "VarifocalLoss",
+        lambda **kw: VarifocalLoss(**kw),
+        iou_scores,
+        reference=varifocal_direct,
+        kernel=F.varifocal_loss,
+    ),
+    LossCase(
+        "QualityFocalLoss",
+        lambda **kw: QualityFocalLoss(**kw),
+        label_and_score,
+        reference=qfl_mmdet,
+        kernel=lambda p, t: F.quality_focal_loss(
+            p, F.one_hot_targets(t[0], p.size(1), dtype=p.dtype) * t[1][:, None]
+        ).sum(1),
+    ),
+    LossCase(
+        "QualityFocalLoss-dense",
+        lambda **kw: QualityFocalLoss(**kw),
+        iou_scores,
+        reference=qfl_dense_mmdet,
+        kernel=F.quality_focal_loss,
+    ),
+    LossCase(
+        "DistributionFocalLoss",
+        lambda **kw: DistributionFocalLoss(**kw),
+        distances,
+        reference=dfl_loop,
+        kernel=F.distribution_focal_loss,
+    ),
 ]

@@ -49,8 +49,7 @@ def test_gan_values_match_mmagic(gan_type: str, real: bool, is_disc: bool) -> No
     x = logits()
     loss = GANLoss(gan_type=gan_type, loss_weight=2.5)
     scale = 1.0 if is_disc else 2.5
-    assert_close(loss(x, real, is_disc=is_disc), scale * mmagic_gan(x, gan_type, real, is_disc),
-                 F64)
+    assert_close(loss(x, real, is_disc=is_disc), scale * mmagic_gan(x, gan_type, real, is_disc), F64)
 
 
 @pytest.mark.parametrize("gan_type", GAN_TYPES)
@@ -97,8 +96,11 @@ def test_gan_reductions_weight_and_avg_factor(gan_type: str) -> None:
     assert elems.shape == x.shape
     assert_close(loss(x, False, reduction_override="sum"), elems.sum(), F64)
     weight = torch.rand(6, 1, 3, 3, generator=make_generator(9), dtype=F64)
-    assert_close(loss(x, False, weight=weight, avg_factor=4.0),
-                 (elems * weight).sum() / (4.0 + torch.finfo(torch.float32).eps), F64)
+    assert_close(
+        loss(x, False, weight=weight, avg_factor=4.0),
+        (elems * weight).sum() / (4.0 + torch.finfo(torch.float32).eps),
+        F64,
+    )
 
 
 @pytest.mark.parametrize("gan_type", GAN_TYPES)
@@ -123,14 +125,14 @@ def test_gan_finite_at_extreme_logits(gan_type: str, real: bool, sign: float) ->
 def test_stable_forms_are_exact_at_extreme_logits() -> None:
     x = torch.tensor([1e4, -1e4])
     assert_close(F.gan_loss(x, gan_type="vanilla", target_is_real=True), torch.tensor([0.0, 1e4]))
-    assert_close(F.gan_loss(x, gan_type="wgan-logistic-ns", target_is_real=False),
-                 torch.tensor([1e4, 0.0]))
+    assert_close(F.gan_loss(x, gan_type="wgan-logistic-ns", target_is_real=False), torch.tensor([1e4, 0.0]))
 
 
 def test_gan_kernel_compiles_fullgraph() -> None:
     x = logits(torch.float32, seed=7)
     is_real = torch.rand(6, 1, 1, 1, generator=make_generator(1)) > 0.5
     for gan_type in GAN_TYPES:
+
         def kernel(p, r, gan_type=gan_type):
             return F.gan_loss(p, gan_type=gan_type, target_is_real=r, is_disc=True)
 
@@ -146,12 +148,15 @@ def test_bad_gan_type_lists_the_valid_ones() -> None:
         F.gan_loss(torch.zeros(2), gan_type="smgan", target_is_real=True)
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [
-    ({"real_label_val": float("nan")}, "real_label_val"),
-    ({"fake_label_val": "0"}, "fake_label_val"),
-    ({"reduction": "avg"}, "reduction"),
-    ({"loss_weight": None}, "loss_weight"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"real_label_val": float("nan")}, "real_label_val"),
+        ({"fake_label_val": "0"}, "fake_label_val"),
+        ({"reduction": "avg"}, "reduction"),
+        ({"loss_weight": None}, "loss_weight"),
+    ],
+)
 def test_bad_gan_arguments_raise(kwargs, name) -> None:
     with pytest.raises(ValueError, match=name):
         GANLoss(gan_type="vanilla", **kwargs)
@@ -169,13 +174,14 @@ def test_bad_gan_call_arguments_raise() -> None:
 
 # -- DiscShiftLoss ------------------------------------------------------------------------------
 
+
 def test_disc_shift_default_weight_and_value() -> None:
     x = logits(seed=8)
     assert DiscShiftLoss().loss_weight == 0.1
-    assert_close(DiscShiftLoss()(x), 0.1 * (x ** 2).mean(), F64)
-    assert_close(DiscShiftLoss(loss_weight=1.0, reduction="none")(x), x ** 2, F64)
+    assert_close(DiscShiftLoss()(x), 0.1 * (x**2).mean(), F64)
+    assert_close(DiscShiftLoss(loss_weight=1.0, reduction="none")(x), x**2, F64)
     weight = torch.rand(x.shape, dtype=F64, generator=make_generator(2))
-    assert_close(DiscShiftLoss(reduction="sum")(x, weight), 0.1 * (x ** 2 * weight).sum(), F64)
+    assert_close(DiscShiftLoss(reduction="sum")(x, weight), 0.1 * (x**2 * weight).sum(), F64)
 
 
 def test_disc_shift_gradcheck() -> None:
@@ -184,6 +190,7 @@ def test_disc_shift_gradcheck() -> None:
 
 
 # -- MaskedTVLoss -------------------------------------------------------------------------------
+
 
 def tv_reference(x, mask=None):
     """MMagic: masked-mean L1 of (i, j)-(i+1, j) and (i, j)-(i, j+1), the first pixel's mask."""
@@ -241,6 +248,7 @@ def test_masked_tv_bad_shapes_raise() -> None:
 
 # -- gradient penalties -------------------------------------------------------------------------
 
+
 class LinearD(nn.Module):
     """D(x) = Σ w·x per sample: its input gradient is w everywhere."""
 
@@ -254,8 +262,10 @@ class LinearD(nn.Module):
 
 def conv_d(weight: torch.Tensor):
     """A tiny non-linear discriminator whose gradient depends on its input."""
+
     def disc(x):
         return torch.tanh(nn.functional.conv2d(x, weight, padding=1)).flatten(1).sum(1)
+
     return disc
 
 
@@ -315,12 +325,14 @@ def test_gp_gradcheck_in_the_discriminator_weights() -> None:
 def test_r1_with_a_linear_discriminator() -> None:
     w = images(14, (2, 4, 4))
     real = images(15)
-    assert_close(R1GradientPenalty()(LinearD(w), real), (w ** 2).sum(0).mean(), F64)
-    assert_close(R1GradientPenalty(norm_mode="HWC", loss_weight=80.0)(LinearD(w), real),
-                 80.0 * (w ** 2).sum(), F64)
+    assert_close(R1GradientPenalty()(LinearD(w), real), (w**2).sum(0).mean(), F64)
+    assert_close(
+        R1GradientPenalty(norm_mode="HWC", loss_weight=80.0)(LinearD(w), real), 80.0 * (w**2).sum(), F64
+    )
     mask = (torch.rand(3, 1, 4, 4, generator=make_generator(16)) > 0.5).to(F64)
-    assert_close(R1GradientPenalty()(LinearD(w), real, mask),
-                 ((w * mask) ** 2).sum(1).mean() / mask.mean(), F64)
+    assert_close(
+        R1GradientPenalty()(LinearD(w), real, mask), ((w * mask) ** 2).sum(1).mean() / mask.mean(), F64
+    )
 
 
 def test_r1_gradcheck_and_none() -> None:
@@ -330,7 +342,7 @@ def test_r1_gradcheck_and_none() -> None:
     none = R1GradientPenalty(reduction="none")(conv_d(weight), real)
     x = real.clone().requires_grad_()
     (g,) = torch.autograd.grad(conv_d(weight)(x).sum(), x)
-    assert_close(none, (g ** 2).sum(1), F64)
+    assert_close(none, (g**2).sum(1), F64)
     assert R1GradientPenalty(norm_mode="HWC", reduction="none")(conv_d(weight), real).shape == (2,)
 
 
@@ -370,8 +382,10 @@ def test_penalty_kernels_compile_and_are_nan_free_at_zero(norm_mode: str) -> Non
 
 # -- registry -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["GANLoss", "GradientPenaltyLoss", "R1GradientPenalty",
-                                  "DiscShiftLoss", "MaskedTVLoss"])
+
+@pytest.mark.parametrize(
+    "name", ["GANLoss", "GradientPenaltyLoss", "R1GradientPenalty", "DiscShiftLoss", "MaskedTVLoss"]
+)
 def test_registered_and_describable(name: str) -> None:
     assert name in LOSSES
     info = LOSSES.describe(name)
@@ -384,10 +398,13 @@ def test_gan_loss_built_from_config_needs_gan_type() -> None:
         build_loss({"type": "GANLoss"})
 
 
-@pytest.mark.parametrize("make", [
-    lambda: R1GradientPenalty()(42, torch.randn(2, 3, 4, 4)),
-    lambda: GradientPenaltyLoss()("disc", torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: R1GradientPenalty()(42, torch.randn(2, 3, 4, 4)),
+        lambda: GradientPenaltyLoss()("disc", torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)),
+    ],
+)
 def test_penalties_name_a_discriminator_that_is_not_a_module(make):
     with pytest.raises(LossInputError, match="discriminator is a"):
         make()

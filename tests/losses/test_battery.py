@@ -45,15 +45,13 @@ def test_reductions_agree_with_none(case: LossCase) -> None:
     assert_close(case.make(reduction="mean")(pred, target), elems.mean(), torch.float64)
     assert_close(case.make(reduction="sum")(pred, target), elems.sum(), torch.float64)
     assert_close(case.make()(pred, target, reduction_override="sum"), elems.sum(), torch.float64)
-    assert_close(case.make(reduction="sum")(pred, target, reduction_override="none"), elems,
-                 torch.float64)
+    assert_close(case.make(reduction="sum")(pred, target, reduction_override="none"), elems, torch.float64)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.reference is not None], ids=str)
 def test_matches_reference(case: LossCase) -> None:
     pred, target = case.inputs(torch.float64, make_generator(1), 1.0)
-    assert_close(case.make(reduction="none")(pred, target), case.reference(pred, target),
-                 torch.float64)
+    assert_close(case.make(reduction="none")(pred, target), case.reference(pred, target), torch.float64)
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -67,8 +65,11 @@ def test_weight_avg_factor_and_loss_weight(case: LossCase) -> None:
     else:
         expected = weighted.mean()
     assert_close(case.make()(pred, target, weight=weight), expected, torch.float64)
-    assert_close(case.make()(pred, target, weight=weight, avg_factor=3.0),
-                 weighted.sum() / (3.0 + EPS32), torch.float64)
+    assert_close(
+        case.make()(pred, target, weight=weight, avg_factor=3.0),
+        weighted.sum() / (3.0 + EPS32),
+        torch.float64,
+    )
     assert_close(case.make(reduction="none")(pred, target, avg_factor=3.0), elems, torch.float64)
     assert_close(case.make(loss_weight=2.5)(pred, target), 2.5 * elems.mean(), torch.float64)
     with pytest.raises(ValueError, match="avg_factor"):

@@ -43,14 +43,17 @@ def _boxes_around(centre: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
 # Reference values
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("iou-log", -math.log(1 / 7)),
-    ("iou-linear", 1 - 1 / 7),
-    ("iou-square", 1 - 1 / 49),
-    ("giou", 1 - (1 / 7 - 2 / 9)),
-    ("diou", 1 - (1 / 7 - 2 / 18)),
-    ("ciou", 1 - (1 / 7 - 2 / 18)),  # same aspect ratio and IoU < 0.5: the DIoU value
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("iou-log", -math.log(1 / 7)),
+        ("iou-linear", 1 - 1 / 7),
+        ("iou-square", 1 - 1 / 49),
+        ("giou", 1 - (1 / 7 - 2 / 9)),
+        ("diou", 1 - (1 / 7 - 2 / 18)),
+        ("ciou", 1 - (1 / 7 - 2 / 18)),  # same aspect ratio and IoU < 0.5: the DIoU value
+    ],
+)
 def test_hand_computed_values(name: str, expected: float) -> None:
     # Overlap 1, union 7, enclosing box 3 x 3 (area 9, diagonal^2 18), centre distance^2 2.
     loss = BOX_LOSSES[name](reduction="none")(_t([0, 0, 2, 2]), _t([1, 1, 3, 3]))
@@ -71,10 +74,10 @@ def test_ciou_alpha_gets_no_gradient() -> None:
     (grad,) = torch.autograd.grad(CIoULoss(reduction="sum")(pred, target), pred)
     # The same loss with alpha passed in as a constant, written out in torch.
     ious = F.aligned_box_iou(pred, target).detach()
-    v = (4 / math.pi**2) * (torch.atan((target[:, 2] - target[:, 0]) / (target[:, 3] - target[:, 1]
-                                                                       + 1e-6))
-                            - torch.atan((pred[:, 2] - pred[:, 0]) / (pred[:, 3] - pred[:, 1]
-                                                                      + 1e-6))) ** 2
+    v = (4 / math.pi**2) * (
+        torch.atan((target[:, 2] - target[:, 0]) / (target[:, 3] - target[:, 1] + 1e-6))
+        - torch.atan((pred[:, 2] - pred[:, 0]) / (pred[:, 3] - pred[:, 1] + 1e-6))
+    ) ** 2
     alpha = torch.where(ious > 0.5, v / (1 - ious + v), 0).detach()
     assert (alpha > 0).any()
     expected_loss = F.diou_loss(pred, target) + alpha * v
@@ -87,8 +90,7 @@ def test_bounded_iou_per_coordinate_values() -> None:
     loss = BoundedIoULoss(reduction="none")(_t([0, 0, 2, 2]), _t([0, 0, 2, 4]))
     ldy = 1 - 2 / (6 + 1e-3)
     ldh = 1 - 2 / (4 + 1e-3)
-    expected = _t([0.5 * (1e-3 / 2.001) ** 2 / 0.2, ldy - 0.1, 0.5 * (1e-3 / 2.001) ** 2 / 0.2,
-                   ldh - 0.1])
+    expected = _t([0.5 * (1e-3 / 2.001) ** 2 / 0.2, ldy - 0.1, 0.5 * (1e-3 / 2.001) ** 2 / 0.2, ldh - 0.1])
     torch.testing.assert_close(loss, expected, rtol=1e-9, atol=1e-12)
 
 
@@ -103,21 +105,24 @@ def test_diou_equals_linear_iou_when_centres_coincide() -> None:
     target = _boxes_around(centre, torch.rand(16, 2, generator=gen, dtype=torch.float64) * 4 + 0.5)
     diou = DIoULoss(reduction="none")(pred, target)
     # The two unions differ by eps (union + eps vs max(union, eps)): a 1e-7 relative gap.
-    torch.testing.assert_close(diou, IoULoss(mode="linear", reduction="none")(pred, target),
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        diou, IoULoss(mode="linear", reduction="none")(pred, target), rtol=0, atol=1e-6
+    )
     assert not torch.allclose(diou, GIoULoss(reduction="none")(pred, target))
 
 
 def test_giou_equals_linear_iou_when_one_box_contains_the_other() -> None:
     outer = random_boxes((16,), make_generator(21))
     size = outer[:, 2:] - outer[:, :2]
-    inner_lo = outer[:, :2] + size * torch.rand(16, 2, generator=make_generator(22),
-                                                dtype=torch.float64) * 0.4
+    inner_lo = (
+        outer[:, :2] + size * torch.rand(16, 2, generator=make_generator(22), dtype=torch.float64) * 0.4
+    )
     inner = torch.cat([inner_lo, inner_lo + size * 0.5], -1)
     for pred, target in ((inner, outer), (outer, inner)):
         giou = GIoULoss(reduction="none")(pred, target)
-        torch.testing.assert_close(giou, IoULoss(mode="linear", reduction="none")(pred, target),
-                                   rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            giou, IoULoss(mode="linear", reduction="none")(pred, target), rtol=1e-12, atol=1e-12
+        )
         assert (giou > 0.1).all()
 
 
@@ -127,12 +132,14 @@ def test_ciou_equals_diou_when_aspect_ratios_match() -> None:
     t_size = target[:, 2:] - target[:, :2]
     # Predictions with the target's aspect ratio, rescaled and shifted so both IoU branches occur.
     scale = 0.7 + 0.6 * torch.rand(16, 1, generator=gen, dtype=torch.float64)
-    centre = (target[:, :2] + target[:, 2:]) / 2 + 0.3 * torch.randn(16, 2, generator=gen,
-                                                                      dtype=torch.float64)
+    centre = (target[:, :2] + target[:, 2:]) / 2 + 0.3 * torch.randn(
+        16, 2, generator=gen, dtype=torch.float64
+    )
     pred = _boxes_around(centre, t_size * scale)
     assert (F.aligned_box_iou(pred, target) > 0.5).any()
-    torch.testing.assert_close(CIoULoss(reduction="none")(pred, target),
-                               DIoULoss(reduction="none")(pred, target), rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        CIoULoss(reduction="none")(pred, target), DIoULoss(reduction="none")(pred, target), rtol=0, atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("name", list(BOX_LOSSES))
@@ -151,19 +158,19 @@ def test_disjoint_boxes() -> None:
     log_eps = IoULoss(eps=1e-3, reduction="none")(pred, target)
     torch.testing.assert_close(log_eps, torch.full((2,), -math.log(1e-3), dtype=torch.float64))
     for mode, expected in (("linear", 1 - 1e-6), ("square", 1 - 1e-12)):  # IoU clamped to eps
-        torch.testing.assert_close(IoULoss(mode=mode, reduction="none")(pred, target),
-                                   torch.full((2,), expected, dtype=torch.float64))
+        torch.testing.assert_close(
+            IoULoss(mode=mode, reduction="none")(pred, target),
+            torch.full((2,), expected, dtype=torch.float64),
+        )
     # GIoU: enclosing 3 x 3 (area 9) and 6 x 1 (area 6) with union 2.
-    torch.testing.assert_close(GIoULoss(reduction="none")(pred, target),
-                               _t(1 + 7 / 9, 1 + 4 / 6).flatten())
+    torch.testing.assert_close(GIoULoss(reduction="none")(pred, target), _t(1 + 7 / 9, 1 + 4 / 6).flatten())
     assert (DIoULoss(reduction="none")(pred, target) > 1).all()
 
 
 def test_square_mode_is_one_minus_iou_squared() -> None:
     pred, target = jittered_pairs()(torch.float64, make_generator(25), 1.0)
     ious = F.aligned_box_iou(pred, target).clamp(min=1e-6)
-    torch.testing.assert_close(IoULoss(mode="square", reduction="none")(pred, target),
-                               1 - ious**2)
+    torch.testing.assert_close(IoULoss(mode="square", reduction="none")(pred, target), 1 - ious**2)
 
 
 # ------------------------------------------------------------------------------------------
@@ -239,10 +246,11 @@ def test_per_coordinate_weight_is_averaged_per_box(name: str, shape: tuple[int, 
     loss = PER_BOX[name](reduction="none")(pred, target)
     assert loss.shape == shape
     make = PER_BOX[name]
-    torch.testing.assert_close(make()(pred, target, weight=weight),
-                               (loss * weight.mean(-1)).mean())
-    torch.testing.assert_close(make()(pred, target, weight=weight, avg_factor=2.0),
-                               make()(pred, target, weight=weight.mean(-1), avg_factor=2.0))
+    torch.testing.assert_close(make()(pred, target, weight=weight), (loss * weight.mean(-1)).mean())
+    torch.testing.assert_close(
+        make()(pred, target, weight=weight, avg_factor=2.0),
+        make()(pred, target, weight=weight.mean(-1), avg_factor=2.0),
+    )
 
 
 def test_bounded_iou_weight_per_coordinate_or_per_box() -> None:
@@ -250,10 +258,10 @@ def test_bounded_iou_weight_per_coordinate_or_per_box() -> None:
     loss = BoundedIoULoss(reduction="none")(pred, target)
     assert loss.shape == (6, 4)
     weight = torch.rand(6, 4, generator=make_generator(31), dtype=torch.float64)
-    torch.testing.assert_close(BoundedIoULoss()(pred, target, weight=weight),
-                               (loss * weight).mean())
-    torch.testing.assert_close(BoundedIoULoss()(pred, target, weight=weight[:, 0]),
-                               (loss * weight[:, :1]).mean())
+    torch.testing.assert_close(BoundedIoULoss()(pred, target, weight=weight), (loss * weight).mean())
+    torch.testing.assert_close(
+        BoundedIoULoss()(pred, target, weight=weight[:, 0]), (loss * weight[:, :1]).mean()
+    )
 
 
 @pytest.mark.parametrize("name", list(BOX_LOSSES))
@@ -264,12 +272,15 @@ def test_misshaped_weight_raises_with_both_shapes(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(BOX_LOSSES))
-@pytest.mark.parametrize(("pred_shape", "target_shape"), [
-    ((3, 4), (4, 4)),
-    ((3, 5), (3, 5)),
-    ((2, 3, 4), (6, 4)),
-    ((4,), (1, 4)),
-])
+@pytest.mark.parametrize(
+    ("pred_shape", "target_shape"),
+    [
+        ((3, 4), (4, 4)),
+        ((3, 5), (3, 5)),
+        ((2, 3, 4), (6, 4)),
+        ((4,), (1, 4)),
+    ],
+)
 def test_bad_box_shapes_raise_with_both_shapes(name: str, pred_shape, target_shape) -> None:
     with pytest.raises(LossInputError, match="boxes") as info:
         BOX_LOSSES[name]()(torch.rand(pred_shape), torch.rand(target_shape))
@@ -331,8 +342,10 @@ def test_bounded_iou_beta_changes_the_smooth_l1_threshold(beta: float) -> None:
     pred, target = jittered_pairs()(torch.float64, make_generator(35), 1.0)
     from tests.losses.cases_boxes import box_bounded_iou_loss
 
-    torch.testing.assert_close(BoundedIoULoss(beta=beta, reduction="none")(pred, target),
-                               per_box(box_bounded_iou_loss, beta=beta)(pred, target))
+    torch.testing.assert_close(
+        BoundedIoULoss(beta=beta, reduction="none")(pred, target),
+        per_box(box_bounded_iou_loss, beta=beta)(pred, target),
+    )
 
 
 @pytest.mark.parametrize("mode", ["Log", "l1", "", None, 1])
@@ -365,9 +378,7 @@ def test_linear_true_with_square_mode_raises() -> None:
 
 def test_built_from_config_with_arguments() -> None:
     pred, target = jittered_pairs()(torch.float32, make_generator(37), 1.0)
-    built = lossmix.build_loss({"type": "IoULoss", "mode": "square", "eps": 1e-3,
-                                "loss_weight": 2.0})
-    torch.testing.assert_close(built(pred, target),
-                               2.0 * IoULoss(mode="square", eps=1e-3)(pred, target))
+    built = lossmix.build_loss({"type": "IoULoss", "mode": "square", "eps": 1e-3, "loss_weight": 2.0})
+    torch.testing.assert_close(built(pred, target), 2.0 * IoULoss(mode="square", eps=1e-3)(pred, target))
     with pytest.raises(LossConfigError, match="beta"):
         lossmix.build_loss({"type": "GIoULoss", "beta": 0.1})

@@ -62,8 +62,10 @@ def test_focal_gamma0_no_alpha_is_bce_in_value_and_gradient(alpha):
 def test_sigmoid_focal_matches_torchvision_formula(gamma, alpha):
     pred = _logits(2)
     target = torch.rand(N, C, generator=make_generator(3), dtype=F64)
-    _close(F.sigmoid_focal_loss(pred, target, gamma=gamma, alpha=alpha),
-           torchvision_focal(pred, target, alpha=alpha, gamma=gamma))
+    _close(
+        F.sigmoid_focal_loss(pred, target, gamma=gamma, alpha=alpha),
+        torchvision_focal(pred, target, alpha=alpha, gamma=gamma),
+    )
 
 
 def test_index_targets_equal_onehot_targets_and_background_rows_are_negative():
@@ -76,8 +78,11 @@ def test_index_targets_equal_onehot_targets_and_background_rows_are_negative():
     assert background.any()
     negative = torchvision_focal(pred, torch.zeros_like(pred)) * weight[:, None]
     _close(by_index[background], negative[background])
-    assert_close(FocalLoss()(pred, labels, avg_factor=2.0),
-                 (torchvision_focal(pred, onehot(labels))).sum() / (2.0 + EPS32), F64)
+    assert_close(
+        FocalLoss()(pred, labels, avg_factor=2.0),
+        (torchvision_focal(pred, onehot(labels))).sum() / (2.0 + EPS32),
+        F64,
+    )
 
 
 def test_focal_activated_equals_logits_path_away_from_saturation():
@@ -118,8 +123,9 @@ def test_softmax_focal_alpha_and_ignore_index():
     assert plain[2] == 0
     loss = FocalLoss(use_sigmoid=False, gamma=1.5, alpha=0.3, ignore_index=255, reduction="none")
     _close(loss(pred, labels), 0.3 * plain)
-    per_class = FocalLoss(use_sigmoid=False, gamma=1.5, alpha=CLASS_WEIGHT, ignore_index=255,
-                          reduction="none")(pred, labels)
+    per_class = FocalLoss(
+        use_sigmoid=False, gamma=1.5, alpha=CLASS_WEIGHT, ignore_index=255, reduction="none"
+    )(pred, labels)
     weights = torch.tensor(CLASS_WEIGHT, dtype=F64)[labels.clamp(max=C - 1)]
     _close(per_class, weights * plain)
     ce = TF.cross_entropy(pred, labels, ignore_index=255, reduction="none")
@@ -136,8 +142,7 @@ def test_class_weight_mean_is_mmdetection_not_torch():
     _close(ours(pred, labels), elems.sum() / N)
     assert not torch.allclose(ours(pred, labels), torch_mean)
     _close(ours(pred, labels, avg_factor=weights[labels].sum()), torch_mean)
-    _close(CrossEntropyLoss(class_weight=torch.tensor(CLASS_WEIGHT))(pred, labels),
-           ours(pred, labels))
+    _close(CrossEntropyLoss(class_weight=torch.tensor(CLASS_WEIGHT))(pred, labels), ours(pred, labels))
 
 
 def test_ignore_index_counts_in_mean_unless_avg_non_ignore():
@@ -146,25 +151,27 @@ def test_ignore_index_counts_in_mean_unless_avg_non_ignore():
     pred = _logits(18)
     with pytest.warns(UserWarning, match="avg_non_ignore"):
         quirky = CrossEntropyLoss(ignore_index=-1)
-    _close(quirky(pred, labels), TF.cross_entropy(pred, labels, ignore_index=-1,
-                                                  reduction="sum") / N)
+    _close(quirky(pred, labels), TF.cross_entropy(pred, labels, ignore_index=-1, reduction="sum") / N)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         exact = CrossEntropyLoss(ignore_index=-1, avg_non_ignore=True)
     _close(exact(pred, labels), TF.cross_entropy(pred, labels, ignore_index=-1))
-    per_call = CrossEntropyLoss(avg_non_ignore=True)(pred, labels.masked_fill(labels < 0, 7),
-                                                     ignore_index=7)
+    per_call = CrossEntropyLoss(avg_non_ignore=True)(pred, labels.masked_fill(labels < 0, 7), ignore_index=7)
     _close(per_call, TF.cross_entropy(pred, labels, ignore_index=-1))
 
 
 def test_label_smoothing_matches_torch():
     labels = torch.randint(0, C, (N,), generator=make_generator(19))
     pred = _logits(20)
-    _close(CrossEntropyLoss(label_smoothing=0.2)(pred, labels),
-           TF.cross_entropy(pred, labels, label_smoothing=0.2))
+    _close(
+        CrossEntropyLoss(label_smoothing=0.2)(pred, labels),
+        TF.cross_entropy(pred, labels, label_smoothing=0.2),
+    )
     target = onehot(labels)
-    _close(CrossEntropyLoss(use_sigmoid=True, label_smoothing=0.2)(pred, labels),
-           TF.binary_cross_entropy_with_logits(pred, target * 0.8 + 0.1))
+    _close(
+        CrossEntropyLoss(use_sigmoid=True, label_smoothing=0.2)(pred, labels),
+        TF.binary_cross_entropy_with_logits(pred, target * 0.8 + 0.1),
+    )
 
 
 def test_softmax_probability_targets_match_torch():
@@ -177,14 +184,17 @@ def test_sigmoid_class_weight_is_pos_weight_and_ignored_labels_mask_elements():
     labels = labels_with_background(make_generator(23))
     labels[3] = 255
     pred, weights = _logits(24), torch.tensor(CLASS_WEIGHT, dtype=F64)
-    loss = quiet_ce(use_sigmoid=True, class_weight=CLASS_WEIGHT, ignore_index=255,
-                    reduction="none")(pred, labels)
-    ref = TF.binary_cross_entropy_with_logits(pred, onehot(labels.clamp(max=C)),
-                                              pos_weight=weights, reduction="none")
+    loss = quiet_ce(use_sigmoid=True, class_weight=CLASS_WEIGHT, ignore_index=255, reduction="none")(
+        pred, labels
+    )
+    ref = TF.binary_cross_entropy_with_logits(
+        pred, onehot(labels.clamp(max=C)), pos_weight=weights, reduction="none"
+    )
     ref[3] = 0
     _close(loss, ref)
-    mean = CrossEntropyLoss(use_sigmoid=True, class_weight=CLASS_WEIGHT, ignore_index=255,
-                            avg_non_ignore=True)(pred, labels)
+    mean = CrossEntropyLoss(
+        use_sigmoid=True, class_weight=CLASS_WEIGHT, ignore_index=255, avg_non_ignore=True
+    )(pred, labels)
     _close(mean, ref.sum() / ((N - 1) * C + EPS32))
 
 
@@ -207,8 +217,7 @@ def test_varifocal_iou_weighted_false_weights_positives_by_one():
     bce = TF.binary_cross_entropy_with_logits(pred, q, reduction="none")
     neg = 0.5 * (torch.sigmoid(pred) - q).abs() ** 1.5
     expected = bce * torch.where(q > 0, torch.ones_like(q), neg)
-    _close(VarifocalLoss(alpha=0.5, gamma=1.5, iou_weighted=False, reduction="none")(pred, q),
-           expected)
+    _close(VarifocalLoss(alpha=0.5, gamma=1.5, iou_weighted=False, reduction="none")(pred, q), expected)
 
 
 def test_qfl_tuple_target_equals_dense_and_activated():
@@ -337,8 +346,10 @@ def test_sigmoid_focal_compiles_with_inductor():
     target = onehot(labels_with_background(make_generator(47)), dtype=torch.float32)
     torch._dynamo.reset()
     compiled = torch.compile(F.sigmoid_focal_loss, fullgraph=True)
-    assert_close(compiled(pred, target, gamma=1.5, alpha=0.25),
-                 F.sigmoid_focal_loss(pred, target, gamma=1.5, alpha=0.25))
+    assert_close(
+        compiled(pred, target, gamma=1.5, alpha=0.25),
+        F.sigmoid_focal_loss(pred, target, gamma=1.5, alpha=0.25),
+    )
 
 
 # -- bad arguments and inputs ------------------------------------------------------------------

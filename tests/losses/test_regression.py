@@ -17,8 +17,10 @@ from tests.losses.battery import make_generator
 
 def _pair(shape=(6, 4), seed=0, dtype=torch.float64):
     gen = make_generator(seed)
-    return (torch.randn(shape, generator=gen, dtype=dtype) * 2,
-            torch.randn(shape, generator=gen, dtype=dtype))
+    return (
+        torch.randn(shape, generator=gen, dtype=dtype) * 2,
+        torch.randn(shape, generator=gen, dtype=dtype),
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -40,8 +42,7 @@ def test_smooth_l1_equals_torch(beta: float, reduction: str) -> None:
 
 def test_smooth_l1_beta_matters() -> None:
     pred, target = _pair()
-    assert not torch.allclose(SmoothL1Loss(beta=0.5)(pred, target),
-                              SmoothL1Loss(beta=1.0)(pred, target))
+    assert not torch.allclose(SmoothL1Loss(beta=0.5)(pred, target), SmoothL1Loss(beta=1.0)(pred, target))
 
 
 @pytest.mark.parametrize("beta", [0, 0.0, -1.0, float("nan"), float("inf"), "1", None, True])
@@ -50,15 +51,19 @@ def test_smooth_l1_bad_beta_raises(beta: object) -> None:
         SmoothL1Loss(beta=beta)
 
 
-@pytest.mark.parametrize(("loss_cls", "torch_fn"), [
-    (L1Loss, torch.nn.functional.l1_loss),
-    (MSELoss, torch.nn.functional.mse_loss),
-])
+@pytest.mark.parametrize(
+    ("loss_cls", "torch_fn"),
+    [
+        (L1Loss, torch.nn.functional.l1_loss),
+        (MSELoss, torch.nn.functional.mse_loss),
+    ],
+)
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_l1_and_mse_equal_torch(loss_cls, torch_fn, reduction: str) -> None:
     pred, target = _pair((3, 2, 5), seed=1)
-    torch.testing.assert_close(loss_cls(reduction=reduction)(pred, target),
-                               torch_fn(pred, target, reduction=reduction))
+    torch.testing.assert_close(
+        loss_cls(reduction=reduction)(pred, target), torch_fn(pred, target, reduction=reduction)
+    )
 
 
 @pytest.mark.parametrize("loss_cls", [L1Loss, SmoothL1Loss])
@@ -78,9 +83,14 @@ def _balanced_formula(d: float, alpha: float, gamma: float, beta: float) -> floa
     return gamma * d + gamma / b - alpha * beta
 
 
-@pytest.mark.parametrize(("alpha", "gamma", "beta"), [
-    (0.5, 1.5, 1.0), (0.25, 1.0, 0.5), (1.0, 2.0, 2.0),
-])
+@pytest.mark.parametrize(
+    ("alpha", "gamma", "beta"),
+    [
+        (0.5, 1.5, 1.0),
+        (0.25, 1.0, 0.5),
+        (1.0, 2.0, 2.0),
+    ],
+)
 def test_balanced_l1_continuous_at_beta(alpha: float, gamma: float, beta: float) -> None:
     target = torch.zeros(3, dtype=torch.float64)
     pred = torch.tensor([beta - 1e-9, beta, beta + 1e-9], dtype=torch.float64)
@@ -95,20 +105,23 @@ def test_balanced_l1_gradient_continuous_at_beta_one() -> None:
     # With beta = 1 the slope of the inner branch at d = 1 is gamma, the outer branch's slope.
     pred = torch.tensor([1 - 1e-7, 1 + 1e-7], dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad(BalancedL1Loss(reduction="sum")(pred, torch.zeros(2)), pred)
-    torch.testing.assert_close(grad, torch.full((2,), 1.5, dtype=torch.float64), rtol=1e-5,
-                               atol=1e-6)
+    torch.testing.assert_close(grad, torch.full((2,), 1.5, dtype=torch.float64), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("alpha", "gamma", "beta"), [
-    (0.5, 1.5, 1.0), (0.25, 1.0, 0.5), (1.0, 2.0, 2.0),
-])
+@pytest.mark.parametrize(
+    ("alpha", "gamma", "beta"),
+    [
+        (0.5, 1.5, 1.0),
+        (0.25, 1.0, 0.5),
+        (1.0, 2.0, 2.0),
+    ],
+)
 def test_balanced_l1_values_from_formula(alpha: float, gamma: float, beta: float) -> None:
     d = [0.0, 0.1, 0.4999, 0.7, 1.0, 1.9, 2.0, 3.5]
     target = torch.zeros(len(d), dtype=torch.float64)
     pred = torch.tensor(d, dtype=torch.float64) * torch.tensor([1, -1] * 4)  # |d| matters
     loss = BalancedL1Loss(alpha=alpha, gamma=gamma, beta=beta, reduction="none")(pred, target)
-    expected = torch.tensor([_balanced_formula(x, alpha, gamma, beta) for x in d],
-                            dtype=torch.float64)
+    expected = torch.tensor([_balanced_formula(x, alpha, gamma, beta) for x in d], dtype=torch.float64)
     torch.testing.assert_close(loss, expected)
 
 
@@ -159,8 +172,7 @@ def test_charbonnier_masked_sum_and_none() -> None:
     pred, target = _pair((2, 3, 4, 4), seed=41)
     mask = (torch.rand(2, 1, 4, 4, generator=make_generator(42)) < 0.5).double()
     elems = torch.sqrt((pred - target) ** 2 + 1e-12)
-    torch.testing.assert_close(CharbonnierLoss(reduction="sum")(pred, target, mask),
-                               (elems * mask).sum())
+    torch.testing.assert_close(CharbonnierLoss(reduction="sum")(pred, target, mask), (elems * mask).sum())
     torch.testing.assert_close(CharbonnierLoss(reduction="none")(pred, target, mask), elems * mask)
 
 
@@ -168,8 +180,9 @@ def test_charbonnier_avg_factor_replaces_the_masked_denominator() -> None:
     pred, target = _pair((2, 3, 4, 4), seed=43)
     mask = (torch.rand(2, 1, 4, 4, generator=make_generator(44)) < 0.5).double()
     elems = torch.sqrt((pred - target) ** 2 + 1e-12)
-    torch.testing.assert_close(CharbonnierLoss()(pred, target, mask, avg_factor=7.0),
-                               (elems * mask).sum() / (7.0 + EPS32))
+    torch.testing.assert_close(
+        CharbonnierLoss()(pred, target, mask, avg_factor=7.0), (elems * mask).sum() / (7.0 + EPS32)
+    )
 
 
 def test_charbonnier_mask_with_wrong_channels_raises_with_both_shapes() -> None:
@@ -189,19 +202,21 @@ def test_charbonnier_never_zero_and_eps_checked() -> None:
 # Weight shapes
 
 
-@pytest.mark.parametrize(("weight_shape", "expanded"), [
-    ((6, 4), lambda w: w),
-    ((6,), lambda w: w[:, None]),  # one weight per row
-    ((6, 1), lambda w: w),
-    ((1, 4), lambda w: w),
-    ((), lambda w: w),
-])
+@pytest.mark.parametrize(
+    ("weight_shape", "expanded"),
+    [
+        ((6, 4), lambda w: w),
+        ((6,), lambda w: w[:, None]),  # one weight per row
+        ((6, 1), lambda w: w),
+        ((1, 4), lambda w: w),
+        ((), lambda w: w),
+    ],
+)
 def test_broadcastable_weight_shapes_are_accepted(weight_shape, expanded) -> None:
     pred, target = _pair(seed=46)
     weight = torch.rand(weight_shape, generator=make_generator(47), dtype=torch.float64)
     elems = (pred - target).abs()
-    torch.testing.assert_close(L1Loss()(pred, target, weight=weight),
-                               (elems * expanded(weight)).mean())
+    torch.testing.assert_close(L1Loss()(pred, target, weight=weight), (elems * expanded(weight)).mean())
 
 
 @pytest.mark.parametrize("weight_shape", [(5,), (6, 3), (2, 6, 4), (3, 4)])
@@ -216,21 +231,22 @@ def test_misshaped_weight_raises_naming_both_shapes(weight_shape) -> None:
 # Building from a torch.nn target
 
 
-@pytest.mark.parametrize("kwargs", [
-    {},
-    {"avg_factor": 5.0},
-    {"weight": "rows"},
-    {"weight": "elements", "avg_factor": 3.0},
-    {"reduction_override": "none"},
-    {"reduction_override": "sum", "weight": "elements"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"avg_factor": 5.0},
+        {"weight": "rows"},
+        {"weight": "elements", "avg_factor": 3.0},
+        {"reduction_override": "none"},
+        {"reduction_override": "sum", "weight": "elements"},
+    ],
+)
 def test_torch_smooth_l1_target_equals_lossmix_smooth_l1(kwargs: dict) -> None:
     pred, target = _pair(seed=49)
-    weights = {"rows": torch.rand(6, dtype=torch.float64),
-               "elements": torch.rand(6, 4, dtype=torch.float64)}
+    weights = {"rows": torch.rand(6, dtype=torch.float64), "elements": torch.rand(6, 4, dtype=torch.float64)}
     call = {k: weights.get(v, v) if k == "weight" else v for k, v in kwargs.items()}
-    built = lossmix.build_loss({"_target_": "torch.nn.SmoothL1Loss", "beta": 0.5,
-                                "loss_weight": 2.5})
+    built = lossmix.build_loss({"_target_": "torch.nn.SmoothL1Loss", "beta": 0.5, "loss_weight": 2.5})
     native = SmoothL1Loss(beta=0.5, loss_weight=2.5)
     torch.testing.assert_close(built(pred, target, **call), native(pred, target, **call))
     plain = lossmix.build_loss({"_target_": "torch.nn.SmoothL1Loss", "beta": 0.5})

@@ -42,12 +42,12 @@ def test_dice_matches_mmdetection(naive_dice: bool) -> None:
     assert_close(loss(pred, target, reduction_override="none"), expected, F64)
     assert_close(loss(pred, target), expected.mean(), F64)
     weight = torch.tensor([1.0, 0.0, 2.0, 0.5], dtype=F64)
-    assert_close(loss(pred, target, weight=weight, avg_factor=2.0),
-                 (expected * weight).sum() / (2.0 + EPS32), F64)
+    assert_close(
+        loss(pred, target, weight=weight, avg_factor=2.0), (expected * weight).sum() / (2.0 + EPS32), F64
+    )
     # MMDetection's positional order is (weight, reduction_override, avg_factor): by keyword
     # both calls are the same.
-    assert_close(loss(pred, target, weight, reduction_override="sum"), (expected * weight).sum(),
-                 F64)
+    assert_close(loss(pred, target, weight, reduction_override="sum"), (expected * weight).sum(), F64)
 
 
 def test_dice_hand_numbers() -> None:
@@ -102,10 +102,16 @@ def test_empty_target_smooth_is_mmdetection() -> None:
     assert_close(DiceLoss(activate=False, naive_dice=True)(empty, empty), torch.tensor(0.0))
 
 
-@pytest.mark.parametrize("loss", [DiceLoss(activate=False, empty_target="zero"),
-                                  DiceLoss(activate=False, naive_dice=True, empty_target="zero"),
-                                  TverskyLoss(activate=False, alpha=0.3, beta=0.7),
-                                  JaccardLoss(activate=False)], ids=repr)
+@pytest.mark.parametrize(
+    "loss",
+    [
+        DiceLoss(activate=False, empty_target="zero"),
+        DiceLoss(activate=False, naive_dice=True, empty_target="zero"),
+        TverskyLoss(activate=False, alpha=0.3, beta=0.7),
+        JaccardLoss(activate=False),
+    ],
+    ids=repr,
+)
 def test_empty_target_zero_policy(loss) -> None:
     empty = torch.zeros(2, 6)
     assert_close(loss(empty, empty), torch.tensor(0.0))
@@ -117,8 +123,9 @@ def test_empty_target_zero_adds_eps_to_the_vnet_numerator() -> None:
     pred, target = binary_inputs(F64, make_generator(14), 1.0)
     smooth = DiceLoss(reduction="none")(pred, target)
     zero = DiceLoss(empty_target="zero", reduction="none")(pred, target)
-    assert_close(zero, smooth - 2e-3 / ((pred.sigmoid() ** 2).flatten(1).sum(1)
-                                        + target.flatten(1).sum(1) + 2e-3), F64)
+    assert_close(
+        zero, smooth - 2e-3 / ((pred.sigmoid() ** 2).flatten(1).sum(1) + target.flatten(1).sum(1) + 2e-3), F64
+    )
 
 
 def test_empty_target_skip_excludes_samples_from_the_mean() -> None:
@@ -129,8 +136,7 @@ def test_empty_target_skip_excludes_samples_from_the_mean() -> None:
     base = DiceLoss(reduction="none")(pred, target)
     loss = DiceLoss(empty_target="skip")
     none = loss(pred, target, reduction_override="none")
-    assert_close(none, torch.stack([base[0], base.new_zeros(()), base[2], base.new_zeros(())]),
-                 F64)
+    assert_close(none, torch.stack([base[0], base.new_zeros(()), base[2], base.new_zeros(())]), F64)
     assert_close(loss(pred, target), base[kept].mean(), F64)
     assert_close(loss(pred, target, reduction_override="sum"), base[kept].sum(), F64)
     weight = torch.tensor([2.0, 5.0, 0.5, 1.0], dtype=F64)
@@ -150,8 +156,11 @@ def test_empty_target_skip_leaves_empty_classes_out_of_the_class_mean() -> None:
     kw = {"use_sigmoid": False, "ignore_index": IGNORE, "reduction": "none"}
     skip = DiceLoss(empty_target="skip", **kw)(pred, target)
     counted = DiceLoss(**kw)(pred, target)
-    assert_close(skip, reference(dice_value, skip_empty=True, use_sigmoid=False,
-                                 ignore_index=IGNORE)(pred, target), F64)
+    assert_close(
+        skip,
+        reference(dice_value, skip_empty=True, use_sigmoid=False, ignore_index=IGNORE)(pred, target),
+        F64,
+    )
     assert_close(skip[[0, 2, 3]], counted[[0, 2, 3]], F64)  # every class present there
     assert not torch.allclose(skip[1], counted[1])  # class 2 absent from sample 1
 
@@ -173,8 +182,7 @@ def test_tversky_one_one_is_jaccard(use_sigmoid: bool) -> None:
     inputs = binary_inputs if use_sigmoid else index_inputs
     pred, target = inputs(F64, make_generator(18), 1.0)
     kw = {"use_sigmoid": use_sigmoid, "ignore_index": IGNORE, "reduction": "none", "eps": 0.1}
-    assert_close(TverskyLoss(alpha=1.0, beta=1.0, **kw)(pred, target),
-                 JaccardLoss(**kw)(pred, target), F64)
+    assert_close(TverskyLoss(alpha=1.0, beta=1.0, **kw)(pred, target), JaccardLoss(**kw)(pred, target), F64)
 
 
 def test_tversky_is_per_class_not_micro_averaged() -> None:
@@ -184,8 +192,9 @@ def test_tversky_is_per_class_not_micro_averaged() -> None:
     fn_heavy = TverskyLoss(alpha=0.8, beta=0.2, **kw)(pred, target)
     # pooled over classes FP = FN, so only alpha + beta would matter (kornia's pitfall)
     assert not torch.allclose(fp_heavy, fn_heavy)
-    ref = reference(lambda p, t: tversky_value(p, t, alpha=0.2, beta=0.8), use_sigmoid=False,
-                    ignore_index=IGNORE)
+    ref = reference(
+        lambda p, t: tversky_value(p, t, alpha=0.2, beta=0.8), use_sigmoid=False, ignore_index=IGNORE
+    )
     assert_close(fp_heavy, ref(pred, target), F64)
 
 
@@ -194,11 +203,10 @@ def test_focal_tversky_exponent_applies_per_class() -> None:
     kw = {"per_class": True, "reduction": "none"}
     plain = TverskyLoss(gamma=1.0, **kw)(pred, target)
     focal = TverskyLoss(gamma=2.0, **kw)(pred, target)
-    ref = reference(lambda p, t: tversky_value(p, t, alpha=0.5, beta=0.5, gamma=2.0),
-                    per_class=True)
+    ref = reference(lambda p, t: tversky_value(p, t, alpha=0.5, beta=0.5, gamma=2.0), per_class=True)
     assert_close(focal, ref(pred, target), F64)
     # γ acts before the class mean (SMP applies it after): mean of squares > square of mean
-    assert torch.all(focal > plain ** 2)
+    assert torch.all(focal > plain**2)
     single = TverskyLoss(gamma=2.0, reduction="none")(pred, target)
     assert_close(single, TverskyLoss(reduction="none")(pred, target) ** 2, F64)
 
@@ -211,28 +219,34 @@ def test_jaccard_hand_numbers() -> None:
 
 
 @pytest.mark.parametrize("loss_cls", [DiceLoss, TverskyLoss, JaccardLoss])
-@pytest.mark.parametrize(("kwargs", "name"), [
-    ({"eps": 0.0}, "eps"),
-    ({"eps": -1.0}, "eps"),
-    ({"empty_target": "ignore"}, "empty_target"),
-    ({"use_sigmoid": "yes"}, "use_sigmoid"),
-    ({"activate": 1}, "activate"),
-    ({"use_sigmoid": False, "per_class": False}, "per_class"),
-    ({"ignore_index": 2.5}, "ignore_index"),
-    ({"ignore_index": True}, "ignore_index"),
-    ({"loss_weight": float("nan")}, "loss_weight"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"eps": 0.0}, "eps"),
+        ({"eps": -1.0}, "eps"),
+        ({"empty_target": "ignore"}, "empty_target"),
+        ({"use_sigmoid": "yes"}, "use_sigmoid"),
+        ({"activate": 1}, "activate"),
+        ({"use_sigmoid": False, "per_class": False}, "per_class"),
+        ({"ignore_index": 2.5}, "ignore_index"),
+        ({"ignore_index": True}, "ignore_index"),
+        ({"loss_weight": float("nan")}, "loss_weight"),
+    ],
+)
 def test_bad_arguments_raise(loss_cls, kwargs, name) -> None:
     with pytest.raises(LossConfigError, match=name):
         loss_cls(**kwargs)
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [
-    ({"alpha": -0.1}, "alpha"),
-    ({"beta": float("inf")}, "beta"),
-    ({"alpha": 0.0, "beta": 0.0}, "alpha"),
-    ({"gamma": 0.0}, "gamma"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"alpha": -0.1}, "alpha"),
+        ({"beta": float("inf")}, "beta"),
+        ({"alpha": 0.0, "beta": 0.0}, "alpha"),
+        ({"gamma": 0.0}, "gamma"),
+    ],
+)
 def test_bad_tversky_arguments_raise(kwargs, name) -> None:
     with pytest.raises(LossConfigError, match=name):
         TverskyLoss(**kwargs)
@@ -249,14 +263,16 @@ def test_empty_target_error_suggests_the_close_name() -> None:
 
 
 @pytest.mark.parametrize("loss_cls", [DiceLoss, TverskyLoss, JaccardLoss])
-@pytest.mark.parametrize(("kwargs", "pred_shape", "target_shape", "dtype"), [
-    ({}, (2, 3, 4), (2, 3, 5), torch.float32),
-    ({"per_class": True}, (2, 3, 4), (2, 4), torch.float32),
-    ({"use_sigmoid": False}, (2, 3, 4, 4), (2, 4, 5), torch.long),
-    ({"use_sigmoid": False}, (2, 3, 4, 4), (2, 3, 4, 5), torch.float32),
-])
-def test_shape_mismatch_names_both_shapes(loss_cls, kwargs, pred_shape, target_shape,
-                                          dtype) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "pred_shape", "target_shape", "dtype"),
+    [
+        ({}, (2, 3, 4), (2, 3, 5), torch.float32),
+        ({"per_class": True}, (2, 3, 4), (2, 4), torch.float32),
+        ({"use_sigmoid": False}, (2, 3, 4, 4), (2, 4, 5), torch.long),
+        ({"use_sigmoid": False}, (2, 3, 4, 4), (2, 3, 4, 5), torch.float32),
+    ],
+)
+def test_shape_mismatch_names_both_shapes(loss_cls, kwargs, pred_shape, target_shape, dtype) -> None:
     loss = loss_cls(**kwargs)
     pred, target = torch.zeros(pred_shape), torch.zeros(target_shape, dtype=dtype)
     with pytest.raises(LossInputError) as info:

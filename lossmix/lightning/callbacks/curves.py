@@ -24,8 +24,9 @@ _PANEL_KINDS = ("loss", "weight", "grad_norm")
 
 
 def _curves(history: _Curves, prefix: str) -> _Curves:
-    return {k[len(prefix):]: v for k, v in history.items()
-            if k.startswith(prefix) and not k.endswith("_epoch")}
+    return {
+        k[len(prefix) :]: v for k, v in history.items() if k.startswith(prefix) and not k.endswith("_epoch")
+    }
 
 
 def _panels(history: _Curves, stage: str) -> list[tuple[str, _Curves]]:
@@ -50,8 +51,9 @@ def _plot(ax: Axes, points: list[list[float]], colour: str, label: str, **style:
     ax.plot([p[0] for p in points], [p[1] for p in points], color=colour, label=label, **style)
 
 
-def _draw_panel(ax: Axes, kind: str, curves: _Curves, val: _Curves, colours: dict[str, str],
-                stage: str) -> None:
+def _draw_panel(
+    ax: Axes, kind: str, curves: _Curves, val: _Curves, colours: dict[str, str], stage: str
+) -> None:
     """One panel: ``stage``'s curves, solid, and ``val``'s epoch means, dashed with markers."""
     for name, points in sorted(curves.items()):
         _plot(ax, points, colours[name], f"{stage}/{name}")
@@ -71,8 +73,9 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def plot_loss_curves(history: dict[str, list[list[float]]], path: str | Path,
-                     stage: str = "train") -> Path | None:
+def plot_loss_curves(
+    history: dict[str, list[list[float]]], path: str | Path, stage: str = "train"
+) -> Path | None:
     """Draw ``{stage}/loss/*``, ``{stage}/weight/*`` and ``{stage}/grad_norm/*`` step curves.
 
     The loss panel also shows the validation epoch means (``val/loss/*``, dashed,
@@ -119,8 +122,13 @@ class LossCurves(pl.Callback):
             its Hydra output directory).
     """
 
-    def __init__(self, filename: str = "loss_curves.png", every_epoch: bool = False,
-                 stage: str = "train", dirpath: str | None = None) -> None:
+    def __init__(
+        self,
+        filename: str = "loss_curves.png",
+        every_epoch: bool = False,
+        stage: str = "train",
+        dirpath: str | None = None,
+    ) -> None:
         self.filename, self.every_epoch, self.stage = filename, every_epoch, stage
         self.dirpath = dirpath
         self.path: Path | None = None

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, did_you_mean
-from lossmix.lightning.access import find_loss_mix, last_result_of, loss_step_of
+from lossmix.lightning.access import find_loss_mix, last_result_of, loss_step_of, term_logger_of
+from lossmix.validation import check_int
 
 __all__ = ["TermGradientMonitor", "term_gradient_norms"]
 
@@ -27,8 +28,9 @@ def term_gradient_norms(terms: dict[str, Tensor], params: list[nn.Parameter]) ->
             continue
         grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
         squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
-        norms.append(torch.stack(squares).sum().sqrt() if squares
-                     else value.new_zeros((), dtype=torch.float32))
+        norms.append(
+            torch.stack(squares).sum().sqrt() if squares else value.new_zeros((), dtype=torch.float32)
+        )
     return torch.stack(norms)
 
 
@@ -49,20 +51,15 @@ class TermGradientMonitor(pl.Callback):
     """
 
     def __init__(self, every_n_steps: int = 50, module: str | None = None) -> None:
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or (
-                every_n_steps < 1):
-            raise LossConfigError(
-                f"TermGradientMonitor: every_n_steps={every_n_steps!r} must be an integer >= 1."
-            )
-        self.every_n_steps, self.module = every_n_steps, module
+        self.every_n_steps = check_int("TermGradientMonitor", "every_n_steps", every_n_steps, min=1)
+        self.module = module
         self._params: list[nn.Parameter] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.module is None:
             mix = find_loss_mix(pl_module)
             skip = {id(p) for p in mix.parameters()} if mix is not None else set()
-            self._params = [p for p in pl_module.parameters()
-                            if p.requires_grad and id(p) not in skip]
+            self._params = [p for p in pl_module.parameters() if p.requires_grad and id(p) not in skip]
             return
         try:
             layer = pl_module.get_submodule(self.module)
@@ -75,15 +72,14 @@ class TermGradientMonitor(pl.Callback):
             ) from None
         self._params = [p for p in layer.parameters() if p.requires_grad]
 
-    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           loss: Tensor) -> None:
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         step = loss_step_of(trainer, pl_module)
         result = last_result_of(pl_module)
         if step % self.every_n_steps or result is None or not self._params:
             return
         norms = term_gradient_norms(result.terms, self._params)
         prefix = f"{result.group}/" if result.group else ""
-        logger = pl_module.term_logger()
+        logger = term_logger_of(pl_module)
         if logger is not None:
             logger.record_values("train", "grad_norm", [prefix + n for n in result.terms], norms)
 

@@ -53,9 +53,7 @@ class NonFiniteLossGuard(pl.Callback):
 
     def __init__(self, policy: str = "raise") -> None:
         if policy not in POLICIES:
-            raise LossConfigError(
-                f"NonFiniteLossGuard: policy={policy!r}; use one of {', '.join(POLICIES)}."
-            )
+            raise LossConfigError(f"NonFiniteLossGuard: policy={policy!r}; use one of {', '.join(POLICIES)}.")
         self.policy = policy
         self.skipped: list[tuple[int, list[str]]] = []
         self.dropped: list[str] = []
@@ -66,8 +64,7 @@ class NonFiniteLossGuard(pl.Callback):
         loss_mix_of(pl_module, needed_by="NonFiniteLossGuard").set_guard(self.policy)
 
     # -- device-side flags, gathered at every backward --------------------------------------------
-    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           loss: Tensor) -> None:
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         result = last_result_of(pl_module)
         if result is None:
             return
@@ -83,16 +80,19 @@ class NonFiniteLossGuard(pl.Callback):
             if self.policy == "zero":
                 # a count of dropped steps, and the first one: device ops only
                 self._first[name] = torch.where(
-                    bad & ((seen if seen is not None else step.new_zeros(())) == 0), step,
-                    self._first.get(name, step.new_full((), -1)))
+                    bad & ((seen if seen is not None else step.new_zeros(())) == 0),
+                    step,
+                    self._first.get(name, step.new_full((), -1)),
+                )
                 self._flags[name] = (seen if seen is not None else 0) + bad.long()
             else:
                 self._flags[name] = bad if seen is None else seen | bad
         self._result = result
 
     # -- the one decision per optimizer step (raise / skip) ---------------------------------------
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                 optimizer: Any) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
+    ) -> None:
         if self.policy == "zero" or not self._flags:
             return
         names = list(self._flags)
@@ -109,13 +109,17 @@ class NonFiniteLossGuard(pl.Callback):
             for param in group["params"]:
                 param.grad = None
         self.skipped.append((step, bad))
-        rank_zero_warn(f"NonFiniteLossGuard: skipped the optimizer step at step {step}: "
-                       f"non-finite {', '.join(bad) or 'loss on another rank'}.")
+        rank_zero_warn(
+            f"NonFiniteLossGuard: skipped the optimizer step at step {step}: "
+            f"non-finite {', '.join(bad) or 'loss on another rank'}."
+        )
 
     def _message(self, bad: list[str], step: int, trainer: pl.Trainer) -> str:
         terms = [n for n in bad if n.rsplit("/", 1)[-1] != "total"] or bad
-        lines = [f"non-finite loss at step {step} (epoch {trainer.current_epoch}): "
-                 f"term(s) {', '.join(terms) or '(on another rank)'}."]
+        lines = [
+            f"non-finite loss at step {step} (epoch {trainer.current_epoch}): "
+            f"term(s) {', '.join(terms) or '(on another rank)'}."
+        ]
         result = getattr(self, "_result", None)
         for name in terms:
             term = name.rsplit("/", 1)[-1].split(".", 1)[0]
@@ -134,11 +138,13 @@ class NonFiniteLossGuard(pl.Callback):
         if self.policy != "zero" or not self._flags:
             return
         names = list(self._flags)
-        counts, firsts = torch.stack([torch.stack([self._flags[n] for n in names]),
-                                      torch.stack([self._first[n] for n in names])]).tolist()
+        counts, firsts = torch.stack(
+            [torch.stack([self._flags[n] for n in names]), torch.stack([self._first[n] for n in names])]
+        ).tolist()
         self._flags, self._first = {}, {}
-        dropped = [f"{n} on {c} step(s) from step {f}"
-                   for n, c, f in zip(names, counts, firsts, strict=True) if c]
+        dropped = [
+            f"{n} on {c} step(s) from step {f}" for n, c, f in zip(names, counts, firsts, strict=True) if c
+        ]
         if dropped:
             rank_zero_warn(f"NonFiniteLossGuard: dropped non-finite terms: {'; '.join(dropped)}.")
             self.dropped = dropped

@@ -47,6 +47,8 @@ import lightning.pytorch as pl
 
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.lightning.access import loss_mix_of, loss_step_of
+from lossmix.nodes import to_plain
+from lossmix.validation import is_number
 
 if TYPE_CHECKING:
     pass
@@ -70,8 +72,8 @@ def _error(term: str, message: str) -> LossConfigError:
 
 
 def _is_number(value: Any, at_least: float = 0.0) -> bool:
-    """A real number, not a bool, that is not below ``at_least``."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and not value < at_least
+    """A finite real number, not a bool, that is not below ``at_least``."""
+    return is_number(value) and value >= at_least
 
 
 def _increasing(ts: Sequence[Any]) -> bool:
@@ -81,8 +83,11 @@ def _increasing(ts: Sequence[Any]) -> bool:
 
 def _is_pairs(points: object) -> TypeGuard[Sequence[Sequence[Any]]]:
     """A non-empty list or tuple of ``[t, v]`` pairs."""
-    return isinstance(points, (list, tuple)) and bool(points) and all(
-        isinstance(p, (list, tuple)) and len(p) == 2 for p in points)
+    return (
+        isinstance(points, (list, tuple))
+        and bool(points)
+        and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in points)
+    )
 
 
 class ScheduleKind(ABC):
@@ -106,8 +111,10 @@ class ScheduleKind(ABC):
         self.spec: dict[str, Any] = dict(spec)
         unknown = sorted(set(self.spec) - self.keys)
         if unknown:
-            raise self._error(f"{self.name} takes {', '.join(sorted(self.keys))}, "
-                              f"not {unknown[0]!r}.{did_you_mean(unknown[0], self.keys)}")
+            raise self._error(
+                f"{self.name} takes {', '.join(sorted(self.keys))}, "
+                f"not {unknown[0]!r}.{did_you_mean(unknown[0], self.keys)}"
+            )
 
     @abstractmethod
     def __call__(self, t: int) -> float:
@@ -163,8 +170,9 @@ class LinearSchedule(ScheduleKind):
         super().__init__(term, spec)
         self.begin, self.end = self._number("begin", 0), self._number("end")
         if not self.end > self.begin:
-            raise self._error(f"the ramp ends are out of order: begin={self.begin:g} must be "
-                              f"before end={self.end:g}.")
+            raise self._error(
+                f"the ramp ends are out of order: begin={self.begin:g} must be before end={self.end:g}."
+            )
         self.initial, self.final = self._number("initial", 0.0), self._number("final", 1.0)
 
     def _shape(self, fraction: float) -> float:
@@ -273,8 +281,9 @@ class OnOffSchedule(ScheduleKind):
         super().__init__(term, spec)
         self.on, self.off, self.last = (self.spec.get(k) for k in ("on", "off", "last"))
         if (self.on is None) == (self.last is None):
-            raise self._error("onoff needs exactly one of 'on' (t it turns on) or 'last' "
-                              "(on for the last N epochs/steps).")
+            raise self._error(
+                "onoff needs exactly one of 'on' (t it turns on) or 'last' (on for the last N epochs/steps)."
+            )
         for key in ("on", "off", "last"):
             if self.spec.get(key) is not None:
                 self._number(key)
@@ -287,8 +296,7 @@ class OnOffSchedule(ScheduleKind):
         if self.last is None:
             return
         if total is None or total < 0:
-            raise self._error(f"last={self.last} needs the run's length; set "
-                              f"trainer.max_{by}s.")
+            raise self._error(f"last={self.last} needs the run's length; set trainer.max_{by}s.")
         self.on = self.spec["on"] = max(0, total - int(self.last))
 
     def __call__(self, t: int) -> float:
@@ -298,9 +306,17 @@ class OnOffSchedule(ScheduleKind):
         return self.value if active else 0.0
 
 
-SCHEDULE_KINDS: dict[str, type[ScheduleKind]] = {kind.name: kind for kind in (
-    ConstantSchedule, LinearSchedule, CosineSchedule, StepSchedule, PiecewiseSchedule, OnOffSchedule,
-)}
+SCHEDULE_KINDS: dict[str, type[ScheduleKind]] = {
+    kind.name: kind
+    for kind in (
+        ConstantSchedule,
+        LinearSchedule,
+        CosineSchedule,
+        StepSchedule,
+        PiecewiseSchedule,
+        OnOffSchedule,
+    )
+}
 """``kind:`` name → the class that builds it; a new kind is a class added here."""
 
 
@@ -352,11 +368,10 @@ class LossWeightSchedule(pl.Callback):
     """
 
     def __init__(self, schedules: Mapping[str, Mapping[str, Any]]) -> None:
-        schedules = _plain(schedules)
+        schedules = to_plain(schedules)
         if not isinstance(schedules, Mapping) or not schedules:
             raise LossConfigError(
-                "LossWeightSchedule needs schedules: {term: {kind: linear, ...}}; got "
-                f"{schedules!r}."
+                f"LossWeightSchedule needs schedules: {{term: {{kind: linear, ...}}}}; got {schedules!r}."
             )
         self.schedules = {name: Schedule(name, spec) for name, spec in schedules.items()}
         self.values: dict[str, float] = {}
@@ -369,8 +384,7 @@ class LossWeightSchedule(pl.Callback):
         mix = loss_mix_of(pl_module, needed_by="LossWeightSchedule")
         for name, schedule in self.schedules.items():
             mix.track_weight(name)  # raises, listing the terms, if unknown
-            schedule.resolve_last(trainer.max_epochs if schedule.by == "epoch"
-                                  else trainer.max_steps)
+            schedule.resolve_last(trainer.max_epochs if schedule.by == "epoch" else trainer.max_steps)
         self._apply(trainer, pl_module)
 
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -381,8 +395,7 @@ class LossWeightSchedule(pl.Callback):
             mix.set_scale(name, value)
             self.values[name] = value
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             *args: Any) -> None:
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         self._apply(trainer, pl_module)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -391,17 +404,10 @@ class LossWeightSchedule(pl.Callback):
     def state_dict(self) -> dict[str, Any]:
         # The multipliers are recomputed from the restored step and epoch; the specs and the
         # last values are kept so a resume with different schedules can be noticed.
-        return {"schedules": {n: {"kind": s.kind, "by": s.by, **s.spec}
-                              for n, s in self.schedules.items()},
-                "values": dict(self.values)}
+        return {
+            "schedules": {n: {"kind": s.kind, "by": s.by, **s.spec} for n, s in self.schedules.items()},
+            "values": dict(self.values),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.values = dict(state_dict.get("values", {}))
-
-
-def _plain(node: Any) -> Any:
-    if type(node).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(node, resolve=True)
-    return node

@@ -37,8 +37,7 @@ class TaskWeightingUpdates(pl.Callback):
         if weighting is not None:
             weighting.epoch_end()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           *args: Any) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         weighting = self._weighting(pl_module)
         if weighting is not None and weighting.needs_step_hooks:
             weighting.step_end()
