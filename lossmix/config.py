@@ -21,7 +21,7 @@ from typing import Any
 
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.mix import WEIGHTING_KEY, LossMix
-from lossmix.nodes import TERM_REFS, is_term_node, secrets_hidden, to_plain
+from lossmix.nodes import TERM_REFS, is_group_node, is_term_node, secrets_hidden, to_plain
 from lossmix.registry import LOSSES, REQUIRED, SAMPLERS, Registry
 from lossmix.targets import allowed_targets as allowed_prefixes
 from lossmix.targets import covers
@@ -62,7 +62,7 @@ def iter_term_nodes(node: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping
     for name, child in node.items():
         if child is None or name == WEIGHTING_KEY:
             continue
-        if isinstance(child, Mapping) and not is_term_node(child):  # a group (checked per term)
+        if is_group_node(child):
             for leaf, grandchild in child.items():
                 if grandchild is not None:
                     yield f"{name}.{leaf}", str(leaf), grandchild

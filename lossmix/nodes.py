@@ -60,16 +60,19 @@ def is_term_node(node: Any) -> bool:
 
 
 def is_group_node(node: Any) -> bool:
-    """A group's node: a non-empty mapping, not a term, whose children are terms (or None).
+    """A group's node: a non-empty mapping, not a term, whose children are mappings (each a
+    term's node, checked as one) or None (a removed term).
 
     >>> is_group_node({"adv": {"type": "GANLoss", "gan_type": "hinge"}, "rec": None})
     True
+    >>> is_group_node({"gamma": 2.0})  # a term's node that lost its type: not a group
+    False
     """
     return (
         isinstance(node, Mapping)
         and bool(node)
         and not is_term_node(node)
-        and all(c is None or is_term_node(c) for c in node.values())
+        and all(c is None or isinstance(c, Mapping) for c in node.values())
     )
 
 

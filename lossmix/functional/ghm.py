@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lossmix.errors import LossInputError
+
 __all__ = ["ghm_edges", "ghmc_weights"]
 
 
@@ -74,7 +76,7 @@ def ghmc_weights(
         density = counts
         if momentum > 0:
             if acc_sum is None:
-                raise ValueError("ghmc_weights: momentum > 0 needs acc_sum (running counts).")
+                raise LossInputError("ghmc_weights: momentum > 0 needs acc_sum (running counts).")
             acc = acc_sum.to(g.dtype)
             density = torch.where(nonempty, momentum * acc + (1 - momentum) * counts, acc)
         per_bin = torch.where(nonempty, tot / torch.where(nonempty, density, 1.0), 0.0)

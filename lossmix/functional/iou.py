@@ -25,6 +25,8 @@ import math
 import torch
 from torch import Tensor
 
+from lossmix.errors import LossConfigError
+
 __all__ = [
     "IOU_MODES",
     "aligned_box_iou",
@@ -113,7 +115,7 @@ def iou_loss(pred: Tensor, target: Tensor, *, mode: str = "log", eps: float = 1e
     tensor([1.9459])
     """
     if mode not in IOU_MODES:
-        raise ValueError(f"iou_loss: mode={mode!r} is not valid; use one of {list(IOU_MODES)}.")
+        raise LossConfigError(f"iou_loss: mode={mode!r} is not valid; use one of {list(IOU_MODES)}.")
     pred, target, out_dtype = _promote(pred, target)
     ious = _iou(pred, target, _UNION_EPS).clamp(min=eps)
     if mode == "linear":
