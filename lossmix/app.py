@@ -27,9 +27,11 @@ __all__ = [
     "AppTrust",
     "check_app_nodes",
     "check_node_targets",
+    "check_shared_hparams",
     "instantiate_children",
     "instantiate_node",
     "resolve_node",
+    "resolve_node_class",
 ]
 
 APP_ALLOWED_TARGETS: tuple[str, ...] = (
@@ -197,3 +199,38 @@ def check_app_nodes(cfg: Any, allowed: Sequence[str] = ()) -> None:
             child = group.get(name)
             if child is not None and hasattr(child, "get") and "_target_" in child:
                 check_node_targets(child, f"{path}.{name}", base=bases[path], allowed=allowed)
+
+
+def resolve_node_class(node: Any, path: str, allowed: Sequence[str] = ()) -> Any:
+    """The class a node's ``_target_`` names (already checked by :func:`check_node_targets`)."""
+    from omegaconf import OmegaConf
+
+    target = OmegaConf.select(node, "_target_") if is_omegaconf(node) else node.get("_target_")
+    try:
+        return resolve_target(
+            target,
+            extra_allowed=allowed,
+            defaults=APP_ALLOWED_TARGETS,
+            functions=False,
+            what=f"'{path}' node",
+        )
+    except LossConfigError as err:
+        raise LossConfigError(f"{path}: {err}") from None
+
+
+def check_shared_hparams(datamodule: Any, model: Any) -> None:
+    """The model and the data must agree on the hyper-parameters they share.
+
+    Lightning merges both into one record and stops at ``fit`` when a shared key differs
+    (``model.num_classes=2`` with ``data.num_classes=3``); this says so before, in one line.
+    """
+    data = dict(getattr(datamodule, "hparams", {}) or {})
+    own = dict(getattr(model, "hparams", {}) or {})
+    clash = sorted(k for k in set(data) & set(own) if data[k] != own[k])
+    if clash:
+        key = clash[0]
+        raise LossConfigError(
+            f"model.{key}={own[key]!r} but data.{key}={data[key]!r}: the model and the data share "
+            f"{key}, so they must agree; set data.{key}={own[key]} (the model's config follows "
+            "the data's by interpolation), or the same value on both."
+        )

@@ -10,7 +10,15 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["batches_stepped", "compose_like_hydra_main", "fast_dev_run", "logging_due", "trainer_callbacks"]
+__all__ = [
+    "batches_stepped",
+    "close_epoch_ended_in_checkpoint",
+    "compose_like_hydra_main",
+    "fast_dev_run",
+    "logging_due",
+    "resumed_mid_epoch",
+    "trainer_callbacks",
+]
 
 
 def trainer_callbacks(trainer: Any) -> list[Any]:
@@ -29,6 +37,45 @@ def batches_stepped(trainer: Any) -> int:
     where ``global_step`` counts every optimizer): Lightning's private
     ``fit_loop.epoch_loop._batches_that_stepped``."""
     return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+
+def resumed_mid_epoch(trainer: Any) -> int:
+    """How many batches of the current epoch a resumed fit has already done (0: none, or the
+    checkpoint closed its epoch): Lightning's fit loop ``restarted_mid_epoch`` and the epoch
+    loop's ``batch_progress``, read at ``on_train_start``."""
+    fit_loop = trainer.fit_loop
+    progress = fit_loop.epoch_loop.batch_progress
+    if not fit_loop.restarted_mid_epoch or progress.is_last_batch:
+        return 0
+    # a checkpoint written at a batch's end counts that batch as processed, not completed
+    return int(max(progress.current.processed, progress.current.completed))
+
+
+def close_epoch_ended_in_checkpoint(trainer: Any) -> bool:
+    """Work around Lightning 2.6 resuming from a checkpoint written in ``on_train_epoch_end``.
+
+    Lightning then re-enters the finished epoch and trains one extra batch in it (with a
+    fresh loader iteration) before the next epoch, so every later step is one batch off the
+    uninterrupted run. Called at ``on_train_start``, this marks the checkpoint's epoch as
+    completed and the epoch loop as fresh, which is what the checkpoint means. Returns
+    whether it applied. (Private: the loops' restart stages and progress trackers.)
+    """
+    fit_loop = trainer.fit_loop
+    epoch_loop = fit_loop.epoch_loop
+    if not (fit_loop.restarted_on_epoch_end and epoch_loop.restarted_on_last):
+        return False
+    fit_loop.epoch_progress.increment_completed()
+    epoch_loop.batch_progress.reset_on_run()
+    epoch_loop.scheduler_progress.reset_on_run()
+    epoch_loop.automatic_optimization.optim_progress.reset_on_run()
+    epoch_loop.val_loop.batch_progress.total.reset()
+    fit_loop.reset_restart_stage()
+    epoch_loop.reset_restart_stage()
+    # not ``fit_loop.restarting = False``: its setter keeps max_steps runs restarting, which
+    # would step the batch counter once more and skip the epoch's LR-scheduler step
+    fit_loop._restarting = False
+    epoch_loop.restarting = False
+    return True
 
 
 def logging_due(trainer: Any) -> bool:

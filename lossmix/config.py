@@ -22,6 +22,7 @@ from typing import Any
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.mix import WEIGHTING_KEY, LossMix
 from lossmix.nodes import TERM_REFS, is_group_node, is_term_node, secrets_hidden, to_plain
+from lossmix.reduction import REDUCTIONS
 from lossmix.registry import LOSSES, REQUIRED, SAMPLERS, Registry
 from lossmix.targets import allowed_targets as allowed_prefixes
 from lossmix.targets import covers
@@ -31,6 +32,7 @@ from lossmix.trust import AppTrust
 __all__ = [
     "build_loss_mix",
     "check_loss_config",
+    "check_node_values",
     "expected_types",
     "explain_override_error",
     "import_modules",
@@ -46,6 +48,7 @@ _TERM_KEY_TYPES: dict[str, tuple[type, ...]] = {
     "every": (int,),
     "scale_by_every": (bool,),
     "in_total": (bool,),
+    "allow_negative": (bool,),
 }
 _SIMPLE = (bool, int, float, str, type(None))
 
@@ -202,6 +205,32 @@ def expected_types(registry: Registry, obj: Any) -> dict[str, tuple[type, ...] |
     return found
 
 
+def check_node_values(path: str, node: Mapping[str, Any], obj: Any) -> None:
+    """Check a node's simple values against the annotations of ``obj``'s constructor.
+
+    For the app's nodes (``trainer.max_epochs=abc``): the message names the node's key, the
+    value's type and what the argument takes, before the constructor fails deeper.
+    """
+    params = dict(Registry("node").parameters(obj)[0])
+    hints = _init_hints(obj)
+    types_ = {
+        name: _hint_types(hints[name]) if name in hints else _default_types(default)
+        for name, default in params.items()
+    }
+    for key, allowed in types_.items():
+        if key in node and allowed is not None and not _fits(node[key], allowed):
+            raise LossConfigError(
+                f"{path}.{key}={node[key]!r} is a {type(node[key]).__name__}, but {key} expects "
+                f"{_type_names(allowed)}; e.g. {path}.{key}={_example(allowed, params.get(key))}."
+            )
+
+
+def _example(allowed: tuple[type, ...], default: Any) -> str:
+    if default is not REQUIRED and default is not None:
+        return str(default)
+    return {bool: "true", int: "1", float: "1.0", str: "name"}.get(allowed[0], "null")
+
+
 def _fits(value: Any, allowed: tuple[type, ...] | None) -> bool:
     if allowed is None:
         return True
@@ -292,6 +321,11 @@ def _check_term(path: str, name: str, node: Any, allowed_targets: tuple[str, ...
     defaults = {**params, "every": 1, "scale_by_every": True, "in_total": True}
     _check_types(label, f"loss.{path}", node, defaults, {**expected_types(LOSSES, obj), **_TERM_KEY_TYPES})
     reduction, normalizer = node.get("reduction", "mean"), node.get("normalizer")
+    if "reduction" in params and reduction not in REDUCTIONS:
+        raise LossConfigError(
+            f"{label}: reduction={reduction!r} is not valid; use one of {list(REDUCTIONS)}."
+            f"{did_you_mean(str(reduction), REDUCTIONS)} e.g. loss.{path}.reduction=mean."
+        )
     if normalizer is not None and reduction != "mean":
         source = normalizer.get("type") if isinstance(normalizer, Mapping) else normalizer
         raise LossConfigError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["all_reduce_mean", "all_reduce_sum", "collective_count", "rank", "world_size"]
+__all__ = ["all_reduce_mean", "all_reduce_min", "all_reduce_sum", "collective_count", "rank", "world_size"]
 
 _collectives = {"count": 0}
 
@@ -46,6 +46,20 @@ def all_reduce_sum(values: Tensor) -> Tensor:
     _collectives["count"] += 1
     values = values.clone()
     torch.distributed.all_reduce(values)
+    return values
+
+
+def all_reduce_min(values: Tensor) -> Tensor:
+    """The element-wise minimum of ``values`` over ranks, in one collective.
+
+    >>> all_reduce_min(torch.tensor([3, 1]))
+    tensor([3, 1])
+    """
+    if world_size() == 1:
+        return values
+    _collectives["count"] += 1
+    values = values.clone()
+    torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MIN)
     return values
 
 

@@ -337,7 +337,9 @@ class LossMix(nn.Module):
             key = f"{term.name}.{part}" if part else term.name
             contribution = raw * weight
             if self.drop_nonfinite:
-                contribution = torch.where(torch.isfinite(raw), contribution, torch.zeros_like(contribution))
+                contribution = torch.where(
+                    torch.isfinite(contribution), contribution, torch.zeros_like(contribution)
+                )
             result.raw[key], result.terms[key], result.weights[key] = raw, contribution, weight
             owner[key] = term
 
@@ -358,10 +360,11 @@ class LossMix(nn.Module):
             keep = torch.ones((), dtype=torch.bool, device=_device_of(p.kwargs))
             p.kwargs = {k: _gate(v, keep) for k, v in p.kwargs.items()}
         parts = term.evaluate(p, avg)
-        if keep is not None:
-            finite = torch.stack([torch.isfinite(v).all() for v in parts.values()]).all()
-            keep.copy_(finite)
         weight = term.weight * term.scale * (term.every if step is not None and term.scale_by_every else 1)
+        if keep is not None:
+            # a NaN or Inf weight (a schedule's) drops the term as a non-finite value does
+            finite = torch.stack([torch.isfinite(v * weight).all() for v in parts.values()]).all()
+            keep.copy_(finite)
         for key, value in p.stats.items():
             result.stats[f"{term.name}.{key}"] = value
         return parts, weight
@@ -376,7 +379,10 @@ class LossMix(nn.Module):
         factors, regulariser = weighting(losses, training=training)
         for i, name in enumerate(weighting.tasks):
             for key in keys[name]:
-                result.terms[key] = result.terms[key] * factors[i]
+                weighted = result.terms[key] * factors[i]
+                if self.drop_nonfinite:  # a learned factor gone non-finite drops the term too
+                    weighted = torch.where(torch.isfinite(weighted), weighted, torch.zeros_like(weighted))
+                result.terms[key] = weighted
                 result.weights[key] = result.weights[key] * factors[i].detach()
         if regulariser is not None:
             result.raw[WEIGHTING_KEY] = result.terms[WEIGHTING_KEY] = regulariser

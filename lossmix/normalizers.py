@@ -6,7 +6,9 @@
 ``weight_sum``    sum of the term's effective element weight (torch's weighted mean)
 ``numel``         number of elements of ``pred``
 ``batch``         ``pred.shape[0]``
-any other name    an input key holding a count (a number or a 0-dim tensor)
+any other name    an input key holding a count (a number or a 0-dim tensor); a name
+                  close to a built-in one is taken for a typo: write
+                  ``{type: key, key: <name>}`` for such a key
 ================  ==============================================================
 
 Counts are clamped to at least ``min`` (1 by default, as every detector does); a
@@ -25,14 +27,15 @@ from typing import Any
 from torch import Tensor
 
 from lossmix.distributed import all_reduce_mean
-from lossmix.errors import LossConfigError
+from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.validation import check_bool, check_float
 
 __all__ = ["BUILTIN_NORMALIZERS", "Normalizer", "all_reduce_mean", "build_normalizer"]
 
 BUILTIN_NORMALIZERS: tuple[str, ...] = ("num_pos", "num_sampled", "weight_sum", "numel", "batch")
 _COUNTS = ("num_pos", "num_sampled", "numel", "batch")
-_KEYS = ("type", "sync", "min")
+_KEYS = ("type", "sync", "min", "key")
+KEY_TYPE = "key"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,31 @@ class Normalizer:
     def clamp(self, value: Tensor) -> Tensor:
         """Apply the floor (no host sync)."""
         return value.clamp(min=self.min)
+
+
+def _source(node: Mapping[str, Any], term: str) -> str:
+    """The built-in name or input key; a name close to a built-in is a typo, not a key."""
+    kind = node["type"]
+    if kind == KEY_TYPE:
+        key = node.get("key")
+        if not isinstance(key, str) or not key:
+            raise LossConfigError(
+                f"term '{term}': normalizer type: key needs key: <the input key holding a count>, "
+                "e.g. {type: key, key: num_total_pos}."
+            )
+        return key
+    if "key" in node:
+        raise LossConfigError(
+            f"term '{term}': normalizer key: {node['key']!r} goes with type: key, not type: {kind}."
+        )
+    hint = did_you_mean(kind, BUILTIN_NORMALIZERS)
+    if kind not in BUILTIN_NORMALIZERS and hint:
+        raise LossConfigError(
+            f"term '{term}': normalizer '{kind}' is not a built-in normaliser.{hint} Built-in: "
+            f"{', '.join(BUILTIN_NORMALIZERS)}; for an input key of that name write "
+            f"{{type: key, key: {kind}}}."
+        )
+    return str(kind)
 
 
 def build_normalizer(node: Any, *, term: str) -> Normalizer | None:
@@ -73,9 +101,9 @@ def build_normalizer(node: Any, *, term: str) -> Normalizer | None:
     if unknown or "type" not in node or not isinstance(node["type"], str) or not node["type"]:
         raise LossConfigError(
             f"term '{term}': normalizer {dict(node)!r} is not valid; its keys are {list(_KEYS)} "
-            f"with type one of {', '.join(BUILTIN_NORMALIZERS)} or an input key."
+            f"with type one of {', '.join(BUILTIN_NORMALIZERS)}, or type: key with key: <input key>."
         )
-    source = node["type"]
+    source = _source(node, term)
     floor = node.get("min", 1.0 if source in _COUNTS else 1e-6)
     floor = check_float(f"term '{term}': normalizer", "min", floor, low=0.0)
     sync = check_bool(f"term '{term}': normalizer", "sync", node.get("sync", False))

@@ -9,6 +9,7 @@ change it), and everything else goes to the loss's constructor.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
@@ -35,6 +36,7 @@ TERM_KEYS: tuple[str, ...] = (
     "scale_by_every",
     "in_total",
     "parts",
+    "allow_negative",
     "schedule",
 )
 SAMPLER_TARGET_KEYS = ("background", "ignore_index")
@@ -80,6 +82,8 @@ class Term(nn.Module):
         every: compute on every ``every``-th step only (lazy term).
         scale_by_every: multiply the weight by ``every`` on the steps it runs.
         in_total: add to the objective (``False``: log only).
+        allow_negative: accept a negative ``weight`` (the term is maximised; warned once).
+            Without it a negative weight is refused: it is almost always a sign error.
         background, ignore_index: how positives/negatives are read from class-index
             targets for the sampler and ``num_pos`` (default background: the number
             of classes of ``pred``; default ignore: negative labels).
@@ -109,6 +113,7 @@ class Term(nn.Module):
         background: int | None = None,
         ignore_index: int | None = None,
         parts: Sequence[str] | None = None,
+        allow_negative: bool = False,
     ) -> None:
         super().__init__()
         self.name = check_term_name(name)
@@ -117,6 +122,17 @@ class Term(nn.Module):
         self.normalizer = normalizer
         label = f"term '{name}'"
         self.weight = check_float(label, "loss_weight", weight)
+        if self.weight < 0 and not check_bool(label, "allow_negative", allow_negative):
+            raise LossConfigError(
+                f"{label}: loss_weight={weight!r} is negative, so the term would be maximised; if "
+                "that is meant, add allow_negative: true to the term, else give a weight >= 0."
+            )
+        if self.weight < 0:
+            warnings.warn(
+                f"{label}: loss_weight={weight!r} is negative: the term is maximised.",
+                UserWarning,
+                stacklevel=2,
+            )
         self.every = check_int(label, "every", every, min=1)
         self.scale_by_every = check_bool(label, "scale_by_every", scale_by_every)
         self.in_total = check_bool(label, "in_total", in_total)
@@ -428,9 +444,13 @@ def _build_term_loss(
     try:
         loss = build_loss(node, allowed_targets=allowed)
     except LossConfigError as err:
-        raise LossConfigError(
-            f"term '{name}': {err} Term-level keys are: {', '.join(TERM_KEYS)}, loss_weight."
-        ) from err
+        # an unknown key may be a term-level key in the wrong place: list those too
+        hint = (
+            f" Term-level keys are: {', '.join(TERM_KEYS)}, loss_weight."
+            if ("unknown argument" in str(err))
+            else ""
+        )
+        raise LossConfigError(f"term '{name}': {err}{hint}") from err
     if not hasattr(loss, "loss_weight"):
         return loss, 1.0 if weight is None else weight
     if getattr(loss, "owns_loss_weight", False):

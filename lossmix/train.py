@@ -37,12 +37,15 @@ from lossmix.app import (
     app_node_bases,
     check_app_nodes,
     check_node_targets,
+    check_shared_hparams,
     instantiate_children,
     instantiate_node,
+    resolve_node_class,
 )
 from lossmix.compat import compose_like_hydra_main
 from lossmix.config import (
     build_loss_mix,
+    check_node_values,
     explain_override_error,
     import_modules,
     one_line_error,
@@ -95,6 +98,11 @@ def build(
     import lightning.pytorch as pl  # here, so configuration errors exit before this import
 
     trust = AppTrust(cfg, _task_overrides() if overrides is None else overrides)
+    if not cfg.get("loss"):
+        raise LossConfigError(
+            "the config has no loss terms (every loss/<term> was removed); keep or add one, e.g. "
+            "loss/cls=focal, or +loss/reg@loss.box=l1."
+        )
     # The grants hold while the nodes are built (the model builds its terms in __init__);
     # they are not part of the model, so a checkpoint's hyper-parameters cannot carry them.
     with secrets_hidden(cfg), trusting(trust.allowed):
@@ -106,6 +114,8 @@ def build(
         check_app_nodes(cfg, trust.allowed)
         pl.seed_everything(cfg.seed, workers=True)
         bases = app_node_bases()
+        for path in ("data", "model", "trainer"):
+            check_node_values(path, plain(cfg[path]), resolve_node_class(cfg[path], path, trust.allowed))
         datamodule = instantiate_node(cfg.data, "data", base=bases["data"], allowed=trust.allowed)
         model = instantiate_node(
             cfg.model,
@@ -122,6 +132,7 @@ def build(
         loggers = instantiate_children(
             cfg.get("logger"), "logger", base=bases["logger"], allowed=trust.allowed
         )
+        check_shared_hparams(datamodule, model)
         trainer = instantiate_node(
             cfg.trainer,
             "trainer",
@@ -133,13 +144,28 @@ def build(
     return datamodule, model, trainer
 
 
+def checkpoint_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path``: a checkpoint file, Lightning's ``last``/``best``, or ``None``."""
+    path = cfg.get("ckpt_path")
+    if path is None or path in ("last", "best"):
+        return None if path is None else str(path)
+    if not isinstance(path, str) or not Path(path).is_file():
+        raise LossConfigError(
+            f"ckpt_path={path!r} is not a checkpoint file; give the path of one, e.g. "
+            "ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt (or ckpt_path=last with "
+            "hydra.run.dir=<that run's directory>)."
+        )
+    return path
+
+
 def run(cfg: DictConfig) -> float | None:
     """Check, build and fit from a composed config; return the final ``val/loss``."""
     import lightning.pytorch  # noqa: F401  (its console handler exists from here on)
 
     _log_through_hydra()
+    ckpt_path = checkpoint_path(cfg)
     datamodule, model, trainer = build(cfg)
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.is_global_zero:
         report(trainer, model, Path(cfg.paths.output_dir))
     val = trainer.callback_metrics.get("val/loss")

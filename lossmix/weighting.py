@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from lossmix.distributed import all_reduce_sum
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.registry import WEIGHTINGS
+from lossmix.validation import check_float, check_positive
 
 __all__ = [
     "WEIGHTINGS",
@@ -93,7 +94,8 @@ class UncertaintyWeighting(TaskWeighting):
 
     def __init__(self, tasks: Sequence[str], *, init: float = 0.0) -> None:
         super().__init__(tasks)
-        self.log_vars = nn.Parameter(torch.full((len(self.tasks),), float(init)))
+        init = check_float(f"{WEIGHTING_KEY}: uncertainty", "init", init)
+        self.log_vars = nn.Parameter(torch.full((len(self.tasks),), init))
 
     def forward(self, losses: Tensor, *, training: bool) -> tuple[Tensor, Tensor | None]:
         log_vars = self.log_vars.to(losses.dtype)
@@ -121,11 +123,8 @@ class DynamicWeightAverage(TaskWeighting):
 
     def __init__(self, tasks: Sequence[str], *, temperature: float = 2.0) -> None:
         super().__init__(tasks)
-        if not temperature > 0:
-            raise LossConfigError(
-                f"{WEIGHTING_KEY}: dwa temperature={temperature!r} must be > 0 (the paper uses 2)."
-            )
-        self.temperature = float(temperature)
+        # > 0; the paper uses 2
+        self.temperature = check_positive(f"{WEIGHTING_KEY}: dwa", "temperature", temperature)
         k = len(self.tasks)
         self.register_buffer("epoch_sum", torch.zeros(k, dtype=torch.float64))
         self.register_buffer("epoch_count", torch.zeros((), dtype=torch.float64))
@@ -184,9 +183,8 @@ class GradNorm(TaskWeighting):
                 f"{WEIGHTING_KEY}: gradnorm needs 'shared', the name of the last shared layer "
                 "in your model, e.g. {type: gradnorm, shared: backbone.4}."
             )
-        if not alpha >= 0:
-            raise LossConfigError(f"{WEIGHTING_KEY}: gradnorm alpha={alpha!r} must be >= 0.")
-        self.shared, self.alpha = shared, float(alpha)
+        self.shared = shared
+        self.alpha = check_float(f"{WEIGHTING_KEY}: gradnorm", "alpha", alpha, low=0.0)
         self.weights = nn.Parameter(torch.ones(len(self.tasks)))
         self.register_buffer("initial_losses", torch.ones(len(self.tasks)))
         self.register_buffer("started", torch.zeros((), dtype=torch.bool))

@@ -134,3 +134,31 @@ def test_gradnorm_weights_and_gradient_monitor_under_ddp(tmp_path):
     for rank in ranks:
         assert {"train/grad_norm/small", "train/grad_norm/large"} <= set(rank["metrics"])
         assert rank["metrics"]["train/grad_norm/large"] > 0
+
+
+class DumpDrops(L.Callback):
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def on_fit_end(self, trainer, pl_module):
+        guard = next(c for c in trainer.callbacks if isinstance(c, NonFiniteLossGuard))
+        Path(self.out, f"drops{trainer.global_rank}.json").write_text(json.dumps(guard.dropped))
+
+
+def test_a_term_dropped_on_one_rank_is_reported_from_all_ranks(tmp_path):
+    """zero: the NaN on rank 1 is counted by every rank's report (gathered once per epoch)."""
+    run = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[NonFiniteLossGuard("zero"), DumpDrops(str(tmp_path))],
+    )
+    run.fit(NaNOnRank1(), loader(24, 4))
+    drops = [json.loads((tmp_path / f"drops{r}.json").read_text()) for r in range(2)]
+    assert drops[0] == drops[1]  # rank 0 had no NaN, and reports rank 1's
+    assert any(d.startswith(f"small on 1 step(s) over all ranks from step {NAN_STEP}") for d in drops[0])

@@ -47,3 +47,21 @@ def test_short_run_without_a_logging_point_draws_each_epochs_last_step(tmp_path)
     history = next(c for c in run.callbacks if isinstance(c, TermLogger)).history
     assert [p[0] for p in history["train/loss/t0"]] == [2.0, 4.0]
     assert curves.path == tmp_path / "c.png" and curves.path.exists()
+
+
+def test_history_stays_bounded_and_keeps_the_whole_run():
+    from lossmix.lightning import TermLogger
+
+    logger = TermLogger(max_points=500)
+    for step in range(10_000):
+        logger._remember(step, ["train/loss/a", "train/loss/b"], [float(step), 1.0 / (step + 1)])
+    for key in ("train/loss/a", "train/loss/b"):
+        series = logger.history[key]
+        assert len(series) <= 500
+        assert series[0] == [0.0, float(0) if key.endswith("a") else 1.0]
+        assert series[-1][0] == 9999.0
+        steps = [p[0] for p in series]
+        assert steps == sorted(steps)
+    # the merged points are means: the straight line a(step) = step stays on itself
+    assert all(abs(step - value) < 1e-9 for step, value in logger.history["train/loss/a"])
+    assert len(str(logger.state_dict())) < 100_000  # a checkpoint stays small

@@ -39,7 +39,7 @@ def test_ddp_run_logs_every_term_once(tmp_path, strategy):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1800,  # s: sized for a machine several times slower than CI
         env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]

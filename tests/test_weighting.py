@@ -171,8 +171,11 @@ def test_weightings_train_in_lightning_and_log_effective_weights(weighting):
 @pytest.mark.parametrize(
     "node, match",
     [
-        ({"type": "dwa", "temperature": 0}, "temperature=0 must be > 0"),
-        ({"type": "dwa", "temperature": -1.0}, "must be > 0"),
+        ({"type": "dwa", "temperature": 0}, "temperature=0 is not valid; temperature must be a number > 0"),
+        ({"type": "dwa", "temperature": -1.0}, "must be a number > 0"),
+        ({"type": "dwa", "temperature": "abc"}, "temperature='abc' is not valid"),
+        ({"type": "uncertainty", "innit": 0.5}, "unknown argument 'innit'.*'init'"),
+        ({"type": "gradnorm", "shared": "trunk", "alpha": -1}, "alpha=-1 is not valid"),
         ({"type": "gradnorm"}, "needs 'shared'"),
         ({"type": "uncertainy"}, "unknown type 'uncertainy'.*uncertainty"),
         ({"type": "L1Loss", "inputs": {"pred": "p", "target": "y"}}, "reserved"),

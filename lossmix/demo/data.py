@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sized
 from typing import Generic, TypeVar, cast
 
 import lightning.pytorch as pl
+import torch
 from torch.utils.data import DataLoader, Dataset
+
+from lossmix.lightning.resume import ResumableSampler
 
 __all__ = ["SyntheticDataModule"]
 
@@ -40,14 +44,20 @@ class SyntheticDataModule(pl.LightningDataModule, Generic[ItemT], metaclass=abc.
             self.val_set = self.make_dataset(num_val, seed + 1)
 
     def _loader(self, dataset: Dataset[ItemT], shuffle: bool) -> DataLoader[ItemT]:
+        """A loader that resumes exactly (see :mod:`lossmix.lightning.resume`): the order of
+        epoch ``e`` comes from ``(seed, e)``, and the loader draws nothing from the global
+        random stream."""
         workers: int = self.hparams["num_workers"]
         batch_size: int = self.hparams["batch_size"]
+        seed: int = self.hparams["seed"]
+        sampler = ResumableSampler(len(cast("Sized", dataset)), shuffle=shuffle, seed=seed)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(seed),
         )
 
     # Lightning calls ``setup`` before asking for a loader, so the sets exist by then.

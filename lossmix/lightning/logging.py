@@ -33,10 +33,26 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from lossmix.compat import fast_dev_run, logging_due
+from lossmix.compat import fast_dev_run, logging_due, resumed_mid_epoch
 from lossmix.distributed import all_reduce_sum, collective_count, world_size
+from lossmix.validation import check_int
 
-__all__ = ["TermBuffer", "TermLogger", "all_reduce_sum", "collective_count"]
+__all__ = ["TermBuffer", "TermLogger", "all_reduce_sum", "collective_count", "downsample"]
+
+
+def downsample(series: list[list[float]]) -> list[list[float]]:
+    """Halve a ``[[step, value], ...]`` series: neighbours merged (their mean step and value),
+    the first and the last point kept as they are, so the curve still spans the whole run.
+
+    >>> downsample([[0, 1.0], [1, 3.0], [2, 5.0], [3, 7.0], [4, 9.0], [5, 0.0]])
+    [[0, 1.0], [1.5, 4.0], [3.5, 8.0], [5, 0.0]]
+    """
+    first, middle, last = series[0], series[1:-1], series[-1]
+    merged = [[(a[0] + b[0]) / 2, (a[1] + b[1]) / 2] for a, b in zip(middle[::2], middle[1::2], strict=False)]
+    if len(middle) % 2:
+        merged.append(middle[-1])
+    return [first, *merged, last]
+
 
 # The values this callback logs at epoch level are reduced over ranks already.
 warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|val|test|predict)/")
@@ -52,6 +68,8 @@ class TermBuffer:
     sums: Tensor | None = None
     count: float = 0.0
     prog_bar: set[str] = field(default_factory=set)
+    #: a resumed epoch's sums so far (from the checkpoint), added at the first record
+    carried: list[float] | None = None
 
     def record(self, values: Tensor, batch_size: int | None) -> None:
         """Store one step (device ops only: no host sync); ``None``: no epoch mean."""
@@ -59,11 +77,14 @@ class TermBuffer:
         if batch_size is None:
             return
         weighted = values * float(batch_size)
+        if self.sums is None and self.carried is not None:
+            self.sums = torch.tensor(self.carried, dtype=weighted.dtype, device=weighted.device)
+        self.carried = None
         self.sums = weighted if self.sums is None else self.sums + weighted
         self.count += float(batch_size)
 
     def reset_epoch(self) -> None:
-        self.sums, self.count, self.fresh = None, 0.0, False
+        self.sums, self.count, self.fresh, self.carried = None, 0.0, False, None
 
 
 class TermLogger(pl.Callback):
@@ -78,10 +99,14 @@ class TermLogger(pl.Callback):
             and its weight as ``{stage}/weight/{term}``.
     """
 
-    def __init__(self, log_raw: bool = False) -> None:
+    def __init__(self, log_raw: bool = False, max_points: int = 2000) -> None:
         self.log_raw = log_raw
+        self.max_points = check_int("TermLogger", "max_points", max_points, min=4)
         self.buffers: dict[tuple[str, str | None], TermBuffer] = {}
         self.history: dict[str, list[list[float]]] = {}
+        self._pending: list[dict[str, Any]] = []
+        self._epoch = 0
+        self._step = 0
 
     # -- recording (called by CompositeLoss.compute_loss) ---------------------------------------
     def record(self, stage: str, group: str | None, result: Any, batch_size: int) -> None:
@@ -121,13 +146,36 @@ class TermLogger(pl.Callback):
     # -- history (for LossCurves) and checkpointing ---------------------------------------------
     def _remember(self, step: int, keys: list[str], values: list[float]) -> None:
         for key, value in zip(keys, values, strict=True):
-            self.history.setdefault(key, []).append([float(step), value])
+            series = self.history.setdefault(key, [])
+            series.append([float(step), value])
+            if len(series) > self.max_points:
+                series[:] = downsample(series)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": {k: [list(p) for p in v] for k, v in self.history.items()}}
+        # A mid-epoch checkpoint also keeps the epoch's sums so far (one host read, at save
+        # time only): a resumed run's epoch means then count every batch of the epoch.
+        pending = [
+            {
+                "stage": stage,
+                "group": group,
+                "keys": list(b.keys),
+                "epoch": self._epoch,
+                "sums": b.sums.tolist(),
+                "count": b.count,
+            }
+            for (stage, group), b in self.buffers.items()
+            if stage == "train" and b.sums is not None
+        ]
+        return {
+            "history": {k: [list(p) for p in v] for k, v in self.history.items()},
+            "pending": pending,
+            "step": self._step,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = {k: [list(p) for p in v] for k, v in state_dict.get("history", {}).items()}
+        self._pending = list(state_dict.get("pending", []))
+        self._step = int(state_dict.get("step", 0))
 
     # -- flushing -------------------------------------------------------------------------------
     def _log(
@@ -140,6 +188,7 @@ class TermLogger(pl.Callback):
         on_step: bool,
     ) -> None:
         trainer = pl_module.trainer
+        self._step = trainer.global_step
         self._remember(trainer.global_step, [k + suffix for b in buffers for k in b.keys], values)
         position = 0
         for buffer in buffers:
@@ -204,6 +253,33 @@ class TermLogger(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._reset("train")
+        self._epoch = trainer.current_epoch
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning calls no on_train_epoch_start for the epoch a fit resumes in, so a
+        # resumed checkpoint's epoch sums are taken up here.
+        self._epoch = trainer.current_epoch
+        pending, self._pending = self._pending, []
+        for entry in pending:
+            if int(entry["epoch"]) == self._epoch and resumed_mid_epoch(trainer):
+                key = (entry["stage"], entry["group"])
+                buffer = self.buffers.get(key)
+                if buffer is None:
+                    prefix = entry["keys"][0]
+                    buffer = self.buffers[key] = TermBuffer(list(entry["keys"]), prog_bar={prefix})
+                buffer.carried, buffer.count = list(entry["sums"]), float(entry["count"])
+            elif float(entry["count"]) > 0:  # its epoch ended in the checkpoint's batch
+                self._log_closed_epoch(trainer, entry)
+
+    def _log_closed_epoch(self, trainer: pl.Trainer, entry: dict[str, Any]) -> None:
+        """The epoch means of an epoch whose last batch wrote the checkpoint (Lightning does
+        not run its epoch-end hooks after the resume), logged at the step they belong to."""
+        # the same float32 division as an epoch end's flush
+        means = (torch.tensor(entry["sums"]) / torch.tensor(float(entry["count"]))).tolist()
+        metrics = {f"{k}_epoch": m for k, m in zip(entry["keys"], means, strict=True)}
+        self._remember(self._step, list(metrics), list(metrics.values()))
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=self._step)
 
     def _reset(self, stage: str) -> None:
         for (s, _), buffer in self.buffers.items():

@@ -11,6 +11,7 @@ from torch import Tensor
 from lossmix.compat import batches_stepped, trainer_callbacks
 from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
 from lossmix.lightning.logging import TermLogger
+from lossmix.lightning.resume import DataPosition, RandomState
 from lossmix.mix import LossMix, LossResult
 
 __all__ = ["CompositeLoss"]
@@ -111,6 +112,9 @@ class CompositeLoss:
 
         if not present(TermLogger):
             found.append(TermLogger())
+        for kind in (DataPosition, RandomState):  # resume from any checkpoint
+            if not present(kind):
+                found.append(kind())
         mix = getattr(self, "loss_mix", None)
         if getattr(mix, "weighting", None) is not None and not present(TaskWeightingUpdates):
             found.append(TaskWeightingUpdates())

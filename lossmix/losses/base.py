@@ -45,6 +45,7 @@ from lossmix.validation import (
     check_float,
     check_positive,
     check_same_shape,
+    describe,
 )
 
 __all__ = [
@@ -125,11 +126,14 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
             ``label_weight``).
         reshape_weight_by_numel: accept a weight with as many elements as the loss in
             another shape (FSAF's per-class focal weights).
+        bool_targets: accept a bool ``target`` (masks); otherwise it is refused with the cast
+            to use, before a kernel fails on it.
     """
 
     part_names: ClassVar[tuple[str, ...] | None] = ("",)
     weight_aliases: ClassVar[tuple[str, ...]] = ()
     reshape_weight_by_numel: ClassVar[bool] = False
+    bool_targets: ClassVar[bool] = False
     _specs: ClassVar[dict[type, _Spec]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -220,6 +224,30 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
             return self.reduction
         return check_reduction(reduction_override, owner=f"{self.loss_name} reduction_override")
 
+    def _check_tensors(self, inputs: Mapping[str, Any], weight: Tensor | None) -> None:
+        """Dtypes and devices that no kernel could use, named before a deep torch error."""
+        pred, target = inputs.get("pred"), inputs.get("target")
+        if isinstance(pred, Tensor) and not pred.is_floating_point():
+            raise LossInputError(
+                f"{self.loss_name}: pred is {describe(pred)}; predictions and logits must be floating "
+                "point (cast with pred.float())."
+            )
+        if isinstance(target, Tensor) and target.dtype == torch.bool and not self.bool_targets:
+            raise LossInputError(
+                f"{self.loss_name}: target is {describe(target)}; give class indices "
+                "(target.long()) or float targets (target.float())."
+            )
+        tensors = [(k, v) for k, v in inputs.items() if isinstance(v, Tensor)]
+        if weight is not None:
+            tensors.append(("weight", weight))
+        devices = {v.device for _, v in tensors}
+        if len(devices) > 1:
+            where = ", ".join(f"{k} on {v.device}" for k, v in tensors)
+            raise LossInputError(
+                f"{self.loss_name}: the inputs are on different devices ({where}); move them to "
+                "one device (the model's)."
+            )
+
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
         """The kernel's inputs by name, and the positional arguments after them."""
         spec = self._spec()
@@ -268,6 +296,7 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
             given[index] = value
         weight, avg_factor = given[0], given[1]
         reduction = self.resolve_reduction(given[2])
+        self._check_tensors(inputs, weight)
         self.check_call(reduction, avg_factor, weight, inputs)
         if self._spec().takes_weight:
             out = self.elementwise(**inputs, weight=weight)

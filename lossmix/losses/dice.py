@@ -70,6 +70,8 @@ class OverlapLoss(WeightedLoss):
     before ``avg_factor``, so pass both by keyword to call either the same way.
     """
 
+    bool_targets = True  # masks may be bool
+
     def __init__(
         self,
         *,

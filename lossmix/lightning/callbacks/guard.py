@@ -30,6 +30,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lossmix.distributed import all_reduce_min, all_reduce_sum, world_size
 from lossmix.errors import LossConfigError
 from lossmix.lightning.access import last_result_of, loss_mix_of, loss_step_of
 from lossmix.mix import GUARD_POLICIES
@@ -74,6 +75,9 @@ class NonFiniteLossGuard(pl.Callback):
         for key, value in values.items():
             name = prefix + key
             bad = ~torch.isfinite(value.detach()).all()
+            weight = result.weights.get(key, 1.0)
+            # the weighted value too: a NaN weight makes a finite term non-finite
+            bad = bad | ~torch.isfinite(value.detach() * weight).all()
             if self.policy != "zero":
                 bad = bad | ~torch.isfinite(result.terms.get(key, value).detach()).all()
             seen = self._flags.get(name)
@@ -138,16 +142,23 @@ class NonFiniteLossGuard(pl.Callback):
         if self.policy != "zero" or not self._flags:
             return
         names = list(self._flags)
-        counts, firsts = torch.stack(
-            [torch.stack([self._flags[n] for n in names]), torch.stack([self._first[n] for n in names])]
-        ).tolist()
+        # every rank's drops, in one collective each for the counts and the first steps; the
+        # first step of a rank with no drop is pushed past any real step so it cannot win the min
+        counts = all_reduce_sum(torch.stack([self._flags[n] for n in names]))
+        firsts = torch.stack([self._first[n] for n in names])
+        never = torch.iinfo(firsts.dtype).max
+        firsts = all_reduce_min(torch.where(firsts < 0, torch.full_like(firsts, never), firsts))
         self._flags, self._first = {}, {}
+        where = " over all ranks" if world_size() > 1 else ""
+        count_list, first_list = torch.stack([counts, firsts.to(counts.dtype)]).tolist()  # one read
         dropped = [
-            f"{n} on {c} step(s) from step {f}" for n, c, f in zip(names, counts, firsts, strict=True) if c
+            f"{n} on {c} step(s){where} from step {f}"
+            for n, c, f in zip(names, count_list, first_list, strict=True)
+            if c
         ]
         if dropped:
             rank_zero_warn(f"NonFiniteLossGuard: dropped non-finite terms: {'; '.join(dropped)}.")
-            self.dropped = dropped
+        self.dropped = dropped
 
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy, "skipped": [[s, list(t)] for s, t in self.skipped]}

@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from lossmix.compat import resumed_mid_epoch
 from lossmix.lightning.access import find_loss_mix
 
 __all__ = ["TaskWeightingUpdates"]
@@ -31,6 +32,14 @@ class TaskWeightingUpdates(pl.Callback):
         weighting = self._weighting(pl_module)
         if weighting is not None:
             weighting.bind(pl_module)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A checkpoint written at an epoch's last batch holds that epoch's sums, but Lightning
+        # runs no epoch-end hook for it after the resume: close that epoch here. (A mid-epoch
+        # checkpoint's sums go on; an epoch-end checkpoint has none, and this is a no-op.)
+        weighting = self._weighting(pl_module)
+        if weighting is not None and trainer.ckpt_path is not None and not resumed_mid_epoch(trainer):
+            weighting.epoch_end()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         weighting = self._weighting(pl_module)
