@@ -47,6 +47,21 @@ APP_ALLOWED_TARGETS: tuple[str, ...] = (
 )
 
 
+def _app_target(target: Any, path: str, allowed: Sequence[str], base: type | None) -> Any:
+    """An app node's class under the ``_target_`` rule; the error names the node."""
+    try:
+        return resolve_target(
+            target,
+            extra_allowed=allowed,
+            defaults=APP_ALLOWED_TARGETS,
+            base=base,
+            functions=False,
+            what=f"'{path}' node",
+        )
+    except LossConfigError as err:
+        raise LossConfigError(f"{path}: {err}") from None
+
+
 def _resolve_tree(
     value: Any, path: str, allowed: Sequence[str], base: type | None, replace: bool, top: bool
 ) -> Any:
@@ -56,17 +71,7 @@ def _resolve_tree(
         return value
     target = value.get("_target_")
     if "_target_" in value:  # the node's own target first, then what it nests
-        try:
-            target = resolve_target(
-                target,
-                extra_allowed=allowed,
-                defaults=APP_ALLOWED_TARGETS,
-                base=base,
-                functions=False,
-                what=f"'{path}' node",
-            )
-        except LossConfigError as err:
-            raise LossConfigError(f"{path}: {err}") from None
+        target = _app_target(target, path, allowed, base)
     elif top:
         raise LossConfigError(f"{path}: the node needs a '_target_' naming the class to build.")
     out = {
@@ -167,17 +172,7 @@ def check_node_targets(node: Any, path: str, *, base: type | None, allowed: Sequ
         if is_omegaconf(node) and isinstance(value, str) and "${" in value:
             value = OmegaConf.select(node, ".".join(map(str, where)))
         here = ".".join([path, *map(str, where[:-1])])
-        try:
-            resolve_target(
-                value,
-                extra_allowed=allowed,
-                defaults=APP_ALLOWED_TARGETS,
-                base=base if len(where) == 1 else None,
-                functions=False,
-                what=f"'{here}' node",
-            )
-        except LossConfigError as err:
-            raise LossConfigError(f"{here}: {err}") from None
+        _app_target(value, here, allowed, base if len(where) == 1 else None)
 
 
 def check_app_nodes(cfg: Any, allowed: Sequence[str] = ()) -> None:
@@ -206,16 +201,7 @@ def resolve_node_class(node: Any, path: str, allowed: Sequence[str] = ()) -> Any
     from omegaconf import OmegaConf
 
     target = OmegaConf.select(node, "_target_") if is_omegaconf(node) else node.get("_target_")
-    try:
-        return resolve_target(
-            target,
-            extra_allowed=allowed,
-            defaults=APP_ALLOWED_TARGETS,
-            functions=False,
-            what=f"'{path}' node",
-        )
-    except LossConfigError as err:
-        raise LossConfigError(f"{path}: {err}") from None
+    return _app_target(target, path, allowed, None)
 
 
 def check_shared_hparams(datamodule: Any, model: Any) -> None:

@@ -13,18 +13,14 @@ from torch.utils.data import DataLoader
 
 from lossmix.lightning import LossWeightSchedule, TermLogger
 from lossmix.lightning.resume import ResumableSampler
+from tests import test_resume
 from tests.lightning_models import Pairs, Regressor, trainer
 
 STEPS_PER_EPOCH, BATCH, N = 3, 4, 12  # 4 epochs
+# test_resume's terms (a random sampler, DWA), with a larger sample
 TERMS = {
-    "reg": {"type": "L1Loss", "inputs": {"pred": "pred", "target": "y"}},
-    "mse": {"type": "MSELoss", "loss_weight": 2.0, "inputs": {"pred": "pred", "target": "y"}},
-    "cls": {
-        "type": "FocalLoss",
-        "inputs": {"pred": "pred", "target": "label"},
-        "sampler": {"type": "RandomSampler", "num": 3, "pos_fraction": 0.5},
-    },
-    "weighting": {"type": "dwa", "temperature": 2.0},
+    **test_resume.TERMS,
+    "cls": {**test_resume.TERMS["cls"], "sampler": {"type": "RandomSampler", "num": 3, "pos_fraction": 0.5}},
 }
 
 
