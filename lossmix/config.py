@@ -22,6 +22,7 @@ from typing import Any
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.mix import WEIGHTING_KEY, LossMix
 from lossmix.nodes import TERM_REFS, is_group_node, is_term_node, secrets_hidden, to_plain
+from lossmix.normalizers import build_normalizer
 from lossmix.reduction import REDUCTIONS
 from lossmix.registry import LOSSES, REQUIRED, SAMPLERS, Registry
 from lossmix.targets import allowed_targets as allowed_prefixes
@@ -326,6 +327,7 @@ def _check_term(path: str, name: str, node: Any, allowed_targets: tuple[str, ...
             f"{label}: reduction={reduction!r} is not valid; use one of {list(REDUCTIONS)}."
             f"{did_you_mean(str(reduction), REDUCTIONS)} e.g. loss.{path}.reduction=mean."
         )
+    build_normalizer(normalizer, term=name)  # a misspelt name is refused here, before training
     if normalizer is not None and reduction != "mean":
         source = normalizer.get("type") if isinstance(normalizer, Mapping) else normalizer
         raise LossConfigError(
