@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 from torch import Tensor
 
 from lossmix.compat import batches_stepped, trainer_callbacks
+from lossmix.lightning.callbacks.preflight import PreflightBatch
 from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
 from lossmix.lightning.logging import TermLogger
 from lossmix.lightning.resume import DataPosition, RandomState
@@ -32,6 +33,22 @@ def _batch_size(batch: Any, outputs: Any) -> int:
     return 1
 
 
+class _InertOptimizer:
+    """An optimizer whose ``step`` and ``zero_grad`` do nothing (a dry run's)."""
+
+    def __init__(self, optimizer: Any) -> None:
+        self._optimizer = optimizer
+
+    def step(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def zero_grad(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._optimizer, name)
+
+
 class CompositeLoss:
     """LightningModule mixin: ``configure_loss(node)`` once, ``compute_loss(...)`` each step.
 
@@ -50,10 +67,16 @@ class CompositeLoss:
     ``{stage}/loss/{group}`` and ``{stage}/loss/{group}/{term}``) through
     :class:`~lossmix.lightning.TermLogger`: one device write per step, one host
     read per logging interval.
+
+    Before the first step, one batch is routed through every term as a dry run
+    (:class:`~lossmix.lightning.callbacks.PreflightBatch`), so a wrong key, shape or dtype
+    fails in seconds; set ``loss_preflight = False`` to skip it.
     """
 
     loss_mix: LossMix
     last_loss_result: LossResult | None = None
+    loss_preflight: bool = True
+    _lossmix_dry_run: bool = False
 
     def configure_loss(self, node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()) -> LossMix:
         """Build ``self.loss_mix`` from a term mapping (dict/DictConfig) or take a ``LossMix``.
@@ -112,13 +135,29 @@ class CompositeLoss:
 
         if not present(TermLogger):
             found.append(TermLogger())
-        for kind in (DataPosition, RandomState):  # resume from any checkpoint
+        for kind in (PreflightBatch, DataPosition, RandomState):  # a check, then resume
             if not present(kind):
                 found.append(kind())
         mix = getattr(self, "loss_mix", None)
         if getattr(mix, "weighting", None) is not None and not present(TaskWeightingUpdates):
             found.append(TaskWeightingUpdates())
         return found
+
+    # -- a dry run (PreflightBatch): no backward, no optimizer step --------------------------
+    def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        if self._lossmix_dry_run:
+            return
+        parent: Any = super()
+        parent.manual_backward(loss, *args, **kwargs)
+
+    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
+        parent: Any = super()
+        found = parent.optimizers(use_pl_optimizer)
+        if not self._lossmix_dry_run:
+            return found
+        if isinstance(found, list):
+            return [_InertOptimizer(o) for o in found]
+        return _InertOptimizer(found)
 
     # -- the step ----------------------------------------------------------------------------
     def compute_loss(
@@ -146,6 +185,8 @@ class CompositeLoss:
         stage = stage or self.loss_stage()
         step = self.loss_step() if stage == "train" and self._lossmix_trainer() else None
         result: LossResult = self.loss_mix(outputs, batch, step=step, group=group)
+        if self._lossmix_dry_run:  # PreflightBatch: checked, not logged
+            return result.total
         self.last_loss_result = result
         logger = self.term_logger()
         if logger is not None:

@@ -3,6 +3,7 @@
 from lossmix.lightning.callbacks.curves import LossCurves, plot_loss_curves
 from lossmix.lightning.callbacks.grad_monitor import TermGradientMonitor, term_gradient_norms
 from lossmix.lightning.callbacks.guard import NonFiniteLoss, NonFiniteLossGuard
+from lossmix.lightning.callbacks.preflight import PreflightBatch
 from lossmix.lightning.callbacks.schedule import LossWeightSchedule, Schedule
 from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
 
@@ -11,6 +12,7 @@ __all__ = [
     "LossWeightSchedule",
     "NonFiniteLoss",
     "NonFiniteLossGuard",
+    "PreflightBatch",
     "Schedule",
     "TaskWeightingUpdates",
     "TermGradientMonitor",
