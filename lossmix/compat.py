@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -85,15 +86,21 @@ def logging_due(trainer: Any) -> bool:
 
 
 def compose_like_hydra_main(
-    argv: Sequence[str], *, calling_module: str, config_path: str, config_name: str
+    argv: Sequence[str],
+    *,
+    calling_module: str | None,
+    config_path: str | None,
+    config_name: str | None,
+    calling_file: str | None = None,
 ) -> tuple[Any, list[str]] | None:
     """The config (with its ``hydra`` node) that ``@hydra.main`` would compose for ``argv``,
     and the overrides it found there.
 
     Uses Hydra's own argument parser, search path and loader, so it sees what the run
     will see: ``--config-dir``, ``--config-name``, ``-m`` (sweep overrides are left to
-    the sweeper, as Hydra does). Returns ``None`` for commands that build nothing
-    (``--help``, ``--cfg``, ``--info``, shell completion).
+    the sweeper, as Hydra does). ``calling_file`` or ``calling_module`` locate
+    ``config_path`` as for the decorated function. Returns ``None`` for commands that
+    build nothing (``--help``, ``--cfg``, ``--info``, shell completion).
     """
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
@@ -104,7 +111,9 @@ def compose_like_hydra_main(
     args = get_args_parser().parse_args(list(argv))
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return None
-    search_path = create_automatic_config_search_path(None, calling_module, args.config_path or config_path)
+    search_path = create_automatic_config_search_path(
+        calling_file, calling_module, args.config_path or config_path
+    )
     if args.config_dir is not None:
         search_path.prepend(
             provider="command-line",
@@ -113,9 +122,8 @@ def compose_like_hydra_main(
         )
     GlobalHydra.instance().clear()
     try:
-        hydra = Hydra.create_main_hydra2(
-            task_name=calling_module.rsplit(".", 1)[-1], config_search_path=search_path
-        )
+        task = calling_module.rsplit(".", 1)[-1] if calling_module else Path(calling_file or "app").stem
+        hydra = Hydra.create_main_hydra2(task_name=task, config_search_path=search_path)
         name, overrides = args.config_name or config_name, list(args.overrides)
         mode = hydra.get_mode(name, overrides)
         if mode is None or (args.multirun and mode == RunMode.RUN):  # as Hydra's _run_app

@@ -46,6 +46,8 @@ class LossResult:
             their weights are logged as ``{stage}/weight/{key}``.
         inputs: each computed term's routed arguments, kept only when
             ``LossMix.keep_inputs`` is set (the non-finite guard's ``raise`` policy).
+        skipped: keys of the lazy terms this step skipped (their values are connected zeros;
+            the logger keeps their last computed value instead).
     """
 
     total: Tensor
@@ -56,6 +58,7 @@ class LossResult:
     group: str | None = None
     dynamic: tuple[str, ...] = ()
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()
 
     def __getitem__(self, name: str) -> Tensor:
         return self.terms[name]
@@ -296,6 +299,7 @@ class LossMix(nn.Module):
                 parts, weight = self._evaluate(term, prepared[term.name], reduced, step, result)
             else:
                 parts, weight = term.connected_zero(outputs, batch), 0.0
+                result.skipped += tuple(f"{term.name}.{p}" if p else term.name for p in parts)
             self._record(result, owner, term, parts, weight)
         if self.weighting is not None and group is None:
             self._apply_weighting(result, owner, training=step is not None)

@@ -26,7 +26,18 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engine", ("lossmix.term", "lossmix.mix")),
     ("lightning", ("lossmix.lightning",)),
     ("config", ("lossmix.trust", "lossmix.config")),
-    ("apps", ("lossmix.app", "lossmix.train", "lossmix.cli", "lossmix.demo", "lossmix.conf")),
+    (
+        "apps",
+        (
+            "lossmix.app",
+            "lossmix.runner",
+            "lossmix.report",
+            "lossmix.train",
+            "lossmix.cli",
+            "lossmix.demo",
+            "lossmix.conf",
+        ),
+    ),
 ]
 
 

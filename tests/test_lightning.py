@@ -163,9 +163,13 @@ def test_manual_optimization_with_groups_logs_each_group():
     } <= keys
     last = model.last_loss_result
     assert last.group == "disc"
-    # 4 batches: the lazy regulariser ran on batches 0 and 2, so the last batch (3) skipped it
+    # 4 batches: the lazy regulariser ran on batches 0 and 2, so the last batch (3) skipped it;
+    # its logged value is the one of the batch it last ran, never the skipped step's zero
     assert last.weights["reg"] == 0.0
-    assert run.callback_metrics["train/loss/disc/reg"].item() == 0.0
+    logged = run.callback_metrics["train/loss/disc/reg"].item()
+    history = next(c for c in run.callbacks if isinstance(c, TermLogger)).history["train/loss/disc/reg"]
+    assert logged > 0.0 and [v for _, v in history] == [history[0][1]] * 2 + [history[2][1]] * 2
+    assert logged == history[-1][1]
 
 
 def test_term_logger_is_installed_once():

@@ -66,25 +66,40 @@ class TermBuffer:
     last: Tensor | None = None
     fresh: bool = False
     sums: Tensor | None = None
-    count: float = 0.0
+    #: per key, the batch sizes of the steps it ran in this epoch (lazy terms skip some)
+    counts: Tensor | None = None
     prog_bar: set[str] = field(default_factory=set)
-    #: a resumed epoch's sums so far (from the checkpoint), added at the first record
-    carried: list[float] | None = None
+    #: keys summed for the summary but not logged (raw values without ``log_raw``)
+    hidden: set[str] = field(default_factory=set)
+    #: a resumed epoch's sums and counts so far (from the checkpoint), added at the first record
+    carried: tuple[list[float], list[float]] | None = None
 
-    def record(self, values: Tensor, batch_size: int | None) -> None:
-        """Store one step (device ops only: no host sync); ``None``: no epoch mean."""
-        self.last, self.fresh = values, True
+    def record(self, values: Tensor, batch_size: int | None, ran: Tensor | None = None) -> None:
+        """Store one step (device ops only: no host sync); ``None``: no epoch mean.
+
+        ``ran`` (1 or 0 per key) marks the values of this step's computed terms: a lazy
+        term's skipped step keeps its last value, and counts in no epoch mean.
+        """
+        if ran is None or self.last is None:
+            self.last = values
+        else:
+            self.last = torch.where(ran > 0, values, self.last)
+        self.fresh = True
         if batch_size is None:
             return
-        weighted = values * float(batch_size)
+        size = float(batch_size)
+        count = torch.full_like(values, size) if ran is None else ran * size
+        weighted = values * count
         if self.sums is None and self.carried is not None:
-            self.sums = torch.tensor(self.carried, dtype=weighted.dtype, device=weighted.device)
+            sums, counts = self.carried
+            self.sums = torch.tensor(sums, dtype=weighted.dtype, device=weighted.device)
+            self.counts = torch.tensor(counts, dtype=weighted.dtype, device=weighted.device)
         self.carried = None
         self.sums = weighted if self.sums is None else self.sums + weighted
-        self.count += float(batch_size)
+        self.counts = count if self.counts is None else self.counts + count
 
     def reset_epoch(self) -> None:
-        self.sums, self.count, self.fresh, self.carried = None, 0.0, False, None
+        self.sums, self.counts, self.fresh, self.carried = None, None, False, None
 
 
 class TermLogger(pl.Callback):
@@ -107,6 +122,9 @@ class TermLogger(pl.Callback):
         self._pending: list[dict[str, Any]] = []
         self._epoch = 0
         self._step = 0
+        self._masks: dict[tuple[tuple[bool, ...], torch.device], Tensor] = {}
+        #: per stage, the last epoch's ``{key: (mean, summed batch sizes)}``, raw values included
+        self.epoch_summary: dict[str, dict[str, tuple[float, float]]] = {}
 
     # -- recording (called by CompositeLoss.compute_loss) ---------------------------------------
     def record(self, stage: str, group: str | None, result: Any, batch_size: int) -> None:
@@ -116,23 +134,44 @@ class TermLogger(pl.Callback):
         prefix = f"{stage}/loss" + (f"/{group}" if group else "")
         values = [result.total, *result.terms.values()]
         keys = [prefix, *(f"{prefix}/{n}" for n in names)]
+        raw_prefix = f"{stage}/raw" + (f"/{group}" if group else "")
+        # raw values are always summed for the run's summary; logged only with log_raw
+        values += list(result.raw.values())
+        keys += [f"{raw_prefix}/{n}" for n in result.raw]
         if self.log_raw:
-            raw_prefix = f"{stage}/raw" + (f"/{group}" if group else "")
             weight_prefix = f"{stage}/weight" + (f"/{group}" if group else "")
-            values += [*result.raw.values(), *(_as_tensor(w, result.total) for w in result.weights.values())]
-            keys += [f"{raw_prefix}/{n}" for n in names] + [f"{weight_prefix}/{n}" for n in names]
+            values += [_as_tensor(w, result.total) for w in result.weights.values()]
+            keys += [f"{weight_prefix}/{n}" for n in names]
         elif result.dynamic:
             weight_prefix = f"{stage}/weight" + (f"/{group}" if group else "")
             values += [_as_tensor(result.weights[n], result.total) for n in result.dynamic]
             keys += [f"{weight_prefix}/{n}" for n in result.dynamic]
         if buffer is None:
-            buffer = self.buffers[(stage, group)] = TermBuffer(keys, prog_bar={prefix})
+            hidden = set() if self.log_raw else {k for k in keys if k.startswith(raw_prefix + "/")}
+            buffer = self.buffers[(stage, group)] = TermBuffer(keys, prog_bar={prefix}, hidden=hidden)
         elif buffer.keys != keys:
             raise RuntimeError(
                 f"lossmix: the terms logged under '{prefix}' changed from {buffer.keys} to {keys}; "
                 "every term must be computed (or return a connected zero) on every step."
             )
-        buffer.record(torch.stack(values).detach().float(), batch_size)
+        stacked = torch.stack(values).detach().float()
+        buffer.record(stacked, batch_size, self._ran(keys, prefix, result.skipped, stacked.device))
+
+    def _ran(
+        self, keys: list[str], prefix: str, skipped: tuple[str, ...], device: torch.device
+    ) -> Tensor | None:
+        """1/0 per key: whether its term ran this step (``None``: all did). Cached per pattern,
+        so a step with lazy terms costs no new host-to-device copy once the pattern is known."""
+        if not skipped:
+            return None
+        names = set(skipped)
+        pattern = tuple(k == prefix or k.rpartition("/")[2] not in names for k in keys)
+        cached = self._masks.get((pattern, device))
+        if cached is None:
+            cached = self._masks[(pattern, device)] = torch.tensor(
+                pattern, dtype=torch.float32, device=device
+            )
+        return cached
 
     def record_values(self, stage: str, kind: str, names: list[str], values: Tensor) -> None:
         """Buffer step values ``{stage}/{kind}/{name}`` (no epoch mean); flushed at the next
@@ -161,7 +200,7 @@ class TermLogger(pl.Callback):
                 "keys": list(b.keys),
                 "epoch": self._epoch,
                 "sums": b.sums.tolist(),
-                "count": b.count,
+                "counts": cast(Tensor, b.counts).tolist(),
             }
             for (stage, group), b in self.buffers.items()
             if stage == "train" and b.sums is not None
@@ -189,10 +228,14 @@ class TermLogger(pl.Callback):
     ) -> None:
         trainer = pl_module.trainer
         self._step = trainer.global_step
-        self._remember(trainer.global_step, [k + suffix for b in buffers for k in b.keys], values)
+        shown = [(k, v) for k, v, hide in _entries(buffers, values) if not hide]
+        self._remember(trainer.global_step, [k + suffix for k, _ in shown], [v for _, v in shown])
         position = 0
         for buffer in buffers:
             for key in buffer.keys:
+                if key in buffer.hidden:
+                    position += 1
+                    continue
                 pl_module.log(
                     key + suffix,
                     values[position],
@@ -221,12 +264,16 @@ class TermLogger(pl.Callback):
         if not buffers:
             return
         # sums and counts of every key of every group travel in one collective
-        parts = [cast(Tensor, b.sums) for b in buffers]
-        counts = torch.tensor([b.count for b in buffers], device=parts[0].device)
-        stacked = all_reduce_sum(torch.cat([*parts, counts]))
-        sums, counts = stacked[: -len(buffers)], stacked[-len(buffers) :]
-        sizes = torch.tensor([len(b.keys) for b in buffers], device=counts.device)
-        means = (sums / counts.repeat_interleave(sizes)).tolist()
+        sums = torch.cat([cast(Tensor, b.sums) for b in buffers])
+        counts = torch.cat([cast(Tensor, b.counts) for b in buffers])
+        stacked = all_reduce_sum(torch.cat([sums, counts]))
+        reduced_counts = stacked[len(sums) :]
+        means, count_list = torch.stack(
+            [_means(stacked[: len(sums)], reduced_counts), reduced_counts]
+        ).tolist()  # one read
+        self.epoch_summary[stage] = {
+            k: (m, c) for (k, _, _), m, c in zip(_entries(buffers, means), means, count_list, strict=True)
+        }
         for b in buffers:
             b.reset_epoch()
         self._log(pl_module, buffers, means, suffix=suffix, on_step=False)
@@ -240,6 +287,9 @@ class TermLogger(pl.Callback):
         self._flush_epoch(pl_module, "train", "_epoch")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:  # Lightning's check of the loop, not a result: not logged
+            self._reset("val")
+            return
         self._flush_epoch(pl_module, "val", "")
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -267,15 +317,15 @@ class TermLogger(pl.Callback):
                 if buffer is None:
                     prefix = entry["keys"][0]
                     buffer = self.buffers[key] = TermBuffer(list(entry["keys"]), prog_bar={prefix})
-                buffer.carried, buffer.count = list(entry["sums"]), float(entry["count"])
-            elif float(entry["count"]) > 0:  # its epoch ended in the checkpoint's batch
+                buffer.carried = (list(entry["sums"]), list(entry["counts"]))
+            elif any(c > 0 for c in entry["counts"]):  # its epoch ended in the checkpoint's batch
                 self._log_closed_epoch(trainer, entry)
 
     def _log_closed_epoch(self, trainer: pl.Trainer, entry: dict[str, Any]) -> None:
         """The epoch means of an epoch whose last batch wrote the checkpoint (Lightning does
         not run its epoch-end hooks after the resume), logged at the step they belong to."""
         # the same float32 division as an epoch end's flush
-        means = (torch.tensor(entry["sums"]) / torch.tensor(float(entry["count"]))).tolist()
+        means = _means(torch.tensor(entry["sums"]), torch.tensor(entry["counts"])).tolist()
         metrics = {f"{k}_epoch": m for k, m in zip(entry["keys"], means, strict=True)}
         self._remember(self._step, list(metrics), list(metrics.values()))
         for logger in trainer.loggers:
@@ -285,6 +335,17 @@ class TermLogger(pl.Callback):
         for (s, _), buffer in self.buffers.items():
             if s == stage:
                 buffer.reset_epoch()
+
+
+def _entries(buffers: list[TermBuffer], values: list[float]) -> list[tuple[str, float, bool]]:
+    """``(key, value, hidden)`` for every key of ``buffers``, in order."""
+    keys = [(k, k in b.hidden) for b in buffers for k in b.keys]
+    return [(k, v, hide) for (k, hide), v in zip(keys, values, strict=True)]
+
+
+def _means(sums: Tensor, counts: Tensor) -> Tensor:
+    """Epoch means; a key that ran on no step of the epoch (a lazy term) is NaN, not 0."""
+    return torch.where(counts > 0, sums / counts.clamp(min=1e-12), torch.full_like(sums, float("nan")))
 
 
 def _last_step(trainer: pl.Trainer) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,21 +30,62 @@ def _curves(history: _Curves, prefix: str) -> _Curves:
     }
 
 
-def _panels(history: _Curves, stage: str) -> list[tuple[str, _Curves]]:
-    """``(kind, curves)`` for each of loss, weight and grad_norm that ``stage`` logged."""
-    panels = [(kind, _curves(history, f"{stage}/{kind}/")) for kind in _PANEL_KINDS]
-    return [(kind, curves) for kind, curves in panels if curves]
+def _group_of(name: str) -> str | None:
+    """``disc/r1`` → ``disc``; a flat term → ``None``."""
+    return name.split("/", 1)[0] if "/" in name else None
 
 
-def _colours(panels: list[tuple[str, _Curves]], val: _Curves) -> dict[str, str]:
-    """One colour per term, the same in every panel and for its validation curve."""
-    names = sorted({n for _, curves in panels for n in curves} | set(val))
-    return {n: f"C{i % 10}" for i, n in enumerate(names)}
+def _panels(history: _Curves, stage: str) -> list[tuple[str, str | None, _Curves]]:
+    """``(kind, group, curves)``: one panel per kind (loss, weight, grad_norm) and group.
+
+    A group's own total (``train/loss/disc``) is drawn in its group's panel as ``total``.
+    """
+    groups = {_group_of(k[len(f"{stage}/loss/") :]) for k in history if k.startswith(f"{stage}/loss/")}
+    groups |= {
+        n
+        for n in (k[len(f"{stage}/loss/") :] for k in history if k.startswith(f"{stage}/loss/"))
+        if "/" not in n and any(k.startswith(f"{stage}/loss/{n}/") for k in history)
+    }
+    panels: list[tuple[str, str | None, _Curves]] = []
+    for kind in _PANEL_KINDS:
+        curves = _curves(history, f"{stage}/{kind}/")
+        for group in sorted(g for g in groups | {_group_of(n) for n in curves} if g is not None):
+            own = {
+                ("total" if n == group else n.split("/", 1)[1]): v
+                for n, v in curves.items()
+                if n == group or _group_of(n) == group
+            }
+            if own:
+                panels.append((kind, group, own))
+        flat = {n: v for n, v in curves.items() if _group_of(n) is None and n not in groups}
+        if flat:
+            panels.append((kind, None, flat))
+    return panels
+
+
+_PALETTE = [
+    f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray", "olive", "cyan")
+]
+
+
+def _colours(names: set[str]) -> dict[str, str]:
+    """One colour per term name, from a hash of the name, so a term keeps its colour across
+    runs and panels whatever other terms there are (a clash takes the next free colour)."""
+    colours: dict[str, str] = {}
+    for name in sorted(names, key=lambda n: (zlib.crc32(n.encode()), n)):
+        start = zlib.crc32(name.encode()) % len(_PALETTE)
+        taken = set(colours.values())
+        free = [c for c in _PALETTE[start:] + _PALETTE[:start] if c not in taken]
+        colours[name] = free[0] if free else _PALETTE[start]
+    return colours
 
 
 def _log_scale(kind: str, *groups: _Curves) -> bool:
-    """A log y-axis for a loss or grad_norm panel whose values are all > 0."""
-    values = [p[1] for curves in groups for points in curves.values() for p in points]
+    """A log y-axis for a loss or grad_norm panel whose term values are all > 0 (a weighting's
+    regulariser, which may be negative, does not decide it)."""
+    values = [
+        p[1] for curves in groups for name, points in curves.items() if name != "weighting" for p in points
+    ]
     return kind != "weight" and bool(values) and all(v > 0 for v in values)
 
 
@@ -52,17 +94,26 @@ def _plot(ax: Axes, points: list[list[float]], colour: str, label: str, **style:
 
 
 def _draw_panel(
-    ax: Axes, kind: str, curves: _Curves, val: _Curves, colours: dict[str, str], stage: str
+    ax: Axes,
+    kind: str,
+    group: str | None,
+    curves: _Curves,
+    val: _Curves,
+    colours: dict[str, str],
+    stage: str,
 ) -> None:
-    """One panel: ``stage``'s curves, solid, and ``val``'s epoch means, dashed with markers."""
+    """One panel: ``stage``'s curves, solid, and ``val``'s epoch means, dashed with markers;
+    the legend beside the axes, never over the curves."""
+    prefix = f"{group}/" if group else ""
     for name, points in sorted(curves.items()):
-        _plot(ax, points, colours[name], f"{stage}/{name}")
+        _plot(ax, points, colours[prefix + name], f"{stage}/{prefix}{name}")
     for name, points in sorted(val.items()):
-        _plot(ax, points, colours[name], f"val/{name}", linestyle="--", marker="o")
+        _plot(ax, points, colours[prefix + name], f"val/{prefix}{name}", linestyle="--", marker="o")
     if _log_scale(kind, curves, val):
         ax.set_yscale("log")
-    ax.set_ylabel(f"{kind} (weighted)" if kind == "loss" else kind)
-    ax.legend(fontsize="small", loc="best")
+    label = f"{kind} (weighted)" if kind == "loss" else kind
+    ax.set_ylabel(f"{group}: {label}" if group else label)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.grid(alpha=0.3)
 
 
@@ -95,11 +146,19 @@ def plot_loss_curves(
     if not panels:
         return None
     val = _curves(history, "val/loss/") if stage != "val" else {}
-    fig = Figure(figsize=(8, 3.2 * len(panels)), layout="constrained")
+    fig = Figure(figsize=(10, 3.0 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)
-    colours = _colours(panels, val)
-    for ax, (kind, curves) in zip(axes[:, 0], panels, strict=True):
-        _draw_panel(ax, kind, curves, val if kind == "loss" else {}, colours, stage)
+    names = {(f"{g}/" if g else "") + n for _, g, curves in panels for n in curves} | set(val)
+    colours = _colours(names)
+    for ax, (kind, group, curves) in zip(axes[:, 0], panels, strict=True):
+        own_val = {}
+        if kind == "loss":
+            own_val = {
+                ("total" if n == group else n.split("/", 1)[1] if group else n): v
+                for n, v in val.items()
+                if (group is None and _group_of(n) is None) or n == group or _group_of(n) == group
+            }
+        _draw_panel(ax, kind, group, curves, own_val, colours, stage)
     axes[0, 0].set_title("lossmix: loss terms")
     axes[-1, 0].set_xlabel("step")
     return _save(fig, path)

@@ -1,0 +1,389 @@
+"""Run a Hydra app with lossmix's front end: checks first, one-line errors, outputs, resume.
+
+``lossmix.train`` is built from these two pieces, and so can your own app:
+
+* :func:`fit` checks every term and node of a composed config (before anything heavy is
+  built), builds what you did not pass (the datamodule, the model, the callbacks, the
+  loggers, the trainer), adds the run outputs that are missing (a CSV logger, the
+  ``loss_curves.png`` callback, a ``last.ckpt`` checkpoint), trains (resuming from
+  ``ckpt_path``) and prints the per-term summary;
+* :func:`hydra_app` is ``@hydra.main`` with lossmix's command line around it: Hydra's own
+  nodes checked before Hydra builds them, and every configuration error — a misspelt key,
+  a wrong type, an unknown option, a bad input key at the pre-flight batch — one
+  ``Error: ...`` line with exit status 1 (``HYDRA_FULL_ERROR=1`` shows the trace).
+
+Your app::
+
+    import lossmix
+    from lossmix.runner import fit, hydra_app
+
+    lossmix.allow_targets("my_project")   # your own code may be named by _target_
+
+    @hydra_app(config_path="conf", config_name="config")
+    def main(cfg):
+        return fit(cfg)
+
+    if __name__ == "__main__":
+        main()
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hydra.errors import CompactHydraException
+from omegaconf import DictConfig
+
+from lossmix.app import (
+    AppTrust,
+    app_node_bases,
+    check_app_nodes,
+    check_node_targets,
+    check_shared_hparams,
+    instantiate_children,
+    instantiate_node,
+    resolve_node_class,
+)
+from lossmix.compat import compose_like_hydra_main
+from lossmix.config import (
+    build_loss_mix,
+    check_node_values,
+    explain_override_error,
+    import_modules,
+    one_line_error,
+    plain,
+)
+from lossmix.errors import LossConfigError, LossInputError
+from lossmix.nodes import secrets_hidden
+from lossmix.report import print_summary, summary_rows
+from lossmix.targets import trusting
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+__all__ = ["build", "checkpoint_path", "fit", "hydra_app", "preflight", "run_dir"]
+
+_OWN_FULL_ERROR = "_LOSSMIX_SET_HYDRA_FULL_ERROR"
+USER_ERRORS = (CompactHydraException, LossConfigError, LossInputError)
+_R = TypeVar("_R")
+
+
+def _task_overrides() -> list[str]:
+    """The command line's overrides of this job (none outside a Hydra run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    """Where the run's files go: Hydra's output directory, else ``paths.output_dir``, else here."""
+    from hydra.core.hydra_config import HydraConfig
+
+    paths = cfg.get("paths")
+    if paths is not None and paths.get("output_dir") is not None:
+        return Path(str(paths.output_dir))
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path.cwd()
+
+
+def _check_loss_node(cfg: DictConfig) -> None:
+    if not cfg.get("loss"):
+        raise LossConfigError(
+            "the config has no loss terms (every loss/<term> was removed); keep or add one, e.g. "
+            "loss/cls=focal, or +loss/reg@loss.box=l1."
+        )
+
+
+def _model_kwargs(cfg: DictConfig, cls: Any) -> dict[str, Any]:
+    """The term mapping goes to a model whose constructor takes ``loss`` (and does not get it
+    from its own node)."""
+    takes_loss = "loss" in inspect.signature(cls).parameters
+    return {"loss": plain(cfg.loss)} if takes_loss and "loss" not in cfg.model else {}
+
+
+def build(
+    cfg: DictConfig,
+    overrides: Sequence[str] | None = None,
+    *,
+    model: pl.LightningModule | None = None,
+    datamodule: pl.LightningDataModule | None = None,
+) -> tuple[pl.LightningDataModule | None, pl.LightningModule, pl.Trainer]:
+    """Check every node of a composed config, then build what was not given.
+
+    Args:
+        cfg: the composed config: ``loss``, and ``model``/``data`` unless passed here;
+            ``trainer``, ``callbacks``, ``logger``, ``lossmix``, ``seed`` are optional.
+        overrides: the command line's overrides, which alone may widen the allow-list
+            (default: the running Hydra job's).
+        model, datamodule: already built ones (the config's nodes are then not used).
+
+    Raises:
+        LossConfigError: a term or an app node is refused or wrong, naming it.
+    """
+    import lightning.pytorch as pl  # here, so configuration errors exit before this import
+
+    trust = AppTrust(cfg, _task_overrides() if overrides is None else overrides)
+    _check_loss_node(cfg)
+    bases = app_node_bases()
+    lossmix_node = cfg.get("lossmix") or {}
+    # The grants hold while the nodes are built (the model builds its terms in __init__);
+    # they are not part of the model, so a checkpoint's hyper-parameters cannot carry them.
+    with secrets_hidden(cfg), trusting(trust.allowed):
+        import_modules(
+            lossmix_node.get("imports"), allowed_targets=trust.allowed, granted=trust.imports_granted
+        )  # the user's @LOSSES.register() calls
+        build_loss_mix(cfg.loss, allowed_targets=trust.allowed)  # every term, before anything heavy
+        check_app_nodes(cfg, trust.allowed)
+        needed = [p for p, given in (("data", datamodule), ("model", model)) if given is None]
+        for path in [*needed, "trainer"]:
+            if cfg.get(path) is None:
+                if path == "trainer":
+                    continue
+                raise LossConfigError(
+                    f"the config has no '{path}' node; add one with a _target_, "
+                    f"or pass {path if path == 'model' else 'datamodule'}= to fit()."
+                )
+            check_node_values(path, plain(cfg[path]), resolve_node_class(cfg[path], path, trust.allowed))
+        if cfg.get("seed") is not None:
+            pl.seed_everything(cfg.seed, workers=True)
+        if datamodule is None:
+            datamodule = instantiate_node(cfg.data, "data", base=bases["data"], allowed=trust.allowed)
+        if model is None:
+            cls = resolve_node_class(cfg.model, "model", trust.allowed)
+            model = instantiate_node(
+                cfg.model,
+                "model",
+                base=bases["model"],
+                allowed=trust.allowed,
+                _recursive_=False,
+                _convert_="all",
+                **_model_kwargs(cfg, cls),
+            )
+        if lossmix_node.get("preflight") is not None:
+            model.loss_preflight = bool(lossmix_node.preflight)  # type: ignore[union-attr]
+        callbacks = instantiate_children(
+            cfg.get("callbacks"), "callbacks", base=bases["callbacks"], allowed=trust.allowed
+        )
+        loggers = instantiate_children(
+            cfg.get("logger"), "logger", base=bases["logger"], allowed=trust.allowed
+        )
+        check_shared_hparams(datamodule, model)
+        out = run_dir(cfg)
+        callbacks, loggers = _with_outputs(callbacks, loggers, out)
+        trainer_node = cfg.get("trainer")
+        trainer = (
+            instantiate_node(
+                trainer_node,
+                "trainer",
+                base=bases["trainer"],
+                allowed=trust.allowed,
+                callbacks=callbacks,
+                logger=loggers,
+            )
+            if trainer_node is not None
+            else pl.Trainer(callbacks=callbacks, logger=loggers)
+        )
+    return datamodule, model, trainer
+
+
+def _with_outputs(callbacks: list[Any], loggers: list[Any], out: Path) -> tuple[list[Any], list[Any]]:
+    """The outputs a run always has: a CSV of every logged key, the curves, a last checkpoint."""
+    from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from lossmix.lightning.callbacks import LossCurves
+
+    if not loggers:
+        loggers = [CSVLogger(save_dir=str(out), name="csv", version="")]
+    if not any(isinstance(c, LossCurves) for c in callbacks):
+        callbacks = [*callbacks, LossCurves(dirpath=str(out))]
+    if not any(isinstance(c, Checkpoint) for c in callbacks):
+        callbacks = [
+            *callbacks,
+            ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0),
+        ]
+    return callbacks, loggers
+
+
+def checkpoint_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path``: a checkpoint file, Lightning's ``last``/``best``, or ``None``."""
+    path = cfg.get("ckpt_path")
+    if path is None or path in ("last", "best"):
+        return None if path is None else str(path)
+    if not isinstance(path, str) or not Path(path).is_file():
+        raise LossConfigError(
+            f"ckpt_path={path!r} is not a checkpoint file; give the path of one, e.g. "
+            "ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt (or ckpt_path=last with "
+            "hydra.run.dir=<that run's directory>)."
+        )
+    return path
+
+
+def _log_through_hydra() -> None:
+    """Lightning adds its own console handler; Hydra's already prints (and writes the job's
+    log), so each message would show twice."""
+    if not logging.getLogger().handlers:  # Hydra's logging is off: keep Lightning's
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+
+
+def fit(
+    cfg: DictConfig,
+    *,
+    model: pl.LightningModule | None = None,
+    datamodule: pl.LightningDataModule | None = None,
+    overrides: Sequence[str] | None = None,
+) -> float | None:
+    """Check, build (what was not given) and fit from a composed config; print the summary.
+
+    Returns:
+        the final ``val/loss``, or ``None`` without validation (Hydra's sweepers read it).
+    """
+    import lightning.pytorch  # noqa: F401  (its console handler exists from here on)
+
+    _log_through_hydra()
+    ckpt_path = checkpoint_path(cfg)
+    datamodule, model, trainer = build(cfg, overrides, model=model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    if trainer.is_global_zero:
+        print_summary(summary_rows(trainer, model), run_dir(cfg))
+    val = trainer.callback_metrics.get("val/loss")
+    return None if val is None else float(val)
+
+
+def preflight(
+    argv: Sequence[str],
+    *,
+    calling_file: str | None,
+    calling_module: str | None,
+    config_path: str | None,
+    config_name: str | None,
+) -> None:
+    """Before Hydra runs anything: compose as it will and check what Hydra itself builds.
+
+    Hydra instantiates ``hydra.callbacks`` before the job starts, with no lossmix check, so
+    they are resolved here first (a ``hydra.experimental.callback.Callback`` subclass in an
+    allowed package), and ``lossmix.allowed_targets`` must come from the command line.
+    """
+    composed = compose_like_hydra_main(
+        argv,
+        calling_file=calling_file,
+        calling_module=calling_module,
+        config_path=config_path,
+        config_name=config_name,
+    )
+    if composed is None:
+        return
+    cfg, overrides = composed
+    trust = AppTrust(cfg, overrides)
+    callbacks = cfg.hydra.get("callbacks") or {}
+    with secrets_hidden(cfg):
+        for name in list(callbacks):
+            child = callbacks.get(name)
+            if child is not None and hasattr(child, "get") and "_target_" in child:
+                check_node_targets(
+                    child,
+                    f"hydra.callbacks.{name}",
+                    base=app_node_bases()["hydra.callbacks"],
+                    allowed=trust.allowed,
+                )
+
+
+def _user_error(err: BaseException) -> BaseException:
+    """A lossmix error as is; a Hydra error that wraps one (an instantiation): the lossmix one."""
+    if isinstance(err, (LossConfigError, LossInputError)):
+        return err
+    cause = err.__cause__
+    return cause if isinstance(cause, (LossConfigError, LossInputError)) else err
+
+
+def _exit_with(err: BaseException, config_module: str | None) -> None:
+    explained = explain_override_error(err, sys.argv[1:]) if config_module == "lossmix.conf" else None
+    print(f"Error: {explained or one_line_error(_user_error(err))}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _full_error_wanted() -> bool:
+    """True when the user (not :func:`hydra_app`) set ``HYDRA_FULL_ERROR=1``."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" and _OWN_FULL_ERROR not in os.environ
+
+
+def hydra_app(
+    config_path: str | None = None, config_name: str | None = None, *, version_base: str = "1.3"
+) -> Callable[[Callable[[DictConfig], _R]], Callable[[], None]]:
+    """``@hydra.main`` with lossmix's command line: checks before Hydra builds anything, and
+    configuration errors as one ``Error: ...`` line with exit status 1.
+
+    Args:
+        config_path: the config directory, relative to the decorated function's file (or
+            module), as for ``@hydra.main``.
+        config_name: the primary config's name.
+        version_base: Hydra's version base.
+    """
+    import hydra
+
+    def decorate(task: Callable[[DictConfig], _R]) -> Callable[[], None]:
+        module = task.__module__
+        calling_module = module if module not in (None, "__main__") else None
+        calling_file = None if calling_module else inspect.getfile(task)
+        config_module = None
+        if calling_module and config_path and not config_path.startswith(("/", "pkg://")):
+            config_module = f"{calling_module.rpartition('.')[0]}.{config_path}".strip(".")
+
+        @functools.wraps(task)  # Hydra finds the config path from the wrapped function
+        def job(cfg: DictConfig) -> _R | None:
+            try:
+                return task(cfg)
+            except USER_ERRORS as err:
+                if _full_error_wanted():
+                    raise
+                _exit_with(err, config_module)  # before Hydra adds its "Error executing job"
+                return None
+
+        hydra_job = hydra.main(version_base=version_base, config_path=config_path, config_name=config_name)(
+            job
+        )
+
+        def main() -> None:
+            argv = sys.argv[1:]
+            where = {
+                "calling_file": calling_file,
+                "calling_module": calling_module,
+                "config_path": config_path,
+                "config_name": config_name,
+            }
+            if _full_error_wanted():
+                preflight(argv, **where)
+                hydra_job()
+                return
+            # Hydra then re-raises composition errors instead of printing them; we print one line.
+            saved = os.environ.get("HYDRA_FULL_ERROR")
+            os.environ["HYDRA_FULL_ERROR"] = os.environ[_OWN_FULL_ERROR] = "1"
+            try:
+                preflight(argv, **where)
+                hydra_job()
+            except USER_ERRORS as err:
+                _exit_with(err, config_module)
+            finally:
+                os.environ.pop(_OWN_FULL_ERROR, None)
+                if saved is None:
+                    os.environ.pop("HYDRA_FULL_ERROR", None)
+                else:
+                    os.environ["HYDRA_FULL_ERROR"] = saved
+
+        main.__doc__ = task.__doc__
+        return main
+
+    return decorate
