@@ -26,6 +26,7 @@ __all__ = [
     "APP_ALLOWED_TARGETS",
     "AppTrust",
     "check_app_nodes",
+    "check_children",
     "check_node_targets",
     "check_shared_hparams",
     "instantiate_children",
@@ -45,6 +46,15 @@ APP_ALLOWED_TARGETS: tuple[str, ...] = (
     "lightning.pytorch.plugins",
     "lightning.pytorch.profilers",
 )
+
+#: the package each of Lightning's optional loggers needs (its own message names two)
+_OPTIONAL_PACKAGES = {
+    "TensorBoardLogger": "tensorboard",
+    "WandbLogger": "wandb",
+    "MLFlowLogger": "mlflow",
+    "CometLogger": "comet-ml",
+    "NeptuneLogger": "neptune",
+}
 
 
 def _app_target(target: Any, path: str, allowed: Sequence[str], base: type | None) -> Any:
@@ -110,24 +120,99 @@ def instantiate_node(
     node: Any, path: str, *, base: type | None, allowed: Sequence[str] = (), **kwargs: Any
 ) -> Any:
     """Hydra's ``instantiate`` on a node whose every ``_target_`` passed :func:`resolve_node`."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     recursive = bool(kwargs.get("_recursive_", True))
-    return instantiate(resolve_node(node, path, base=base, allowed=allowed, recursive=recursive), **kwargs)
+    resolved = resolve_node(node, path, base=base, allowed=allowed, recursive=recursive)
+    try:
+        return instantiate(resolved, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if not isinstance(cause, ImportError):
+            raise
+        target = resolved["_target_"]
+        name = getattr(target, "__qualname__", str(target))
+        missing = _OPTIONAL_PACKAGES.get(name) or cause.name
+        first = str(cause).split("\n", 1)[0].strip()
+        install = f"pip install {missing}" if missing else "install the package it names"
+        raise LossConfigError(
+            f"{path}: {name} needs a package that is not installed ({first}); {install}, or "
+            f"choose another option for '{path.split('.')[0]}'."
+        ) from None
 
 
 def instantiate_children(node: Any, path: str, *, base: type, allowed: Sequence[str] = ()) -> list[Any]:
     """Instantiate every ``_target_`` child of a ``callbacks``/``logger`` node (None: nothing)."""
     if not node:
         return []
+    check_children(node, path)
     children = to_plain(node)
-    if not isinstance(children, Mapping):
-        raise LossConfigError(f"{path}: expected a mapping of named nodes; got {children!r}.")
     return [
         instantiate_node(child, f"{path}.{name}", base=base, allowed=allowed)
         for name, child in children.items()
-        if isinstance(child, Mapping) and "_target_" in child
+        if child is not None
     ]
+
+
+def _shipped_options(group: str) -> list[str]:
+    """The options of one of lossmix's own config groups (``callback``, ``logger``)."""
+    from importlib import resources
+
+    folder = resources.files("lossmix.conf").joinpath(group)
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def check_children(node: Any, path: str) -> None:
+    """Every child of a ``callbacks``/``logger`` node builds something (or is ``null``).
+
+    A child with no ``_target_`` would be skipped and the run would go on without it, as
+    when ``+callbacks.loss_weights.schedules.reg.end=200`` is given without first adding
+    the callback; that is refused, naming the option that adds it.
+
+    Raises:
+        LossConfigError: naming the child and the override that adds it.
+    """
+    if not node:
+        return
+    from omegaconf import OmegaConf
+
+    # unresolved: a child's ${hydra:...} paths have no value outside a run (lossmix show)
+    children = OmegaConf.to_container(node, resolve=False) if is_omegaconf(node) else node
+    if not isinstance(children, Mapping):
+        raise LossConfigError(f"{path}: expected a mapping of named nodes; got {children!r}.")
+    for name, child in children.items():
+        if child is None:
+            continue  # removed on purpose: callbacks.loss_curves=null
+        where = f"{path}.{name}"
+        if not isinstance(child, Mapping):
+            raise LossConfigError(
+                f"{where}={child!r} is not a node; give it a _target_ (a class to build), or "
+                f"remove it with '~{where}'."
+            )
+        if "_target_" in child:
+            continue
+        group = "callback" if path == "callbacks" else path
+        options = _shipped_options(group) if path in ("callbacks", "logger") else []
+        keys = ", ".join(sorted(child)) or "nothing"
+        if path == "callbacks" and name in options:
+            fix = f"add the callback first: +callback@callbacks.{name}={name} (then set {keys})"
+        elif path == "logger" and name in options:
+            fix = f"choose the logger first: logger={name} (then set {keys})"
+        elif path == "callbacks":
+            fix = (
+                f"add a callback with +callback@callbacks.{name}=<option> (options: "
+                f"{', '.join(options)}), or give the node a _target_"
+            )
+        else:
+            fix = (
+                f"choose a logger with logger=<option> (options: {', '.join(options)}), or give "
+                "the node a _target_"
+            )
+        raise LossConfigError(
+            f"{where} has no _target_, so nothing would be built and the setting ({keys}) would do "
+            f"nothing; {fix}."
+        )
 
 
 def app_node_bases() -> dict[str, type]:
@@ -190,6 +275,8 @@ def check_app_nodes(cfg: Any, allowed: Sequence[str] = ()) -> None:
         group: Any = cfg
         for part in path.split("."):
             group = group.get(part) if group is not None else None
+        if path != "hydra.callbacks":
+            check_children(group, path)
         for name in list(group or ()):
             child = group.get(name)
             if child is not None and hasattr(child, "get") and "_target_" in child:

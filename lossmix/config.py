@@ -16,7 +16,7 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from lossmix.errors import LossConfigError, did_you_mean
@@ -34,6 +34,7 @@ __all__ = [
     "build_loss_mix",
     "check_loss_config",
     "check_node_values",
+    "compose_lossmix_train",
     "expected_types",
     "explain_override_error",
     "import_modules",
@@ -406,27 +407,42 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def explain_override_error(err: BaseException, overrides: Sequence[str]) -> str | None:
+def compose_lossmix_train(overrides: Sequence[str]) -> Any:
+    """lossmix's own training config (``lossmix/conf/train.yaml``) composed with ``overrides``
+    (command-line flags such as ``-m`` left out)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="lossmix.conf", version_base="1.3"):
+            return compose("train", overrides=[o for o in overrides if not o.startswith("-")])
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def explain_override_error(
+    err: BaseException,
+    overrides: Sequence[str],
+    compose: Callable[[Sequence[str]], Any] = compose_lossmix_train,
+) -> str | None:
     """For Hydra's "Could not override 'loss.<term>.<key>'", lossmix's own message.
 
-    Composes the config again without that override and checks the term with the key
+    Composes the config again without that override (with ``compose``: lossmix's training
+    config by default, a user's app passes its own) and checks the term with the key
     added, which names the term, the valid keys and the closest one.
     """
     found = re.match(r"Could not override '(loss\.[^']+)'", str(err))
     if not found:
         return None
     key = found.group(1)
-    rest = [o for o in overrides if not o.startswith("-") and _override_key(o) != key]
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
+    rest = [o for o in overrides if _override_key(o) != key]
     try:
-        GlobalHydra.instance().clear()
-        with initialize_config_module(config_module="lossmix.conf", version_base="1.3"):
-            cfg = compose("train", overrides=rest)
-        trust = AppTrust(cfg, rest)
+        cfg = compose(rest)
+        trust = AppTrust(cfg, [o for o in rest if not o.startswith("-")])
+        lossmix_node = cfg.get("lossmix") or {}
         import_modules(
-            cfg.lossmix.get("imports"), allowed_targets=trust.allowed, granted=trust.imports_granted
+            lossmix_node.get("imports"), allowed_targets=trust.allowed, granted=trust.imports_granted
         )
         loss = plain(cfg.loss)
         parent = loss
@@ -440,8 +456,6 @@ def explain_override_error(err: BaseException, overrides: Sequence[str]) -> str 
         return str(explained)
     except Exception:  # the original message is still right; only the hint is lost
         return None
-    finally:
-        GlobalHydra.instance().clear()
     return None
 
 

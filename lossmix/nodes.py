@@ -9,6 +9,7 @@ replaces them in a message with the interpolation that produced them.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ __all__ = [
     "is_term_node",
     "redact",
     "redacted",
+    "register_resolvers",
     "secrets_hidden",
     "to_plain",
 ]
@@ -155,3 +157,15 @@ def secrets_hidden(node: Any) -> Iterator[None]:
         if hidden is err:
             raise
         raise hidden from None
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers lossmix's configs use: ``${lossmix.pid:}``, this process's id.
+
+    The app's run directories end with it, after the time to the microsecond, so two runs
+    started at the same moment (two terminals, a job array) never share a directory.
+    """
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("lossmix.pid"):
+        OmegaConf.register_new_resolver("lossmix.pid", os.getpid)

@@ -61,7 +61,7 @@ from lossmix.config import (
     plain,
 )
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.nodes import secrets_hidden
+from lossmix.nodes import register_resolvers, secrets_hidden
 from lossmix.report import print_summary, summary_rows
 from lossmix.targets import trusting
 
@@ -73,6 +73,7 @@ __all__ = ["build", "checkpoint_path", "fit", "hydra_app", "preflight", "run_dir
 _OWN_FULL_ERROR = "_LOSSMIX_SET_HYDRA_FULL_ERROR"
 USER_ERRORS = (CompactHydraException, LossConfigError, LossInputError)
 _R = TypeVar("_R")
+register_resolvers()  # before Hydra resolves the run directory
 
 
 def _task_overrides() -> list[str]:
@@ -309,8 +310,14 @@ def _user_error(err: BaseException) -> BaseException:
     return cause if isinstance(cause, (LossConfigError, LossInputError)) else err
 
 
-def _exit_with(err: BaseException, config_module: str | None) -> None:
-    explained = explain_override_error(err, sys.argv[1:]) if config_module == "lossmix.conf" else None
+def _exit_with(err: BaseException, where: dict[str, Any]) -> None:
+    def compose(argv: Sequence[str]) -> Any:
+        composed = compose_like_hydra_main(argv, **where)
+        if composed is None:
+            raise LossConfigError("nothing composed")
+        return composed[0]
+
+    explained = explain_override_error(err, sys.argv[1:], compose)
     print(f"Error: {explained or one_line_error(_user_error(err))}", file=sys.stderr)
     sys.exit(1)
 
@@ -338,9 +345,12 @@ def hydra_app(
         module = task.__module__
         calling_module = module if module not in (None, "__main__") else None
         calling_file = None if calling_module else inspect.getfile(task)
-        config_module = None
-        if calling_module and config_path and not config_path.startswith(("/", "pkg://")):
-            config_module = f"{calling_module.rpartition('.')[0]}.{config_path}".strip(".")
+        where: dict[str, Any] = {
+            "calling_file": calling_file,
+            "calling_module": calling_module,
+            "config_path": config_path,
+            "config_name": config_name,
+        }
 
         @functools.wraps(task)  # Hydra finds the config path from the wrapped function
         def job(cfg: DictConfig) -> _R | None:
@@ -349,7 +359,7 @@ def hydra_app(
             except USER_ERRORS as err:
                 if _full_error_wanted():
                     raise
-                _exit_with(err, config_module)  # before Hydra adds its "Error executing job"
+                _exit_with(err, where)  # before Hydra adds its "Error executing job"
                 return None
 
         hydra_job = hydra.main(version_base=version_base, config_path=config_path, config_name=config_name)(
@@ -358,12 +368,6 @@ def hydra_app(
 
         def main() -> None:
             argv = sys.argv[1:]
-            where = {
-                "calling_file": calling_file,
-                "calling_module": calling_module,
-                "config_path": config_path,
-                "config_name": config_name,
-            }
             if _full_error_wanted():
                 preflight(argv, **where)
                 hydra_job()
@@ -375,7 +379,7 @@ def hydra_app(
                 preflight(argv, **where)
                 hydra_job()
             except USER_ERRORS as err:
-                _exit_with(err, config_module)
+                _exit_with(err, where)
             finally:
                 os.environ.pop(_OWN_FULL_ERROR, None)
                 if saved is None:

@@ -15,10 +15,11 @@ from lossmix.losses.focal import *  # noqa: F403
 from lossmix.losses.ghm import *  # noqa: F403
 from lossmix.losses.iou import *  # noqa: F403
 from lossmix.losses.regression import *  # noqa: F403
-from lossmix.losses.wrappers import FunctionLoss, TorchLoss
+from lossmix.losses.wrappers import FunctionLoss, LossInput, TorchLoss, loss_inputs
 
 __all__ = [
     "FunctionLoss",
+    "LossInput",
     "TorchLoss",
     "WeightedLoss",
     *_adversarial.__all__,
@@ -28,4 +29,5 @@ __all__ = [
     *_ghm.__all__,
     *_iou.__all__,
     *_regression.__all__,
+    "loss_inputs",
 ]

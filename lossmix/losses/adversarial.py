@@ -10,7 +10,7 @@ same weight, reduction, empty-input and scaling rules as every other loss.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn.functional as TF
 from torch import Tensor
@@ -64,6 +64,14 @@ class GANLoss(AdversarialLoss):
     (``owns_loss_weight``) so the generator-only rule holds; the term's own weight
     stays 1.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, *) float discriminator outputs D(x)",
+        "target_is_real": "bool, or (N,) bool tensor mixing real and fake samples",
+        "is_disc": "bool: the discriminator's loss (loss_weight not applied)",
+        "weight": "float, pred's shape or broadcastable to it",
+        "returns": "pred's shape",
+    }
 
     owns_loss_weight = True
 
@@ -173,6 +181,15 @@ class GradientPenaltyLoss(GradientPenalty):
     :meth:`penalty` is the penalty of given gradients.
     """
 
+    shapes: ClassVar[dict[str, str]] = {
+        "discriminator": "the discriminator module (callable on images)",
+        "real_data": "(N, C, H, W) float real images",
+        "fake_data": "(N, C, H, W) float generated images",
+        "mask": "(N, 1, H, W) or (N, C, H, W) float, or None",
+        "generator": "torch.Generator for the interpolation, or None",
+        "returns": "(N, H, W) per pixel ('pixel') or (N,) per sample ('HWC')",
+    }
+
     def penalty(self, grad: Tensor) -> Tensor:
         return F.wgan_gp_penalty(grad, norm_mode=self.norm_mode)
 
@@ -206,6 +223,14 @@ class R1GradientPenalty(GradientPenalty):
     unscales ``g`` without a host sync. :meth:`penalty` is the penalty of given gradients.
     """
 
+    shapes: ClassVar[dict[str, str]] = {
+        "discriminator": "the discriminator module (callable on images)",
+        "real_data": "(N, C, H, W) float real images",
+        "mask": "(N, 1, H, W) or (N, C, H, W) float, or None",
+        "loss_scaler": "an AMP GradScaler, or None",
+        "returns": "(N, H, W) per pixel ('pixel') or (N,) per sample ('HWC')",
+    }
+
     def penalty(self, grad: Tensor) -> Tensor:
         return F.r1_penalty(grad, norm_mode=self.norm_mode)
 
@@ -228,6 +253,12 @@ class DiscShiftLoss(AdversarialLoss):
     :func:`lossmix.functional.disc_shift_loss`.
     """
 
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, *) float discriminator outputs D(x)",
+        "weight": "float, pred's shape or broadcastable to it",
+        "returns": "pred's shape",
+    }
+
     def __init__(self, *, reduction: str = "mean", loss_weight: float = 0.1) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
 
@@ -248,6 +279,12 @@ class MaskedTVLoss(WeightedLoss):
     row/column has no pair), and ``'sum'`` its sum. Kernel:
     :func:`lossmix.functional.tv_differences`.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C, H, W) float images",
+        "mask": "(N, 1, H, W) or (N, C, H, W) float, or None (all ones)",
+        "returns": "(N, C, H, W)",
+    }
 
     def elementwise(self, pred: Tensor, mask: Tensor | None = None) -> ElementLoss:
         """The ``(N, C, H, W)`` map ``|Δy| + |Δx|`` weighted by ``mask``, and MMagic's mean."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -56,6 +57,7 @@ __all__ = [
     "check_class_indices",
     "check_positive",
     "check_same_shape",
+    "shapes_from_docstring",
 ]
 
 CALL_KEYS: tuple[str, ...] = ("weight", "avg_factor", "reduction_override")
@@ -128,8 +130,12 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
             another shape (FSAF's per-class focal weights).
         bool_targets: accept a bool ``target`` (masks); otherwise it is refused with the cast
             to use, before a kernel fails on it.
+        shapes: what each call input is, ``{argument: "shape dtype, meaning"}`` (``returns``:
+            the ``'none'`` output), shown by ``lossmix show NAME``; a loss that declares none
+            is described from its docstring's ``Shapes:`` sentence.
     """
 
+    shapes: ClassVar[Mapping[str, str]] = {}
     part_names: ClassVar[tuple[str, ...] | None] = ("",)
     weight_aliases: ClassVar[tuple[str, ...]] = ()
     reshape_weight_by_numel: ClassVar[bool] = False
@@ -217,6 +223,22 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
         for key in CALL_KEYS:
             params[key] = inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None)
         return params
+
+    @classmethod
+    def input_shapes(cls) -> dict[str, str]:
+        """Per call argument (and ``returns``), its shape, dtype and meaning.
+
+        The declared :attr:`shapes`, else the docstring's ``Shapes:`` sentence; the
+        template's own ``weight``, ``avg_factor`` and ``reduction_override`` are always
+        described.
+
+        >>> from lossmix.losses import GIoULoss
+        >>> GIoULoss.input_shapes()["pred"]
+        '(..., 4) float boxes (x1, y1, x2, y2)'
+        """
+        found = dict(TEMPLATE_SHAPES)
+        found.update(cls.shapes or shapes_from_docstring(inspect.getdoc(cls) or ""))
+        return found
 
     def resolve_reduction(self, reduction_override: str | None) -> str:
         """``reduction_override`` if given (a falsy value falls back), else ``self.reduction``."""
@@ -340,6 +362,37 @@ def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
     if len(shape) > len(target):
         return False
     return all(a in (1, b) for a, b in zip(reversed(shape), reversed(target), strict=False))
+
+
+#: the template's own call arguments, the same for every loss
+TEMPLATE_SHAPES: Mapping[str, str] = {
+    "weight": "float, broadcasts to the element-wise loss (the 'none' output): element weights",
+    "avg_factor": "number or 0-dim tensor: the denominator of 'mean' (e.g. the number of positives)",
+    "reduction_override": "'none' | 'mean' | 'sum' for this call",
+}
+
+
+def shapes_from_docstring(doc: str) -> dict[str, str]:
+    """``{argument: description}`` from a docstring's ``Shapes:`` sentence.
+
+    ``"Shapes: ``pred``, ``target``: ``(N, C)`` logits; returns ``(N,)``."`` gives
+    ``{"pred": "(N, C) logits", "target": "(N, C) logits", "returns": "(N,)"}``.
+    """
+    match = re.search(r"(?:\*\*Shapes\.\*\*|Shapes:)\s*(.*?)(?:\n\s*\n|$)", doc, re.S)
+    if match is None:
+        return {}
+    text = " ".join(match.group(1).split())
+    found: dict[str, str] = {}
+    for segment in re.split(r";\s+", text.rstrip(".")):
+        if segment.startswith("returns"):
+            found["returns"] = segment[len("returns") :].strip().replace("``", "")
+            continue
+        names, colon, description = segment.partition(": ")
+        keys = re.findall(r"``(\w+)``", names)
+        if colon and keys and not re.sub(r"``\w+``|[,\s]|\(.*?\)|and", "", names):
+            for key in keys:
+                found[key] = description.strip().replace("``", "")
+    return found
 
 
 def call_parameters(module: nn.Module) -> dict[str, inspect.Parameter]:

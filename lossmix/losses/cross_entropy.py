@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -74,6 +74,17 @@ class CrossEntropyLoss(WeightedLoss):
     Shapes: ``pred``: ``(N, C, *)``; ``target``: ``(N, *)`` indices or ``(N, C, *)``;
     ``weight``: one per row ``(N, *)`` or per element.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C, *) float logits; sigmoid: (N, C) or (N,); use_mask: (R, C, H, W) mask logits",
+        "target": (
+            "(N, *) int64 class indices (sigmoid: C = background) or (N, C, *) float "
+            "probabilities; use_mask: (R, H, W) float masks"
+        ),
+        "ignore_index": "int or None: this call's ignored label (overrides the constructor's)",
+        "weight": "(N, *) float per row, or pred's shape per element; use_mask: (R,) int64 RoI class labels",
+        "returns": "(N, *) per row (softmax), (N, C) per element (sigmoid), 0-dim (mask)",
+    }
 
     class_weight: Tensor | None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -69,6 +70,19 @@ class OverlapLoss(WeightedLoss):
     lossmix's order; MMDetection's ``DiceLoss.forward`` puts ``reduction_override``
     before ``avg_factor``, so pass both by keyword to call either the same way.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": (
+            "(N, *) float logits (use_sigmoid), or (N, C, *) float logits with a softmax over "
+            "dim 1 (use_sigmoid=False); probabilities with activate=False"
+        ),
+        "target": (
+            "pred's shape: float, bool or int masks (use_sigmoid); (N, *) int64 class indices "
+            "or (N, C, *) float (softmax)"
+        ),
+        "weight": "(N,) float, one per sample",
+        "returns": "(N,), one per sample",
+    }
 
     bool_targets = True  # masks may be bool
 

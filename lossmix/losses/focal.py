@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import ClassVar, cast
 
 from torch import Tensor
 
@@ -52,6 +52,16 @@ class FocalLoss(WeightedLoss):
     applies per row; a weight with N·C elements in another shape is reshaped to
     ``(N, C)`` (MMDetection's FSAF per-class weights).
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C) float logits (probabilities with activated=True)",
+        "target": (
+            "(N,) int64 class indices, C = background (sigmoid) or in [0, C) (softmax); "
+            "or (N, C) float one-hot/soft"
+        ),
+        "weight": "(N,) per row, or N·C elements per class (reshaped to (N, C))",
+        "returns": "(N, C) (sigmoid) or (N,) (softmax)",
+    }
 
     reshape_weight_by_numel = True
     class_alpha: Tensor | None
@@ -136,6 +146,13 @@ class VarifocalLoss(WeightedLoss):
     Shapes: ``pred``, ``target`` (IoU-aware scores, 0 for negatives): ``(N, C)``.
     """
 
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C) float logits",
+        "target": "(N, C) float IoU-aware scores, 0 for negatives",
+        "weight": "(N,) per row or (N, C)",
+        "returns": "(N, C)",
+    }
+
     def __init__(
         self,
         *,
@@ -171,6 +188,13 @@ class QualityFocalLoss(WeightedLoss):
 
     Shapes: ``pred``: ``(N, C)``; returns ``(N,)`` with ``'none'``; ``weight``: ``(N,)``.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C) float logits (probabilities with activated=True)",
+        "target": "(labels (N,) int64, C = background; scores (N,) float), or (N, C) float dense scores",
+        "weight": "(N,) float per row",
+        "returns": "(N,), one per row",
+    }
 
     def __init__(
         self,
@@ -223,6 +247,13 @@ class DistributionFocalLoss(WeightedLoss):
 
     Shapes: ``pred``: ``(N, n + 1)`` logits; ``target``: ``(N,)`` floats; returns ``(N,)``.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, n + 1) float logits over the n + 1 bins",
+        "target": "(N,) float distances in [0, n]",
+        "weight": "(N,) float",
+        "returns": "(N,)",
+    }
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         if pred.dim() != 2 or target.shape != pred.shape[:1]:

@@ -44,6 +44,13 @@ class GHMC(WeightedLoss):
     Shapes: ``pred``: ``(N, C)`` logits; ``label_weight``: ``(N,)`` or ``(N, C)``.
     """
 
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C) float logits",
+        "target": "(N,) int64 class indices, C = background; or (N, C) float",
+        "weight": "(N,) or (N, C) float label weight (required; only > 0 counts), also named label_weight",
+        "returns": "(N, C)",
+    }
+
     acc_sum: Tensor
     weight_aliases: ClassVar[tuple[str, ...]] = ("label_weight",)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -23,6 +24,13 @@ __all__ = ["BoundedIoULoss", "CIoULoss", "DIoULoss", "GIoULoss", "IoULoss"]
 
 class _BoxLoss(WeightedLoss):
     """Box shape checks, MMDetection's weight rule and the empty-input zero (not registered)."""
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(..., 4) float boxes (x1, y1, x2, y2)",
+        "target": "(..., 4) float boxes (x1, y1, x2, y2)",
+        "weight": "(...) per box, or (..., 4) per coordinate (averaged per box)",
+        "returns": "(...), one value per box",
+    }
 
     #: the kernel ``(pred, target, *, eps) -> loss`` of the single-argument subclasses
     kernel: Callable[..., Tensor]
@@ -148,6 +156,13 @@ class BoundedIoULoss(_BoxLoss):
         beta: smooth-L1 threshold (> 0).
         eps: guard of the ratios (> 0).
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(..., 4) float boxes (x1, y1, x2, y2)",
+        "target": "(..., 4) float boxes (x1, y1, x2, y2)",
+        "weight": "(..., 4) per coordinate bound, or (...) per box",
+        "returns": "(..., 4), one value per coordinate bound",
+    }
 
     def __init__(
         self,

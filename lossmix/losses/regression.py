@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor
 
 from lossmix.errors import LossInputError
@@ -21,6 +23,13 @@ class L1Loss(WeightedLoss):
     Shapes: ``pred``, ``target``, ``weight``: ``(*)``, the same shape.
     """
 
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(*) float",
+        "target": "(*) float, pred's shape",
+        "weight": "(*) float, pred's shape or broadcastable to it",
+        "returns": "(*), pred's shape",
+    }
+
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         check_same_shape(self.loss_name, pred, target)
         return F.l1_loss(pred, target)
@@ -30,6 +39,13 @@ class L1Loss(WeightedLoss):
 class MSELoss(WeightedLoss):
     """Squared error, see :func:`lossmix.functional.mse_loss` (MMDetection's ``MSELoss``)."""
 
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(*) float",
+        "target": "(*) float, pred's shape",
+        "weight": "(*) float, pred's shape or broadcastable to it",
+        "returns": "(*), pred's shape",
+    }
+
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         check_same_shape(self.loss_name, pred, target)
         return F.mse_loss(pred, target)
@@ -38,6 +54,13 @@ class MSELoss(WeightedLoss):
 @LOSSES.register()
 class SmoothL1Loss(WeightedLoss):
     """Smooth L1 with threshold ``beta > 0``, see :func:`lossmix.functional.smooth_l1_loss`."""
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(*) float, e.g. box deltas (N, 4)",
+        "target": "(*) float, pred's shape",
+        "weight": "(*) float, pred's shape or broadcastable to it",
+        "returns": "(*), pred's shape",
+    }
 
     def __init__(self, *, beta: float = 1.0, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
@@ -51,6 +74,13 @@ class SmoothL1Loss(WeightedLoss):
 @LOSSES.register()
 class BalancedL1Loss(WeightedLoss):
     """Balanced L1 of Libra R-CNN, see :func:`lossmix.functional.balanced_l1_loss`."""
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(*) float, e.g. box deltas (N, 4)",
+        "target": "(*) float, pred's shape",
+        "weight": "(*) float, pred's shape or broadcastable to it",
+        "returns": "(*), pred's shape",
+    }
 
     def __init__(
         self,
@@ -81,6 +111,13 @@ class CharbonnierLoss(WeightedLoss):
     :func:`lossmix.reduction.mask_reduce_loss`. An ``avg_factor`` replaces the
     masked denominator (MMDetection's rule).
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C, H, W) float images (any shape)",
+        "target": "float, pred's shape",
+        "weight": "(N, 1, H, W) or (N, C, H, W) float mask: 'mean' divides by its sum",
+        "returns": "pred's shape",
+    }
 
     def __init__(
         self,

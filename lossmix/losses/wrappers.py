@@ -10,16 +10,17 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.losses.base import WeightedLoss
+from lossmix.losses.base import WeightedLoss, shapes_from_docstring
 from lossmix.registry import LOSSES, bind_arguments, check_keys, signature_parameters
 
-__all__ = ["FunctionLoss", "TorchLoss"]
+__all__ = ["FunctionLoss", "LossInput", "TorchLoss", "loss_inputs"]
 
 
 def _takes_reduction(fn: Callable[..., Any]) -> bool:
@@ -212,6 +213,43 @@ class FunctionLossAdapter:
                 f"{label}: {err}; a loss function takes (pred, target, **hyper-parameters)."
             ) from None
         return FunctionLoss(obj, **kwargs)
+
+
+@dataclass(frozen=True)
+class LossInput:
+    """One argument of a loss's call, as ``lossmix show NAME`` prints it."""
+
+    name: str
+    required: bool
+    default: Any
+    description: str
+
+
+def loss_inputs(entry: Any) -> list[LossInput]:
+    """The call arguments of a registered loss (a lossmix loss class, a ``torch.nn`` loss
+    class or a function), each with its shape, dtype and meaning where declared.
+
+    >>> from lossmix.losses import GIoULoss
+    >>> [(i.name, i.required) for i in loss_inputs(GIoULoss)][:3]
+    [('pred', True), ('target', True), ('weight', False)]
+    """
+    if inspect.isclass(entry) and issubclass(entry, WeightedLoss):
+        cls: type[WeightedLoss] = entry
+        shapes = entry.input_shapes()
+    else:
+        cls = TorchLoss if is_torch_loss(entry) else FunctionLoss
+        own = shapes_from_docstring(inspect.getdoc(entry) or "")
+        shapes = {**cls.input_shapes(), **own}
+    unknown = "not declared (see the loss's docstring)"
+    return [
+        LossInput(
+            name,
+            param.default is param.empty,
+            None if param.default is param.empty else param.default,
+            shapes.get(name, unknown),
+        )
+        for name, param in cls.input_parameters().items()
+    ]
 
 
 LOSSES.add_adapter(TorchLossAdapter())
