@@ -494,7 +494,7 @@ class Registry:
 
         >>> from lossmix import LOSSES
         >>> [(i.name, same) for i, same in LOSSES.describe_scope("mmagic") if "L1" in i.name]
-        [('mmagic.L1CompositionLoss', False), ('mmagic.L1Loss', False)]
+        [('mmagic.L1CompositionLoss', True), ('mmagic.L1Loss', False)]
         """
         rows = []
         for name in self.scope_names(scope):

@@ -79,9 +79,8 @@ def vgg_feature_count(vgg_type: str) -> int:
 
 
 def freeze(module: nn.Module) -> nn.Module:
-    """``module`` with gradients off and in eval mode (a loss network never trains)."""
-    module.requires_grad_(False)
-    return module.eval()
+    """``module`` with gradients off (a loss network never trains)."""
+    return module.requires_grad_(False)
 
 
 def _torchvision_file(owner: str, key: str, path: str) -> str:
@@ -290,12 +289,13 @@ class LightCNNFeatures(nn.Module):
 
 
 class FrozenNet(nn.Module):
-    """A network that stays frozen and in eval mode, whatever mode its owner is put in
-    (MMagic calls ``eval()`` on its loss networks for the same reason: dropout, batch norm)."""
+    """A network given by the user, frozen and kept in eval mode whatever mode its owner is
+    put in (MMagic calls ``eval()`` on its loss networks for the same reason: dropout, batch
+    norm). The built-in VGG and LightCNN have neither, so they are only frozen."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.net = freeze(net)
+        self.net = freeze(net).eval()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.net(*args, **kwargs)

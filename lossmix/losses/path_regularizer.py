@@ -109,9 +109,13 @@ class GeneratorPathRegularizer(WeightedLoss):
         if self.sync_mean_buffer:
             (synced,) = all_reduce_mean([moved.detach()])
             moved = moved + (synced.to(moved.dtype) - moved.detach())  # the mean of all ranks, local gradient
-        if self.training and count > 0:
+        penalty = FP.path_length_penalty(lengths, moved)
+        if count == 0:  # no samples: an empty penalty still tied to the generator (a connected zero)
+            images: Tensor = out["fake_img"]
+            return penalty + 0.0 * images.sum()
+        if self.training:
             self.mean_path_length.copy_(moved.detach())
-        return FP.path_length_penalty(lengths, moved)
+        return penalty
 
     def extra_repr(self) -> str:
         return (

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import image as FI
 from lossmix.losses.base import WeightedLoss
-from lossmix.losses.encoders import FrozenNet, LightCNNFeatures, VGGFeatures, build_encoder, check_vgg_type
+from lossmix.losses.encoders import LightCNNFeatures, VGGFeatures, build_encoder, check_vgg_type
 from lossmix.registry import LOSSES
 from lossmix.validation import check_bool, check_float, check_int, check_same_shape
 
@@ -116,14 +116,13 @@ class PerceptualLoss(WeightedLoss):
         self.norm_img = check_bool(owner, "norm_img", norm_img)
         self.criterion = FI.check_criterion(criterion, owner=owner)
         layers = sorted({*self.layer_weights, *self.layer_weights_style}, key=int)
-        vgg = VGGFeatures(
+        self.vgg = VGGFeatures(
             layers=layers,
             vgg_type=vgg_type,
             use_input_norm=check_bool(owner, "use_input_norm", use_input_norm),
             pretrained=pretrained,
             owner=owner,
         )
-        self.vgg = FrozenNet(vgg)
 
     def _weighted(
         self, fx: dict[str, Tensor], ft: dict[str, Tensor], weights: dict[str, float], gram: bool
@@ -248,10 +247,10 @@ class LightCNNFeatureLoss(WeightedLoss):
                 f"{self.loss_name}: pretrained={pretrained!r} loads the built-in LightCNN, but encoder "
                 "replaces it; set pretrained: null (the encoder loads its own weights)."
             )
-        self.model = (
+        self.model: nn.Module = (
             build_encoder(self.loss_name, "encoder", encoder)
             if encoder is not None
-            else FrozenNet(LightCNNFeatures(pretrained=pretrained, owner=self.loss_name))
+            else LightCNNFeatures(pretrained=pretrained, owner=self.loss_name)
         )
 
     def elementwise(self, pred: Tensor, gt: Tensor) -> Tensor:

@@ -2,8 +2,9 @@
 
 MMagic's ``L1Loss`` and ``MSELoss`` share their names with MMDetection's but not their
 numbers: with a ``weight`` (a hole mask) and ``'mean'``, MMagic divides by the mask's sum
-(:func:`lossmix.reduction.mask_reduce_loss`), MMDetection by the element count. They are
-registered in the ``mmagic`` scope only (``type: mmagic.L1Loss``, or ``default_scope:
+(:func:`lossmix.reduction.mask_reduce_loss`), MMDetection by the element count. MMagic's
+are :class:`MaskedL1Loss` and :class:`MaskedMSELoss`, registered under those names and as
+``L1Loss``/``MSELoss`` in the ``mmagic`` scope (``type: mmagic.L1Loss``, or ``default_scope:
 mmagic``); the bare ``L1Loss`` stays MMDetection's. The other losses here exist only in
 MMagic and are registered under their bare names and in the ``mmagic`` scope.
 """
@@ -66,6 +67,7 @@ class MaskedMeanLoss(WeightedLoss):
         return f"sample_wise={self.sample_wise}, " + super().extra_repr()
 
 
+@LOSSES.register()
 @LOSSES.register(name="L1Loss", scopes=("mmagic",), default=False)
 class MaskedL1Loss(MaskedMeanLoss):
     """MMagic's ``L1Loss`` (``mmagic.L1Loss``): |p − t| with a masked mean (the mask sum divides).
@@ -85,6 +87,7 @@ class MaskedL1Loss(MaskedMeanLoss):
         return self.masked(FR.l1_loss(pred, target), weight)
 
 
+@LOSSES.register()
 @LOSSES.register(name="MSELoss", scopes=("mmagic",), default=False)
 class MaskedMSELoss(MaskedMeanLoss):
     """MMagic's ``MSELoss`` (``mmagic.MSELoss``): (p − t)² with a masked mean (the mask sum divides).
@@ -163,7 +166,8 @@ class CompositionLoss(MaskedMeanLoss):
         _check_images(self.loss_name, pred_alpha, fg, bg, ori_merged)
         check_same_shape(self.loss_name, fg, bg, what="bg")
         check_same_shape(self.loss_name, fg, ori_merged, what="ori_merged")
-        if pred_alpha.shape[0] != fg.shape[0] or pred_alpha.shape[1] not in (1, fg.shape[1]):
+        fits = pred_alpha.shape[0] == fg.shape[0] and pred_alpha.shape[2:] == fg.shape[2:]
+        if not fits or pred_alpha.shape[1] not in (1, fg.shape[1]):
             raise LossInputError(
                 f"{self.loss_name}: pred_alpha of shape {tuple(pred_alpha.shape)} does not fit fg of "
                 f"shape {tuple(fg.shape)}; give an alpha matte (N, 1, H, W)."
