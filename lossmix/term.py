@@ -435,14 +435,17 @@ class Term(nn.Module):
         return parts
 
     def connected_zero(self, outputs: Any, batch: Any) -> dict[str, Tensor]:
-        """What a skipped (lazy) step returns: zeros still connected to the inputs, one per
-        part (learned once, without gradient, if the loss has not said yet)."""
+        """What a skipped (lazy) step returns: zeros still connected to the inputs (and to the
+        parameters of a routed network, on its device), one per part (learned once, without
+        gradient, if the loss has not said yet)."""
         if self._parts is None:
             with torch.no_grad():
                 self.evaluate(self.prepare(outputs, batch), None)
         kwargs = self.route(outputs, batch)
         tensors = [v for v in kwargs.values() if isinstance(v, Tensor) and v.is_floating_point()]
-        grads = [t for t in tensors if t.requires_grad] or tensors
+        # a routed network (a discriminator, a generator) counts through its parameters
+        params = [p for v in kwargs.values() if isinstance(v, nn.Module) for p in v.parameters()]
+        grads = [t for t in tensors + params if t.requires_grad] or tensors or params[:1]
         zero = torch.stack([t.sum() * 0.0 for t in grads]).sum() if grads else torch.zeros(())
         return {part: zero for part in (self._parts or ("",))}
 

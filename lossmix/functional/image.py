@@ -86,8 +86,9 @@ def rgb_to_y(image: Tensor) -> Tensor:
     >>> rgb_to_y(torch.zeros(1, 3, 1, 1)) * 255
     tensor([[[[16.]]]])
     """
-    coef = torch.tensor(_Y_COEF, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
-    return ((image * coef).sum(1, keepdim=True) + 16.0) / 255.0
+    r, g, b = _Y_COEF  # scalars, so no host-to-device copy of a coefficient tensor
+    luma = r * image[:, 0:1] + g * image[:, 1:2] + b * image[:, 2:3]
+    return (luma + 16.0) / 255.0
 
 
 def sobel_gradients(image: Tensor) -> tuple[Tensor, Tensor]:
@@ -103,9 +104,11 @@ def sobel_gradients(image: Tensor) -> tuple[Tensor, Tensor]:
     >>> gx[0, 0, 1, 1], gy[0, 0, 1, 1]
     (tensor(-8.), tensor(-24.))
     """
-    kx = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], dtype=image.dtype)
+    # built on the device from arange (a kernel launch, not a host-to-device copy)
+    steps = torch.arange(3, dtype=image.dtype, device=image.device)
+    smooth, derivative = 2.0 - (steps - 1.0).abs(), 1.0 - steps  # (1, 2, 1) and (1, 0, -1)
     channels = image.shape[1]
-    kx = kx.to(image.device).view(1, 1, 3, 3).repeat(channels, 1, 1, 1)
+    kx = torch.outer(smooth, derivative).view(1, 1, 3, 3).repeat(channels, 1, 1, 1)
     ky = kx.transpose(2, 3)
     gx = TF.conv2d(image, kx, padding=1, groups=channels)
     gy = TF.conv2d(image, ky, padding=1, groups=channels)
@@ -123,14 +126,17 @@ def alpha_composite(alpha: Tensor, fg: Tensor, bg: Tensor) -> Tensor:
     return alpha * fg + (1.0 - alpha) * bg
 
 
-def gaussian_kernel(size: int, sigma: float, *, dtype: torch.dtype = torch.float32) -> Tensor:
+def gaussian_kernel(
+    size: int, sigma: float, *, dtype: torch.dtype = torch.float32, device: torch.device | None = None
+) -> Tensor:
     r"""A normalised ``(size, size)`` Gaussian: :math:`g_i g_j` with
     :math:`g_i \propto \exp(-(i - \lfloor size/2 \rfloor)^2 / 2\sigma^2)`, :math:`\sum g = 1`.
 
     >>> gaussian_kernel(3, 1.0).sum()
     tensor(1.)
     """
-    offsets = torch.arange(size, dtype=torch.float64) - size // 2
+    work = torch.float64 if dtype == torch.float64 else torch.float32  # half precision would lose the tails
+    offsets = torch.arange(size, dtype=work, device=device) - size // 2  # made on the device
     g = torch.exp(-(offsets**2) / (2.0 * sigma**2))
     g = g / g.sum()
     return torch.outer(g, g).to(dtype)
@@ -146,7 +152,7 @@ def gaussian_blur(image: Tensor, *, size: int = 71, sigma: float = 10.0) -> Tens
     tensor(1.0000)
     """
     channels = image.shape[1]
-    kernel = gaussian_kernel(size, sigma, dtype=image.dtype).to(image.device)
+    kernel = gaussian_kernel(size, sigma, dtype=image.dtype, device=image.device)
     kernel = kernel.view(1, 1, size, size).repeat(channels, 1, 1, 1)
     return TF.conv2d(image, kernel, padding=(size - 1) // 2, groups=channels)
 

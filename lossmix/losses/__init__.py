@@ -5,6 +5,7 @@ from lossmix.losses import adversarial as _adversarial
 from lossmix.losses import cross_entropy as _cross_entropy
 from lossmix.losses import deblurgan as _deblurgan
 from lossmix.losses import dice as _dice
+from lossmix.losses import embedding as _embedding
 from lossmix.losses import focal as _focal
 from lossmix.losses import ghm as _ghm
 from lossmix.losses import iou as _iou
@@ -18,6 +19,7 @@ from lossmix.losses.base import WeightedLoss
 from lossmix.losses.cross_entropy import *  # noqa: F403
 from lossmix.losses.deblurgan import *  # noqa: F403
 from lossmix.losses.dice import *  # noqa: F403
+from lossmix.losses.embedding import *  # noqa: F403
 from lossmix.losses.focal import *  # noqa: F403
 from lossmix.losses.ghm import *  # noqa: F403
 from lossmix.losses.iou import *  # noqa: F403
@@ -35,6 +37,7 @@ __all__ = [
     *_cross_entropy.__all__,
     *_deblurgan.__all__,
     *_dice.__all__,
+    *_embedding.__all__,
     *_focal.__all__,
     *_ghm.__all__,
     *_iou.__all__,

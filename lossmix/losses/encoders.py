@@ -9,13 +9,11 @@
 * :func:`build_encoder`: any other network (a CLIP model, a face-id net) from an
   allow-listed ``_target_`` node, or a module given directly.
 
-:func:`load_weights` reads a weights file with ``torch.load(weights_only=True)`` and says,
-in one line, which keys are missing or unexpected when it does not fit.
+Weights files are read by :func:`lossmix.losses.weights.load_weights`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,12 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError
+from lossmix.losses.weights import load_weights
 from lossmix.nodes import to_plain
 from lossmix.registry import bind_arguments
 from lossmix.targets import resolve_target
 
 __all__ = [
-    "TORCHVISION_FILES",
     "VGG_LAYOUTS",
     "FrozenNet",
     "LightCNNFeatures",
@@ -36,7 +34,6 @@ __all__ = [
     "build_encoder",
     "check_vgg_type",
     "freeze",
-    "load_weights",
     "vgg_feature_count",
 ]
 
@@ -49,13 +46,6 @@ VGG_LAYOUTS: dict[str, tuple[int | str, ...]] = {
         *(64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M"),
         *(512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
     ),
-}
-# the files torchvision's ImageNet weights are cached as (``torchvision://vgg19`` reads them)
-TORCHVISION_FILES: dict[str, str] = {
-    "vgg11": "vgg11-8a719046.pth",
-    "vgg13": "vgg13-19584684.pth",
-    "vgg16": "vgg16-397923af.pth",
-    "vgg19": "vgg19-dcbb9e9d.pth",
 }
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -81,86 +71,6 @@ def vgg_feature_count(vgg_type: str) -> int:
 def freeze(module: nn.Module) -> nn.Module:
     """``module`` with gradients off (a loss network never trains)."""
     return module.requires_grad_(False)
-
-
-def _torchvision_file(owner: str, key: str, path: str) -> str:
-    name = path.removeprefix("torchvision://")
-    if name not in TORCHVISION_FILES:
-        raise LossConfigError(
-            f"{owner}: {key}='{path}' is not a torchvision VGG; use one of "
-            f"{', '.join('torchvision://' + n for n in TORCHVISION_FILES)}, a file path, or null."
-        )
-    return os.path.join(torch.hub.get_dir(), "checkpoints", TORCHVISION_FILES[name])
-
-
-def _weights_file(owner: str, key: str, path: Any) -> str:
-    if not isinstance(path, str | os.PathLike) or not str(path):
-        raise LossConfigError(
-            f"{owner}: {key}={path!r} is not valid; give a file path or null (random init)."
-        )
-    text = os.fspath(path)
-    if text.startswith(("http://", "https://")):
-        raise LossConfigError(
-            f"{owner}: {key}='{text}' is a URL; lossmix never downloads weights. Download the file "
-            f"once and set {key}: /path/to/file.pth (or {key}: null for random init)."
-        )
-    found = _torchvision_file(owner, key, text) if text.startswith("torchvision://") else text
-    if not os.path.isfile(found):
-        where = f" (torchvision's cache: {found})" if found != text else ""
-        raise LossConfigError(
-            f"{owner}: {key}='{text}': no such weights file{where}. Save the weights once, e.g. "
-            "torch.save(torchvision.models.vgg19(weights='IMAGENET1K_V1').state_dict(), 'vgg19.pth'), "
-            f"and set {key}: vgg19.pth; or {key}: null for random init."
-        )
-    return found
-
-
-def _key_list(keys: Sequence[str]) -> str:
-    shown = ", ".join(sorted(keys)[:6])
-    return shown + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
-
-
-def load_weights(
-    owner: str, key: str, path: Any, module: nn.Module, *, ignore_prefixes: Sequence[str] = ()
-) -> None:
-    """Load the state dict saved at ``path`` into ``module``, strictly, or raise one line.
-
-    ``path`` is a file (a plain state dict, or MMEngine's ``{"state_dict": ...}``) or
-    ``torchvision://<vgg>`` (torchvision's cached ImageNet file, never downloaded). Keys under
-    ``ignore_prefixes`` (a classifier the loss does not use) are skipped.
-
-    Raises:
-        LossConfigError: naming ``owner``, ``key`` and the file: missing, unreadable, or not
-            fitting (the missing and unexpected keys, or the first mismatched shape).
-    """
-    found = _weights_file(owner, key, path)
-    try:
-        state = torch.load(found, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unreadable file is the same configuration error
-        raise LossConfigError(
-            f"{owner}: {key}='{path}' could not be read as weights: {err}".split("\n")[0]
-        ) from err
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise LossConfigError(f"{owner}: {key}='{path}' holds no state dict (a mapping of names to tensors).")
-    state = {k: v for k, v in state.items() if not any(k.startswith(p) for p in ignore_prefixes)}
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        raise LossConfigError(
-            f"{owner}: {key}='{path}' does not fit {type(module).__name__}: missing keys "
-            f"[{_key_list(missing)}], unexpected keys [{_key_list(unexpected)}]; check that the file "
-            "matches the network (e.g. vgg_type)."
-        )
-    for name, value in state.items():
-        if value.shape != expected[name].shape:
-            raise LossConfigError(
-                f"{owner}: {key}='{path}' does not fit {type(module).__name__}: '{name}' has shape "
-                f"{tuple(value.shape)}, the network {tuple(expected[name].shape)}."
-            )
-    module.load_state_dict(state)
 
 
 def _vgg_layers(layout: Sequence[int | str]) -> list[nn.Module]:
@@ -212,7 +122,11 @@ class VGGFeatures(nn.Module):
         if pretrained is not None:
             holder = nn.Module()
             holder.features = full
-            load_weights(owner, "pretrained", pretrained, holder, ignore_prefixes=("classifier.",))
+            how = (
+                f"torch.save(torchvision.models.{vgg_type}(weights='IMAGENET1K_V1').state_dict(), "
+                f"'{vgg_type}.pth') on a machine with torchvision"
+            )
+            load_weights(owner, "pretrained", pretrained, holder, ignore_prefixes=("classifier.",), how=how)
         self.features = freeze(full[: max(map(int, self.layers)) + 1])
         self.use_input_norm = use_input_norm
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
@@ -280,7 +194,8 @@ class LightCNNFeatures(nn.Module):
             *(_MaxFeature(128, 128), _pool()),
         )
         if pretrained is not None:
-            load_weights(owner, "pretrained", pretrained, self, ignore_prefixes=("classifier.",))
+            how = "download MMagic's light_cnn_feature.pth (download.openmmlab.com/mmediting/restorers/dic/)"
+            load_weights(owner, "pretrained", pretrained, self, ignore_prefixes=("classifier.",), how=how)
         freeze(self)
 
     def forward(self, x: Tensor) -> Tensor:

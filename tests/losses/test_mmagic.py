@@ -374,3 +374,31 @@ def test_every_loss_of_the_mmagic_table_is_listed():
         assert f"mmagic.{name}" in LOSSES, name
         assert LOSSES.describe(f"mmagic.{name}").summary
     assert set(lossmix.LOSSES.scopes()) == {"mmagic", "mmdet"}
+
+
+def test_new_kernels_compile_fullgraph():
+    from lossmix import functional as F
+
+    gen = make_generator(11)
+    x, y = torch.randn(2, 3, 8, 8, generator=gen), torch.randn(2, 3, 8, 8, generator=gen)
+    mask = (torch.rand(2, 1, 8, 8, generator=gen) > 0.5).float()
+
+    def path(a, b):
+        lengths = F.path_lengths(a.flatten(2))
+        return F.path_length_penalty(lengths, F.moved_path_mean(lengths, b.mean(), decay=0.01))
+
+    kernels = {
+        "gram": lambda a, b: F.gram_matrix(a) - F.gram_matrix(b),
+        "distance": lambda a, b: F.feature_distance(a, b, criterion="mse"),
+        "blur": lambda a, b: F.gaussian_blur(a, size=5, sigma=2.0),
+        "composite": lambda a, b: F.alpha_composite(torch.sigmoid(a[:, :1]), a, b),
+        "luma": lambda a, b: F.rgb_to_y(a),
+        "smgan": lambda a, b: F.gan_loss(
+            a[:, :1, :4, :4], gan_type="smgan", target_is_real=False, is_disc=True, mask=mask
+        ),
+        "path": path,
+    }
+    for name, kernel in kernels.items():
+        torch._dynamo.reset()
+        compiled = torch.compile(kernel, fullgraph=True, backend="aot_eager")
+        torch.testing.assert_close(compiled(x, y), kernel(x, y), msg=name)

@@ -156,6 +156,9 @@ def test_a_lazy_term_every_four_steps():
     assert on.weights["pl"] == 8.0 and off.weights["pl"] == 0.0  # StyleGAN2's g_reg_weight
     assert on.terms["pl"].item() > 0 and off.terms["pl"].item() == 0.0
     assert torch.equal(mix.terms["pl"].loss.mean_path_length, moved) and moved.item() > 0
+    # the skipped step's zero reaches the generator (DDP sees its parameters; the zero is on its device)
+    grads = torch.autograd.grad(off.total, list(gen.parameters()))
+    assert all(torch.all(g == 0) for g in grads)
 
 
 # -- the running mean across a checkpoint resume (experiment=stylegan2, in process) -------------

@@ -110,7 +110,7 @@ ONE = {"2": 1.0}
 BAD_PERCEPTUAL = [
     (
         {"layer_weights": ONE, "pretrained": "{tmp}/nope.pth"},
-        r"PerceptualLoss: pretrained='.*nope\.pth': no such weights file.*torch\.save\(torchvision",
+        r"PerceptualLoss: pretrained='.*nope\.pth': no such weights file.*torchvision\.models\.vgg19\(",
     ),
     ({"layer_weights": ONE, "pretrained": "https://x/vgg19.pth"}, "is a URL; lossmix never downloads"),
     (
