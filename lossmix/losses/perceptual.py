@@ -66,7 +66,9 @@ class PerceptualLoss(WeightedLoss):
     :math:`G` :func:`lossmix.functional.gram_matrix`, :math:`d` the per-sample mean L1 or
     MSE (:func:`lossmix.functional.feature_distance`), and ``y`` detached. ``norm_img`` first
     maps ``[-1, 1]`` images to ``[0, 1]``; ``use_input_norm`` then applies ImageNet's mean and
-    std. A part whose weight is 0 is a connected zero (MMagic returns ``None``).
+    std. A part whose weight is 0 is a connected zero (MMagic returns ``None``). One VGG
+    serves both parts (MMagic builds a second copy for ``layer_weights_style``: the same
+    weights, so the same numbers).
 
     Args:
         layer_weights: VGG layer index → weight :math:`\\lambda_k` (``{'4': 1.0, '9': 1.0}``).
@@ -79,6 +81,11 @@ class PerceptualLoss(WeightedLoss):
         criterion: ``'l1'`` or ``'mse'``.
 
     Shapes: ``pred``, ``target`` ``(N, 3, H, W)``; each part ``(N,)`` under ``'none'``.
+
+    >>> import torch
+    >>> loss = PerceptualLoss(layer_weights={"2": 1.0}, vgg_type="vgg16", pretrained=None)
+    >>> {k: v.item() for k, v in loss(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)).items()}
+    {'percep': 0.0, 'style': 0.0}
     """
 
     part_names = ("percep", "style")
@@ -103,7 +110,7 @@ class PerceptualLoss(WeightedLoss):
         if (
             isinstance(pretrained, str)
             and pretrained.startswith("torchvision://")
-            and vgg_type not in pretrained
+            and pretrained != f"torchvision://{vgg_type}"
         ):
             raise LossConfigError(
                 f"{owner}: pretrained='{pretrained}' does not match vgg_type={vgg_type!r}; use "

@@ -103,7 +103,7 @@ def test_relativistic_losses_and_their_pools_match_mmagic(loss_type):
 
 def test_adv_loss_gradients_and_extremes():
     net = disc_net()
-    fake, real = batch()
+    fake, real = (t[:1, :, :4, :4] for t in batch())  # 48 inputs for gradcheck
     fake.requires_grad_()
     for loss_type in ("gan", "lsgan", "ragan", "ragan-ls"):
         loss = AdvLoss(loss_type=loss_type)

@@ -402,3 +402,24 @@ def test_new_kernels_compile_fullgraph():
         torch._dynamo.reset()
         compiled = torch.compile(kernel, fullgraph=True, backend="aot_eager")
         torch.testing.assert_close(compiled(x, y), kernel(x, y), msg=name)
+
+
+@pytest.mark.parametrize("cls", [L1CompositionLoss, MSECompositionLoss, CharbonnierCompLoss])
+def test_composition_finite_at_extreme_inputs(cls):
+    gen = make_generator(13)
+    alpha = (torch.rand(2, 1, 4, 4, generator=gen) * 1e4).requires_grad_()
+    fg, bg, merged = (torch.randn(2, 3, 4, 4, generator=gen) * 1e4 for _ in range(3))
+    mask = (torch.rand(2, 1, 4, 4, generator=gen) > 0.5).float()
+    for weight in (None, mask):
+        value = cls()(alpha, fg, bg, merged, weight=weight)
+        (grad,) = torch.autograd.grad(value, alpha)
+        assert torch.isfinite(value) and torch.isfinite(grad).all()
+
+
+def test_l1_gan_type_gradcheck_and_extremes():
+    x = torch.randn(3, 1, 2, 2, generator=make_generator(14), dtype=F64).requires_grad_()
+    loss = GANLoss(gan_type="l1")
+    assert torch.autograd.gradcheck(lambda p: loss(p, False, is_disc=True), (x,))
+    big = (x.detach() * 1e4).requires_grad_()
+    (grad,) = torch.autograd.grad(loss(big, True), big)
+    assert torch.isfinite(grad).all()

@@ -432,3 +432,40 @@ def test_feature_losses_are_registered_in_both_tables():
         "CLIPLoss",
     ):
         assert LOSSES.get(name) is LOSSES.get(f"mmagic.{name}")
+
+
+def _extreme_calls():
+    gen = make_generator(12)
+    x, y = (torch.randn(2, 3, 8, 8, generator=gen) * 1e4 for _ in range(2))
+    maps = [torch.randn(2, 4, 4, 4, generator=gen) * 1e4, torch.randn(2, 2, 8, 8, generator=gen) * 1e4]
+    soft = torch.randn(2, 1, 4, 4, generator=gen) * 1e4
+    tokens = torch.tensor([[1, 2, 3]])
+    big = torch.rand(2, 3, 8, 8, generator=gen) * 1e4
+    return {
+        "TransferalPerceptualLoss": (lambda m: TransferalPerceptualLoss()([m, maps[1]], soft, maps), maps[0]),
+        "LightCNNFeatureLoss": (
+            lambda p: LightCNNFeatureLoss(pretrained=None, encoder=nn.Conv2d(3, 4, 3))(p, y),
+            x,
+        ),
+        "FaceIdLoss": (lambda p: FaceIdLoss(facenet=nn.Flatten())(p, y), x),
+        "CLIPLoss": (
+            lambda p: CLIPLoss(clip_model=TinyCLIP(), in_size=8, scale_factor=2, pool_size=4)(p, tokens),
+            big,
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_extreme_calls()))
+def test_feature_losses_finite_at_extreme_inputs(name):
+    call, value = _extreme_calls()[name]
+    value = value.detach().requires_grad_()
+    loss = call(value)
+    (grad,) = torch.autograd.grad(loss, value)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+
+
+def test_lightcnn_feature_loss_gradcheck_float64():
+    loss = LightCNNFeatureLoss(pretrained=None, encoder=nn.Conv2d(3, 4, 3).double(), criterion="mse")
+    x, y = images(n=2, size=5, dtype=F64)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda p: loss(p, y), (x,))
