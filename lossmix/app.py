@@ -181,9 +181,10 @@ def check_children(node: Any, path: str) -> None:
     children = OmegaConf.to_container(node, resolve=False) if is_omegaconf(node) else node
     if not isinstance(children, Mapping):
         raise LossConfigError(f"{path}: expected a mapping of named nodes; got {children!r}.")
-    for name, child in children.items():
+    for key, child in children.items():
         if child is None:
             continue  # removed on purpose: callbacks.loss_curves=null
+        name = str(key)
         where = f"{path}.{name}"
         if not isinstance(child, Mapping):
             raise LossConfigError(

@@ -1,7 +1,8 @@
 """The ``lossmix`` command: what is registered, and what a config composes to.
 
 * ``lossmix list``: every registered loss (with its inputs), sampler and task weighting with
-  its arguments, defaults and one-line summary.
+  its arguments, defaults and one-line summary, and the loss scopes (``mmagic.L1Loss``: the
+  same name with another library's numbers).
 * ``lossmix show NAME``: one registered loss, sampler or weighting: its docstring (the
   formula), the keys of its node, and for a loss each input with its shape and dtype.
 * ``lossmix show [--config-dir DIR --config-name NAME] [overrides...]``: compose the training
@@ -77,14 +78,34 @@ def _registry_table(registry: Registry, title: str, inputs: bool = False) -> Tab
     return table
 
 
+def _scope_table(registry: Registry) -> Table:
+    table = Table(title=f"Loss scopes ({', '.join(registry.scopes())})", show_lines=False)
+    table.add_column("type", style="bold")
+    table.add_column("class")
+    table.add_column("vs the bare name")
+    table.add_column("summary")
+    for scope in registry.scopes():
+        table.add_section()
+        table.add_row(f"{scope}.*", "", "", registry.scope_summary(scope))
+        for info, same in registry.describe_scope(scope):
+            bare = info.name.split(".", 1)[1]
+            versus = "the same class" if same else ("differs" if bare in registry else "scope only")
+            table.add_row(info.name, info.target.rsplit(".", 1)[-1], versus, info.summary)
+    return table
+
+
 def list_command(console: Console, imports: Sequence[str] = ()) -> int:
-    """Print the registered losses and samplers (after importing the user's ``imports``)."""
+    """Print the registered losses, their scopes, samplers and weightings (after importing the
+    user's ``imports``)."""
     import_modules(list(imports), granted=list(imports))  # named on the command line: trusted
     console.print(_registry_table(LOSSES, f"Losses ({len(LOSSES)})", inputs=True))
+    console.print(_scope_table(LOSSES))
     console.print(_registry_table(SAMPLERS, f"Samplers ({len(SAMPLERS)})"))
     console.print(_registry_table(WEIGHTINGS, f"Task weightings ({len(WEIGHTINGS)})"))
     console.print(
-        "Use one in a term node with `type: <name>`; any torch.nn loss with `_target_: torch.nn.<Name>`.\n"
+        "Use one in a term node with `type: <name>` (a scoped one with `type: mmagic.<Name>`, or "
+        "`default_scope: mmagic` on the term or the whole loss node); any torch.nn loss with "
+        "`_target_: torch.nn.<Name>`.\n"
         "`lossmix show <name>` describes one: its inputs with shapes and dtypes, its arguments."
     )
     return 0

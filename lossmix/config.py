@@ -24,7 +24,7 @@ from lossmix.mix import WEIGHTING_KEY, LossMix
 from lossmix.nodes import TERM_REFS, is_group_node, is_term_node, secrets_hidden, to_plain
 from lossmix.normalizers import build_normalizer
 from lossmix.reduction import REDUCTIONS
-from lossmix.registry import LOSSES, REQUIRED, SAMPLERS, Registry
+from lossmix.registry import DEFAULT_SCOPE_KEY, LOSSES, REQUIRED, SAMPLERS, Registry
 from lossmix.targets import allowed_targets as allowed_prefixes
 from lossmix.targets import covers
 from lossmix.term import SAMPLER_TARGET_KEYS, TERM_KEYS
@@ -51,6 +51,8 @@ _TERM_KEY_TYPES: dict[str, tuple[type, ...]] = {
     "scale_by_every": (bool,),
     "in_total": (bool,),
     "allow_negative": (bool,),
+    "loss_name": (str,),
+    "default_scope": (str, type(None)),
 }
 _SIMPLE = (bool, int, float, str, type(None))
 
@@ -61,11 +63,11 @@ plain = to_plain  # the public name this module has always had
 def iter_term_nodes(node: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
     """``(path, name, node)`` of every term: ``("cls", "cls", ...)`` or ``("gen.adv", "adv", ...)``.
 
-    ``None`` children (dropped terms) and the ``weighting`` node are skipped, as
-    :meth:`LossMix.from_config` does.
+    ``None`` children (dropped terms), the ``weighting`` node and the mix's
+    ``default_scope`` are skipped, as :meth:`LossMix.from_config` does.
     """
     for name, child in node.items():
-        if child is None or name == WEIGHTING_KEY:
+        if child is None or name in (WEIGHTING_KEY, DEFAULT_SCOPE_KEY):
             continue
         if is_group_node(child):
             for leaf, grandchild in child.items():
@@ -259,14 +261,21 @@ def _type_names(allowed: tuple[type, ...]) -> str:
 
 # -- the checks --------------------------------------------------------------------------------
 def _resolve(
-    registry: Registry, node: Mapping[str, Any], label: str, allowed_targets: tuple[str, ...]
+    registry: Registry,
+    node: Mapping[str, Any],
+    label: str,
+    allowed_targets: tuple[str, ...],
+    default_scope: str | None = None,
 ) -> tuple[Any, str]:
     ref = node.get("type", node.get("_target_"))
     try:
-        obj, name = registry.resolve(ref, extra_allowed=allowed_targets, by_name="type" in node)
+        obj, name = registry.resolve(
+            ref, extra_allowed=allowed_targets, by_name="type" in node, default_scope=default_scope
+        )
     except LossConfigError as err:
         raise LossConfigError(f"{label}: {err}") from err
-    return obj, name.rsplit(".", 1)[-1]
+    scoped = registry.split_scoped(name)
+    return obj, name if scoped is not None else name.rsplit(".", 1)[-1]
 
 
 def _check_keys(
@@ -308,14 +317,24 @@ def _check_types(
             )
 
 
-def _check_term(path: str, name: str, node: Any, allowed_targets: tuple[str, ...]) -> None:
+def _check_term(
+    path: str, name: str, node: Any, allowed_targets: tuple[str, ...], default_scope: str | None = None
+) -> None:
     label = f"term '{name}'"
     if not is_term_node(node):
         raise LossConfigError(
             f"{label} (loss.{path}): needs 'type' (a registered loss, e.g. type: FocalLoss) or "
             f"'_target_' (a dotted path); got {node!r}."
         )
-    obj, loss_name = _resolve(LOSSES, node, label, allowed_targets)
+    scope = node.get(DEFAULT_SCOPE_KEY, default_scope)
+    if scope is not None:
+        LOSSES.check_scope(scope, owner=f"{label} (loss.{path}.{DEFAULT_SCOPE_KEY})")
+    if node.get("inputs") is not None and node.get("data_info") is not None:
+        raise LossConfigError(
+            f"{label}: give inputs or data_info (MMagic's spelling of inputs), not both: drop "
+            f"loss.{path}.data_info or loss.{path}.inputs."
+        )
+    obj, loss_name = _resolve(LOSSES, node, label, allowed_targets, scope)
     label = f"term '{name}' ({loss_name})"
     params, var_kw = LOSSES.parameters(obj)
     term_keys = tuple(k for k in TERM_KEYS if k != "schedule")
@@ -367,8 +386,11 @@ def check_loss_config(node: Any, *, allowed_targets: tuple[str, ...] | list[str]
             raise LossConfigError(
                 f"the loss config must map term names to term nodes, e.g. loss/cls=focal; got {node!r}."
             )
+        scope = node.get(DEFAULT_SCOPE_KEY)
+        if scope is not None:
+            LOSSES.check_scope(scope, owner=f"loss.{DEFAULT_SCOPE_KEY}")
         for path, name, child in iter_term_nodes(node):
-            _check_term(path, name, child, tuple(allowed_targets))
+            _check_term(path, name, child, tuple(allowed_targets), scope)
 
 
 def build_loss_mix(node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()) -> LossMix:
@@ -380,18 +402,19 @@ def build_loss_mix(node: Any, *, allowed_targets: tuple[str, ...] | list[str] = 
 def term_rows(node: Any) -> list[dict[str, str]]:
     """One row per term for tables: term, loss, weight, inputs, sampler, normalizer, every."""
     rows = []
-    for path, _, child in iter_term_nodes(plain(node)):
+    node = plain(node)
+    for path, _, child in iter_term_nodes(node):
         sampler = child.get("sampler")
         normalizer = child.get("normalizer")
         if isinstance(sampler, Mapping):
             sampler = ", ".join(f"{k}={v}" for k, v in sampler.items() if v is not None)
         if isinstance(normalizer, Mapping):
             normalizer = ", ".join(f"{k}={v}" for k, v in normalizer.items())
-        inputs = child.get("inputs") or {}
+        inputs = child.get("inputs") or child.get("data_info") or {}
         rows.append(
             {
                 "term": path,
-                "loss": str(child.get("type", child.get("_target_"))),
+                "loss": _loss_label(child, node.get(DEFAULT_SCOPE_KEY)),
                 "weight": str(child.get("loss_weight", "default")),
                 "inputs": ", ".join(f"{k}←{v}" for k, v in inputs.items()),
                 "sampler": str(sampler or "-"),
@@ -401,6 +424,17 @@ def term_rows(node: Any) -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def _loss_label(child: Mapping[str, Any], mix_scope: Any) -> str:
+    """The term's ``type`` as it resolves (``mmagic.L1Loss`` under a default scope), or its target."""
+    ref = child.get("type")
+    if not isinstance(ref, str):
+        return str(child.get("_target_"))
+    try:
+        return LOSSES.canonical_name(ref, default_scope=child.get(DEFAULT_SCOPE_KEY, mix_scope))
+    except LossConfigError:
+        return ref
 
 
 def _override_key(override: str) -> str:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from lossmix.distributed import all_reduce_mean
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.nodes import is_group_node, is_term_node, secrets_hidden, to_plain
+from lossmix.registry import DEFAULT_SCOPE_KEY, LOSSES
 from lossmix.term import Term, TermInputs, check_term_name
 from lossmix.validation import check_choice, check_float
 from lossmix.weighting import WEIGHTING_KEY, TaskWeighting, build_weighting
@@ -37,8 +38,11 @@ class LossResult:
 
     Attributes:
         total: the objective, Σ weight × raw over the terms with ``in_total``.
-        terms: weighted contribution of every term and sub-term (``name`` / ``name.part``).
-        raw: the same before the scalar weight (step 5).
+        terms: weighted contribution of every term and sub-term, by log key (``name`` /
+            ``name.part``; a term's ``loss_name`` replaces its name). Terms sharing a log key
+            are added into one entry, as MMagic sums its same-named losses.
+        raw: the same before the scalar weight (step 5); for a shared log key, the sum of
+            the weighted contributions (with weight 1).
         weights: the effective weight used this step (lazy ×k included; 0 when skipped).
         stats: counts such as ``cls.num_pos``, ``cls.num_sampled``, ``cls.avg_factor``.
         group: the group computed, or ``None``.
@@ -113,13 +117,17 @@ class LossMix(nn.Module):
                 raise LossConfigError(
                     f"term '{name}': expected a Term or a group of terms, got {type(value).__name__}."
                 )
-        clash = sorted(set(flat) & set(self.groups))
+        clash = sorted(
+            ({*flat} | {t.log_name for t in flat.values() if isinstance(t, Term)}) & set(self.groups)
+        )
         if clash:
             raise LossConfigError(
                 f"term '{clash[0]}' has the same name as a group; its log key would collide with "
                 "the group's total. Rename the term or the group."
             )
         self.terms = nn.ModuleDict({n: self._check_term(n, t) for n, t in flat.items()})
+        for table in (self.terms, *self.groups.values()):
+            _check_shared_log_names([cast(Term, t) for t in cast(nn.ModuleDict, table).values()])
         if not self.terms and not self.groups:
             raise LossConfigError("LossMix needs at least one term, e.g. {cls: {type: FocalLoss}}.")
         self.weighting = self._check_weighting(weighting)
@@ -155,6 +163,13 @@ class LossMix(nn.Module):
                 f"{WEIGHTING_KEY}: dynamic task weighting needs a flat mix of terms; this one has "
                 f"groups {', '.join(self.groups)}."
             )
+        logs = [t.log_name for t in self.term_list()]
+        shared = [t.name for t in self.term_list() if logs.count(t.log_name) > 1]
+        if shared:
+            raise LossConfigError(
+                f"{WEIGHTING_KEY}: term '{shared[0]}' shares its loss_name with another term; dynamic "
+                "task weighting weighs terms one by one, so give each its own loss_name."
+            )
         unknown = [n for n in weighting.tasks if n not in self.terms]
         flat = {t.name: t for t in self.term_list()} if self.terms else {}
         excluded = [n for n in weighting.tasks if n in flat and not flat[n].in_total]
@@ -182,7 +197,8 @@ class LossMix(nn.Module):
         """Build from ``{term: node}`` or ``{group: {term: node}}`` (dicts or DictConfig).
 
         A node with ``type`` or ``_target_`` is a term; a node whose children are all
-        term nodes is a group.
+        term nodes is a group. A top-level ``default_scope: mmagic`` applies to every term
+        that does not set its own (bare ``type`` names are looked up in that scope first).
         """
         with secrets_hidden(node):
             return cls._from_plain(to_plain(node), tuple(allowed_targets))
@@ -195,8 +211,11 @@ class LossMix(nn.Module):
             )
         node = dict(node)
         weighting_node = node.pop(WEIGHTING_KEY, None)
+        scope = node.pop(DEFAULT_SCOPE_KEY, None)
+        if scope is not None:
+            LOSSES.check_scope(scope, owner=f"the mix's {DEFAULT_SCOPE_KEY}")
         built = {
-            name: cls._build_child(name, child, allowed_targets)
+            name: cls._build_child(name, child, allowed_targets, scope)
             for name, child in node.items()
             if child is not None
         }  # None: a removed term
@@ -213,13 +232,17 @@ class LossMix(nn.Module):
         return cls(built, weighting=weighting)
 
     @staticmethod
-    def _build_child(name: str, child: Any, allowed: tuple[str, ...]) -> Term | dict[str, Term]:
+    def _build_child(
+        name: str, child: Any, allowed: tuple[str, ...], scope: str | None
+    ) -> Term | dict[str, Term]:
         """A term from a term node, or a group's terms from a group node."""
         if is_term_node(child):
-            return Term.from_config(name, child, allowed_targets=allowed)
+            return Term.from_config(name, child, allowed_targets=allowed, default_scope=scope)
         if is_group_node(child):
             return {
-                n: Term.from_config(n, c, allowed_targets=allowed) for n, c in child.items() if c is not None
+                n: Term.from_config(n, c, allowed_targets=allowed, default_scope=scope)
+                for n, c in child.items()
+                if c is not None
             }
         raise LossConfigError(
             f"term '{name}': a term node needs 'type' (e.g. type: FocalLoss) or "
@@ -294,16 +317,17 @@ class LossMix(nn.Module):
         reduced = self._synced_normalizers(active, prepared)
         result = LossResult(total=_NO_TOTAL, terms={}, raw={}, weights={}, group=group)
         owner: dict[str, Term] = {}
+        shared: set[str] = set()
         for term in terms:
             if term.name in prepared:
                 parts, weight = self._evaluate(term, prepared[term.name], reduced, step, result)
             else:
                 parts, weight = term.connected_zero(outputs, batch), 0.0
-                result.skipped += tuple(f"{term.name}.{p}" if p else term.name for p in parts)
-            self._record(result, owner, term, parts, weight)
+                result.skipped += tuple(f"{term.log_name}.{p}" if p else term.log_name for p in parts)
+            self._record(result, owner, shared, term, parts, weight)
         if self.weighting is not None and group is None:
             self._apply_weighting(result, owner, training=step is not None)
-        result.dynamic = tuple(k for k, t in owner.items() if t.log_weight)
+        result.dynamic = tuple(k for k, t in owner.items() if t.log_weight and k not in shared)
         included = [c for k, c in result.terms.items() if k not in owner or owner[k].in_total]
         result.total = torch.stack(included).sum() if included else _zero_like(result.terms)
         return result
@@ -332,18 +356,25 @@ class LossMix(nn.Module):
         self,
         result: LossResult,
         owner: dict[str, Term],
+        shared: set[str],
         term: Term,
         parts: Mapping[str, Tensor],
         weight: float,
     ) -> None:
-        """Each part's raw value, weighted contribution and weight, under its log key."""
+        """Each part's raw value, weighted contribution and weight, under its log key (a
+        second term with the same key adds its contribution to the first's)."""
         for part, raw in parts.items():
-            key = f"{term.name}.{part}" if part else term.name
+            key = f"{term.log_name}.{part}" if part else term.log_name
             contribution = raw * weight
             if self.drop_nonfinite:
                 contribution = torch.where(
                     torch.isfinite(contribution), contribution, torch.zeros_like(contribution)
                 )
+            if key in owner:
+                shared.add(key)
+                result.terms[key] = result.terms[key] + contribution
+                result.raw[key], result.weights[key] = result.terms[key], 1.0
+                continue
             result.raw[key], result.terms[key], result.weights[key] = raw, contribution, weight
             owner[key] = term
 
@@ -407,6 +438,19 @@ class _Gate(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return torch.where(ctx.keep, grad, torch.zeros_like(grad)), None
+
+
+def _check_shared_log_names(terms: list[Term]) -> None:
+    """Terms sharing a log key (``loss_name``) must agree on being in the total."""
+    first: dict[str, Term] = {}
+    for term in terms:
+        other = first.setdefault(term.log_name, term)
+        if other.in_total != term.in_total:
+            raise LossConfigError(
+                f"terms '{other.name}' and '{term.name}' share loss_name '{term.log_name}', so they are "
+                "logged as one value, but only one is in the total; give them the same in_total or "
+                "different loss_names."
+            )
 
 
 def _device_of(kwargs: dict[str, Any]) -> torch.device | None:

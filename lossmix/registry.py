@@ -12,6 +12,14 @@ cannot build an arbitrary class.
 Arguments are checked by binding the constructor's signature before the call, so a
 ``TypeError`` raised inside a constructor reaches the caller unchanged.
 
+**Scopes** hold same-named entries with another library's semantics, the way MMEngine's
+registries do: ``type: mmagic.L1Loss`` is MMagic's masked-mean L1, ``type: mmdet.L1Loss``
+MMDetection's, and a bare ``type: L1Loss`` lossmix's default (MMDetection's). A
+``default_scope`` (on a node, or passed by the caller: a whole mix) makes bare names look
+in that scope first and fall back to the default. A dotted ``type`` is read as
+``scope.Name`` only when its first part is a registered scope; anything else is a dotted
+path and goes through the allow-list as before.
+
 This module is a leaf: it knows no loss. ``lossmix.losses`` plugs the adapters that
 turn ``torch.nn`` losses and plain functions into lossmix losses into :data:`LOSSES`
 (:meth:`Registry.add_adapter`).
@@ -38,6 +46,7 @@ from lossmix.targets import (
 )
 
 __all__ = [
+    "DEFAULT_SCOPE_KEY",
     "ENV_ALLOWED_TARGETS",
     "LOSSES",
     "REQUIRED",
@@ -55,6 +64,8 @@ __all__ = [
 ]
 
 _HYDRA_PASSTHROUGH = ("_recursive_", "_convert_")
+DEFAULT_SCOPE_KEY = "default_scope"
+_SCOPE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _T = TypeVar("_T")
 REQUIRED = inspect.Parameter.empty
 
@@ -188,6 +199,8 @@ class Registry:
         self._entries: dict[str, Any] = {}
         self._aliases: dict[str, str] = {}
         self._adapters: list[Adapter] = []
+        self._scopes: dict[str, dict[str, Any]] = {}
+        self._scope_summaries: dict[str, str] = {}
 
     def require_base(self, base: type) -> None:
         """Entries and ``_target_`` classes must subclass ``base`` from now on."""
@@ -209,6 +222,8 @@ class Registry:
         name: str | None = None,
         aliases: tuple[str, ...] | list[str] = (),
         force: bool = False,
+        scopes: Sequence[str] = (),
+        default: bool = True,
     ) -> _T: ...
 
     @overload
@@ -219,6 +234,8 @@ class Registry:
         name: str | None = None,
         aliases: tuple[str, ...] | list[str] = (),
         force: bool = False,
+        scopes: Sequence[str] = (),
+        default: bool = True,
     ) -> Callable[[_T], _T]: ...
 
     def register(
@@ -228,6 +245,8 @@ class Registry:
         name: str | None = None,
         aliases: tuple[str, ...] | list[str] = (),
         force: bool = False,
+        scopes: Sequence[str] = (),
+        default: bool = True,
     ) -> Any:
         """Register a class or function; use as ``@REG.register()`` or ``REG.register(obj)``.
 
@@ -236,6 +255,9 @@ class Registry:
             name: registered name (default: ``obj.__name__``); a positional string works too.
             aliases: other names that find the same entry.
             force: replace an existing entry of the same name instead of raising.
+            scopes: also register it under ``name`` in these scopes (:meth:`add_scope`).
+            default: register it under the bare name too (``False``: only in ``scopes``, for
+                an entry whose bare name is another library's semantics).
         """
         if isinstance(obj, str):
             name, obj = obj, None
@@ -245,6 +267,10 @@ class Registry:
                 raise LossConfigError(f"{self.kind} registry: {target!r} is not a class or function.")
             self._check_entry(target)
             key = name or target.__name__
+            for scope in scopes:
+                self.add_to_scope(scope, key, target, force=force)
+            if not default:
+                return target
             for n in (key, *aliases):
                 owner = self._entries.get(n) or self._entries.get(self._aliases.get(n, ""))
                 if owner is not None and owner is not target and not force:
@@ -259,6 +285,70 @@ class Registry:
             return target
 
         return add if obj is None else add(obj)
+
+    # -- scopes ---------------------------------------------------------------------------
+    def add_scope(self, scope: str, summary: str) -> None:
+        """Declare a scope (``mmagic``): a table of same-named entries with other semantics."""
+        if not isinstance(scope, str) or not _SCOPE_NAME.match(scope):
+            raise LossConfigError(
+                f"{self.kind} registry: scope {scope!r} is not valid; use lower-case letters, "
+                "digits and '_' (like mmagic)."
+            )
+        self._scopes.setdefault(scope, {})
+        self._scope_summaries[scope] = summary
+
+    def add_to_scope(self, scope: str, name: str, obj: Any = None, *, force: bool = False) -> None:
+        """Put ``obj`` (default: the bare entry ``name``) in ``scope`` under ``name``."""
+        table = self._scopes.get(self.check_scope(scope, owner=f"{self.kind} registry"))
+        assert table is not None  # check_scope returned a declared scope
+        target = self.get(name) if obj is None else obj
+        self._check_entry(target)
+        owner = table.get(name)
+        if owner is not None and owner is not target and not force:
+            raise LossConfigError(
+                f"{self.kind} registry: '{scope}.{name}' is already registered to "
+                f"{_dotted(owner)}; pick another name, or pass force=True to replace it."
+            )
+        table[name] = target
+
+    def scopes(self) -> list[str]:
+        """The declared scopes, sorted."""
+        return sorted(self._scopes)
+
+    def scope_summary(self, scope: str) -> str:
+        """What a scope's entries reproduce (one line)."""
+        return self._scope_summaries[self.check_scope(scope)]
+
+    def scope_names(self, scope: str) -> list[str]:
+        """The names registered in ``scope``, sorted."""
+        return sorted(self._scopes[self.check_scope(scope)])
+
+    def check_scope(self, scope: Any, *, owner: str = DEFAULT_SCOPE_KEY) -> str:
+        """``scope`` if it is declared, else raise naming the scopes there are."""
+        if isinstance(scope, str) and scope in self._scopes:
+            return scope
+        known = ", ".join(self.scopes()) or "(none)"
+        raise LossConfigError(
+            f"{owner}: unknown {self.kind} scope {scope!r}; scopes: {known}."
+            f"{did_you_mean(str(scope), self._scopes)}"
+        )
+
+    def split_scoped(self, name: Any) -> tuple[str, str] | None:
+        """``(scope, name)`` for ``"scope.Name"`` whose first part is a declared scope, else None."""
+        if not isinstance(name, str) or "." not in name:
+            return None
+        scope, _, rest = name.partition(".")
+        return (scope, rest) if scope in self._scopes else None
+
+    def _scoped(self, scope: str, name: str) -> Any:
+        table = self._scopes[scope]
+        if name in table:
+            return table[name]
+        bare = f" The bare name '{name}' is lossmix's default." if name in self else ""
+        raise LossConfigError(
+            f"Unknown {self.kind} '{scope}.{name}': scope '{scope}' has no '{name}'."
+            f"{did_you_mean(name, table)} It has: {', '.join(sorted(table)) or '(nothing)'}.{bare}"
+        )
 
     def _check_entry(self, target: Any) -> None:
         if inspect.isclass(target):
@@ -282,6 +372,9 @@ class Registry:
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        scoped = self.split_scoped(name)
+        if scoped is not None:
+            return scoped[1] in self._scopes[scoped[0]]
         return name in self._entries or name in self._aliases
 
     def __iter__(self) -> Iterator[str]:
@@ -290,40 +383,84 @@ class Registry:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, name: str) -> Any:
-        """The class or function registered under ``name`` (or an alias of it)."""
+    def get(self, name: str, *, default_scope: str | None = None) -> Any:
+        """The entry registered under ``name`` (an alias, or ``scope.Name``).
+
+        With ``default_scope``, a bare name is looked up in that scope first, then as the
+        default entry (MMEngine's rule: a scope falls back to its parent).
+        """
+        scoped = self.split_scoped(name)
+        if scoped is not None:
+            return self._scoped(*scoped)
         key = self._aliases.get(name, name)
+        if default_scope is not None:
+            table = self._scopes[self.check_scope(default_scope)]
+            for candidate in (name, key):
+                if candidate in table:
+                    return table[candidate]
         if key in self._entries:
             return self._entries[key]
         options = [*self._entries, *self._aliases]
+        scopes = f" Scoped names: {', '.join(f'{s}.<Name>' for s in self.scopes())}." if self._scopes else ""
         raise LossConfigError(
             f"Unknown {self.kind} '{name}'.{did_you_mean(name, options)} "
-            f"Registered: {', '.join(self.names())}. Register your own with "
+            f"Registered: {', '.join(self.names())}.{scopes} Register your own with "
             f"@lossmix.{self.public_name}.register()."
         )
 
-    def canonical_name(self, name: str) -> str:
-        """The registered name behind ``name`` (resolving aliases)."""
-        self.get(name)
-        return self._aliases.get(name, name)
+    def canonical_name(self, name: str, *, default_scope: str | None = None) -> str:
+        """The registered name behind ``name``: aliases resolved, ``scope.Name`` when a scope
+        (given, or the ``default_scope``) supplies the entry."""
+        self.get(name, default_scope=default_scope)
+        if self.split_scoped(name) is not None:
+            return name
+        key = self._aliases.get(name, name)
+        if default_scope is not None:
+            table = self._scopes[default_scope]
+            for candidate in (name, key):
+                if candidate in table:
+                    return f"{default_scope}.{candidate}"
+        return key
 
     def resolve(
-        self, ref: Any, *, extra_allowed: Sequence[str] = (), by_name: bool = True
+        self,
+        ref: Any,
+        *,
+        extra_allowed: Sequence[str] = (),
+        by_name: bool = True,
+        default_scope: str | None = None,
     ) -> tuple[Any, str]:
-        """``(entry, label)`` for a registered name or a dotted path (through the allow-list).
+        """``(entry, label)`` for a registered name, ``scope.Name``, or a dotted path (through
+        the allow-list).
 
         ``by_name=False`` (a ``_target_``) always takes ``ref`` as a dotted path.
         """
-        if by_name and isinstance(ref, str) and ref and "." not in ref:
-            return self.get(ref), self.canonical_name(ref)
-        obj = resolve_target(
-            ref,
-            extra_allowed=extra_allowed,
-            defaults=self.defaults,
-            base=self.base,
-            functions=self.functions,
-            what=self.kind,
-        )
+        if (
+            by_name
+            and isinstance(ref, str)
+            and ref
+            and ("." not in ref or self.split_scoped(ref) is not None)
+        ):
+            return self.get(ref, default_scope=default_scope), self.canonical_name(
+                ref, default_scope=default_scope
+            )
+        try:
+            obj = resolve_target(
+                ref,
+                extra_allowed=extra_allowed,
+                defaults=self.defaults,
+                base=self.base,
+                functions=self.functions,
+                what=self.kind,
+            )
+        except LossConfigError as err:
+            if by_name and self._scopes and isinstance(ref, str) and ref.count(".") == 1:
+                scope = ref.split(".")[0]
+                raise LossConfigError(
+                    f"{err} If '{scope}' is meant as a {self.kind} scope: unknown scope "
+                    f"'{scope}'; scopes: {', '.join(self.scopes())}.{did_you_mean(scope, self._scopes)}"
+                ) from None
+            raise
         return obj, str(ref)
 
     # -- description ----------------------------------------------------------------------
@@ -352,6 +489,21 @@ class Registry:
         """:meth:`describe` for every entry, sorted by name."""
         return [self.describe(n) for n in self.names()]
 
+    def describe_scope(self, scope: str) -> list[tuple[EntryInfo, bool]]:
+        """Every ``scope.Name`` entry, and whether it is the bare name's entry too.
+
+        >>> from lossmix import LOSSES
+        >>> [(i.name, same) for i, same in LOSSES.describe_scope("mmagic") if "L1" in i.name]
+        [('mmagic.L1CompositionLoss', True), ('mmagic.L1Loss', False)]
+        """
+        rows = []
+        for name in self.scope_names(scope):
+            obj = self._scopes[scope][name]
+            rows.append(
+                (self.describe(f"{scope}.{name}"), name in self._entries and self._entries[name] is obj)
+            )
+        return rows
+
     def __repr__(self) -> str:
         infos = self.describe_all()
         width = max((len(i.name) for i in infos), default=0)
@@ -365,16 +517,22 @@ class Registry:
         cfg: Any,
         *,
         allowed_targets: Sequence[str] = (),
+        default_scope: str | None = None,
         **overrides: Any,
     ) -> Any:
         """Build from ``{type: Name, **kwargs}`` or ``{_target_: dotted.path, **kwargs}``.
 
-        Keyword ``overrides`` win over the config's values (as in Hydra).
+        Keyword ``overrides`` win over the config's values (as in Hydra). A bare ``type`` is
+        looked up in ``default_scope`` first (the node's own ``default_scope`` key wins).
         """
         node = _to_dict(cfg, self.kind)
         node.update(overrides)
         for key in _HYDRA_PASSTHROUGH:
             node.pop(key, None)
+        if self._scopes and DEFAULT_SCOPE_KEY in node:
+            default_scope = node.pop(DEFAULT_SCOPE_KEY)
+        if default_scope is not None:
+            self.check_scope(default_scope)
         has_type, has_target = "type" in node, "_target_" in node
         if has_type == has_target:
             raise LossConfigError(
@@ -388,7 +546,9 @@ class Registry:
                 f"type={ref!r} is not a {self.kind} name; give a registered name such as "
                 f"{self.names()[0] if self._entries else 'Name'}."
             )
-        obj, label = self.resolve(ref, extra_allowed=allowed_targets, by_name=has_type)
+        obj, label = self.resolve(
+            ref, extra_allowed=allowed_targets, by_name=has_type, default_scope=default_scope
+        )
         return self.build_resolved(obj, label, node)
 
     def build_resolved(self, obj: Any, label: str, kwargs: dict[str, Any]) -> Any:
@@ -416,14 +576,25 @@ def _to_dict(cfg: Any, kind: str) -> dict[str, Any]:
 LOSSES: Registry = Registry("loss", public_name="LOSSES", base=nn.Module, functions=True)
 SAMPLERS: Registry = Registry("sampler", public_name="SAMPLERS")
 WEIGHTINGS: Registry = Registry("weighting", public_name="WEIGHTINGS", supplied=("tasks",))
+LOSSES.add_scope(
+    "mmdet", "MMDetection 3.x: a 'mean' over all elements (the weight sum is ignored), avg_factor"
+)
+LOSSES.add_scope(
+    "mmagic", "MMagic 1.x: a weighted 'mean' divides by the weight (mask) sum; sample_wise means"
+)
 
 
-def build_loss(cfg: Any, *, allowed_targets: Sequence[str] = (), **overrides: Any) -> Any:
+def build_loss(
+    cfg: Any, *, allowed_targets: Sequence[str] = (), default_scope: str | None = None, **overrides: Any
+) -> Any:
     """Build a loss from ``{type: Name, ...}`` or ``{_target_: dotted.path, ...}``.
 
     Any ``torch.nn`` loss class (``_target_: torch.nn.SmoothL1Loss``) and any
     registered or allow-listed function get lossmix's ``weight``/``avg_factor``/
     ``loss_weight`` handling. An ``nn.Module`` given directly is returned as is.
+
+    ``type: mmagic.L1Loss`` (or ``default_scope="mmagic"`` with ``type: L1Loss``) builds
+    the scope's entry (:meth:`Registry.get`).
 
     >>> loss = build_loss({"type": "L1Loss", "loss_weight": 2.0})
     >>> import torch; loss(torch.zeros(2), torch.ones(2))
@@ -431,7 +602,7 @@ def build_loss(cfg: Any, *, allowed_targets: Sequence[str] = (), **overrides: An
     """
     if isinstance(cfg, nn.Module):
         return cfg
-    return LOSSES.build(cfg, allowed_targets=allowed_targets, **overrides)
+    return LOSSES.build(cfg, allowed_targets=allowed_targets, default_scope=default_scope, **overrides)
 
 
 def build_sampler(cfg: Any, *, allowed_targets: Sequence[str] = (), **overrides: Any) -> Any:

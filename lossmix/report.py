@@ -23,16 +23,21 @@ def _term_rows(
     model: Any, summary: Mapping[str, tuple[float, float]], metrics: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    seen: set[tuple[str | None, str]] = set()
     for group, term in model.loss_mix.all_terms():
         scope = f"/{group}" if group else ""
+        log_name = getattr(term, "log_name", term.name)  # terms sharing a loss_name: one row
         names = sorted(
             k.split("/")[-1]
             for k in summary
             if k.startswith(f"train/loss{scope}/")
-            and k.split("/")[-1].split(".")[0] == term.name
+            and k.split("/")[-1].split(".")[0] == log_name
             and k.count("/") == (3 if group else 2)
-        ) or [term.name]
+        ) or [log_name]
         for name in names:
+            if (group, name) in seen:
+                continue
+            seen.add((group, name))
             mean, count = summary.get(f"train/loss{scope}/{name}", (math.nan, 0.0))
             weight_key = f"train/weight{scope}/{name}"
             every = f" ×{term.every}" if term.every > 1 and term.scale_by_every else ""

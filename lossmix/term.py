@@ -4,6 +4,11 @@ A term is built from its config node (``loss.<name>`` in the Hydra configs): the
 term-level keys in :data:`TERM_KEYS` are taken off, ``loss_weight`` becomes the
 term's scalar weight (step 5, owned by the term so schedules and weightings can
 change it), and everything else goes to the loss's constructor.
+
+MMagic's spellings are accepted beside lossmix's: ``data_info`` is ``inputs`` (loss
+argument → key), ``loss_name`` the term's log key (terms sharing one are logged, and
+added, as one value), and ``default_scope: mmagic`` makes a bare ``type`` MMagic's loss
+of that name.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ __all__ = ["TERM_KEYS", "Term", "TermInputs"]
 
 TERM_KEYS: tuple[str, ...] = (
     "inputs",
+    "data_info",
+    "loss_name",
+    "default_scope",
     "sampler",
     "normalizer",
     "every",
@@ -51,6 +59,15 @@ def check_term_name(name: Any, *, what: str = "term") -> str:
             f"{what} name {name!r} is not valid; use letters, digits, '_' or '-' (no '.' or '/')."
         )
     return name
+
+
+def _check_log_name(term: str, loss_name: Any) -> str:
+    if not isinstance(loss_name, str) or not _NAME.match(loss_name):
+        raise LossConfigError(
+            f"term '{term}': loss_name={loss_name!r} is not valid; use letters, digits, '_' or '-' "
+            "(like loss_l1)."
+        )
+    return loss_name
 
 
 @dataclass
@@ -90,6 +107,8 @@ class Term(nn.Module):
         parts: the sub-terms a loss returning a dict or tuple produces (``["a", "b"]``),
             when the loss does not declare them itself (``part_names``); logged as
             ``{name}.{part}``.
+        loss_name: the log key (MMagic's ``loss_name``, e.g. ``loss_l1``); default ``name``.
+            Terms of one group sharing a log key are added into one logged value.
 
     The log keys are known before the first step: a lossmix loss declares its parts
     (``WeightedLoss.part_names``; ``("",)``: one value), and so may any module; else they
@@ -114,9 +133,11 @@ class Term(nn.Module):
         ignore_index: int | None = None,
         parts: Sequence[str] | None = None,
         allow_negative: bool = False,
+        loss_name: str | None = None,
     ) -> None:
         super().__init__()
         self.name = check_term_name(name)
+        self.log_name = self.name if loss_name is None else _check_log_name(name, loss_name)
         self.loss = loss
         self.sampler = sampler
         self.normalizer = normalizer
@@ -198,9 +219,17 @@ class Term(nn.Module):
     # -- building -----------------------------------------------------------------------------
     @classmethod
     def from_config(
-        cls, name: str, node: Mapping[str, Any], *, allowed_targets: tuple[str, ...] | list[str] = ()
+        cls,
+        name: str,
+        node: Mapping[str, Any],
+        *,
+        allowed_targets: tuple[str, ...] | list[str] = (),
+        default_scope: str | None = None,
     ) -> Term:
-        """Build a term from its config node (a dict or DictConfig)."""
+        """Build a term from its config node (a dict or DictConfig).
+
+        ``default_scope`` (the mix's) applies unless the node sets its own.
+        """
         check_term_name(name)
         node = to_plain(node)
         if not isinstance(node, Mapping) or not ({"type", "_target_"} & set(node)):
@@ -215,8 +244,16 @@ class Term(nn.Module):
                 f"term '{name}': 'schedule' is set by the LossWeightSchedule callback "
                 "(callbacks.loss_weights.schedules), not in the term node."
             )
+        data_info = term_args.pop("data_info", None)
+        if data_info is not None:
+            if term_args.get("inputs") is not None:
+                raise LossConfigError(
+                    f"term '{name}': give inputs or data_info (MMagic's spelling of inputs), not both."
+                )
+            term_args["inputs"] = data_info
+        scope = term_args.pop("default_scope", default_scope)
         weight = node.pop("loss_weight", None)
-        loss, weight = _build_term_loss(name, node, weight, allowed_targets)
+        loss, weight = _build_term_loss(name, node, weight, allowed_targets, scope)
         sampler_node = term_args.pop("sampler", None)
         target_keys: dict[str, Any] = {}
         sampler = None
@@ -414,14 +451,17 @@ class Term(nn.Module):
         return parts
 
     def connected_zero(self, outputs: Any, batch: Any) -> dict[str, Tensor]:
-        """What a skipped (lazy) step returns: zeros still connected to the inputs, one per
-        part (learned once, without gradient, if the loss has not said yet)."""
+        """What a skipped (lazy) step returns: zeros still connected to the inputs (and to the
+        parameters of a routed network, on its device), one per part (learned once, without
+        gradient, if the loss has not said yet)."""
         if self._parts is None:
             with torch.no_grad():
                 self.evaluate(self.prepare(outputs, batch), None)
         kwargs = self.route(outputs, batch)
         tensors = [v for v in kwargs.values() if isinstance(v, Tensor) and v.is_floating_point()]
-        grads = [t for t in tensors if t.requires_grad] or tensors
+        # a routed network (a discriminator, a generator) counts through its parameters
+        params = [p for v in kwargs.values() if isinstance(v, nn.Module) for p in v.parameters()]
+        grads = [t for t in tensors + params if t.requires_grad] or tensors or params[:1]
         zero = torch.stack([t.sum() * 0.0 for t in grads]).sum() if grads else torch.zeros(())
         return {part: zero for part in (self._parts or ("",))}
 
@@ -429,11 +469,12 @@ class Term(nn.Module):
         extra = f", every={self.every}" if self.every > 1 else ""
         extra += f", scale={self.scale}" if self.scale != 1.0 else ""
         extra += "" if self.in_total else ", in_total=False"
+        extra += f", loss_name={self.log_name!r}" if self.log_name != self.name else ""
         return f"name={self.name!r}, weight={self.weight}, inputs={self.inputs}{extra}"
 
 
 def _build_term_loss(
-    name: str, node: dict[str, Any], weight: Any, allowed: tuple[str, ...] | list[str]
+    name: str, node: dict[str, Any], weight: Any, allowed: tuple[str, ...] | list[str], scope: str | None
 ) -> tuple[nn.Module, Any]:
     """Build the loss and move its scalar weight to the term.
 
@@ -442,7 +483,7 @@ def _build_term_loss(
     whose weight applies to the generator side only) keeps it instead.
     """
     try:
-        loss = build_loss(node, allowed_targets=allowed)
+        loss = build_loss(node, allowed_targets=allowed, default_scope=scope)
     except LossConfigError as err:
         # an unknown key may be a term-level key in the wrong place: list those too
         hint = (

@@ -238,6 +238,17 @@ EXPERIMENT_TERMS = {
     "custom": ["seg", "smooth"],
     "gan": ["gen/adv", "disc/real", "disc/fake", "disc/r1", "disc/shift"],
     "multitask": ["depth", "cls"],
+    "stylegan2": ["gen/adv", "gen/pl", "disc/real", "disc/fake", "disc/r1"],
+    "inpainting": [
+        "gen/l1_hole",
+        "gen/l1_valid",
+        "gen/percep.percep",
+        "gen/percep.style",
+        "gen/tv",
+        "gen/adv",
+        "disc/real",
+        "disc/fake",
+    ],
 }
 
 
@@ -291,6 +302,40 @@ def test_gan_experiment_lazy_r1_weight(compose_train):
     assert on.weights["r1"] == 5.0 * 16 and off.weights["r1"] == 0.0
     assert list(model.loss_mix.groups) == ["gen", "disc"]
     assert cfg.model.reg_interval == cfg.loss.disc.r1.every
+
+
+def test_stylegan2_experiment_is_the_seeds_loss_config(compose_train):
+    cfg = compose_train("experiment=stylegan2")
+    _, model = build_experiment(cfg)
+    assert cfg.model.reg_interval == cfg.loss.disc.r1.every == 16
+    assert cfg.model.g_reg_interval == cfg.loss.gen.pl.every == 4
+    real = torch.randn(4, 2)
+    disc = {
+        "real_score": model.disc(real),
+        "fake_score": model.disc(real + 1),
+        "disc": model.disc,
+        "real": real,
+    }
+    gen = {"fake_score": model.disc(real + 1), "gen": model.gen, "batch_size": 4}
+    assert model.loss_mix(disc, group="disc", step=16).weights["r1"] == 80.0  # r1_loss_weight = 10/2 × 16
+    assert model.loss_mix(gen, group="gen", step=4).weights["pl"] == 8.0  # g_reg_weight = 2 × 4
+    assert model.loss_mix(gen, group="gen", step=5).weights["pl"] == 0.0
+    pl_loss = model.loss_mix.find_term("gen/pl").loss
+    assert pl_loss.pl_batch_shrink == 2 and pl_loss.samples(4) == 2
+    assert model.loss_mix.find_term("disc/r1").loss.norm_mode == "HWC"
+
+
+def test_inpainting_experiment_gets_mmagics_masked_means(compose_train):
+    cfg = compose_train("experiment=inpainting")
+    _, model = build_experiment(cfg)
+    assert cfg.loss.default_scope == "mmagic"
+    assert type(model.loss_mix.find_term("gen/l1_hole").loss).__name__ == "MaskedL1Loss"
+    assert model.loss_mix.find_term("gen/l1_hole").weight == 6.0
+    gt, mask = torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16)
+    mask[..., :8, :8] = 1
+    fake_res = gt + mask  # wrong by 1 in the hole only
+    hole = model.loss_mix.find_term("gen/l1_hole").loss(fake_res, gt, weight=mask)
+    assert hole.item() == 1.0  # MMagic's number; MMDetection's mean would give 0.25
 
 
 def test_multitask_experiment_learns_its_weights(compose_train):

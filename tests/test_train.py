@@ -47,6 +47,8 @@ EXPERIMENTS = {
     "custom": ["seg", "smooth"],
     "gan": ["gen/adv", "disc/real", "disc/fake", "disc/r1", "disc/shift"],
     "multitask": ["depth", "cls"],
+    "stylegan2": ["gen/adv", "gen/pl", "disc/real", "disc/r1"],
+    "inpainting": ["gen/l1_hole", "gen/percep.style", "gen/tv", "gen/adv", "disc/fake"],
 }
 EXPERIMENT_TINY = [
     "trainer.max_steps=4",

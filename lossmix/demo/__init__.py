@@ -7,7 +7,10 @@ One per experiment of the app (``experiment=<name>``):
 
 * ``detection`` (the default): :class:`DenseDetector` on :class:`SyntheticBoxes`;
 * ``segmentation`` and ``custom``: :class:`Segmenter` on :class:`SyntheticShapes`;
-* ``gan``: :class:`ToyGAN` on :class:`SyntheticRing` (``gen`` and ``disc`` groups);
+* ``gan`` and ``stylegan2``: :class:`ToyGAN` on :class:`SyntheticRing` (``gen`` and ``disc``
+  groups; ``stylegan2`` adds the generator's path-length regulariser);
+* ``inpainting``: :class:`ToyInpainter` on :class:`SyntheticInpainting` (MMagic's
+  inpainting losses, ``gen`` and ``disc`` groups);
 * ``multitask``: :class:`TwoTasks` on :class:`SyntheticTasks` (dynamic task weighting).
 
 ``lossmix.demo.custom_losses`` (the ``custom`` experiment's losses) is not imported
@@ -16,7 +19,8 @@ here: it stands for user code, which the app imports through ``lossmix.imports``
 
 from lossmix.demo.boxes import SyntheticBoxDataset, SyntheticBoxes
 from lossmix.demo.detector import DenseDetector
-from lossmix.demo.gan import SyntheticRing, ToyGAN, ring
+from lossmix.demo.gan import SyntheticRing, ToyGAN, ToyGenerator, ring
+from lossmix.demo.inpainting import SyntheticInpainting, SyntheticInpaintingDataset, ToyInpainter
 from lossmix.demo.multitask import SyntheticTasks, TwoTasks, two_task_dataset
 from lossmix.demo.segmentation import Segmenter, SyntheticShapeDataset, SyntheticShapes
 
@@ -25,11 +29,15 @@ __all__ = [
     "Segmenter",
     "SyntheticBoxDataset",
     "SyntheticBoxes",
+    "SyntheticInpainting",
+    "SyntheticInpaintingDataset",
     "SyntheticRing",
     "SyntheticShapeDataset",
     "SyntheticShapes",
     "SyntheticTasks",
     "ToyGAN",
+    "ToyGenerator",
+    "ToyInpainter",
     "TwoTasks",
     "ring",
     "two_task_dataset",

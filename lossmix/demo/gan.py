@@ -6,13 +6,19 @@ two groups, one per player, each computed by its own ``compute_loss(..., group=.
 ==========  ===================================================================
 group       outputs the term nodes route
 ==========  ===================================================================
-``gen``     ``fake_score`` (N, 1): the discriminator on generated points
+``gen``     ``fake_score`` (N, 1): the discriminator on generated points;
+            ``gen`` (the generator module) and ``batch_size`` (an int), for
+            StyleGAN2's path-length regulariser
 ``disc``    ``real_score``, ``fake_score`` (N, 1); ``disc`` (the discriminator
             module) and ``real`` (N, 2), for a gradient penalty such as R1
 ==========  ===================================================================
 
 Each training step makes two optimizer steps (generator, then discriminator), so
 the trainer's ``max_steps`` is twice the number of batches.
+
+The generator (:class:`ToyGenerator`) has StyleGAN's two halves, a mapping network
+``z → w`` and a synthesis network ``w → x``, and answers MMagic's call
+``gen(None, num_batches=n, return_latents=True)`` with ``{'fake_img', 'latent'}``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lossmix.lightning import CompositeLoss
 
-__all__ = ["SyntheticRing", "ToyGAN", "ring"]
+__all__ = ["SyntheticRing", "ToyGAN", "ToyGenerator", "ring"]
 
 
 def ring(n: int, seed: int = 0, *, modes: int = 8, radius: float = 2.0, std: float = 0.05) -> Tensor:
@@ -85,6 +91,36 @@ def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
     )
 
 
+class ToyGenerator(nn.Module):
+    """Noise ``z`` → latent ``w`` (``mapping_layers`` MLP layers; none: ``w = z``) → 2-D points.
+
+    ``forward(z)`` returns the points ``(N, 2)``; ``forward(None, num_batches=n,
+    return_latents=True)`` samples ``z`` itself and returns ``{'fake_img': points,
+    'latent': w}``, ``w`` in the graph of the points (MMagic's generator interface).
+    """
+
+    def __init__(self, latent: int, hidden: int, mapping_layers: int = 0) -> None:
+        super().__init__()
+        self.latent = latent
+        layers: list[nn.Module] = []
+        for _ in range(mapping_layers):
+            layers += [nn.Linear(latent, latent), nn.LeakyReLU(0.2)]
+        self.mapping = nn.Sequential(*layers)
+        self.synthesis = _mlp(latent, hidden, 2)
+
+    def forward(
+        self, noise: Tensor | None, num_batches: int = 0, return_latents: bool = False
+    ) -> Tensor | dict[str, Tensor]:
+        if noise is None:
+            device = next(self.synthesis.parameters()).device
+            noise = torch.randn(num_batches, self.latent, device=device)
+        latent: Tensor = self.mapping(noise)  # no mapping layers: w = z
+        if return_latents and not latent.requires_grad:
+            latent = latent.requires_grad_()  # the leaf the path length differentiates against
+        points: Tensor = self.synthesis(latent)
+        return {"fake_img": points, "latent": latent} if return_latents else points
+
+
 class ToyGAN(CompositeLoss, pl.LightningModule):
     """Generator and discriminator MLPs trained with the ``gen`` and ``disc`` groups of ``loss``.
 
@@ -93,10 +129,13 @@ class ToyGAN(CompositeLoss, pl.LightningModule):
             :meth:`~lossmix.CompositeLoss.configure_loss`.
         latent: size of the generator's noise.
         hidden: width of both MLPs.
-        lr: Adam's learning rate (the discriminator's is scaled, see ``reg_interval``).
+        lr: Adam's learning rate (each player's is scaled, see ``reg_interval``).
         reg_interval: how often the discriminator's regulariser runs (R1's ``every``, k).
             For k > 1, StyleGAN2's lazy-regularisation correction scales the
             discriminator's Adam learning rate and betas by ``k / (k + 1)``.
+        g_reg_interval: the same for the generator's regulariser (the path length's
+            ``every``); 1: none.
+        mapping_layers: layers of the generator's mapping network (0: ``w = z``).
     """
 
     def __init__(
@@ -106,13 +145,16 @@ class ToyGAN(CompositeLoss, pl.LightningModule):
         hidden: int = 64,
         lr: float = 1e-3,
         reg_interval: int = 16,
+        g_reg_interval: int = 1,
+        mapping_layers: int = 0,
     ) -> None:
         super().__init__()
-        if reg_interval < 1:
-            raise ValueError(f"reg_interval={reg_interval} must be >= 1.")
+        for name, value in (("reg_interval", reg_interval), ("g_reg_interval", g_reg_interval)):
+            if value < 1:
+                raise ValueError(f"{name}={value} must be >= 1.")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.gen = _mlp(latent, hidden, 2)
+        self.gen = ToyGenerator(latent, hidden, mapping_layers)
         self.disc = _mlp(2, hidden, 1)
         self.configure_loss(loss)
 
@@ -123,9 +165,10 @@ class ToyGAN(CompositeLoss, pl.LightningModule):
         latent: int = self.hparams["latent"]
         noise = torch.randn(real.shape[0], latent, device=real.device)
 
-        fake = self.gen(noise)
+        fake = cast(Tensor, self.gen(noise))
         self.toggle_optimizer(opt_g)
-        loss_g = self.compute_loss({"fake_score": self.disc(fake)}, group="gen", batch_size=real.shape[0])
+        outputs_g = {"fake_score": self.disc(fake), "gen": self.gen, "batch_size": real.shape[0]}
+        loss_g = self.compute_loss(outputs_g, group="gen", batch_size=real.shape[0])
         opt_g.zero_grad()
         self.manual_backward(loss_g)
         opt_g.step()
@@ -146,9 +189,13 @@ class ToyGAN(CompositeLoss, pl.LightningModule):
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         lr: float = self.hparams["lr"]
-        k: int = self.hparams["reg_interval"]
-        ratio = k / (k + 1) if k > 1 else 1.0
+        g_ratio, d_ratio = (_lazy_ratio(self.hparams[k]) for k in ("g_reg_interval", "reg_interval"))
         return (
-            torch.optim.Adam(self.gen.parameters(), lr=lr, betas=(0.0, 0.99)),
-            torch.optim.Adam(self.disc.parameters(), lr=lr * ratio, betas=(0.0, 0.99**ratio)),
+            torch.optim.Adam(self.gen.parameters(), lr=lr * g_ratio, betas=(0.0, 0.99**g_ratio)),
+            torch.optim.Adam(self.disc.parameters(), lr=lr * d_ratio, betas=(0.0, 0.99**d_ratio)),
         )
+
+
+def _lazy_ratio(k: int) -> float:
+    """StyleGAN2's lazy-regularisation correction of Adam for a regulariser every k steps."""
+    return k / (k + 1) if k > 1 else 1.0

@@ -10,14 +10,18 @@ from lossmix.functional import cross_entropy as _cross_entropy
 from lossmix.functional import dice as _dice
 from lossmix.functional import focal as _focal
 from lossmix.functional import ghm as _ghm
+from lossmix.functional import image as _image
 from lossmix.functional import iou as _iou
+from lossmix.functional import path as _path
 from lossmix.functional import regression as _regression
 from lossmix.functional.adversarial import *  # noqa: F403
 from lossmix.functional.cross_entropy import *  # noqa: F403
 from lossmix.functional.dice import *  # noqa: F403
 from lossmix.functional.focal import *  # noqa: F403
 from lossmix.functional.ghm import *  # noqa: F403
+from lossmix.functional.image import *  # noqa: F403
 from lossmix.functional.iou import *  # noqa: F403
+from lossmix.functional.path import *  # noqa: F403
 from lossmix.functional.regression import *  # noqa: F403
 
 __all__ = [
@@ -26,6 +30,8 @@ __all__ = [
     *_dice.__all__,
     *_focal.__all__,
     *_ghm.__all__,
+    *_image.__all__,
     *_iou.__all__,
+    *_path.__all__,
     *_regression.__all__,
 ]

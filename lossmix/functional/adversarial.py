@@ -17,6 +17,7 @@ import torch.nn.functional as TF
 from torch import Tensor
 
 from lossmix.errors import LossConfigError, did_you_mean
+from lossmix.functional.image import gaussian_blur
 
 __all__ = [
     "GAN_TYPES",
@@ -32,7 +33,7 @@ __all__ = [
     "wgan_gp_penalty",
 ]
 
-GAN_TYPES: tuple[str, ...] = ("vanilla", "lsgan", "wgan", "wgan-logistic-ns", "hinge")
+GAN_TYPES: tuple[str, ...] = ("vanilla", "lsgan", "wgan", "wgan-logistic-ns", "hinge", "l1", "smgan")
 NORM_MODES: tuple[str, ...] = ("pixel", "HWC")
 
 
@@ -66,6 +67,7 @@ def gan_loss(
     is_disc: bool = False,
     real_label_val: float = 1.0,
     fake_label_val: float = 0.0,
+    mask: Tensor | None = None,
 ) -> Tensor:
     r"""Element-wise GAN loss of a discriminator output ``x`` (MMagic's ``GANLoss``).
 
@@ -80,26 +82,38 @@ def gan_loss(
     wgan                −s·x                                same
     wgan-logistic-ns    softplus(−s·x)                      same
     hinge               relu(1 − s·x)                       −x
+    l1                  \|x − y\|                          same
+    smgan               (x − y)², fake: y = blur(mask)      (x − y)²
     ==================  ==================================  ==================
 
     The means of these are MMagic's values. vanilla and wgan-logistic-ns use the
-    stable softplus forms (finite at any logit).
+    stable softplus forms (finite at any logit). ``smgan`` (AOT-GAN's soft-mask GAN)
+    first resizes ``x`` to the mask's size (bilinear, ``align_corners=True``) when they
+    differ; the discriminator's fake label is the mask blurred by a 71 × 71, σ = 10
+    Gaussian (:func:`lossmix.functional.gaussian_blur`). MMagic's generator side
+    multiplies the already-averaged MSE by ``mask / mean(mask)`` and averages again,
+    which cancels: the mean here is its value (finite for an all-zero mask, where
+    MMagic's is NaN).
 
     Args:
         pred: discriminator logits, any shape.
         gan_type: one of :data:`GAN_TYPES`.
         target_is_real: a Python bool (the usual, config-level case) or a bool/0-1
             tensor broadcastable to ``pred`` (real and fake in one batch).
-        is_disc: the discriminator's loss (only hinge differs).
-        real_label_val, fake_label_val: labels of vanilla and lsgan.
+        is_disc: the discriminator's loss (hinge and smgan differ).
+        real_label_val, fake_label_val: labels of vanilla, lsgan, l1 and smgan.
+        mask: ``smgan`` only (required there): the hole mask ``(N, 1 or C, H, W)``.
 
     Returns:
-        The broadcast shape of ``pred`` and ``target_is_real`` (hinge generator: ``pred``'s).
+        The broadcast shape of ``pred`` and ``target_is_real`` (hinge generator: ``pred``'s;
+        smgan: the mask's spatial size).
 
     >>> gan_loss(torch.tensor([0.5, -2.0]), gan_type="hinge", target_is_real=True, is_disc=True)
     tensor([0.5000, 3.0000])
     """
     check_gan_type(gan_type)
+    if gan_type == "smgan":
+        return _smgan(pred, target_is_real, is_disc, real_label_val, fake_label_val, mask)
     if isinstance(target_is_real, Tensor):
         real = target_is_real.to(device=pred.device, dtype=torch.bool)
         sign: Tensor | float = torch.where(real, 1.0, -1.0).to(pred.dtype)
@@ -117,6 +131,8 @@ def gan_loss(
         return TF.binary_cross_entropy_with_logits(pred, target, reduction="none")
     if gan_type == "lsgan":
         return (pred - label) ** 2
+    if gan_type == "l1":
+        return (pred - label).abs()
     if gan_type == "wgan":
         return -sign * pred
     if gan_type == "wgan-logistic-ns":
@@ -124,6 +140,38 @@ def gan_loss(
     if is_disc:
         return TF.relu(1 - sign * pred)
     return -pred
+
+
+def _smgan(
+    pred: Tensor,
+    target_is_real: bool | Tensor,
+    is_disc: bool,
+    real_val: float,
+    fake_val: float,
+    mask: Tensor | None,
+) -> Tensor:
+    if mask is None:
+        raise LossConfigError(
+            "gan_loss: gan_type='smgan' needs the hole mask; pass mask= (route inputs.mask)."
+        )
+    if pred.shape[2:] != mask.shape[2:]:
+        pred = TF.interpolate(pred, size=mask.shape[2:], mode="bilinear", align_corners=True)
+    real = target_is_real
+    if isinstance(real, Tensor):
+        real = real.to(device=pred.device, dtype=torch.bool)
+    label: Tensor | float
+    if is_disc:
+        # the fake label is soft: the blurred mask; real ones stay real_label_val
+        blurred = gaussian_blur(mask.to(pred.dtype)).detach()
+        if isinstance(real, Tensor):
+            label = torch.where(real, torch.full_like(blurred, real_val), blurred)
+        else:
+            label = torch.full_like(blurred, real_val) if real else blurred
+    elif isinstance(real, Tensor):
+        label = torch.where(real, real_val, fake_val).to(pred.dtype)
+    else:
+        label = real_val if real else fake_val
+    return (pred - label) ** 2
 
 
 def disc_shift_loss(pred: Tensor) -> Tensor:

@@ -50,15 +50,16 @@ class AdversarialLoss(WeightedLoss):
 
 @LOSSES.register()
 class GANLoss(AdversarialLoss):
-    """GAN objectives (vanilla, lsgan, wgan, wgan-logistic-ns, hinge), MMagic's ``GANLoss``.
+    """GAN objectives (vanilla, lsgan, wgan, wgan-logistic-ns, hinge, l1, smgan), MMagic's ``GANLoss``.
 
     Formulas: :func:`lossmix.functional.gan_loss`. Call as
-    ``forward(pred, target_is_real, is_disc=False, weight=None, avg_factor=None,
+    ``forward(pred, target_is_real, is_disc=False, mask=None, weight=None, avg_factor=None,
     reduction_override=None)`` with ``target_is_real`` a Python bool (or a bool
     tensor to mix real and fake samples). As in MMagic, **``loss_weight`` scales
     only the generator's loss** (``is_disc=False``); the discriminator's is never
-    scaled. lossmix adds ``reduction``, ``weight`` and ``avg_factor`` (MMagic always
-    takes the mean) and leaves out ``smgan`` and the inpainting ``mask``.
+    scaled. ``mask`` (the hole mask, ``(N, 1, H, W)``) is AOT-GAN's ``smgan`` input and
+    is refused by the other types. lossmix adds ``reduction``, ``weight`` and
+    ``avg_factor`` (MMagic always takes the mean).
 
     In a :class:`~lossmix.LossMix` term the loss keeps its ``loss_weight``
     (``owns_loss_weight``) so the generator-only rule holds; the term's own weight
@@ -89,7 +90,13 @@ class GANLoss(AdversarialLoss):
         self.real_label_val = check_float(self.loss_name, "real_label_val", real_label_val)
         self.fake_label_val = check_float(self.loss_name, "fake_label_val", fake_label_val)
 
-    def elementwise(self, pred: Tensor, target_is_real: bool | Tensor, is_disc: bool = False) -> Tensor:
+    def elementwise(
+        self,
+        pred: Tensor,
+        target_is_real: bool | Tensor,
+        is_disc: bool = False,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         """The element-wise objective (:func:`lossmix.functional.gan_loss`)."""
         if not isinstance(target_is_real, bool | Tensor):
             raise LossInputError(
@@ -98,6 +105,20 @@ class GANLoss(AdversarialLoss):
             )
         if not isinstance(is_disc, bool):
             raise LossInputError(f"{self.loss_name}: is_disc={is_disc!r} is not valid; give True or False.")
+        if (mask is None) == (self.gan_type == "smgan"):
+            raise LossInputError(
+                f"{self.loss_name}: gan_type={self.gan_type!r} "
+                + (
+                    "needs the hole mask; route it with inputs.mask: <mask key>."
+                    if mask is None
+                    else "takes no mask (only 'smgan' does); drop inputs.mask."
+                )
+            )
+        if mask is not None and (mask.dim() != 4 or pred.dim() != 4 or mask.shape[0] != pred.shape[0]):
+            raise LossInputError(
+                f"{self.loss_name}: smgan needs pred (N, C, h, w) and mask (N, 1, H, W); got "
+                f"pred of shape {tuple(pred.shape)} and mask of shape {tuple(mask.shape)}."
+            )
         return F.gan_loss(
             pred,
             gan_type=self.gan_type,
@@ -105,6 +126,7 @@ class GANLoss(AdversarialLoss):
             is_disc=is_disc,
             real_label_val=self.real_label_val,
             fake_label_val=self.fake_label_val,
+            mask=mask,
         )
 
     def output_scale(self, inputs: Mapping[str, Any]) -> float:

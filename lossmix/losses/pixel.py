@@ -1,0 +1,212 @@
+"""MMagic's pixel and matting losses: masked means, PSNR, Sobel gradients, alpha composition.
+
+MMagic's ``L1Loss`` and ``MSELoss`` share their names with MMDetection's but not their
+numbers: with a ``weight`` (a hole mask) and ``'mean'``, MMagic divides by the mask's sum
+(:func:`lossmix.reduction.mask_reduce_loss`), MMDetection by the element count. MMagic's
+are :class:`MaskedL1Loss` and :class:`MaskedMSELoss`, registered under those names and as
+``L1Loss``/``MSELoss`` in the ``mmagic`` scope (``type: mmagic.L1Loss``, or ``default_scope:
+mmagic``); the bare ``L1Loss`` stays MMDetection's. The other losses here exist only in
+MMagic and are registered under their bare names and in the ``mmagic`` scope.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from torch import Tensor
+
+from lossmix.errors import LossInputError
+from lossmix.functional import image as FI
+from lossmix.functional import regression as FR
+from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.losses.regression import masked_mean_loss
+from lossmix.registry import LOSSES
+from lossmix.validation import check_bool, check_positive, check_same_shape
+
+__all__ = [
+    "CharbonnierCompLoss",
+    "CompositionLoss",
+    "GradientLoss",
+    "L1CompositionLoss",
+    "MSECompositionLoss",
+    "MaskedL1Loss",
+    "MaskedMSELoss",
+    "MaskedMeanLoss",
+    "PSNRLoss",
+]
+
+
+def _check_images(owner: str, *images: Tensor) -> None:
+    for image in images:
+        if image.dim() != 4:
+            raise LossInputError(
+                f"{owner}: an input of shape {tuple(image.shape)} is not valid; give images (N, C, H, W)."
+            )
+
+
+class MaskedMeanLoss(WeightedLoss):
+    """Base of MMagic's masked-mean losses: a mask ``weight`` divides ``'mean'`` by its sum.
+
+    Args:
+        sample_wise: with a mask and ``'mean'``, average per sample first, then over ``N``
+            (every sample counts the same whatever its hole size).
+        reduction, loss_weight: as every loss.
+    """
+
+    def __init__(
+        self, *, sample_wise: bool = False, reduction: str = "mean", loss_weight: float = 1.0
+    ) -> None:
+        super().__init__(reduction=reduction, loss_weight=loss_weight)
+        self.sample_wise = check_bool(self.loss_name, "sample_wise", sample_wise)
+
+    def masked(self, loss: Tensor, weight: Tensor | None) -> ElementLoss:
+        """``loss`` with MMagic's masked mean (:func:`~lossmix.losses.regression.masked_mean_loss`)."""
+        return masked_mean_loss(self, loss, weight, sample_wise=self.sample_wise)
+
+    def extra_repr(self) -> str:
+        return f"sample_wise={self.sample_wise}, " + super().extra_repr()
+
+
+@LOSSES.register()
+@LOSSES.register(name="L1Loss", scopes=("mmagic",), default=False)
+class MaskedL1Loss(MaskedMeanLoss):
+    """MMagic's ``L1Loss`` (``mmagic.L1Loss``): |p − t| with a masked mean (the mask sum divides).
+
+    Shapes: ``pred``, ``target`` ``(N, C, H, W)`` (any same shape); ``weight`` ``(N, 1, H, W)``
+    or ``(N, C, H, W)``: ``'mean'`` is :math:`\\sum |p - t| w / (\\sum w + 10^{-12})`, the sum
+    counting channels; any other weight shape follows MMDetection's mean over elements.
+
+    >>> import torch
+    >>> mask = torch.zeros(1, 1, 4, 4); mask[..., :2, :2] = 1
+    >>> MaskedL1Loss()(mask, 2 * mask, weight=mask)
+    tensor(1.)
+    """
+
+    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> ElementLoss:
+        check_same_shape(self.loss_name, pred, target)
+        return self.masked(FR.l1_loss(pred, target), weight)
+
+
+@LOSSES.register()
+@LOSSES.register(name="MSELoss", scopes=("mmagic",), default=False)
+class MaskedMSELoss(MaskedMeanLoss):
+    """MMagic's ``MSELoss`` (``mmagic.MSELoss``): (p − t)² with a masked mean (the mask sum divides).
+
+    Shapes and weights as :class:`MaskedL1Loss`.
+    """
+
+    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> ElementLoss:
+        check_same_shape(self.loss_name, pred, target)
+        return self.masked(FR.mse_loss(pred, target), weight)
+
+
+@LOSSES.register(scopes=("mmagic",))
+class PSNRLoss(WeightedLoss):
+    """HINet's PSNR loss (MMagic's ``PSNRLoss``), see :func:`lossmix.functional.psnr_loss`.
+
+    ``'none'`` gives one value per sample ``(N,)``; its mean is MMagic's number
+    (``0`` for an error of 1, ``-80`` for identical images). ``toY=True`` scores the luma
+    channel of RGB in ``[0, 1]`` (:func:`lossmix.functional.rgb_to_y`), as HINet and the
+    argument's documentation say; MMagic's module accepts it but ignores it.
+
+    Shapes: ``pred``, ``target`` ``(N, C, H, W)`` (``C = 3`` with ``toY``); ``weight`` ``(N,)``.
+    """
+
+    def __init__(self, *, toY: bool = False, reduction: str = "mean", loss_weight: float = 1.0) -> None:
+        super().__init__(reduction=reduction, loss_weight=loss_weight)
+        self.toY = check_bool(self.loss_name, "toY", toY)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        check_same_shape(self.loss_name, pred, target)
+        _check_images(self.loss_name, pred)
+        if self.toY:
+            if pred.shape[1] != 3:
+                raise LossInputError(
+                    f"{self.loss_name}: toY needs RGB images (N, 3, H, W); got {tuple(pred.shape)}."
+                )
+            pred, target = FI.rgb_to_y(pred), FI.rgb_to_y(target)
+        return FI.psnr_loss(pred, target)
+
+
+@LOSSES.register(scopes=("mmagic",))
+class GradientLoss(WeightedLoss):
+    """Sobel-gradient L1 of matting (MMagic's ``GradientLoss``), see
+    :func:`lossmix.functional.sobel_gradients`.
+
+    The element loss is :math:`|\\partial_x p - \\partial_x t| + |\\partial_y p - \\partial_y t|`;
+    with a mask ``weight`` its ``'mean'`` is MMagic's sum of two masked means (each divides by
+    the mask's sum). Shapes: ``(N, C, H, W)`` (MMagic: ``C = 1``; each channel on its own here).
+    """
+
+    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> ElementLoss:
+        check_same_shape(self.loss_name, pred, target)
+        _check_images(self.loss_name, pred)
+        pred_x, pred_y = FI.sobel_gradients(pred)
+        target_x, target_y = FI.sobel_gradients(target)
+        loss = FR.l1_loss(pred_x, target_x) + FR.l1_loss(pred_y, target_y)
+        return masked_mean_loss(self, loss, weight, sample_wise=False)
+
+
+class CompositionLoss(MaskedMeanLoss):
+    """Base of the matting composition losses: the merged image against the original.
+
+    ``forward(pred_alpha, fg, bg, ori_merged, weight=None)`` with ``pred_alpha``
+    ``(N, 1, H, W)``, ``fg``, ``bg``, ``ori_merged`` ``(N, 3, H, W)`` and ``weight`` the
+    unknown-region mask ``(N, 1, H, W)`` (trimap == 128); the merged image is
+    :func:`lossmix.functional.alpha_composite` and the masked mean MMagic's.
+    """
+
+    @abc.abstractmethod
+    def pixel_loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The element-wise loss between the merged and the original image."""
+
+    def elementwise(
+        self, pred_alpha: Tensor, fg: Tensor, bg: Tensor, ori_merged: Tensor, weight: Tensor | None = None
+    ) -> ElementLoss:
+        _check_images(self.loss_name, pred_alpha, fg, bg, ori_merged)
+        check_same_shape(self.loss_name, fg, bg, what="bg")
+        check_same_shape(self.loss_name, fg, ori_merged, what="ori_merged")
+        fits = pred_alpha.shape[0] == fg.shape[0] and pred_alpha.shape[2:] == fg.shape[2:]
+        if not fits or pred_alpha.shape[1] not in (1, fg.shape[1]):
+            raise LossInputError(
+                f"{self.loss_name}: pred_alpha of shape {tuple(pred_alpha.shape)} does not fit fg of "
+                f"shape {tuple(fg.shape)}; give an alpha matte (N, 1, H, W)."
+            )
+        merged = FI.alpha_composite(pred_alpha, fg, bg)
+        return self.masked(self.pixel_loss(merged, ori_merged), weight)
+
+
+@LOSSES.register(scopes=("mmagic",))
+class L1CompositionLoss(CompositionLoss):
+    """L1 composition loss of matting (MMagic's ``L1CompositionLoss``), see :class:`CompositionLoss`."""
+
+    def pixel_loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        return FR.l1_loss(pred, target)
+
+
+@LOSSES.register(scopes=("mmagic",))
+class MSECompositionLoss(CompositionLoss):
+    """MSE composition loss of matting (MMagic's ``MSECompositionLoss``), see :class:`CompositionLoss`."""
+
+    def pixel_loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        return FR.mse_loss(pred, target)
+
+
+@LOSSES.register(scopes=("mmagic",))
+class CharbonnierCompLoss(CompositionLoss):
+    """Charbonnier composition loss (MMagic's ``CharbonnierCompLoss``): √(d² + ε) of the merged
+    image, see :class:`CompositionLoss`."""
+
+    def __init__(
+        self,
+        *,
+        eps: float = 1e-12,
+        sample_wise: bool = False,
+        reduction: str = "mean",
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(sample_wise=sample_wise, reduction=reduction, loss_weight=loss_weight)
+        self.eps = check_positive(self.loss_name, "eps", eps)
+
+    def pixel_loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        return FR.charbonnier_loss(pred, target, eps=self.eps)
