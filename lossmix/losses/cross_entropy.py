@@ -52,15 +52,17 @@ class CrossEntropyLoss(WeightedLoss):
       :math:`\\sum_i w_{y_i}`: pass ``avg_factor = class_weight[target].sum()`` for
       torch's value). Ignored rows give 0 but count in the mean, unless
       ``avg_non_ignore=True``, which (for ``'mean'`` without ``avg_factor``) divides
-      by the number of non-ignored rows. A float target shaped like ``pred`` holds
-      class probabilities.
+      by the number of non-ignored target elements, as MMDetection counts them: rows
+      for index targets, rows × C for a float target shaped like ``pred`` (class
+      probabilities).
     * **sigmoid** (``use_sigmoid=True``): :func:`lossmix.functional.sigmoid_cross_entropy`,
       one value per class. Index targets ``(N,)`` become one-hot rows, the label
       ``C = pred.size(1)`` an all-negative (background) row. Elements with
       ``target < 0`` or ``target == ignore_index`` are masked out;
       ``avg_non_ignore=True`` divides by the number of valid *elements* (rows × C).
       ``class_weight`` acts as ``pos_weight``. ``label_smoothing`` ``s`` maps the
-      binary targets to ``t (1 - s) + s / 2``.
+      binary targets to ``t (1 - s) + s / 2``. ``pred`` ``(N,)`` with labels ``(N,)``
+      is one binary logit per row (labels 0/1), as MMDetection accepts it.
     * **mask** (``use_mask=True``): :func:`lossmix.functional.mask_cross_entropy`; the
       ``weight`` slot carries the RoI class labels, as in
       ``loss_mask(mask_pred, mask_targets, labels)``. Only ``'mean'`` without
@@ -71,8 +73,8 @@ class CrossEntropyLoss(WeightedLoss):
     one call. Class indices out of range raise (``LossInputError``) rather than
     being silently masked as in MMDetection's sigmoid path.
 
-    Shapes: ``pred``: ``(N, C, *)``; ``target``: ``(N, *)`` indices or ``(N, C, *)``;
-    ``weight``: one per row ``(N, *)`` or per element.
+    Shapes: ``pred``: ``(N, C, *)`` (sigmoid also ``(N,)``); ``target``: ``(N, *)`` indices
+    or ``(N, C, *)``; ``weight``: one per row ``(N, *)`` or per element.
     """
 
     class_weight: Tensor | None
@@ -168,11 +170,18 @@ class CrossEntropyLoss(WeightedLoss):
     def masked_loss(self, pred: Tensor, target: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor]:
         """The element-wise loss and the number of non-ignored elements (a tensor)."""
         ignore = IGNORE_INDEX if ignore_index is None else ignore_index
-        num_classes = pred.size(1) if pred.dim() > 1 else 0
-        if pred.dim() < 2:
+        # A sigmoid pred (N,) with labels (N,) is one binary logit per row, as in MMDetection.
+        binary = self.use_sigmoid and pred.dim() == 1 and target.dim() == 1
+        if pred.dim() < 2 and not binary:
             raise LossInputError(
-                f"{self.loss_name}: pred of shape {tuple(pred.shape)} needs a class dimension: (N, C, *)."
+                f"{self.loss_name}: pred of shape {tuple(pred.shape)} needs a class dimension: (N, C, *)"
+                + (
+                    " (or, with use_sigmoid=True, one logit per row (N,) and labels (N,))."
+                    if pred.dim()
+                    else "."
+                )
             )
+        num_classes = 1 if binary else pred.size(1)
         weight = self.class_weight
         if weight is not None:
             check_class_count(self.loss_name, "class_weight", weight, num_classes)
@@ -190,8 +199,9 @@ class CrossEntropyLoss(WeightedLoss):
         loss = cross_entropy(
             pred, target, class_weight=weight, ignore_index=ignore, label_smoothing=self.label_smoothing
         )
-        count = target.new_tensor(loss.numel()) if dense else (target != ignore).sum()
-        return loss, count
+        # MMDetection's count: every target element that is not ignore_index (per element
+        # of a dense target, not per row).
+        return loss, (target != ignore).sum()
 
     def _sigmoid(
         self, pred: Tensor, target: Tensor, weight: Tensor | None, ignore: int, dense: bool
@@ -201,7 +211,7 @@ class CrossEntropyLoss(WeightedLoss):
             target = one_hot_targets(target, pred.size(1), dtype=pred.dtype)
             valid = valid.unsqueeze(1).expand_as(target)
         if weight is not None:
-            weight = weight.view(-1, *([1] * (pred.dim() - 2)))
+            weight = weight.view(-1, *([1] * (pred.dim() - 2))) if pred.dim() > 1 else weight
         loss = sigmoid_cross_entropy(pred, target, pos_weight=weight, label_smoothing=self.label_smoothing)
         return torch.where(valid, loss, 0.0), valid.sum()
 
