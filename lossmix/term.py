@@ -401,7 +401,7 @@ class Term(nn.Module):
             out = self.loss(**kwargs)
         except (LossInputError, LossConfigError) as err:
             raise type(err)(f"term '{self.name}': {err}") from err
-        parts = _split_parts(out, self.name)
+        parts = _split_parts(out, self.name, self._parts)
         for part, value in parts.items():
             if not isinstance(value, Tensor) or value.dim() != 0:
                 label = f"{self.name}.{part}" if part else self.name
@@ -478,12 +478,15 @@ def _part_list(parts: tuple[str, ...]) -> str:
     return "(one value)" if parts == ("",) else ", ".join(parts)
 
 
-def _split_parts(out: Any, name: str) -> dict[str, Tensor]:
+def _split_parts(out: Any, name: str, declared: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+    """The parts of a loss's output by name; a tuple takes its declared names, if as many."""
     if isinstance(out, Tensor):
         return {"": out}
     if isinstance(out, Mapping):
         return {str(k): v for k, v in out.items()}
     if isinstance(out, (tuple, list)):
+        if declared is not None and len(declared) == len(out) and declared != ("",):
+            return dict(zip(declared, out, strict=True))
         return {str(i): v for i, v in enumerate(out)}
     raise LossInputError(
         f"term '{name}': the loss returned {type(out).__name__}; a loss returns a tensor, or a "

@@ -127,7 +127,7 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
             another shape (FSAF's per-class focal weights).
     """
 
-    part_names: ClassVar[tuple[str, ...] | None] = ("",)
+    part_names: tuple[str, ...] | None = ("",)
     weight_aliases: ClassVar[tuple[str, ...]] = ()
     reshape_weight_by_numel: ClassVar[bool] = False
     _specs: ClassVar[dict[type, _Spec]] = {}
