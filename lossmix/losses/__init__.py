@@ -7,6 +7,7 @@ from lossmix.losses import dice as _dice
 from lossmix.losses import focal as _focal
 from lossmix.losses import ghm as _ghm
 from lossmix.losses import heatmap as _heatmap
+from lossmix.losses import imbalanced as _imbalanced
 from lossmix.losses import iou as _iou
 from lossmix.losses import long_tail as _long_tail
 from lossmix.losses import regression as _regression
@@ -19,6 +20,7 @@ from lossmix.losses.dice import *  # noqa: F403
 from lossmix.losses.focal import *  # noqa: F403
 from lossmix.losses.ghm import *  # noqa: F403
 from lossmix.losses.heatmap import *  # noqa: F403
+from lossmix.losses.imbalanced import *  # noqa: F403
 from lossmix.losses.iou import *  # noqa: F403
 from lossmix.losses.long_tail import *  # noqa: F403
 from lossmix.losses.regression import *  # noqa: F403
@@ -36,6 +38,7 @@ __all__ = [
     *_focal.__all__,
     *_ghm.__all__,
     *_heatmap.__all__,
+    *_imbalanced.__all__,
     *_iou.__all__,
     *_long_tail.__all__,
     *_regression.__all__,

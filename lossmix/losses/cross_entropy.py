@@ -17,6 +17,7 @@ from lossmix.functional.cross_entropy import (
     sigmoid_cross_entropy,
 )
 from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.losses.class_balance import ClassCountsMixin, class_weight_argument
 from lossmix.reduction import AvgFactor
 from lossmix.registry import LOSSES
 from lossmix.validation import (
@@ -25,7 +26,6 @@ from lossmix.validation import (
     check_float,
     check_optional_int,
     check_same_shape,
-    class_vector,
 )
 
 __all__ = ["CrossEntropyLoss"]
@@ -33,17 +33,8 @@ __all__ = ["CrossEntropyLoss"]
 IGNORE_INDEX = -100  # torch's and MMDetection's default when ignore_index is None
 
 
-def check_class_count(owner: str, name: str, vector: Tensor, num_classes: int) -> None:
-    """Raise unless a per-class vector has one entry per class of ``pred``."""
-    if vector.numel() != num_classes:
-        raise LossInputError(
-            f"{owner}: {name} has {vector.numel()} entries but pred has {num_classes} classes "
-            f"(pred.size(1)); give one {name} entry per class."
-        )
-
-
 @LOSSES.register()
-class CrossEntropyLoss(WeightedLoss):
+class CrossEntropyLoss(ClassCountsMixin, WeightedLoss):
     """Softmax, sigmoid or mask cross-entropy with MMDetection's arguments and normalisation.
 
     * **softmax** (default): :func:`lossmix.functional.cross_entropy`, one value per
@@ -69,6 +60,11 @@ class CrossEntropyLoss(WeightedLoss):
       ``avg_factor``, ``class_weight``, ``ignore_index`` or ``label_smoothing``.
       Returns a 0-dim tensor (MMDetection: shape ``[1]``).
 
+    ``class_weight`` is a list of one weight per class, or a class-weight spec computed
+    from class counts (``{method: effective_number, beta: 0.999, counts: [...]}``, or
+    ``counts: datamodule``; see :mod:`lossmix.losses.class_balance`): a class-balanced
+    cross-entropy (Cui et al. 2019).
+
     ``forward`` also takes ``ignore_index``, which overrides the constructor's for
     one call. Class indices out of range raise (``LossInputError``) rather than
     being silently masked as in MMDetection's sigmoid path.
@@ -84,7 +80,7 @@ class CrossEntropyLoss(WeightedLoss):
         *,
         use_sigmoid: bool = False,
         use_mask: bool = False,
-        class_weight: Sequence[float] | Tensor | None = None,
+        class_weight: Sequence[float] | Tensor | Mapping[str, Any] | None = None,
         ignore_index: int | None = None,
         avg_non_ignore: bool = False,
         label_smoothing: float = 0.0,
@@ -100,9 +96,8 @@ class CrossEntropyLoss(WeightedLoss):
         self.ignore_index = check_optional_int(name, "ignore_index", ignore_index)
         self.avg_non_ignore = check_bool(name, "avg_non_ignore", avg_non_ignore)
         self.label_smoothing = check_float(name, "label_smoothing", label_smoothing, low=0.0, high=1.0)
-        self.register_buffer(
-            "class_weight", class_vector(name, "class_weight", class_weight), persistent=False
-        )
+        vector, spec = class_weight_argument(name, "class_weight", class_weight)
+        self.register_class_buffer("class_weight", vector, None if spec is None else spec.weights)
         if use_mask and (
             class_weight is not None or ignore_index is not None or label_smoothing or reduction != "mean"
         ):
@@ -182,9 +177,8 @@ class CrossEntropyLoss(WeightedLoss):
                 )
             )
         num_classes = 1 if binary else pred.size(1)
-        weight = self.class_weight
+        weight = self.class_buffer("class_weight", num_classes)
         if weight is not None:
-            check_class_count(self.loss_name, "class_weight", weight, num_classes)
             weight = weight.to(pred.dtype)
         dense = target.dim() == pred.dim()
         if dense:
