@@ -74,7 +74,10 @@ class Term(nn.Module):
         loss: the loss module (built with ``loss_weight=1``; the term holds the weight).
         weight: scalar weight (step 5).
         inputs: loss argument → key (or constant); defaults to each required
-            argument of ``loss.forward`` routed by its own name.
+            argument of ``loss.forward`` routed by its own name. It also routes
+            ``pos_mask``/``neg_mask`` and the inputs the sampler declares
+            (``routed_inputs``: ``ious``, ``gt_inds``, ``boxes``, ...), which go to the
+            sampler, detached; one the loss also takes (``pred``) goes to both.
         sampler: a sampler module (:mod:`lossmix.samplers`) or ``None``.
         normalizer: where ``avg_factor`` comes from, or ``None``.
         every: compute on every ``every``-th step only (lazy term).

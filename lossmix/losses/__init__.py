@@ -10,6 +10,7 @@ from lossmix.losses import heatmap as _heatmap
 from lossmix.losses import imbalanced as _imbalanced
 from lossmix.losses import iou as _iou
 from lossmix.losses import long_tail as _long_tail
+from lossmix.losses import lovasz as _lovasz
 from lossmix.losses import regression as _regression
 from lossmix.losses import tracking as _tracking
 from lossmix.losses.adversarial import *  # noqa: F403
@@ -23,6 +24,7 @@ from lossmix.losses.heatmap import *  # noqa: F403
 from lossmix.losses.imbalanced import *  # noqa: F403
 from lossmix.losses.iou import *  # noqa: F403
 from lossmix.losses.long_tail import *  # noqa: F403
+from lossmix.losses.lovasz import *  # noqa: F403
 from lossmix.losses.regression import *  # noqa: F403
 from lossmix.losses.tracking import *  # noqa: F403
 from lossmix.losses.wrappers import FunctionLoss, TorchLoss
@@ -41,6 +43,7 @@ __all__ = [
     *_imbalanced.__all__,
     *_iou.__all__,
     *_long_tail.__all__,
+    *_lovasz.__all__,
     *_regression.__all__,
     *_tracking.__all__,
 ]

@@ -79,6 +79,14 @@ def _match(pred, target):
     return {"match": MATCH[: pred.shape[0]]}
 
 
+CORNERS = F.match_indices(MATCH, len(MATCH), torch.device("cpu"))
+
+
+def ae_kernel(pred, target):
+    pull, push = F.associative_embedding_loss(pred, target, *CORNERS)
+    return pull + push
+
+
 CASES = [
     LossCase(
         "GaussianFocalLoss",
@@ -101,6 +109,7 @@ CASES = [
         lambda **kw: AssociativeEmbeddingLoss(**{"reduction": "mean", **kw}),
         embeddings,
         reference=ae_reference,
+        kernel=ae_kernel,
         call_kwargs=_match,
     ),
 ]

@@ -237,6 +237,7 @@ CASES = [
         lambda **kw: LovaszSoftmaxLoss(per_image=True, ignore_index=IGNORE, **kw),
         segmentation,
         reference=lambda p, t: lovasz_softmax_reference(p, t, per_image=True),
+        kernel=lambda p, t: F.lovasz_softmax(p.softmax(1).flatten(2), t.flatten(1), t.flatten(1) != IGNORE),
     ),
     LossCase(
         "LovaszSoftmaxLoss-batch-all",
@@ -249,6 +250,7 @@ CASES = [
         lambda **kw: LovaszHingeLoss(ignore_index=IGNORE, **kw),
         binary_masks,
         reference=lovasz_hinge_reference,
+        kernel=lambda p, t: F.lovasz_hinge(p.flatten(1), t.flatten(1), t.flatten(1) != IGNORE),
     ),
     LossCase(
         "LovaszHingeLoss-batch",
