@@ -109,7 +109,8 @@ def weight_reduce_loss(
         reduction: ``'none'``, ``'mean'`` or ``'sum'``.
         avg_factor: divisor for ``'mean'``: ``loss.sum() / (avg_factor + eps)``.
             Ignored by ``'none'``; an error with ``'sum'``. A tensor stays on
-            the device (no host sync).
+            the device (no host sync) and is added to ``eps`` in the loss's dtype
+            (float32 at least), as MMDetection's Python count is.
 
     Returns:
         The weighted loss (``'none'``) or a 0-dim tensor.
@@ -123,6 +124,10 @@ def weight_reduce_loss(
     if avg_factor is None:
         return reduce_loss(loss, reduction)
     if reduction == "mean":
+        if isinstance(avg_factor, Tensor):
+            # MMDetection's count is a Python number, so ``count + eps`` is a double: add the
+            # eps in the loss's dtype (float32 at least), or a float64 loss would lose it.
+            avg_factor = avg_factor.to(torch.promote_types(loss.dtype, torch.float32))
         return loss.sum() / (avg_factor + EPS32)
     if reduction == "sum":
         raise LossConfigError(

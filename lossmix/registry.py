@@ -139,7 +139,9 @@ def check_keys(label: str, kwargs: Mapping[str, Any], params: Mapping[str, Any],
         )
     missing = [k for k, v in params.items() if v is REQUIRED and k not in kwargs]
     if missing:
-        raise LossConfigError(f"{label}: missing required argument '{missing[0]}'.")
+        raise LossConfigError(
+            f"{label}: missing required argument '{missing[0]}'; add {missing[0]}: <value> to its config."
+        )
 
 
 def bind_arguments(label: str, obj: Any, kwargs: Mapping[str, Any]) -> None:

@@ -93,7 +93,10 @@ class Term(nn.Module):
         loss: the loss module (built with ``loss_weight=1``; the term holds the weight).
         weight: scalar weight (step 5).
         inputs: loss argument → key (or constant); defaults to each required
-            argument of ``loss.forward`` routed by its own name.
+            argument of ``loss.forward`` routed by its own name. It also routes
+            ``pos_mask``/``neg_mask`` and the inputs the sampler declares
+            (``routed_inputs``: ``ious``, ``gt_inds``, ``boxes``, ...), which go to the
+            sampler, detached; one the loss also takes (``pred``) goes to both.
         sampler: a sampler module (:mod:`lossmix.samplers`) or ``None``.
         normalizer: where ``avg_factor`` comes from, or ``None``.
         every: compute on every ``every``-th step only (lazy term).
@@ -159,6 +162,7 @@ class Term(nn.Module):
         self.in_total = check_bool(label, "in_total", in_total)
         self.background = check_optional_int(label, "background", background)
         self.ignore_index = check_optional_int(label, "ignore_index", ignore_index)
+        self._loss_inputs = frozenset(call_parameters(loss))
         self.inputs = self._check_inputs(inputs)
         if normalizer is not None and getattr(loss, "reduction", "mean") != "mean":
             raise LossConfigError(
@@ -187,12 +191,19 @@ class Term(nn.Module):
         """The sub-terms (``("",)`` for one value), or ``None`` until learned."""
         return self._parts
 
+    def _sampler_needs(self) -> dict[str, str]:
+        """The inputs the sampler declares (name → what it is), beyond the masks."""
+        return dict(getattr(self.sampler, "routed_inputs", {}))
+
     def _check_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
         params = call_parameters(self.loss)
         routable = [k for k in params if k not in _NOT_ROUTABLE]
         extra = ["pos_mask", "neg_mask"] if self.sampler is not None or self._counts_pos() else []
+        needs = self._sampler_needs()
+        extra += [k for k in needs if k not in routable]
         if inputs is None:
-            return {k: k for k, p in params.items() if p.default is p.empty and k in routable}
+            routed = {k: k for k, p in params.items() if p.default is p.empty and k in routable}
+            return {**routed, **{k: k for k in needs}}
         if not isinstance(inputs, Mapping):
             raise LossConfigError(
                 f"term '{self.name}': inputs must map loss arguments to keys, e.g. "
@@ -210,6 +221,13 @@ class Term(nn.Module):
             raise LossConfigError(
                 f"term '{self.name}': inputs does not say where '{missing[0]}' comes from; add "
                 f"inputs.{missing[0]}: <key in the outputs or batch>."
+            )
+        unrouted = [k for k in needs if k not in inputs]
+        if unrouted:
+            raise LossConfigError(
+                f"term '{self.name}': {type(self.sampler).__name__} needs the routed input "
+                f"'{unrouted[0]}' ({needs[unrouted[0]]}); add inputs.{unrouted[0]}: <key in the "
+                f"outputs or batch>. The term routes: {', '.join(inputs) or '(nothing)'}."
             )
         return dict(inputs)
 
@@ -341,6 +359,7 @@ class Term(nn.Module):
     def prepare(self, outputs: Any, batch: Any) -> TermInputs:
         """Phase one: route the inputs, sample, and read the normaliser (not yet synced)."""
         kwargs = self.route(outputs, batch)
+        sampler_inputs = self._take_sampler_inputs(kwargs)
         stats: dict[str, Tensor] = {}
         sample = None
         if self.sampler is not None:
@@ -348,7 +367,7 @@ class Term(nn.Module):
             if "pos_mask" not in kwargs:
                 self._relabel_ignored(kwargs, pos | neg)
             scores = self._scores(kwargs) if getattr(self.sampler, "needs_scores", False) else None
-            sample = self.sampler(pos, neg, scores)
+            sample = self.sampler(pos, neg, scores, **sampler_inputs)
             kwargs["weight"] = _combine_weight(kwargs.get("weight"), sample.weight)
             stats["num_pos"], stats["num_neg"] = sample.num_pos, sample.num_neg
             stats["num_sampled"] = sample.num_sampled
@@ -359,6 +378,14 @@ class Term(nn.Module):
         kwargs.pop("pos_mask", None)
         kwargs.pop("neg_mask", None)
         return TermInputs(kwargs, avg_factor, stats)
+
+    def _take_sampler_inputs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The sampler's routed inputs, detached; those the loss does not take leave ``kwargs``."""
+        taken: dict[str, Any] = {}
+        for key in self._sampler_needs():
+            value = kwargs[key] if key in self._loss_inputs else kwargs.pop(key)
+            taken[key] = value.detach() if isinstance(value, Tensor) else value
+        return taken
 
     def _scores(self, kwargs: dict[str, Any]) -> Tensor:
         """The term's own element-wise loss without gradient, summed to one value per element."""
@@ -430,7 +457,7 @@ class Term(nn.Module):
             out = self.loss(**kwargs)
         except (LossInputError, LossConfigError) as err:
             raise type(err)(f"term '{self.name}': {err}") from err
-        parts = _split_parts(out, self.name)
+        parts = _split_parts(out, self.name, self._parts)
         for part, value in parts.items():
             if not isinstance(value, Tensor) or value.dim() != 0:
                 label = f"{self.name}.{part}" if part else self.name
@@ -515,12 +542,15 @@ def _part_list(parts: tuple[str, ...]) -> str:
     return "(one value)" if parts == ("",) else ", ".join(parts)
 
 
-def _split_parts(out: Any, name: str) -> dict[str, Tensor]:
+def _split_parts(out: Any, name: str, declared: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+    """The parts of a loss's output by name; a tuple takes its declared names, if as many."""
     if isinstance(out, Tensor):
         return {"": out}
     if isinstance(out, Mapping):
         return {str(k): v for k, v in out.items()}
     if isinstance(out, (tuple, list)):
+        if declared is not None and len(declared) == len(out) and declared != ("",):
+            return dict(zip(declared, out, strict=True))
         return {str(i): v for i, v in enumerate(out)}
     raise LossInputError(
         f"term '{name}': the loss returned {type(out).__name__}; a loss returns a tensor, or a "

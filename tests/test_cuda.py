@@ -64,3 +64,76 @@ def test_mix_and_term_buffer_do_not_sync_the_host():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert torch.isfinite(result.total).item()
+
+
+def _new_family_inputs(gen: torch.Generator):
+    n, c = 192, 4
+    labels = torch.randint(0, c + 1, (n,), device="cuda", generator=gen)
+    xy = torch.rand(n, 2, device="cuda", generator=gen) * 50
+    boxes = torch.cat([xy, xy + 1 + torch.rand(n, 2, device="cuda", generator=gen) * 20], -1)
+    outputs = {
+        "scores": torch.randn(n, c + 1, device="cuda", generator=gen, requires_grad=True),
+        "seesaw": torch.randn(n, c + 2, device="cuda", generator=gen, requires_grad=True),
+        "heat": torch.rand(2, c, 8, 8, device="cuda", generator=gen).clamp(0.01, 0.99).requires_grad_(),
+        "seg": torch.randn(2, c, 8, 8, device="cuda", generator=gen, requires_grad=True),
+    }
+    batch = {
+        "labels": labels,
+        "gt_inds": torch.randint(1, 6, (n,), device="cuda", generator=gen),
+        "ious": torch.rand(n, device="cuda", generator=gen) * 0.6,
+        "boxes": boxes,
+        "heatmap": torch.rand(2, c, 8, 8, device="cuda", generator=gen) ** 4,
+        "seg_labels": torch.randint(0, c, (2, 8, 8), device="cuda", generator=gen),
+    }
+    return outputs, batch
+
+
+NEW_FAMILY_TERMS = {
+    "libra": {
+        "type": "CrossEntropyLoss",
+        "inputs": {"pred": "scores", "target": "labels", "gt_inds": "gt_inds", "ious": "ious"},
+        "sampler": {
+            "type": "CombinedSampler",
+            "num": 64,
+            "pos_fraction": 0.25,
+            "background": 4,
+            "pos_sampler": {"type": "InstanceBalancedPosSampler"},
+            "neg_sampler": {"type": "IoUBalancedNegSampler", "floor_thr": 0.1, "floor_fraction": 0.5},
+        },
+    },
+    "pisa": {
+        "type": "CrossEntropyLoss",
+        "inputs": {"pred": "scores", "target": "labels", "boxes": "boxes"},
+        "sampler": {"type": "ScoreHLRSampler", "num": 64, "pos_fraction": 0.25, "background": 4},
+    },
+    "seesaw": {"type": "SeesawLoss", "num_classes": 4, "inputs": {"pred": "seesaw", "target": "labels"}},
+    "eqlv2": {"type": "EQLV2Loss", "num_classes": 4, "inputs": {"pred": "scores", "target": "labels"}},
+    "heat": {"type": "GaussianFocalLoss", "inputs": {"pred": "heat", "target": "heatmap"}},
+    "lovasz": {
+        "type": "LovaszSoftmaxLoss",
+        "per_image": True,
+        "inputs": {"pred": "seg", "target": "seg_labels"},
+    },
+    "ldam": {
+        "type": "LDAMLoss",
+        "class_counts": [50, 20, 9, 4, 100],
+        "inputs": {"pred": "scores", "target": "labels"},
+    },
+}
+
+
+def test_new_samplers_and_losses_do_not_sync_the_host():
+    mix = LossMix.from_config(NEW_FAMILY_TERMS).cuda().train()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    outputs, batch = _new_family_inputs(gen)
+    mix(outputs, batch, step=0)  # warm-up: generators created, kernels loaded
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(3):
+            outputs, batch = _new_family_inputs(gen)
+            result = mix(outputs, batch, step=step)
+            result.total.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(result.total).item()

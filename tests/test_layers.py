@@ -16,7 +16,14 @@ import pytest
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "leaves",
-        ("lossmix.errors", "lossmix.nodes", "lossmix.targets", "lossmix.distributed", "lossmix.compat"),
+        (
+            "lossmix.errors",
+            "lossmix.nodes",
+            "lossmix.targets",
+            "lossmix.distributed",
+            "lossmix.compat",
+            "lossmix.generators",
+        ),
     ),
     ("kernels", ("lossmix.functional",)),
     ("reduction", ("lossmix.reduction", "lossmix.validation")),

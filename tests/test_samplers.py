@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import lossmix
+import lossmix.generators
 import lossmix.samplers
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.samplers import OHEMSampler, PseudoSampler, RandomSampler, SampleResult
@@ -196,7 +197,7 @@ def test_seed_derived_from_torch_initial_seed():
 
 def test_rank_offsets_the_seed(monkeypatch):
     rank0 = draws(RandomSampler(num=32, pos_fraction=0.25, seed=1))
-    monkeypatch.setattr(lossmix.samplers, "_distributed_rank", lambda: 1)
+    monkeypatch.setattr(lossmix.generators, "_distributed_rank", lambda: 1)
     assert not same_draws(rank0, draws(RandomSampler(num=32, pos_fraction=0.25, seed=1)))
 
 

@@ -243,7 +243,7 @@ def test_samplers_and_weightings_build_classes_of_their_kind(marker):
     assert "is a function" in refused(
         build_sampler, {"_target_": "lossmix.functional.l1_loss", "pred": 1, "target": 2}
     )
-    assert "must be a subclass of lossmix.samplers.BaseSampler" in refused(
+    assert "must be a subclass of lossmix.samplers.base.BaseSampler" in refused(
         build_sampler, {"_target_": "lossmix.losses.L1Loss"}
     )
     message = refused(
@@ -355,7 +355,7 @@ def test_legitimate_targets_still_build():
 
 
 def test_registries_refuse_entries_of_another_kind():
-    with pytest.raises(LossConfigError, match="not a subclass of lossmix.samplers.BaseSampler"):
+    with pytest.raises(LossConfigError, match="not a subclass of lossmix.samplers.base.BaseSampler"):
         SAMPLERS.register(name="ZzNotASampler")(dict)
     with pytest.raises(LossConfigError, match="is not a class"):
         SAMPLERS.register(name="zz_fn")(lambda pos, neg: None)

@@ -1,6 +1,7 @@
 """The Lightning layer: the ``CompositeLoss`` mixin and its callbacks."""
 
 from lossmix.lightning.callbacks import (
+    ClassCountsFromData,
     LossCurves,
     LossWeightSchedule,
     NonFiniteLoss,
@@ -12,6 +13,7 @@ from lossmix.lightning.logging import TermLogger
 from lossmix.lightning.mixin import CompositeLoss
 
 __all__ = [
+    "ClassCountsFromData",
     "CompositeLoss",
     "LossCurves",
     "LossWeightSchedule",

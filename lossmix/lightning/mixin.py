@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 from torch import Tensor
 
 from lossmix.compat import batches_stepped, trainer_callbacks
+from lossmix.lightning.callbacks.class_counts import ClassCountsFromData, waiting_for_counts
 from lossmix.lightning.callbacks.preflight import PreflightBatch
 from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
 from lossmix.lightning.logging import TermLogger
@@ -141,6 +142,8 @@ class CompositeLoss:
         mix = getattr(self, "loss_mix", None)
         if getattr(mix, "weighting", None) is not None and not present(TaskWeightingUpdates):
             found.append(TaskWeightingUpdates())
+        if waiting_for_counts(self) and not present(ClassCountsFromData):
+            found.append(ClassCountsFromData())
         return found
 
     # -- a dry run (PreflightBatch): no backward, no optimizer step --------------------------

@@ -136,7 +136,7 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
     """
 
     shapes: ClassVar[Mapping[str, str]] = {}
-    part_names: ClassVar[tuple[str, ...] | None] = ("",)
+    part_names: tuple[str, ...] | None = ("",)
     weight_aliases: ClassVar[tuple[str, ...]] = ()
     reshape_weight_by_numel: ClassVar[bool] = False
     bool_targets: ClassVar[bool] = False

@@ -17,6 +17,7 @@ from lossmix.functional.cross_entropy import (
     sigmoid_cross_entropy,
 )
 from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.losses.class_balance import ClassCountsMixin, class_weight_argument
 from lossmix.reduction import AvgFactor
 from lossmix.registry import LOSSES
 from lossmix.validation import (
@@ -25,7 +26,6 @@ from lossmix.validation import (
     check_float,
     check_optional_int,
     check_same_shape,
-    class_vector,
 )
 
 __all__ = ["CrossEntropyLoss"]
@@ -33,17 +33,8 @@ __all__ = ["CrossEntropyLoss"]
 IGNORE_INDEX = -100  # torch's and MMDetection's default when ignore_index is None
 
 
-def check_class_count(owner: str, name: str, vector: Tensor, num_classes: int) -> None:
-    """Raise unless a per-class vector has one entry per class of ``pred``."""
-    if vector.numel() != num_classes:
-        raise LossInputError(
-            f"{owner}: {name} has {vector.numel()} entries but pred has {num_classes} classes "
-            f"(pred.size(1)); give one {name} entry per class."
-        )
-
-
 @LOSSES.register()
-class CrossEntropyLoss(WeightedLoss):
+class CrossEntropyLoss(ClassCountsMixin, WeightedLoss):
     """Softmax, sigmoid or mask cross-entropy with MMDetection's arguments and normalisation.
 
     * **softmax** (default): :func:`lossmix.functional.cross_entropy`, one value per
@@ -52,27 +43,34 @@ class CrossEntropyLoss(WeightedLoss):
       :math:`\\sum_i w_{y_i}`: pass ``avg_factor = class_weight[target].sum()`` for
       torch's value). Ignored rows give 0 but count in the mean, unless
       ``avg_non_ignore=True``, which (for ``'mean'`` without ``avg_factor``) divides
-      by the number of non-ignored rows. A float target shaped like ``pred`` holds
-      class probabilities.
+      by the number of non-ignored target elements, as MMDetection counts them: rows
+      for index targets, rows × C for a float target shaped like ``pred`` (class
+      probabilities).
     * **sigmoid** (``use_sigmoid=True``): :func:`lossmix.functional.sigmoid_cross_entropy`,
       one value per class. Index targets ``(N,)`` become one-hot rows, the label
       ``C = pred.size(1)`` an all-negative (background) row. Elements with
       ``target < 0`` or ``target == ignore_index`` are masked out;
       ``avg_non_ignore=True`` divides by the number of valid *elements* (rows × C).
       ``class_weight`` acts as ``pos_weight``. ``label_smoothing`` ``s`` maps the
-      binary targets to ``t (1 - s) + s / 2``.
+      binary targets to ``t (1 - s) + s / 2``. ``pred`` ``(N,)`` with labels ``(N,)``
+      is one binary logit per row (labels 0/1), as MMDetection accepts it.
     * **mask** (``use_mask=True``): :func:`lossmix.functional.mask_cross_entropy`; the
       ``weight`` slot carries the RoI class labels, as in
       ``loss_mask(mask_pred, mask_targets, labels)``. Only ``'mean'`` without
       ``avg_factor``, ``class_weight``, ``ignore_index`` or ``label_smoothing``.
       Returns a 0-dim tensor (MMDetection: shape ``[1]``).
 
+    ``class_weight`` is a list of one weight per class, or a class-weight spec computed
+    from class counts (``{method: effective_number, beta: 0.999, counts: [...]}``, or
+    ``counts: datamodule``; see :mod:`lossmix.losses.class_balance`): a class-balanced
+    cross-entropy (Cui et al. 2019).
+
     ``forward`` also takes ``ignore_index``, which overrides the constructor's for
     one call. Class indices out of range raise (``LossInputError``) rather than
     being silently masked as in MMDetection's sigmoid path.
 
-    Shapes: ``pred``: ``(N, C, *)``; ``target``: ``(N, *)`` indices or ``(N, C, *)``;
-    ``weight``: one per row ``(N, *)`` or per element.
+    Shapes: ``pred``: ``(N, C, *)`` (sigmoid also ``(N,)``); ``target``: ``(N, *)`` indices
+    or ``(N, C, *)``; ``weight``: one per row ``(N, *)`` or per element.
     """
 
     shapes: ClassVar[dict[str, str]] = {
@@ -93,7 +91,7 @@ class CrossEntropyLoss(WeightedLoss):
         *,
         use_sigmoid: bool = False,
         use_mask: bool = False,
-        class_weight: Sequence[float] | Tensor | None = None,
+        class_weight: Sequence[float] | Tensor | Mapping[str, Any] | None = None,
         ignore_index: int | None = None,
         avg_non_ignore: bool = False,
         label_smoothing: float = 0.0,
@@ -109,9 +107,8 @@ class CrossEntropyLoss(WeightedLoss):
         self.ignore_index = check_optional_int(name, "ignore_index", ignore_index)
         self.avg_non_ignore = check_bool(name, "avg_non_ignore", avg_non_ignore)
         self.label_smoothing = check_float(name, "label_smoothing", label_smoothing, low=0.0, high=1.0)
-        self.register_buffer(
-            "class_weight", class_vector(name, "class_weight", class_weight), persistent=False
-        )
+        vector, spec = class_weight_argument(name, "class_weight", class_weight)
+        self.register_class_buffer("class_weight", vector, None if spec is None else spec.weights)
         if use_mask and (
             class_weight is not None or ignore_index is not None or label_smoothing or reduction != "mean"
         ):
@@ -179,14 +176,20 @@ class CrossEntropyLoss(WeightedLoss):
     def masked_loss(self, pred: Tensor, target: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor]:
         """The element-wise loss and the number of non-ignored elements (a tensor)."""
         ignore = IGNORE_INDEX if ignore_index is None else ignore_index
-        num_classes = pred.size(1) if pred.dim() > 1 else 0
-        if pred.dim() < 2:
+        # A sigmoid pred (N,) with labels (N,) is one binary logit per row, as in MMDetection.
+        binary = self.use_sigmoid and pred.dim() == 1 and target.dim() == 1
+        if pred.dim() < 2 and not binary:
             raise LossInputError(
-                f"{self.loss_name}: pred of shape {tuple(pred.shape)} needs a class dimension: (N, C, *)."
+                f"{self.loss_name}: pred of shape {tuple(pred.shape)} needs a class dimension: (N, C, *)"
+                + (
+                    " (or, with use_sigmoid=True, one logit per row (N,) and labels (N,))."
+                    if pred.dim()
+                    else "."
+                )
             )
-        weight = self.class_weight
+        num_classes = 1 if binary else pred.size(1)
+        weight = self.class_buffer("class_weight", num_classes)
         if weight is not None:
-            check_class_count(self.loss_name, "class_weight", weight, num_classes)
             weight = weight.to(pred.dtype)
         dense = target.dim() == pred.dim()
         if dense:
@@ -201,8 +204,9 @@ class CrossEntropyLoss(WeightedLoss):
         loss = cross_entropy(
             pred, target, class_weight=weight, ignore_index=ignore, label_smoothing=self.label_smoothing
         )
-        count = target.new_tensor(loss.numel()) if dense else (target != ignore).sum()
-        return loss, count
+        # MMDetection's count: every target element that is not ignore_index (per element
+        # of a dense target, not per row).
+        return loss, (target != ignore).sum()
 
     def _sigmoid(
         self, pred: Tensor, target: Tensor, weight: Tensor | None, ignore: int, dense: bool
@@ -212,7 +216,7 @@ class CrossEntropyLoss(WeightedLoss):
             target = one_hot_targets(target, pred.size(1), dtype=pred.dtype)
             valid = valid.unsqueeze(1).expand_as(target)
         if weight is not None:
-            weight = weight.view(-1, *([1] * (pred.dim() - 2)))
+            weight = weight.view(-1, *([1] * (pred.dim() - 2))) if pred.dim() > 1 else weight
         loss = sigmoid_cross_entropy(pred, target, pos_weight=weight, label_smoothing=self.label_smoothing)
         return torch.where(valid, loss, 0.0), valid.sum()
 

@@ -44,9 +44,12 @@ class OverlapLoss(WeightedLoss):
     **Units.** The sums run per sample over everything (``per_class=False``,
     MMDetection's flattening) or per sample and class over dims ``2, ...``
     (``per_class=True``), the class losses then averaged per sample. ``per_class``
-    defaults to ``False`` with a sigmoid and ``True`` with a softmax, where it must
-    stay ``True``: pooled over classes, ``Σp = Σt`` at every pixel, so FP = FN and
-    Dice/Tversky stop measuring overlap (kornia's Tversky then depends on α + β only).
+    defaults to ``True`` only with a softmax (``use_sigmoid=False, activate=True``),
+    where it must stay ``True``: pooled over classes, ``Σp = Σt`` at every pixel, so
+    FP = FN and Dice/Tversky stop measuring overlap (kornia's Tversky then depends on
+    α + β only). With ``use_sigmoid=False, activate=False`` (probabilities given)
+    MMDetection flattens per sample, and so does lossmix by default: ``pred`` and
+    ``target`` then have one shape; ``per_class=True`` asks for the per-class form.
 
     **ignore_index.** An element whose target equals it counts in no sum: with index
     targets the whole pixel (every class); with float targets that element only (store
@@ -102,13 +105,15 @@ class OverlapLoss(WeightedLoss):
         name = self.loss_name
         self.use_sigmoid = check_bool(name, "use_sigmoid", use_sigmoid)
         self.activate = check_bool(name, "activate", activate)
+        softmax = not self.use_sigmoid and self.activate
         if per_class is None:
-            per_class = not use_sigmoid
+            per_class = softmax
         self.per_class = check_bool(name, "per_class", per_class)
-        if not use_sigmoid and not per_class:
+        if softmax and not per_class:
             raise LossConfigError(
-                f"{name}: per_class=False is not valid with use_sigmoid=False; under a softmax "
-                "the class-pooled sums make FP equal FN. Use per_class=True (or leave it None)."
+                f"{name}: per_class=False is not valid with use_sigmoid=False and activate=True; "
+                "under a softmax the class-pooled sums make FP equal FN. Use per_class=True (or "
+                "leave it None)."
             )
         self.eps = check_positive(name, "eps", eps)
         self.ignore_index = check_optional_int(name, "ignore_index", ignore_index)
@@ -120,7 +125,7 @@ class OverlapLoss(WeightedLoss):
 
     def check_inputs(self, pred: Tensor, target: Tensor) -> None:
         """Static shape checks (and class-index values on CPU); raise :class:`LossInputError`."""
-        if self.use_sigmoid and not self.per_class:
+        if not self.per_class:
             if pred.dim() < 1:
                 raise LossInputError(f"{self.loss_name}: pred must be (N, *); got a 0-dim tensor.")
             check_same_shape(self.loss_name, pred, target)
@@ -144,8 +149,13 @@ class OverlapLoss(WeightedLoss):
     def per_sample(self, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
         """``(loss (N,), counted (N,) or None)``; ``counted`` is 0 for a skipped sample."""
         self.check_inputs(pred, target)
+        # Flattened units take target as it is (the shape of pred): no one-hot encoding.
         prob, tgt = F.overlap_inputs(
-            pred, target, use_sigmoid=self.use_sigmoid, activate=self.activate, ignore_index=self.ignore_index
+            pred,
+            target,
+            use_sigmoid=self.use_sigmoid or not self.per_class,
+            activate=self.activate,
+            ignore_index=self.ignore_index,
         )
         n = prob.shape[0]
         k = prob.shape[1] if self.per_class else 1

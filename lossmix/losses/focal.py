@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, cast
 
 from torch import Tensor
 
@@ -11,14 +11,14 @@ from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import focal as F
 from lossmix.functional.cross_entropy import one_hot_targets
 from lossmix.losses.base import WeightedLoss
-from lossmix.losses.cross_entropy import IGNORE_INDEX, check_class_count
+from lossmix.losses.class_balance import ClassCountsMixin, ClassWeightSpec, class_weight_argument
+from lossmix.losses.cross_entropy import IGNORE_INDEX
 from lossmix.registry import LOSSES
 from lossmix.validation import (
     check_bool,
     check_class_indices,
     check_positive,
     check_same_shape,
-    class_vector,
     index_or_dense_target,
     is_number,
 )
@@ -35,7 +35,7 @@ def _check_sigmoid_only(owner: str, use_sigmoid: bool) -> None:
 
 
 @LOSSES.register()
-class FocalLoss(WeightedLoss):
+class FocalLoss(ClassCountsMixin, WeightedLoss):
     """Focal loss: sigmoid (RetinaNet, MMDetection's ``FocalLoss``) or softmax.
 
     * ``use_sigmoid=True`` (default): :func:`lossmix.functional.sigmoid_focal_loss` per
@@ -44,7 +44,9 @@ class FocalLoss(WeightedLoss):
       ``activated=True`` takes probabilities instead of logits.
     * ``use_sigmoid=False``: :func:`lossmix.functional.softmax_focal_loss` per row, with
       class indices in ``[0, C)``; rows labelled ``ignore_index`` (when set) give 0 and
-      still count in the mean. ``alpha`` may then be a per-class list of ``C`` numbers.
+      still count in the mean. ``alpha`` may then be a per-class list of ``C`` numbers,
+      or a class-weight spec from class counts (a class-balanced focal loss, Cui et al.
+      2019; see :mod:`lossmix.losses.class_balance`).
 
     ``alpha=None`` or a negative number (torchvision's ``-1``) disables the balancing
     factor. ``'mean'`` without ``avg_factor`` divides by all elements (N·C for the
@@ -71,7 +73,7 @@ class FocalLoss(WeightedLoss):
         *,
         use_sigmoid: bool = True,
         gamma: float = 2.0,
-        alpha: float | Sequence[float] | Tensor | None = 0.25,
+        alpha: float | Sequence[float] | Tensor | Mapping[str, Any] | None = 0.25,
         activated: bool = False,
         ignore_index: int | None = None,
         reduction: str = "mean",
@@ -95,7 +97,8 @@ class FocalLoss(WeightedLoss):
             )
         self.ignore_index = ignore_index
         self.alpha: float | None = None
-        per_class = None
+        per_class: Tensor | None = None
+        spec: ClassWeightSpec | None = None
         if alpha is None or is_number(alpha):
             value = None if alpha is None else float(cast(float, alpha))
             if value is not None and value > 1:
@@ -110,8 +113,10 @@ class FocalLoss(WeightedLoss):
                 "takes one number in [0, 1], or None / a negative number."
             )
         else:
-            per_class = class_vector(name, "alpha", cast("Sequence[float] | Tensor", alpha))
-        self.register_buffer("class_alpha", per_class, persistent=False)
+            per_class, spec = class_weight_argument(
+                name, "alpha", cast("Sequence[float] | Tensor | Mapping[str, Any]", alpha)
+            )
+        self.register_class_buffer("class_alpha", per_class, None if spec is None else spec.weights)
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         if self.use_sigmoid:
@@ -129,9 +134,9 @@ class FocalLoss(WeightedLoss):
         ignore = IGNORE_INDEX if self.ignore_index is None else self.ignore_index
         check_class_indices(self.loss_name, target, pred.size(1), ignore_index=self.ignore_index)
         alpha: float | Tensor | None = self.alpha
-        if self.class_alpha is not None:
-            check_class_count(self.loss_name, "alpha", self.class_alpha, pred.size(1))
-            alpha = self.class_alpha
+        class_alpha = self.class_buffer("class_alpha", pred.size(1), label="alpha")
+        if class_alpha is not None:
+            alpha = class_alpha
         return F.softmax_focal_loss(pred, target, gamma=self.gamma, alpha=alpha, ignore_index=ignore)
 
     def extra_repr(self) -> str:

@@ -1,4 +1,4 @@
-"""GHM-C: MMDetection's stateful gradient-harmonized classification loss."""
+"""GHM-C and GHM-R: MMDetection's stateful gradient-harmonized losses."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from lossmix.reduction import AvgFactor
 from lossmix.registry import LOSSES
 from lossmix.validation import check_float, check_int, index_or_dense_target
 
-__all__ = ["GHMC"]
+__all__ = ["GHMC", "GHMR"]
 
 
 @LOSSES.register()
@@ -114,3 +114,85 @@ class GHMC(WeightedLoss):
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, momentum={self.momentum}, " + super().extra_repr()
+
+
+@LOSSES.register()
+class GHMR(WeightedLoss):
+    """Gradient harmonized regression loss, see :func:`lossmix.functional.ghmr_weights`.
+
+    The authentic smooth L1 (:func:`lossmix.functional.asl1_loss`) of every element is
+    weighted by the inverse density of its gradient norm among the elements with
+    ``label_weight > 0``; ``'mean'`` divides by ``max(Σ label_weight, 1)``
+    (MMDetection's ``avg_factor=tot``).
+
+    Called as MMDetection's ``forward(pred, target, label_weight)``: the third argument
+    (``weight``, or ``label_weight=``) is **required** and only masks. ``avg_factor`` is
+    accepted and ignored, as in MMDetection. ``'sum'`` is the plain weighted sum
+    (MMDetection raises there). The running bin counts ``acc_sum`` are a buffer, updated
+    in training mode when ``momentum > 0`` (as :class:`GHMC`).
+
+    Shapes: ``pred``, ``target``: ``(N, 4)`` (or ``(N, 4 · C)``); ``label_weight``: the same
+    shape or one per row ``(N,)``.
+    """
+
+    acc_sum: Tensor
+    weight_aliases: ClassVar[tuple[str, ...]] = ("label_weight",)
+
+    def __init__(
+        self,
+        *,
+        mu: float = 0.02,
+        bins: int = 10,
+        momentum: float = 0.0,
+        reduction: str = "mean",
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(reduction=reduction, loss_weight=loss_weight)
+        name = self.loss_name
+        self.mu = check_float(name, "mu", mu, low=0.0, low_open=True)
+        self.bins = check_int(name, "bins", bins, min=1)
+        self.momentum = check_float(name, "momentum", momentum, low=0.0, high=1.0, high_open=True)
+        self.register_buffer("acc_sum", torch.zeros(self.bins))
+
+    def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> ElementLoss:
+        """ASL1 weighted by the GHM-R density weights of the elements whose ``label_weight``
+        is > 0; ``'mean'`` divides by ``max(Σ label_weight, 1)``."""
+        if weight is None:
+            raise LossInputError(
+                f"{self.loss_name}: label_weight is required (which elements count, > 0); call "
+                "loss(pred, target, label_weight)."
+            )
+        if pred.shape != target.shape:
+            raise LossInputError(
+                f"{self.loss_name}: pred of shape {tuple(pred.shape)} and target of shape "
+                f"{tuple(target.shape)} must have the same shape."
+            )
+        loss = F.asl1_loss(pred, target, mu=self.mu)
+        label_weight = self.prepare_weight(weight, loss).expand_as(loss).to(loss.dtype)
+        tot = label_weight.sum().clamp(min=1.0)
+        weights, acc = F.ghmr_weights(
+            pred,
+            target,
+            label_weight > 0,
+            tot,
+            mu=self.mu,
+            bins=self.bins,
+            momentum=self.momentum,
+            acc_sum=self.acc_sum,
+        )
+        if self.momentum > 0 and self.training:
+            with torch.no_grad():
+                self.acc_sum.copy_(acc)
+        return ElementLoss(loss, weights, avg_factor=tot, own_mean=True)
+
+    def check_call(
+        self, reduction: str, avg_factor: AvgFactor, weight: Tensor | None, inputs: Mapping[str, Any]
+    ) -> None:
+        if isinstance(avg_factor, str):
+            raise LossInputError(
+                f"{self.loss_name}: the fourth argument is avg_factor (ignored); pass "
+                f"reduction_override={avg_factor!r} by keyword."
+            )
+
+    def extra_repr(self) -> str:
+        return f"mu={self.mu}, bins={self.bins}, momentum={self.momentum}, " + super().extra_repr()

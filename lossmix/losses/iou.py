@@ -16,10 +16,12 @@ from torch import Tensor
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.functional import iou as F
+from lossmix.functional import iou_shape
 from lossmix.losses.base import WeightedLoss, check_positive
 from lossmix.registry import LOSSES
+from lossmix.validation import check_bool
 
-__all__ = ["BoundedIoULoss", "CIoULoss", "DIoULoss", "GIoULoss", "IoULoss"]
+__all__ = ["BoundedIoULoss", "CIoULoss", "DIoULoss", "EIoULoss", "GIoULoss", "IoULoss", "SIoULoss"]
 
 
 class _BoxLoss(WeightedLoss):
@@ -181,3 +183,57 @@ class BoundedIoULoss(_BoxLoss):
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, " + super().extra_repr()
+
+
+@LOSSES.register()
+class EIoULoss(_BoxLoss):
+    """Extended-IoU loss, smoothed below ``smooth_point``, see :func:`lossmix.functional.eiou_loss`.
+
+    Args:
+        eps: guard of the union. smooth_point: where the quadratic part ends (> 0).
+
+    Shapes: ``pred``, ``target``: ``(..., 4)``; ``weight``: ``(...)`` or ``(..., 4)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        eps: float = 1e-6,
+        smooth_point: float = 0.1,
+        reduction: str = "mean",
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(eps=eps, reduction=reduction, loss_weight=loss_weight)
+        self.smooth_point = check_positive(self.loss_name, "smooth_point", smooth_point)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        self.check_boxes(pred, target)
+        return iou_shape.eiou_loss(pred, target, smooth_point=self.smooth_point, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"smooth_point={self.smooth_point}, " + super().extra_repr()
+
+
+@LOSSES.register()
+class SIoULoss(_BoxLoss):
+    """SIoU loss (angle, distance and shape costs), see :func:`lossmix.functional.siou_loss`.
+
+    Args:
+        eps: guard of the divisions. neg_gamma: ``True`` uses the paper's
+            ``gamma = angle_cost - 2`` (MMDetection's default is ``2 - angle_cost``).
+
+    Shapes: ``pred``, ``target``: ``(..., 4)``; ``weight``: ``(...)`` or ``(..., 4)``.
+    """
+
+    def __init__(
+        self, *, eps: float = 1e-6, neg_gamma: bool = False, reduction: str = "mean", loss_weight: float = 1.0
+    ) -> None:
+        super().__init__(eps=eps, reduction=reduction, loss_weight=loss_weight)
+        self.neg_gamma = check_bool(self.loss_name, "neg_gamma", neg_gamma)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        self.check_boxes(pred, target)
+        return iou_shape.siou_loss(pred, target, eps=self.eps, neg_gamma=self.neg_gamma)
+
+    def extra_repr(self) -> str:
+        return f"neg_gamma={self.neg_gamma}, " + super().extra_repr()

@@ -7,7 +7,7 @@ tests (reference values, identity limits, bad input) live in ``test_<family>.py`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +39,13 @@ class LossCase:
             check ``torch.compile(fullgraph=True)``.
         weight_shape: shape of an element weight, from ``(pred, target)``; default: the
             ``'none'`` output's shape.
-        float_target: whether the target is a float tensor that gradcheck may perturb
-            (it never is: gradcheck only differentiates pred).
+        call_kwargs: optional ``(pred, target) -> dict`` of further inputs of the call
+            (AssociativeEmbeddingLoss's ``match``), computed from the inputs so that
+            cutting them to zero rows cuts these too.
+        extra: flags of family-specific semantics (``masked_mean``: MMagic's mean over the
+            weighted elements; ``nonzero_mean``: a mean over the elements of non-zero weight).
+
+    A loss returning parts (a dict or tuple of sub-terms) is checked on their sum.
     """
 
     id: str
@@ -52,9 +57,27 @@ class LossCase:
     extreme_scales: tuple[float, ...] = (1e4,)
     autocast_scale: float = 100.0
     extra: dict[str, Any] = field(default_factory=dict)
+    call_kwargs: Callable[[Tensor, Tensor], dict[str, Any]] | None = None
 
     def __str__(self) -> str:
         return self.id
+
+    def run(self, module: nn.Module, pred: Tensor, target: Tensor, **kwargs: Any) -> Tensor:
+        """``module(pred, target, **call_kwargs, **kwargs)``, parts summed into one tensor."""
+        extra = self.call_kwargs(pred, target) if self.call_kwargs else {}
+        return total(module(pred, target, **extra, **kwargs))
+
+
+def total(out: Any) -> Tensor:
+    """A loss's value, or the sum of its parts (a dict or tuple of sub-terms)."""
+    if isinstance(out, Mapping):
+        out = tuple(out.values())
+    if isinstance(out, (tuple, list)):
+        value = out[0]
+        for part in out[1:]:
+            value = value + part
+        return value
+    return out
 
 
 def make_generator(seed: int = 0) -> torch.Generator:

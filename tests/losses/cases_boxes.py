@@ -11,7 +11,7 @@ import math
 import torch
 
 from lossmix import functional as F
-from lossmix.losses import BoundedIoULoss, CIoULoss, DIoULoss, GIoULoss, IoULoss
+from lossmix.losses import BoundedIoULoss, CIoULoss, DIoULoss, EIoULoss, GIoULoss, IoULoss, SIoULoss
 from tests.losses.battery import LossCase
 
 
@@ -67,6 +67,47 @@ def box_bounded_iou_loss(p, t, beta=0.2, eps=1e-3):
         1 - min(th / (ph + eps), ph / (th + eps)),
     ]
     return [0.5 * d * d / beta if d < beta else d - 0.5 * beta for d in terms]
+
+
+def box_eiou_loss(p, t, smooth_point=0.1, eps=1e-6):
+    """MMDetection's ``eiou_loss`` on one box pair."""
+    px1, py1, px2, py2 = p
+    tx1, ty1, tx2, ty2 = t
+    ex1, ey1 = min(px1, tx1), min(py1, ty1)
+    ix1, iy1, ix2, iy2 = max(px1, tx1), max(py1, ty1), min(px2, tx2), min(py2, ty2)
+    xmin, ymin, xmax, ymax = min(ix1, ix2), min(iy1, iy2), max(ix1, ix2), max(iy1, iy2)
+    intersection = (
+        (ix2 - ex1) * (iy2 - ey1)
+        + (xmin - ex1) * (ymin - ey1)
+        - (ix1 - ex1) * (ymax - ey1)
+        - (xmax - ex1) * (iy1 - ey1)
+    )
+    union = (px2 - px1) * (py2 - py1) + (tx2 - tx1) * (ty2 - ty1) - intersection + eps
+    ious = 1 - intersection / union
+    return 0.5 * ious**2 / smooth_point if ious < smooth_point else ious - 0.5 * smooth_point
+
+
+def box_siou_loss(p, t, eps=1e-6, neg_gamma=False):
+    """MMDetection's ``siou_loss`` on one box pair."""
+    g = _geometry(p, t)
+    ious = g["overlap"] / (g["union"] + eps)
+    cw, ch = max(g["cw"], eps), max(g["ch"], eps)
+    w1, h1 = p[2] - p[0], p[3] - p[1] + eps
+    w2, h2 = t[2] - t[0], t[3] - t[1] + eps
+    s_cw = (t[0] + t[2] - p[0] - p[2]) * 0.5 + eps
+    s_ch = (t[1] + t[3] - p[1] - p[3]) * 0.5 + eps
+    sigma = (s_cw**2 + s_ch**2) ** 0.5
+    sin_alpha_1, sin_alpha_2 = abs(s_cw) / sigma, abs(s_ch) / sigma
+    sin_alpha = sin_alpha_2 if sin_alpha_1 > 2**0.5 / 2 else sin_alpha_1
+    angle_cost = math.cos(math.asin(sin_alpha) * 2 - math.pi / 2)
+    rho_x, rho_y = (s_cw / cw) ** 2, (s_ch / ch) ** 2
+    gamma = angle_cost - 2 if neg_gamma else 2 - angle_cost
+    distance_cost = 2 - math.exp(gamma * rho_x) - math.exp(gamma * rho_y)
+    omiga_w = abs(w1 - w2) / max(w1, w2)
+    omiga_h = abs(h1 - h2) / max(h1, h2)
+    shape_cost = (1 - math.exp(-omiga_w)) ** 4 + (1 - math.exp(-omiga_h)) ** 4
+    sious = ious - 0.5 * (distance_cost + shape_cost)
+    return 1 - min(max(sious, -1.0), 1.0)
 
 
 def per_box(fn, **kw):
@@ -158,6 +199,34 @@ CASES = [
         low_iou_pairs,
         reference=per_box(box_ciou_loss),
         kernel=F.ciou_loss,
+    ),
+    LossCase(
+        "EIoULoss",
+        lambda **kw: EIoULoss(**kw),
+        jittered_pairs(),
+        reference=per_box(box_eiou_loss),
+        kernel=F.eiou_loss,
+    ),
+    LossCase(
+        "EIoULoss-smooth0.5-batched",
+        lambda **kw: EIoULoss(smooth_point=0.5, **kw),
+        jittered_pairs((2, 5)),
+        reference=per_box(box_eiou_loss, smooth_point=0.5),
+        kernel=lambda p, t: F.eiou_loss(p, t, smooth_point=0.5),
+    ),
+    LossCase(
+        "SIoULoss",
+        lambda **kw: SIoULoss(**kw),
+        jittered_pairs(),
+        reference=per_box(box_siou_loss),
+        kernel=F.siou_loss,
+    ),
+    LossCase(
+        "SIoULoss-neg-gamma",
+        lambda **kw: SIoULoss(neg_gamma=True, **kw),
+        jittered_pairs(),
+        reference=per_box(box_siou_loss, neg_gamma=True),
+        kernel=lambda p, t: F.siou_loss(p, t, neg_gamma=True),
     ),
     LossCase(
         "BoundedIoULoss",

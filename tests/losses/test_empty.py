@@ -18,6 +18,7 @@ from torch import Tensor, nn
 import lossmix
 from lossmix.losses import (
     GHMC,
+    GHMR,
     AdvLoss,
     CharbonnierCompLoss,
     CLIPLoss,
@@ -68,13 +69,13 @@ def test_battery_case_on_empty_input(case, reduction):
     pred = _cut(pred).detach().requires_grad_()
     target = _cut(target)
     loss = case.make(reduction=reduction)
-    _check_connected_zero(loss(pred, target), pred, reduction)
+    _check_connected_zero(case.run(loss, pred, target), pred, reduction)
     if reduction == "mean":
-        _check_connected_zero(loss(pred, target, avg_factor=4.0), pred, reduction)
+        _check_connected_zero(case.run(loss, pred, target, avg_factor=4.0), pred, reduction)
         weight_shape = case.weight_shape(pred, target) if case.weight_shape else None
         if weight_shape is not None:
             weight = torch.ones(weight_shape, dtype=torch.float64)
-            _check_connected_zero(loss(pred, target, weight=weight), pred, reduction)
+            _check_connected_zero(case.run(loss, pred, target, weight=weight), pred, reduction)
 
 
 def _disc() -> nn.Module:
@@ -100,6 +101,11 @@ def _gan(is_disc: bool) -> Call:
 def _ghmc(module: nn.Module) -> tuple[Tensor, Tensor]:
     pred = _pred(0, 3)
     return module(pred, torch.zeros(0, dtype=torch.long), torch.ones(0)), pred
+
+
+def _ghmr(module: nn.Module) -> tuple[Tensor, Tensor]:
+    pred = _pred(0, 4)
+    return module(pred, torch.zeros(0, 4, dtype=torch.float64), torch.ones(0, 4)), pred
 
 
 def _disc_shift(module: nn.Module) -> tuple[Tensor, Tensor]:
@@ -205,6 +211,8 @@ OWN_CALLS: dict[str, tuple[Callable[..., nn.Module], Call, tuple[str, ...]]] = {
     "GANLoss-wgan": (lambda **kw: GANLoss(gan_type="wgan", **kw), _gan(True), REDUCTIONS),
     "GHMC": (lambda **kw: GHMC(**kw), _ghmc, REDUCTIONS),
     "GHMC-momentum": (lambda **kw: GHMC(momentum=0.75, **kw), _ghmc, REDUCTIONS),
+    "GHMR": (lambda **kw: GHMR(**kw), _ghmr, REDUCTIONS),
+    "GHMR-momentum": (lambda **kw: GHMR(momentum=0.75, **kw), _ghmr, REDUCTIONS),
     "DiscShiftLoss": (lambda **kw: DiscShiftLoss(**kw), _disc_shift, REDUCTIONS),
     "MaskedTVLoss": (lambda **kw: MaskedTVLoss(**kw), _tv, REDUCTIONS),
     "GradientPenaltyLoss": (lambda **kw: GradientPenaltyLoss(**kw), _gp, REDUCTIONS),

@@ -99,7 +99,10 @@ def test_sample_wise_is_mmagic_only():
         ({"type": "mmagx.L1Loss"}, r"unknown scope 'mmagx'; scopes: mmagic, mmdet\. Did you mean 'mmagic'\?"),
         ({"type": "L1Loss", "default_scope": "mmagx"}, r"unknown loss scope 'mmagx'; scopes: mmagic, mmdet"),
         ({"type": "mmagic.FocalLoss"}, r"scope 'mmagic' has no 'FocalLoss'.*bare name 'FocalLoss'"),
-        ({"type": "mmdet.PerceptualLoss"}, r"scope 'mmdet' has no 'PerceptualLoss'.*It has: BalancedL1Loss"),
+        (
+            {"type": "mmdet.PerceptualLoss"},
+            r"scope 'mmdet' has no 'PerceptualLoss'.*It has: AssociativeEmbeddingLoss, BalancedL1Loss",
+        ),
         ({"type": "mmagic.L1Los"}, r"Did you mean 'L1Loss'"),
     ],
 )

@@ -1,5 +1,6 @@
-"""Lightning callbacks: weight schedules, the non-finite guard, gradient monitor, curves."""
+"""Lightning callbacks: weight schedules, the non-finite guard, gradient monitor, curves, class counts."""
 
+from lossmix.lightning.callbacks.class_counts import ClassCountsFromData
 from lossmix.lightning.callbacks.curves import LossCurves, plot_loss_curves
 from lossmix.lightning.callbacks.grad_monitor import TermGradientMonitor, term_gradient_norms
 from lossmix.lightning.callbacks.guard import NonFiniteLoss, NonFiniteLossGuard
@@ -8,6 +9,7 @@ from lossmix.lightning.callbacks.schedule import LossWeightSchedule, Schedule
 from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
 
 __all__ = [
+    "ClassCountsFromData",
     "LossCurves",
     "LossWeightSchedule",
     "NonFiniteLoss",
