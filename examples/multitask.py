@@ -21,7 +21,7 @@ import argparse
 import lightning as L
 
 from lossmix.demo import SyntheticTasks, TwoTasks
-from lossmix.lightning import LossCurves
+from lossmix.lightning import LossCurves, TermLogger
 
 WEIGHTINGS = {
     "uncertainty": {"type": "uncertainty"},
@@ -51,11 +51,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     L.seed_everything(0, verbose=False)
     model = TwoTasks(loss_config(args.weighting))
     curves = LossCurves()
+    # log_raw: each term before its weight too (val/raw/cls is the cross-entropy itself;
+    # val/loss/cls is the weighted term, whose scale the weighting changes)
+    terms = TermLogger(log_raw=True)
     trainer = L.Trainer(
         max_epochs=args.epochs,
         accelerator="cpu",
         devices=1,
-        callbacks=[curves],
+        callbacks=[curves, terms],
         default_root_dir=args.out,
         log_every_n_steps=4,
         logger=L.pytorch.loggers.CSVLogger(args.out, name=args.weighting),
@@ -65,8 +68,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     trainer.fit(model, datamodule=SyntheticTasks(num_train=512, num_val=128, batch_size=64))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    first = terms.history.get("train/raw/depth")
+    if first:
+        metrics["first_step/raw/depth"] = first[0][1]
     if not args.quiet:
-        for key in sorted(k for k in metrics if "/weight/" in k or "_epoch" in k):
+        shown = ("/weight/", "_epoch", "val/raw/", "first_step")
+        for key in sorted(k for k in metrics if any(s in k for s in shown)):
             print(f"{key:32s} {metrics[key]:.4g}")
         print(f"curves: {curves.path}")
     metrics["curves"] = str(curves.path) if curves.path else ""

@@ -109,6 +109,15 @@ def compose_like_hydra_main(
     from hydra.types import RunMode
 
     args = get_args_parser().parse_args(list(argv))
+    modes = [args.run, args.multirun, args.cfg, args.info, args.shell_completion]
+    if sum(bool(m) for m in modes) > 1:  # Hydra raises a bare ValueError with a traceback
+        from lossmix.errors import LossConfigError
+
+        raise LossConfigError(
+            "only one of --run, --multirun (-m), --cfg, --info and --shell-completion can be "
+            "given; to see a sweep's launcher config, drop -m and the sweep's lists: "
+            "--cfg hydra prints the hydra node."
+        )
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return None
     search_path = create_automatic_config_search_path(

@@ -215,7 +215,16 @@ def check_node_values(path: str, node: Mapping[str, Any], obj: Any) -> None:
     For the app's nodes (``trainer.max_epochs=abc``): the message names the node's key, the
     value's type and what the argument takes, before the constructor fails deeper.
     """
-    params = dict(Registry("node").parameters(obj)[0])
+    found, takes_any = Registry("node").parameters(obj)
+    params = dict(found)
+    unknown = [k for k in node if not str(k).startswith("_") and k not in params]
+    if unknown and not takes_any:
+        key = unknown[0]
+        name = getattr(obj, "__name__", str(obj))
+        raise LossConfigError(
+            f"{path}: unknown key '{key}' ({path}.{key}); {name} does not take it."
+            f"{did_you_mean(str(key), list(params))} Valid keys: {', '.join(params)}."
+        )
     hints = _init_hints(obj)
     types_ = {
         name: _hint_types(hints[name]) if name in hints else _default_types(default)
@@ -510,6 +519,13 @@ _MISSING = re.compile(
 )
 
 
+#: the pip package behind each of Hydra's launcher plugins the configs name
+_PLUGINS = {
+    "hydra/launcher/submitit": "hydra-submitit-launcher",
+    "hydra/launcher/joblib": "hydra-joblib-launcher",
+}
+
+
 def one_line_error(err: BaseException) -> str:
     """A user-facing error on one line: Hydra's multi-line texts folded, causes appended."""
     text = str(err)
@@ -517,7 +533,9 @@ def one_line_error(err: BaseException) -> str:
     if missing:
         wanted, group, options = missing.groups()
         listed = ", ".join(options.split())
-        return f"Could not find '{wanted}'. Available options in '{group}': {listed}."
+        plugin = next((p for k, p in _PLUGINS.items() if wanted.startswith(k)), None)
+        hint = f" Install the launcher plugin: pip install {plugin}." if plugin else ""
+        return f"Could not find '{wanted}'. Available options in '{group}': {listed}.{hint}"
     text = text.split("Config search path:")[0]
     cause = err.__cause__
     if cause is not None and type(cause).__module__.startswith("omegaconf"):

@@ -149,20 +149,30 @@ def print_summary(rows: Sequence[Mapping[str, Any]], run_dir: Path) -> None:
 
 
 def sweep_rows(sweep_dir: Path) -> list[dict[str, str]]:
-    """One row per job of a sweep directory: its overrides and final per-term values.
+    """One row per job of a sweep directory: the overrides that tell it from the other jobs,
+    all of its overrides, and its final per-term values.
 
     Read from each job's ``.hydra/overrides.yaml`` and ``csv/metrics.csv``, so it works
     whatever launcher ran the jobs (in this process, joblib, SLURM).
     """
     from omegaconf import OmegaConf
 
-    rows = []
-    for job in sorted(
+    jobs = sorted(
         (p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: (len(p.name), p.name)
-    ):
-        overrides = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "overrides.yaml")) or []
-        assert isinstance(overrides, list)
-        row = {"job": job.name, "overrides": " ".join(str(o) for o in overrides)}
+    )
+    overrides: list[list[str]] = []
+    for job in jobs:
+        listed = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "overrides.yaml")) or []
+        assert isinstance(listed, list)
+        overrides.append([str(o) for o in listed])
+    common = set.intersection(*(set(o) for o in overrides)) if len(overrides) > 1 else set()
+    rows = []
+    for job, own in zip(jobs, overrides, strict=True):
+        row = {
+            "job": job.name,
+            "overrides": " ".join(o for o in own if o not in common),
+            "all_overrides": " ".join(own),
+        }
         metrics = job / "csv" / "metrics.csv"
         if metrics.is_file():
             row.update(_final_values(metrics))
@@ -192,18 +202,27 @@ def write_sweep_report(sweep_dir: Path, rows: Iterable[Mapping[str, str]] | None
     from rich.table import Table
 
     rows = list(rows if rows is not None else sweep_rows(sweep_dir))
-    keys = ["job", "overrides", *sorted({k for r in rows for k in r} - {"job", "overrides"})]
+    fixed = ("job", "overrides", "all_overrides")
+    keys = ["job", "overrides", *sorted({k for r in rows for k in r} - set(fixed)), "all_overrides"]
     path = sweep_dir / "sweep_report.csv"
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
     table = Table(title=f"lossmix: sweep of {len(rows)} jobs (final epoch values)")
-    for key in keys:
-        table.add_column(key, overflow="fold")
+    shown = keys[:-1]  # every job's full command line is in the CSV
+    for key in shown:
+        table.add_column(key.removesuffix("_epoch"), overflow="fold")
     for row in rows:
-        table.add_row(*(_short(row.get(k, "")) for k in keys))
-    Console(width=max(Console().width, 120)).print(table)
+        table.add_row(*(_short(row.get(k, "")) for k in shown))
+    console = Console(width=max(Console().width, 120))
+    console.print(table)
+    if rows:
+        common = [
+            o for o in rows[0].get("all_overrides", "").split() if o not in rows[0]["overrides"].split()
+        ]
+        if common:
+            console.print(f"Every job also had: {' '.join(common)}", markup=False, highlight=False)
     print(f"Sweep report: {path}")
     return path
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from lossmix.app import (
     AppTrust,
@@ -71,7 +72,8 @@ if TYPE_CHECKING:
 __all__ = ["build", "checkpoint_path", "fit", "hydra_app", "preflight", "run_dir"]
 
 _OWN_FULL_ERROR = "_LOSSMIX_SET_HYDRA_FULL_ERROR"
-USER_ERRORS = (CompactHydraException, LossConfigError, LossInputError)
+# a config's own mistakes (an interpolation to a missing key included): one line, no trace
+USER_ERRORS = (CompactHydraException, OmegaConfBaseException, LossConfigError, LossInputError)
 _R = TypeVar("_R")
 register_resolvers()  # before Hydra resolves the run directory
 

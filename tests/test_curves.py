@@ -65,3 +65,58 @@ def test_history_stays_bounded_and_keeps_the_whole_run():
     # the merged points are means: the straight line a(step) = step stays on itself
     assert all(abs(step - value) < 1e-9 for step, value in logger.history["train/loss/a"])
     assert len(str(logger.state_dict())) < 100_000  # a checkpoint stays small
+
+
+def test_sanity_check_validation_is_neither_logged_nor_drawn(tmp_path):
+    """Lightning's sanity check runs validation at step 0 before training; it is a check of
+    the loop, not a result, so no curve starts with it (a user's own Trainer has it on)."""
+    curves = LossCurves(filename="c.png")
+    run = trainer(
+        max_epochs=2,
+        log_every_n_steps=1,
+        num_sanity_val_steps=2,
+        default_root_dir=tmp_path,
+        callbacks=[curves],
+    )
+    run.fit(Regressor(lr=0.01), loader(8, 4), loader(8, 4, seed=1))
+    history = next(c for c in run.callbacks if isinstance(c, TermLogger)).history
+    assert [p[0] for p in history["val/loss"]] == [2.0, 4.0]  # one point per epoch, none at 0
+    assert [p[0] for p in history["val/loss/t0"]] == [2.0, 4.0]
+
+
+def test_panels_split_by_group_with_one_colour_per_term_across_runs():
+    from lossmix.lightning.callbacks.curves import _colours, _panels
+
+    history = {
+        "train/loss/gen": [[1, 1.0]],
+        "train/loss/gen/adv": [[1, 1.0]],
+        "train/loss/disc": [[1, 2.0]],
+        "train/loss/disc/real": [[1, 1.0]],
+        "train/loss/disc/r1": [[1, 1.0]],
+        "train/weight/disc/r1": [[1, 16.0]],
+    }
+    panels = [(kind, group, sorted(curves)) for kind, group, curves in _panels(history, "train")]
+    assert panels == [
+        ("loss", "disc", ["r1", "real", "total"]),
+        ("loss", "gen", ["adv", "total"]),
+        ("weight", "disc", ["r1"]),
+    ]
+    one, other = _colours({"cls", "reg", "ctr"}), _colours({"cls", "reg", "seg", "aux"})
+    assert one["cls"] == other["cls"] and one["reg"] == other["reg"]
+    assert len(set(one.values())) == 3
+
+
+@pytest.mark.parametrize(
+    ("curves", "log"),
+    [
+        ({"a": [[1, 2.0]], "b": [[1, 0.5]]}, True),
+        ({"a": [[1, 2.0]], "weighting": [[1, 0.0]]}, True),  # the regulariser does not decide
+        ({"a": [[1, 2.0]], "weighting": [[1, -1.5]]}, True),
+        ({"a": [[1, 2.0]], "b": [[1, 0.0]]}, False),  # a zero term value keeps it linear
+    ],
+)
+def test_log_scale_is_decided_by_the_terms_only(curves, log):
+    from lossmix.lightning.callbacks.curves import _log_scale
+
+    assert _log_scale("loss", curves) is log
+    assert _log_scale("weight", curves) is False
