@@ -70,8 +70,12 @@ class GANLoss(AdversarialLoss):
         "pred": "(N, *) float discriminator outputs D(x)",
         "target_is_real": "bool, or (N,) bool tensor mixing real and fake samples",
         "is_disc": "bool: the discriminator's loss (loss_weight not applied)",
+        "mask": (
+            "(N, 1, H, W) float hole mask for gan_type='smgan' (required there, pred then (N, C, h, w)); "
+            "None for the other types"
+        ),
         "weight": "float, pred's shape or broadcastable to it",
-        "returns": "pred's shape",
+        "returns": "pred's shape (smgan: (N, C, H, W), pred resized to the mask's size)",
     }
 
     owns_loss_weight = True

@@ -11,7 +11,7 @@ counts): checkpointed, and updated on the device without a host sync.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as TF
@@ -61,6 +61,17 @@ class AdvLoss(WeightedLoss):
     generator's reads them; empty pools read 0, where MMagic fails). The value is already
     reduced (MMagic's), so ``reduction`` leaves it as is.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "net": "the discriminator module, called on fakeB and realB: (N, C, H, W) -> (N, *) float outputs",
+        "fakeB": "(N, C, H, W) float generated images (detached on the discriminator's side)",
+        "realB": (
+            "(N, C, H, W) float real images, fakeB's shape (unused by the generator's gan, lsgan, wgan-gp)"
+        ),
+        "model": "'discriminator' (default) or 'generator': whose loss",
+        "weight": "0-dim float: the loss is already one value",
+        "returns": "0-dim, already reduced (the same under every reduction)",
+    }
 
     def __init__(
         self, *, loss_type: str, pool_size: int = 50, reduction: str = "mean", loss_weight: float = 1.0

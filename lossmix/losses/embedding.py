@@ -10,7 +10,7 @@ The element loss is one value per sample (``(N, T)`` for CLIP: per image and tex
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn.functional as TF
 from torch import Tensor, nn
@@ -42,6 +42,13 @@ class FaceIdLoss(WeightedLoss):
 
     Shapes: ``pred``, ``gt`` ``(N, 3, H, W)``; ``(N,)`` under ``'none'``.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, 3, H, W) float RGB images (the range facenet expects)",
+        "gt": "(N, 3, H, W) float RGB ground-truth images (detached)",
+        "weight": "(N,) float, one per sample",
+        "returns": "(N,), 1 - cosine similarity of the face embeddings",
+    }
 
     def __init__(
         self,
@@ -84,6 +91,13 @@ class CLIPLoss(WeightedLoss):
 
     Shapes: ``image`` ``(N, 3, H, W)``; ``text`` the tokens ``(T, L)``; ``(N, T)`` under ``'none'``.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "image": "(N, 3, H, W) float RGB images; H = W = in_size gives CLIP its pool_size input",
+        "text": "(T, L) int64 text tokens, as clip_model.encode_text takes them (OpenAI CLIP: L = 77)",
+        "weight": "(N, T) float per image and text, or (N,) per image",
+        "returns": "(N, T), 1 - cosine similarity per image and text",
+    }
 
     def __init__(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -37,6 +37,15 @@ class GaussianFocalLoss(WeightedLoss):
         alpha: power of the prediction (> 0). gamma: power of ``1 - t`` (>= 0).
         pos_weight, neg_weight: factors of the positive and negative terms.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "float probabilities in [0, 1], (N, C, H, W) or any shape; (N, C) with pos_inds/pos_labels",
+        "target": "float Gaussian heatmap in [0, 1] (peaks exactly 1), pred's shape",
+        "pos_inds": "(M,) int64 row indices in [0, N) of the listed positives; with pos_labels, or None",
+        "pos_labels": "(M,) int64 class indices in [0, C), pos_inds' shape; with pos_inds, or None",
+        "weight": "float, pred's shape, one per row (pred.shape[:-1]) or broadcastable to it",
+        "returns": "pred's shape",
+    }
 
     def __init__(
         self,
@@ -118,6 +127,17 @@ class AssociativeEmbeddingLoss(WeightedLoss):
     Args:
         pull_weight: weight of the pull loss. push_weight: weight of the push loss.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(B, M, H, W) float top-left corner embeddings",
+        "target": "(B, M, H, W) float bottom-right corner embeddings, pred's shape",
+        "match": (
+            "B lists (one per image, host data), each of [[tl_y, tl_x], [br_y, br_x]] int pixel "
+            "coordinates, one pair per object"
+        ),
+        "weight": "(B,) float, one per image",
+        "returns": "tuple (pull, push), each (B,), one value per image",
+    }
 
     part_names: tuple[str, ...] | None = ("pull", "push")
 

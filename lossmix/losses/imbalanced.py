@@ -10,7 +10,7 @@ The Lovász losses, for imbalanced segmentation, are in :mod:`lossmix.losses.lov
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn.functional as TF
 from torch import Tensor
@@ -88,6 +88,13 @@ class LDAMLoss(_CountsLoss):
     Shapes: ``pred`` ``(N, C, *)``; ``target`` ``(N, *)``; returns ``(N, *)``.
     """
 
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C, *) float logits, C = len(class_counts)",
+        "target": "(N, *) int64 class indices in [0, C), or ignore_index",
+        "weight": "(N, *) float, target's shape or broadcastable to it",
+        "returns": "(N, *), class_weight[target] times the cross-entropy, 0 at ignore_index",
+    }
+
     margins: Tensor | None
     class_weight: Tensor | None
 
@@ -139,6 +146,13 @@ class LogitAdjustedLoss(_CountsLoss):
 
     Shapes: ``pred`` ``(N, C, *)``; ``target`` ``(N, *)``; returns ``(N, *)``.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C, *) float logits, C = len(class_counts)",
+        "target": "(N, *) int64 class indices in [0, C), or ignore_index",
+        "weight": "(N, *) float, target's shape or broadcastable to it",
+        "returns": "(N, *), the cross-entropy of the adjusted logits, 0 at ignore_index",
+    }
 
     log_prior: Tensor | None
 

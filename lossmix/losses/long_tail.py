@@ -59,6 +59,19 @@ class SeesawLoss(WeightedLoss):
         return_dict: the two sub-terms (True) or their sum.
     """
 
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": (
+            "(N, num_classes + 2) float logits: num_classes class logits, then the foreground and "
+            "background objectness logits"
+        ),
+        "target": "(N,) int64 labels in [0, num_classes] (num_classes = background)",
+        "weight": "(N,) float, one per row (MMDetection's label_weights)",
+        "returns": (
+            "{'loss_cls_objectness': (N,), 'loss_cls_classes': (N,) (0 at background rows)}; "
+            "their sum (N,) with return_dict=False"
+        ),
+    }
+
     cum_samples: Tensor
     weight_aliases: ClassVar[tuple[str, ...]] = ("label_weights",)
 
@@ -159,6 +172,13 @@ class EQLV2Loss(WeightedLoss):
             positive weight's gain. test_with_obj: scale the class scores of
             :meth:`get_activation` by ``1 - objectness``.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, num_classes + 1) float sigmoid logits, the last the objectness (background) logit",
+        "target": "(N,) int64 labels in [0, num_classes] (num_classes = background)",
+        "weight": "(N,) float, one per row (a zero-weight row adds no gradient statistics)",
+        "returns": "(N,), the weighted BCE summed over the num_classes + 1 logits",
+    }
 
     pos_grad: Tensor
     neg_grad: Tensor

@@ -6,6 +6,8 @@ many pixels it covers. Kernels: :mod:`lossmix.functional.lovasz`.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -50,6 +52,13 @@ class LovaszSoftmaxLoss(WeightedLoss):
     Shapes: ``pred`` ``(N, C, *)``; ``target`` ``(N, *)`` class indices; ``weight``: one per
     image with ``per_image``.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C, *) float logits (probabilities with activate=False)",
+        "target": "(N, *) int64 class indices in [0, C), or ignore_index",
+        "weight": "(N,) float, one per image with per_image; else a 0-dim float",
+        "returns": "(N,), one per image, with per_image; else 0-dim for the batch ((0,) if empty)",
+    }
 
     def __init__(
         self,

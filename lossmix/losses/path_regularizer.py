@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from numbers import Integral
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -52,6 +52,20 @@ class GeneratorPathRegularizer(WeightedLoss):
         pl_batch_size: generate exactly this many samples instead (``None``: as above).
         sync_mean_buffer: average :math:`\\bar a'` over ranks (one collective per call).
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "generator": (
+            "the StyleGAN2 generator module: generator(None, num_batches=n, return_latents=True) -> "
+            "{'fake_img': (n, C, H, W) float, 'latent': (n, L, D) or (n, D) float in its graph}"
+        ),
+        "num_batches": (
+            "int >= 0, the batch size: n = max(1, num_batches // pl_batch_shrink), or pl_batch_size; "
+            "0 generates none"
+        ),
+        "loss_scaler": "an AMP GradScaler (scales the images' sum, unscales the gradient), or None",
+        "weight": "(n,) float, one per generated sample",
+        "returns": "(n,), the per-sample path-length penalties",
+    }
 
     mean_path_length: Tensor
 

@@ -12,7 +12,7 @@ the same size) and a ``weight`` is ``(N,)``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as TF
@@ -87,6 +87,13 @@ class PerceptualLoss(WeightedLoss):
     >>> {k: v.item() for k, v in loss(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)).items()}
     {'percep': 0.0, 'style': 0.0}
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, 3, H, W) float RGB images in [-1, 1] (norm_img=True) or [0, 1] (norm_img=False)",
+        "target": "(N, 3, H, W) float RGB images, pred's shape and range (detached)",
+        "weight": "(N,) float, one per sample",
+        "returns": "{'percep': (N,), 'style': (N,)}, one value per sample each",
+    }
 
     part_names = ("percep", "style")
 
@@ -183,6 +190,19 @@ class TransferalPerceptualLoss(WeightedLoss):
     through the sigmoid); without, :math:`s_i = 1`. Returns ``(N,)`` under ``'none'``.
     """
 
+    shapes: ClassVar[dict[str, str]] = {
+        "maps": (
+            "sequence of L float feature maps (N, C_i, H_i, W_i), level i at (2^i h, 2^i w) "
+            "with use_attention"
+        ),
+        "soft_attention": (
+            "(N, 1, h, w) float attention logits (only its size is read without use_attention)"
+        ),
+        "textures": "sequence of L float texture features, each of maps[i]'s shape",
+        "weight": "(N,) float, one per sample",
+        "returns": "(N,), the sum over the levels of the per-sample distances",
+    }
+
     def __init__(
         self,
         *,
@@ -239,6 +259,13 @@ class LightCNNFeatureLoss(WeightedLoss):
 
     Shapes: ``pred``, ``gt`` ``(N, 3, 128, 128)`` for LightCNN; ``(N,)`` under ``'none'``.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, 3, 128, 128) float images for the built-in LightCNN (with encoder: what it takes)",
+        "gt": "float ground-truth images, pred's shape (detached)",
+        "weight": "(N,) float, one per sample",
+        "returns": "(N,), the per-sample mean L1/MSE of the features",
+    }
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ MMagic and are registered under their bare names and in the ``mmagic`` scope.
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -82,6 +83,16 @@ class MaskedL1Loss(MaskedMeanLoss):
     tensor(1.)
     """
 
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C, H, W) float images (any shape)",
+        "target": "float, pred's shape",
+        "weight": (
+            "(N, 1, H, W) or (N, C, H, W) float mask: 'mean' divides by its (channel-expanded) sum; "
+            "a weight of fewer dims broadcasts, mean over elements"
+        ),
+        "returns": "pred's shape, |pred - target| times the mask",
+    }
+
     def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> ElementLoss:
         check_same_shape(self.loss_name, pred, target)
         return self.masked(FR.l1_loss(pred, target), weight)
@@ -94,6 +105,16 @@ class MaskedMSELoss(MaskedMeanLoss):
 
     Shapes and weights as :class:`MaskedL1Loss`.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C, H, W) float images (any shape)",
+        "target": "float, pred's shape",
+        "weight": (
+            "(N, 1, H, W) or (N, C, H, W) float mask: 'mean' divides by its (channel-expanded) sum; "
+            "a weight of fewer dims broadcasts, mean over elements"
+        ),
+        "returns": "pred's shape, (pred - target)^2 times the mask",
+    }
 
     def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> ElementLoss:
         check_same_shape(self.loss_name, pred, target)
@@ -111,6 +132,13 @@ class PSNRLoss(WeightedLoss):
 
     Shapes: ``pred``, ``target`` ``(N, C, H, W)`` (``C = 3`` with ``toY``); ``weight`` ``(N,)``.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C, H, W) float images, in [0, 1] for -PSNR in dB; RGB (C = 3) in [0, 1] with toY",
+        "target": "(N, C, H, W) float images, pred's shape and range",
+        "weight": "(N,) float, one per sample",
+        "returns": "(N,), 10 log10(MSE + 1e-8) per sample (-PSNR in dB for data in [0, 1])",
+    }
 
     def __init__(self, *, toY: bool = False, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
@@ -138,6 +166,16 @@ class GradientLoss(WeightedLoss):
     the mask's sum). Shapes: ``(N, C, H, W)`` (MMagic: ``C = 1``; each channel on its own here).
     """
 
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C, H, W) float, e.g. alpha mattes (MMagic: C = 1)",
+        "target": "(N, C, H, W) float, pred's shape",
+        "weight": (
+            "(N, 1, H, W) or (N, C, H, W) float mask: 'mean' divides by its (channel-expanded) sum; "
+            "a weight of fewer dims broadcasts, mean over elements"
+        ),
+        "returns": "(N, C, H, W), |d_x pred - d_x target| + |d_y pred - d_y target| (Sobel)",
+    }
+
     def elementwise(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> ElementLoss:
         check_same_shape(self.loss_name, pred, target)
         _check_images(self.loss_name, pred)
@@ -155,6 +193,18 @@ class CompositionLoss(MaskedMeanLoss):
     unknown-region mask ``(N, 1, H, W)`` (trimap == 128); the merged image is
     :func:`lossmix.functional.alpha_composite` and the masked mean MMagic's.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred_alpha": "(N, 1, H, W) float alpha matte in [0, 1] (or (N, C, H, W), one per channel)",
+        "fg": "(N, C, H, W) float foreground images (MMagic: C = 3)",
+        "bg": "(N, C, H, W) float background images, fg's shape",
+        "ori_merged": "(N, C, H, W) float original merged images, fg's shape",
+        "weight": (
+            "(N, 1, H, W) or (N, C, H, W) float unknown-region mask (trimap == 128): 'mean' divides "
+            "by its (channel-expanded) sum; a weight of fewer dims broadcasts, mean over elements"
+        ),
+        "returns": "(N, C, H, W), the pixel loss of the merged image against ori_merged",
+    }
 
     @abc.abstractmethod
     def pixel_loss(self, pred: Tensor, target: Tensor) -> Tensor:

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -37,6 +37,13 @@ class TripletLoss(WeightedLoss):
     Shapes: ``pred`` (embeddings) ``(B, D)``; ``target`` (identities) ``(B,)``; ``weight``
     one per anchor ``(B,)``.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(B, D) float embeddings",
+        "target": "(B,) int64 identity labels (equal labels: the same identity)",
+        "weight": "(B,) float, one per anchor",
+        "returns": "(B,), one per anchor (0 for an anchor without a negative)",
+    }
 
     def __init__(
         self,
@@ -75,6 +82,13 @@ class MultiPosCrossEntropyLoss(WeightedLoss):
     negative) ``(N, C)``; ``weight`` one per row ``(N,)``.
     """
 
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C) float similarity scores",
+        "target": "(N, C) int64 or float labels, pred's shape: >= 1 positive, 0 negative, < 0 neither",
+        "weight": "(N,) float, one per row",
+        "returns": "(N,), one per row (0 for a row without positives or negatives)",
+    }
+
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         check_same_shape(self.loss_name, pred, target)
         if pred.dim() != 2:
@@ -102,6 +116,13 @@ class MarginL2Loss(WeightedLoss):
 
     Shapes: ``pred``, ``target``, ``weight``: one shape, e.g. ``(N, M)``.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(*) float similarities, e.g. (N, M); clamped to [0, 1] after the margins",
+        "target": "(*) float or int64, pred's shape: 1 positive, 0 negative (for the margins and mining)",
+        "weight": "(*) float, pred's shape or broadcastable to it; 'mean' counts the elements of weight > 0",
+        "returns": "pred's shape, (pred - target)^2 times the (mined) weight",
+    }
 
     def __init__(
         self,
@@ -186,6 +207,13 @@ class KnowledgeDistillationKLDivLoss(WeightedLoss):
     Shapes: ``pred`` (student logits), ``target`` (teacher logits, MMDetection's
     ``soft_label``) ``(N, C)``; ``weight`` one per row ``(N,)``.
     """
+
+    shapes: ClassVar[dict[str, str]] = {
+        "pred": "(N, C) float student logits",
+        "target": "(N, C) float teacher logits (MMDetection's soft_label, detached), pred's shape",
+        "weight": "(N,) float, one per row",
+        "returns": "(N,), T^2 times the KL divergence averaged over the C classes",
+    }
 
     def __init__(self, *, T: float = 10, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
