@@ -3,10 +3,10 @@
 Run:  python examples/multitask.py [--weighting uncertainty|dwa|gradnorm|none] [--epochs 12]
 
 A shared trunk feeds a regression head whose target is in the hundreds (its MSE
-starts near 10⁴) and a 3-class classification head (its cross-entropy starts near
+starts near 1.5·10⁵) and a 3-class classification head (its cross-entropy starts near
 1). With fixed weights the regression term swamps the gradient; with
 ``weighting: {type: uncertainty}`` the learned log-variances rescale both terms
-(the regression factor ½e^{−s} falls from 0.5 to about 0.025 in 12 epochs), DWA re-balances them by
+(the regression factor ½e^{−s} falls from 0.5 to about 0.026 in 12 epochs), DWA re-balances them by
 their epoch-to-epoch rate of decrease, and GradNorm equalises their gradient
 norms on the trunk's last layer. ``LossCurves`` writes every term's curve and
 the effective weights to ``<run dir>/loss_curves.png``. The model and data are

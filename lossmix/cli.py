@@ -25,6 +25,7 @@ from typing import Any
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from lossmix.app import AppTrust, check_app_nodes
 from lossmix.config import (
@@ -63,34 +64,33 @@ def _input_names(entry: Any) -> str:
 
 
 def _registry_table(registry: Registry, title: str, inputs: bool = False) -> Table:
-    table = Table(title=title, show_lines=False)
-    table.add_column("name", style="bold", overflow="fold")
-    if inputs:
-        table.add_column("inputs", overflow="fold")
-    table.add_column("arguments (defaults)", overflow="fold")
-    table.add_column("summary", overflow="fold")
+    """One row per entry: its name (never broken), then its inputs, arguments and summary
+    stacked in one column that wraps at any width (80 columns included)."""
+    table = Table(title=title, show_lines=True)
+    table.add_column("name", style="bold", no_wrap=True)
+    details = "arguments (defaults) · summary"
+    table.add_column(f"inputs · {details}" if inputs else details)
     for info in registry.describe_all():
-        name = info.name + (f" ({', '.join(info.aliases)})" if info.aliases else "")
-        cells = [name, info.format_params() or "-", info.summary]
+        name = info.name + ("\n" + "\n".join(info.aliases) if info.aliases else "")
+        lines = [info.format_params() or "no arguments", info.summary]
         if inputs:
-            cells.insert(1, _input_names(registry.get(info.name)))
-        table.add_row(*cells)
+            lines.insert(0, f"inputs: {_input_names(registry.get(info.name))}")
+        table.add_row(name, Text("\n".join(lines), overflow="fold"))
     return table
 
 
 def _scope_table(registry: Registry) -> Table:
     table = Table(title=f"Loss scopes ({', '.join(registry.scopes())})", show_lines=False)
-    table.add_column("type", style="bold")
-    table.add_column("class")
-    table.add_column("vs the bare name")
-    table.add_column("summary")
+    table.add_column("type", style="bold", no_wrap=True)
+    table.add_column("class · vs the bare name · summary")
     for scope in registry.scopes():
         table.add_section()
-        table.add_row(f"{scope}.*", "", "", registry.scope_summary(scope))
+        table.add_row(f"{scope}.*", Text(registry.scope_summary(scope), overflow="fold"))
         for info, same in registry.describe_scope(scope):
             bare = info.name.split(".", 1)[1]
             versus = "the same class" if same else ("differs" if bare in registry else "scope only")
-            table.add_row(info.name, info.target.rsplit(".", 1)[-1], versus, info.summary)
+            cell = f"{info.target.rsplit('.', 1)[-1]} · {versus}\n{info.summary}"
+            table.add_row(info.name, Text(cell, overflow="fold"))
     return table
 
 

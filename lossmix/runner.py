@@ -137,6 +137,12 @@ def build(
     _check_loss_node(cfg)
     bases = app_node_bases()
     lossmix_node = cfg.get("lossmix") or {}
+    preflight_on = lossmix_node.get("preflight")
+    if preflight_on is not None and not isinstance(preflight_on, bool):
+        raise LossConfigError(
+            f"lossmix.preflight={preflight_on!r} is not valid; use true (route one batch "
+            "through every term before training) or false."
+        )
     # The grants hold while the nodes are built (the model builds its terms in __init__);
     # they are not part of the model, so a checkpoint's hyper-parameters cannot carry them.
     with secrets_hidden(cfg), trusting(trust.allowed):
@@ -170,8 +176,8 @@ def build(
                 _convert_="all",
                 **_model_kwargs(cfg, cls),
             )
-        if lossmix_node.get("preflight") is not None:
-            model.loss_preflight = bool(lossmix_node.preflight)  # type: ignore[union-attr]
+        if preflight_on is not None:
+            model.loss_preflight = preflight_on
         callbacks = instantiate_children(
             cfg.get("callbacks"), "callbacks", base=bases["callbacks"], allowed=trust.allowed
         )

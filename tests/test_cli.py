@@ -89,3 +89,64 @@ def test_show_errors_are_one_line(done, case, expected):
     assert code == 1
     assert "Traceback" not in err
     assert err.startswith("Error: ") and expected in err and len(err.strip().splitlines()) == 1
+
+
+# -- in this process: self-describing losses, narrow terminals ----------------------------------
+def test_list_wraps_at_80_columns_without_cutting_anything(capsys, monkeypatch):
+    from lossmix import cli
+    from lossmix.registry import LOSSES, SAMPLERS, WEIGHTINGS
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    from rich.cells import cell_len  # what a terminal shows: f̂ is one cell, two code points
+
+    assert "…" not in out and max(cell_len(line) for line in out.splitlines()) <= 80
+    for registry in (LOSSES, SAMPLERS, WEIGHTINGS):
+        for name in registry.names():
+            assert name in out, name
+    assert "inputs: pred, target, ignore_index?" in out  # CrossEntropyLoss's own inputs
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("FocalLoss", ["(N, C) float logits", "(N,) int64 class indices", "Returns with reduction='none'"]),
+        (
+            "GIoULoss",
+            [
+                "(..., 4) float boxes (x1, y1, x2, y2)",
+                "In a term: {type: GIoULoss, inputs: {pred: <key>, target: <key>}}",
+            ],
+        ),
+        ("R1GradientPenalty", ["discriminator", "(N, C, H, W) float real images", "loss_scaler"]),
+        ("RandomSampler", ["num", "pos_fraction", "<required>"]),
+    ],
+)
+def test_show_name_describes_inputs_shapes_and_arguments(name, expected, capsys, monkeypatch):
+    from lossmix import cli
+
+    monkeypatch.setenv("COLUMNS", "200")
+    assert cli.main(["show", name]) == 0
+    out = capsys.readouterr().out
+    for text in expected:
+        assert text in out, text
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["show", "FocalLos"],
+            "'FocalLos' is no registered loss, sampler or task weighting, nor a Hydra override "
+            "(key=value). Did you mean 'FocalLoss'",
+        ),
+        (["show", "FocalLoss", "loss/cls=ce"], "'FocalLoss' is not an override (key=value)"),
+    ],
+)
+def test_show_name_errors_are_one_line(argv, expected, capsys):
+    from lossmix import cli
+
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and expected in err and err.count("\n") == 1

@@ -6,6 +6,7 @@ Compose API only (no subprocess): ``initialize_config_module("lossmix.conf")``.
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 import pytest
 import torch
@@ -379,3 +380,34 @@ def test_imports_report_an_error_raised_inside_the_module(tmp_path, monkeypatch)
     assert str(info.value) == (
         "lossmix.imports: could not import module 'lossmix_test_broken_losses': RuntimeError: no GPU here"
     )
+
+
+def test_the_readme_lists_every_shipped_term_option_with_the_keys_it_reads():
+    """The README's table "The shipped term configs and the keys they read" is what the files
+    route: every option of every loss/<term> group, every `argument ← key` of its inputs."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    listed: dict[tuple[str, str], dict[str, str]] = {}
+    for row in readme.splitlines():
+        if not row.startswith("| `loss/"):
+            continue
+        options, _, reads = (cell.strip() for cell in row.strip("|").split("|"))
+        tokens = re.findall(r"`([^`]+)`", options)
+        group = tokens[0].split("=")[0]
+        routes = dict(re.findall(r"`(\w+) ← (\w+)`", reads))
+        for token in tokens:
+            listed[(group, token.split("=")[-1])] = routes
+    shipped = resources.files("lossmix.conf").joinpath("loss")
+    found = {}
+    for folder in shipped.iterdir():
+        if folder.is_dir():
+            for option in folder.iterdir():
+                if option.name.endswith(".yaml"):
+                    node = OmegaConf.create(option.read_text())
+                    found[(f"loss/{folder.name}", option.name[: -len(".yaml")])] = dict(node.inputs)
+    assert set(listed) == set(found)
+    for key, routes in found.items():
+        assert listed[key] == routes, key
