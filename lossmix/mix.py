@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from lossmix.distributed import all_reduce_mean
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.nodes import is_group_node, is_term_node, secrets_hidden, to_plain
+from lossmix.reduction import EPS32
 from lossmix.registry import DEFAULT_SCOPE_KEY, LOSSES
 from lossmix.term import Term, TermInputs, check_term_name
 from lossmix.validation import check_choice, check_float
@@ -52,6 +53,9 @@ class LossResult:
             ``LossMix.keep_inputs`` is set (the non-finite guard's ``raise`` policy).
         skipped: keys of the lazy terms this step skipped (their values are connected zeros;
             the logger keeps their last computed value instead).
+        unnormalized_total: in training, when the terms' normalisers have ``scope:
+            accumulation``: the total with each term's divisor multiplied back (Σ weight ×
+            the loss's sum), for the gradient-accumulation window's own divisor.
     """
 
     total: Tensor
@@ -63,6 +67,7 @@ class LossResult:
     dynamic: tuple[str, ...] = ()
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: tuple[str, ...] = ()
+    unnormalized_total: Tensor | None = None
 
     def __getitem__(self, name: str) -> Tensor:
         return self.terms[name]
@@ -330,7 +335,21 @@ class LossMix(nn.Module):
         result.dynamic = tuple(k for k, t in owner.items() if t.log_weight and k not in shared)
         included = [c for k, c in result.terms.items() if k not in owner or owner[k].in_total]
         result.total = torch.stack(included).sum() if included else _zero_like(result.terms)
+        if step is not None and any(_window_scoped(t) for t in terms):
+            result.unnormalized_total = self._unnormalized(result, owner)
         return result
+
+    @staticmethod
+    def _unnormalized(result: LossResult, owner: Mapping[str, Term]) -> Tensor:
+        """Σ contribution × (its divisor + eps): the terms' sums, before any normaliser."""
+        parts = []
+        for key, contribution in result.terms.items():
+            term = owner.get(key)
+            if term is None or not term.in_total:
+                continue
+            divisor = result.stats.get(f"{term.name}.avg_factor")
+            parts.append(contribution if divisor is None else contribution * (divisor + EPS32))
+        return torch.stack(parts).sum() if parts else _zero_like(result.terms)
 
     def _check_outputs(self, outputs: Any, group: str | None) -> None:
         if not isinstance(outputs, Mapping):
@@ -384,7 +403,10 @@ class LossMix(nn.Module):
         """Phase two of one computed term: its parts and its scalar weight this step."""
         avg = reduced.get(term.name, p.avg_factor)
         if avg is not None and term.normalizer is not None:
+            p.stats["count"] = avg  # synced, not yet clamped: what a window sums
             avg = term.normalizer.clamp(avg)
+            if term.normalizer_ema is not None and step is not None:  # training: smoothed
+                avg = term.normalizer_ema(avg, step)
             p.stats["avg_factor"] = avg
         if self.keep_inputs:
             result.inputs[term.name] = p.kwargs
@@ -461,6 +483,11 @@ def _gate(value: Any, keep: Tensor) -> Any:
     if isinstance(value, Tensor) and value.requires_grad:
         return _Gate.apply(value, keep)  # type: ignore[no-untyped-call]  # torch's stub is untyped
     return value
+
+
+def _window_scoped(term: Term) -> bool:
+    """The term's normaliser is the gradient-accumulation window's (``scope: accumulation``)."""
+    return term.normalizer is not None and term.normalizer.scope == "accumulation"
 
 
 def _zero_like(terms: dict[str, Tensor]) -> Tensor:

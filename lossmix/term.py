@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.losses.base import call_parameters
 from lossmix.nodes import to_plain
-from lossmix.normalizers import Normalizer, build_normalizer
+from lossmix.normalizers import MovingAverage, Normalizer, build_normalizer
 from lossmix.registry import SAMPLERS, build_loss
 from lossmix.routing import lookup
 from lossmix.validation import check_bool, check_float, check_int, check_optional_int
@@ -144,6 +144,12 @@ class Term(nn.Module):
         self.loss = loss
         self.sampler = sampler
         self.normalizer = normalizer
+        # the normaliser's moving average over training steps (a checkpointed buffer), if any
+        self.normalizer_ema = (
+            MovingAverage(normalizer.ema, normalizer.init)
+            if normalizer is not None and normalizer.ema is not None
+            else None
+        )
         label = f"term '{name}'"
         self.weight = check_float(label, "loss_weight", weight)
         if self.weight < 0 and not check_bool(label, "allow_negative", allow_negative):

@@ -73,3 +73,8 @@ def trainer(**kwargs) -> L.Trainer:
         enable_model_summary=False,
     )
     return L.Trainer(**{**defaults, **kwargs})
+
+
+def ddp_trainer(**kwargs) -> L.Trainer:
+    """Two CPU processes (gloo, ``ddp_spawn``), quiet, no checkpoints: the DDP tests' trainer."""
+    return trainer(**{"devices": 2, "strategy": "ddp_spawn", **kwargs})

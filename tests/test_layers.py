@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("losses", ("lossmix.losses",)),
     ("components", ("lossmix.samplers", "lossmix.normalizers", "lossmix.routing", "lossmix.weighting")),
     ("engine", ("lossmix.term", "lossmix.mix")),
+    ("schedules", ("lossmix.schedules",)),
     ("lightning", ("lossmix.lightning",)),
     ("config", ("lossmix.trust", "lossmix.config")),
     (

@@ -12,14 +12,18 @@ import torch
 from lossmix import LossConfigError
 from lossmix.lightning import LossWeightSchedule, TermLogger
 from lossmix.lightning.callbacks import Schedule
-from lossmix.lightning.callbacks.schedule import (
+from lossmix.schedules import (
     SCHEDULE_KINDS,
     ConstantSchedule,
     CosineSchedule,
+    CyclicalSchedule,
+    ExponentialSchedule,
     LinearSchedule,
     OnOffSchedule,
     PiecewiseSchedule,
+    PlateauSchedule,
     ScheduleKind,
+    SigmoidSchedule,
     StepSchedule,
 )
 from tests.lightning_models import Regressor, loader, trainer
@@ -122,8 +126,9 @@ def test_each_kind_at_a_few_points(spec, expected):
     [
         ({}, "unknown kind None."),
         (
-            {"kind": "sigmoid"},
-            "unknown kind 'sigmoid'. Kinds: constant, linear, cosine, step, piecewise, onoff.",
+            {"kind": "logistic"},
+            "unknown kind 'logistic'. Kinds: constant, linear, cosine, step, piecewise, onoff, sigmoid, "
+            "exponential, cyclical, plateau.",
         ),
         ({"kind": "cosin"}, "unknown kind 'cosin'. Did you mean 'cosine'?"),
         ({"kind": "constant", "value": True}, "value=True must be a number >= 0."),
@@ -211,7 +216,18 @@ def test_onoff_last_is_resolved_into_the_spec_and_needs_the_run_length():
 
 
 def test_kind_table_and_classes():
-    assert list(SCHEDULE_KINDS) == ["constant", "linear", "cosine", "step", "piecewise", "onoff"]
+    assert list(SCHEDULE_KINDS) == [
+        "constant",
+        "linear",
+        "cosine",
+        "step",
+        "piecewise",
+        "onoff",
+        "sigmoid",
+        "exponential",
+        "cyclical",
+        "plateau",
+    ]
     assert SCHEDULE_KINDS == {
         "constant": ConstantSchedule,
         "linear": LinearSchedule,
@@ -219,6 +235,10 @@ def test_kind_table_and_classes():
         "step": StepSchedule,
         "piecewise": PiecewiseSchedule,
         "onoff": OnOffSchedule,
+        "sigmoid": SigmoidSchedule,
+        "exponential": ExponentialSchedule,
+        "cyclical": CyclicalSchedule,
+        "plateau": PlateauSchedule,
     }
     assert all(cls.name == name for name, cls in SCHEDULE_KINDS.items())
     assert isinstance(Schedule("reg", {"kind": "step", "milestones": [1]}).fn, StepSchedule)
@@ -253,7 +273,9 @@ def test_a_new_kind_is_one_class_in_the_table(monkeypatch):
 
 def test_schedule_for_a_missing_term_lists_the_terms_before_training():
     run = trainer(max_steps=1, callbacks=[LossWeightSchedule({"reg": {"kind": "constant"}})])
-    with pytest.raises(LossConfigError, match="unknown term 'reg'; terms: t0, t1"):
+    with pytest.raises(
+        LossConfigError, match=r"schedule for 'reg': nothing to schedule there .* Schedulable: t0, t1\."
+    ):
         run.fit(Regressor(), loader(8, 4))
 
 

@@ -148,6 +148,18 @@ def test_a_missing_optional_logger_is_one_line_naming_the_package(tmp_path, caps
     assert "pip install tensorboard" in errors[0] and "\\n" not in errors[0]
 
 
+def test_a_hyper_parameter_scheduled_from_the_command_line(tmp_path, capsys):
+    ramp = "{kind: linear, by: step, end: 3, initial: 0.0, final: 1.5}"
+    train.run(compose_train(tmp_path, *TINY, f"+callbacks.loss_schedule.schedules.cls.gamma={ramp}"))
+    capsys.readouterr()
+    logged = [
+        (r["step"], float(r["train/param/cls.gamma"]))
+        for r in rows_of(tmp_path)
+        if r.get("train/param/cls.gamma")
+    ]
+    assert logged == [("0", 0.0), ("1", 0.5), ("2", 1.0), ("3", 1.5)]
+
+
 def test_log_raw_from_the_command_line(tmp_path, capsys):
     train.run(compose_train(tmp_path, *TINY, "callbacks.term_logger.log_raw=true"))
     capsys.readouterr()

@@ -3,6 +3,7 @@
 from lossmix.lightning.callbacks import (
     ClassCountsFromData,
     LossCurves,
+    LossSchedule,
     LossWeightSchedule,
     NonFiniteLoss,
     NonFiniteLossGuard,
@@ -16,6 +17,7 @@ __all__ = [
     "ClassCountsFromData",
     "CompositeLoss",
     "LossCurves",
+    "LossSchedule",
     "LossWeightSchedule",
     "NonFiniteLoss",
     "NonFiniteLossGuard",

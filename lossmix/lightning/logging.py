@@ -26,6 +26,7 @@ floats, in :attr:`TermLogger.history` (``LossCurves`` draws it; it is checkpoint
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -125,6 +126,7 @@ class TermLogger(pl.Callback):
         self._masks: dict[tuple[tuple[bool, ...], torch.device], Tensor] = {}
         #: per stage, the last epoch's ``{key: (mean, summed batch sizes)}``, raw values included
         self.epoch_summary: dict[str, dict[str, tuple[float, float]]] = {}
+        self._epoch_listeners: list[Callable[[str, Mapping[str, tuple[float, float]]], None]] = []
 
     # -- recording (called by CompositeLoss.compute_loss) ---------------------------------------
     def record(self, stage: str, group: str | None, result: Any, batch_size: int) -> None:
@@ -277,6 +279,14 @@ class TermLogger(pl.Callback):
         for b in buffers:
             b.reset_epoch()
         self._log(pl_module, buffers, means, suffix=suffix, on_step=False)
+        for listener in self._epoch_listeners:
+            listener(stage, self.epoch_summary[stage])
+
+    def on_epoch_summary(self, listener: Callable[[str, Mapping[str, tuple[float, float]]], None]) -> None:
+        """Call ``listener(stage, {key: (mean, count)})`` after each epoch's means are logged
+        (the values a plateau schedule follows: already read, so no further host sync)."""
+        if listener not in self._epoch_listeners:
+            self._epoch_listeners.append(listener)
 
     # -- Lightning hooks ------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:

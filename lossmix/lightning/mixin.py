@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 from torch import Tensor
 
 from lossmix.compat import batches_stepped, trainer_callbacks
+from lossmix.lightning.callbacks.accumulation import AccumulationScope, window_scoped_terms
 from lossmix.lightning.callbacks.class_counts import ClassCountsFromData, waiting_for_counts
 from lossmix.lightning.callbacks.preflight import PreflightBatch
 from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
@@ -144,6 +145,8 @@ class CompositeLoss:
             found.append(TaskWeightingUpdates())
         if waiting_for_counts(self) and not present(ClassCountsFromData):
             found.append(ClassCountsFromData())
+        if mix is not None and window_scoped_terms(mix) and not present(AccumulationScope):
+            found.append(AccumulationScope())
         return found
 
     # -- a dry run (PreflightBatch): no backward, no optimizer step --------------------------
@@ -195,4 +198,10 @@ class CompositeLoss:
         if logger is not None:
             size = batch_size if batch_size is not None else _batch_size(batch, outputs)
             logger.record(stage, group, result, size)
+        if result.unnormalized_total is not None:
+            # scope: accumulation: backward on N × the sums (Lightning divides by N); the
+            # window's summed count divides the gradients before the step (AccumulationScope)
+            trainer = self._lossmix_trainer()
+            windows = trainer.accumulate_grad_batches if trainer is not None else 1
+            return result.unnormalized_total * windows
         return result.total

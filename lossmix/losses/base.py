@@ -130,12 +130,16 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
             another shape (FSAF's per-class focal weights).
         bool_targets: accept a bool ``target`` (masks); otherwise it is refused with the cast
             to use, before a kernel fails on it.
+        fixed_params: float arguments the loss turns into something else once, at
+            construction (LDAM's margins from ``max_m``): a schedule may not set them (every
+            other float argument kept as an attribute is read at each call, so a schedule can).
         shapes: what each call input is, ``{argument: "shape dtype, meaning"}`` (``returns``:
             the ``'none'`` output), shown by ``lossmix show NAME``; a loss that declares none
             is described from its docstring's ``Shapes:`` sentence.
     """
 
     shapes: ClassVar[Mapping[str, str]] = {}
+    fixed_params: ClassVar[tuple[str, ...]] = ()
     part_names: tuple[str, ...] | None = ("",)
     weight_aliases: ClassVar[tuple[str, ...]] = ()
     reshape_weight_by_numel: ClassVar[bool] = False

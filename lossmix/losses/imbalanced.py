@@ -88,6 +88,8 @@ class LDAMLoss(_CountsLoss):
     Shapes: ``pred`` ``(N, C, *)``; ``target`` ``(N, *)``; returns ``(N, *)``.
     """
 
+    fixed_params = ("max_m",)  # the margins are computed from it once, with the class counts
+
     shapes: ClassVar[dict[str, str]] = {
         "pred": "(N, C, *) float logits, C = len(class_counts)",
         "target": "(N, *) int64 class indices in [0, C), or ignore_index",

@@ -1,16 +1,19 @@
-"""Lightning callbacks: weight schedules, the non-finite guard, gradient monitor, curves, class counts."""
+"""Lightning callbacks: schedules, the non-finite guard, gradient monitor, curves, class counts."""
 
+from lossmix.lightning.callbacks.accumulation import AccumulationScope
 from lossmix.lightning.callbacks.class_counts import ClassCountsFromData
 from lossmix.lightning.callbacks.curves import LossCurves, plot_loss_curves
 from lossmix.lightning.callbacks.grad_monitor import TermGradientMonitor, term_gradient_norms
 from lossmix.lightning.callbacks.guard import NonFiniteLoss, NonFiniteLossGuard
 from lossmix.lightning.callbacks.preflight import PreflightBatch
-from lossmix.lightning.callbacks.schedule import LossWeightSchedule, Schedule
+from lossmix.lightning.callbacks.schedule import LossSchedule, LossWeightSchedule, Schedule
 from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
 
 __all__ = [
+    "AccumulationScope",
     "ClassCountsFromData",
     "LossCurves",
+    "LossSchedule",
     "LossWeightSchedule",
     "NonFiniteLoss",
     "NonFiniteLossGuard",

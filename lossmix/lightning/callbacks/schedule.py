@@ -1,413 +1,172 @@
-"""``LossWeightSchedule``: per-term weight schedules by step or by epoch.
+"""``LossSchedule``: schedules of terms' weights and of their losses' hyper-parameters.
 
-A schedule gives a **multiplier** of the term's configured ``loss_weight``: the
-effective weight is ``loss_weight × schedule(t)`` (× k for a lazy term). A
-multiplier of 0 switches the term off while it is still computed, so its log keys
-stay. The value is a pure function of the step or epoch (Python ints), so a step
-costs no host sync, and a resumed run, whose step and epoch Lightning restores,
-continues the schedule exactly. ``t`` is the number of optimizer steps taken
-(``by: step``, the lazy terms' counter) or the epoch index from 0 (``by: epoch``).
-
-Kinds (all values are multipliers ≥ 0):
-
-============ ====================================================================
-``constant`` ``value``
-``linear``   ``initial`` at ``t ≤ begin`` to ``final`` at ``t ≥ end``, linearly
-``cosine``   the same ends, along half a cosine
-``step``     ``initial × gamma^(number of milestones ≤ t)``
-``piecewise````points: [[t0, v0], [t1, v1], ...]``, linear between, constant outside
-``onoff``    ``value`` from ``on`` (or for the ``last`` N epochs/steps) until ``off``
-============ ====================================================================
-
-Each kind is one :class:`ScheduleKind` subclass that checks its own keys in its
-constructor and gives the multiplier from ``__call__(t)``; :data:`SCHEDULE_KINDS`
-maps the names above to the classes, and :class:`Schedule` (what
-``LossWeightSchedule`` builds for each term) takes ``kind`` and ``by`` off the spec
-and hands the rest to the kind's class. A new kind is one class added to that table.
-
-Example (YOLOX: the L1 term only for the last 15 epochs)::
+Each entry names a target (see :mod:`lossmix.schedules.targets`) and a schedule (see
+:mod:`lossmix.schedules` for the kinds)::
 
     callbacks:
-      loss_weights:
-        _target_: lossmix.lightning.callbacks.LossWeightSchedule
+      loss_schedule:
+        _target_: lossmix.lightning.callbacks.LossSchedule
         schedules:
-          l1: {kind: onoff, by: epoch, last: 15}
-          reg: {kind: linear, by: step, begin: 0, end: 1000, initial: 0.0, final: 1.0}
+          l1: {kind: onoff, by: epoch, last: 15}             # YOLOX: L1 only at the end
+          cls:
+            gamma: {kind: linear, by: epoch, end: 10, initial: 0.0, final: 2.0}
+          kd.temperature: {kind: exponential, initial: 4.0, gamma: 0.999, min: 1.0}
+          vae.kl: {kind: cyclical, cycles: 4, ratio: 0.5}    # cyclical KL annealing
+          reg: {kind: plateau, monitor: val/loss, patience: 2, factor: 0.5}
+
+A term's schedule multiplies its configured weight; a hyper-parameter's sets it. Values
+are computed on the host from the step or epoch (the trainer restores both on resume) or,
+for ``plateau``, from the monitored metric once per epoch (its state is checkpointed), and
+set before each training batch and before validation. Scheduled weights are logged as
+``{stage}/weight/{term}``, scheduled hyper-parameters as ``train/param/{term}.{name}``.
+``LossWeightSchedule`` is the same callback under its first name (old configs and
+checkpoints keep working).
 """
 
 from __future__ import annotations
 
-import bisect
-import math
-from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard
+from collections.abc import Mapping
+from typing import Any
 
 import lightning.pytorch as pl
+import torch
 
-from lossmix.errors import LossConfigError, did_you_mean
-from lossmix.lightning.access import loss_mix_of, loss_step_of
+from lossmix.errors import LossConfigError
+from lossmix.lightning.access import loss_mix_of, loss_step_of, term_logger_of
 from lossmix.nodes import to_plain
-from lossmix.validation import is_number
+from lossmix.schedules import SCHEDULE_KINDS, Schedule, ScheduleKind
+from lossmix.schedules.targets import ScheduleTarget, flatten_schedules, resolve_target
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = [
-    "SCHEDULE_KINDS",
-    "ConstantSchedule",
-    "CosineSchedule",
-    "LinearSchedule",
-    "LossWeightSchedule",
-    "OnOffSchedule",
-    "PiecewiseSchedule",
-    "Schedule",
-    "ScheduleKind",
-    "StepSchedule",
-]
+__all__ = ["SCHEDULE_KINDS", "LossSchedule", "LossWeightSchedule", "Schedule", "ScheduleKind"]
 
 
-def _error(term: str, message: str) -> LossConfigError:
-    return LossConfigError(f"schedule for term '{term}': {message}")
-
-
-def _is_number(value: Any, at_least: float = 0.0) -> bool:
-    """A finite real number, not a bool, that is not below ``at_least``."""
-    return is_number(value) and value >= at_least
-
-
-def _increasing(ts: Sequence[Any]) -> bool:
-    """Strictly increasing: sorted and without repeats."""
-    return list(ts) == sorted(ts) and len(set(ts)) == len(ts)
-
-
-def _is_pairs(points: object) -> TypeGuard[Sequence[Sequence[Any]]]:
-    """A non-empty list or tuple of ``[t, v]`` pairs."""
-    return (
-        isinstance(points, (list, tuple))
-        and bool(points)
-        and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in points)
-    )
-
-
-class ScheduleKind(ABC):
-    """One kind of schedule: the constructor checks its keys, ``kind(t)`` is the multiplier.
-
-    A subclass sets :attr:`name` (its ``kind:`` in a config) and :attr:`keys` (the keys
-    it takes besides ``kind`` and ``by``), reads and checks them in ``__init__`` after
-    ``super().__init__`` (which rejects any other key), implements ``__call__`` and is
-    added to :data:`SCHEDULE_KINDS`.
+class LossSchedule(pl.Callback):
+    """Schedule terms' weights and their losses' or samplers' float hyper-parameters.
 
     Args:
-        term: the scheduled term's name; every error message names it.
-        spec: the kind's keys, without ``kind`` or ``by``; a copy is kept as :attr:`spec`.
+        schedules: ``{target: {kind: ..., by: step | epoch, ...}}``, nested or dotted:
+            ``{cls: {gamma: {...}}}`` equals ``{"cls.gamma": {...}}``. A target is a term
+            (``reg``, ``disc/r1``: its weight is multiplied), a loss's hyper-parameter
+            (``cls.gamma``) or a sampler's (``cls.sampler.pos_fraction``). Empty: nothing
+            is scheduled (the app keeps this callback in its defaults for the command line).
+
+    A target the model does not have, or that is not a float its module reads at each
+    call, is an error at ``setup`` listing every schedulable target.
     """
 
-    name: ClassVar[str]
-    keys: ClassVar[frozenset[str]]
-
-    def __init__(self, term: str, spec: Mapping[str, Any]) -> None:
-        self.term = term
-        self.spec: dict[str, Any] = dict(spec)
-        unknown = sorted(set(self.spec) - self.keys)
-        if unknown:
-            raise self._error(
-                f"{self.name} takes {', '.join(sorted(self.keys))}, "
-                f"not {unknown[0]!r}.{did_you_mean(unknown[0], self.keys)}"
-            )
-
-    @abstractmethod
-    def __call__(self, t: int) -> float:
-        """The multiplier at step or epoch ``t``."""
-
-    def resolve_length(self, total: int | None, by: str) -> None:
-        """Take the run's length (``trainer.max_{by}s``) once it is known; most kinds ignore it."""
-        return None
-
-    def _error(self, message: str) -> LossConfigError:
-        return _error(self.term, message)
-
-    def _number(self, key: str, default: float | None = None, *, at_least: float = 0.0) -> float:
-        """``spec[key]`` (or ``default``) as a float, checked to be a number ``>= at_least``."""
-        value = self.spec.get(key, default)
-        if value is None:
-            raise self._error(f"{self.name} needs '{key}'.")
-        if not _is_number(value, at_least):
-            raise self._error(f"{key}={value!r} must be a number >= {at_least:g}.")
-        return float(value)
-
-
-class ConstantSchedule(ScheduleKind):
-    """``value`` (default 1) at every ``t``.
-
-    >>> ConstantSchedule("reg", {"value": 0.5})(7)
-    0.5
-    """
-
-    name = "constant"
-    keys = frozenset({"value"})
-
-    def __init__(self, term: str, spec: Mapping[str, Any]) -> None:
-        super().__init__(term, spec)
-        self.value = self._number("value", 1.0)
-
-    def __call__(self, t: int) -> float:
-        return self.value
-
-
-class LinearSchedule(ScheduleKind):
-    """``initial`` (default 0) at ``t ≤ begin`` (default 0) to ``final`` (default 1) at ``t ≥ end``.
-
-    >>> ramp = LinearSchedule("reg", {"begin": 2, "end": 6, "initial": 1.0, "final": 3.0})
-    >>> ramp(0), ramp(4), ramp(9)
-    (1.0, 2.0, 3.0)
-    """
-
-    name = "linear"
-    keys = frozenset({"begin", "end", "initial", "final"})
-
-    def __init__(self, term: str, spec: Mapping[str, Any]) -> None:
-        super().__init__(term, spec)
-        self.begin, self.end = self._number("begin", 0), self._number("end")
-        if not self.end > self.begin:
-            raise self._error(
-                f"the ramp ends are out of order: begin={self.begin:g} must be before end={self.end:g}."
-            )
-        self.initial, self.final = self._number("initial", 0.0), self._number("final", 1.0)
-
-    def _shape(self, fraction: float) -> float:
-        """How far from ``initial`` to ``final`` (0 to 1) at ``fraction`` of the ramp's length."""
-        return fraction
-
-    def __call__(self, t: int) -> float:
-        if t <= self.begin:
-            return self.initial
-        if t >= self.end:
-            return self.final
-        fraction = self._shape((t - self.begin) / (self.end - self.begin))
-        return self.initial + (self.final - self.initial) * fraction
-
-
-class CosineSchedule(LinearSchedule):
-    """The ends of ``linear``, joined along half a cosine.
-
-    >>> cosine = CosineSchedule("reg", {"end": 4})
-    >>> [round(cosine(t), 3) for t in range(6)]
-    [0.0, 0.146, 0.5, 0.854, 1.0, 1.0]
-    """
-
-    name = "cosine"
-
-    def _shape(self, fraction: float) -> float:
-        return (1.0 - math.cos(math.pi * fraction)) / 2.0
-
-
-class StepSchedule(ScheduleKind):
-    """``initial`` (default 1) × ``gamma`` (default 0.1) ^ (number of ``milestones`` ≤ t).
-
-    >>> decay = StepSchedule("reg", {"milestones": [2, 5], "gamma": 0.5, "initial": 4.0})
-    >>> decay(1), decay(2), decay(5)
-    (4.0, 2.0, 1.0)
-    """
-
-    name = "step"
-    keys = frozenset({"milestones", "gamma", "initial"})
-
-    def __init__(self, term: str, spec: Mapping[str, Any]) -> None:
-        super().__init__(term, spec)
-        milestones = self.spec.get("milestones")
-        if not isinstance(milestones, (list, tuple)) or not milestones:
-            raise self._error("step needs milestones: [t1, t2, ...].")
-        if not _increasing(milestones):
-            raise self._error(f"milestones {list(milestones)} must increase.")
-        self.gamma = self._number("gamma", 0.1)
-        self.milestones = [float(m) for m in milestones]
-        self.initial = self._number("initial", 1.0)
-
-    def __call__(self, t: int) -> float:
-        return self.initial * self.gamma ** bisect.bisect_right(self.milestones, t)
-
-
-class PiecewiseSchedule(ScheduleKind):
-    """``points: [[t0, v0], [t1, v1], ...]``, linear between, constant outside.
-
-    >>> curve = PiecewiseSchedule("reg", {"points": [[0, 0.0], [10, 1.0], [20, 0.5]]})
-    >>> curve(-1), curve(5), curve(15), curve(30)
-    (0.0, 0.5, 0.75, 0.5)
-    """
-
-    name = "piecewise"
-    keys = frozenset({"points"})
-
-    def __init__(self, term: str, spec: Mapping[str, Any]) -> None:
-        super().__init__(term, spec)
-        points = self.spec.get("points")
-        if not _is_pairs(points):
-            raise self._error("piecewise needs points: [[t0, v0], [t1, v1], ...].")
-        ts = [p[0] for p in points]
-        if not _increasing(ts):
-            raise self._error(f"piecewise points must have increasing t; got {ts}.")
-        if not all(_is_number(v) for _, v in points):
-            raise self._error(f"piecewise values must be numbers >= 0; got {list(points)}.")
-        self.ts = [float(t) for t in ts]
-        self.values = [float(v) for _, v in points]
-
-    def __call__(self, t: int) -> float:
-        ts, values = self.ts, self.values
-        if t <= ts[0]:
-            return values[0]
-        if t >= ts[-1]:
-            return values[-1]
-        i = bisect.bisect_right(ts, t)
-        fraction = (t - ts[i - 1]) / (ts[i] - ts[i - 1])
-        return values[i - 1] + (values[i] - values[i - 1]) * fraction
-
-
-class OnOffSchedule(ScheduleKind):
-    """``value`` (default 1) from ``on`` (or for the ``last`` N epochs/steps) until ``off``, else 0.
-
-    ``last: N`` becomes ``on: total − N`` (also written to :attr:`spec`) in
-    :meth:`resolve_length`, which ``LossWeightSchedule`` calls when training starts.
-
-    >>> window = OnOffSchedule("reg", {"on": 1, "off": 3, "value": 2.0})
-    >>> [window(t) for t in range(4)]
-    [0.0, 2.0, 2.0, 0.0]
-    """
-
-    name = "onoff"
-    keys = frozenset({"on", "off", "last", "value"})
-
-    def __init__(self, term: str, spec: Mapping[str, Any]) -> None:
-        super().__init__(term, spec)
-        self.on, self.off, self.last = (self.spec.get(k) for k in ("on", "off", "last"))
-        if (self.on is None) == (self.last is None):
-            raise self._error(
-                "onoff needs exactly one of 'on' (t it turns on) or 'last' (on for the last N epochs/steps)."
-            )
-        for key in ("on", "off", "last"):
-            if self.spec.get(key) is not None:
-                self._number(key)
-        self.value = self._number("value", 1.0)
-        if self.on is not None and self.off is not None and not self.off > self.on:
-            raise self._error(f"off={self.off} must come after on={self.on}.")
-
-    def resolve_length(self, total: int | None, by: str) -> None:
-        """Turn ``last: N`` into ``on: total − N``."""
-        if self.last is None:
-            return
-        if total is None or total < 0:
-            raise self._error(f"last={self.last} needs the run's length; set trainer.max_{by}s.")
-        self.on = self.spec["on"] = max(0, total - int(self.last))
-
-    def __call__(self, t: int) -> float:
-        if self.on is None:
-            raise self._error("'last' is resolved when training starts (resolve_last).")
-        active = t >= self.on and (self.off is None or t < self.off)
-        return self.value if active else 0.0
-
-
-SCHEDULE_KINDS: dict[str, type[ScheduleKind]] = {
-    kind.name: kind
-    for kind in (
-        ConstantSchedule,
-        LinearSchedule,
-        CosineSchedule,
-        StepSchedule,
-        PiecewiseSchedule,
-        OnOffSchedule,
-    )
-}
-"""``kind:`` name → the class that builds it; a new kind is a class added here."""
-
-
-class Schedule:
-    """One term's schedule: ``schedule(t) -> float``; see the module docstring for the kinds.
-
-    Takes ``kind`` and ``by`` (``step``, the default, or ``epoch``) off ``spec`` and
-    builds the kind's class (:data:`SCHEDULE_KINDS`) from the rest, kept as :attr:`spec`.
-
-    Example:
-        >>> ramp = Schedule("reg", {"kind": "linear", "begin": 0, "end": 10, "final": 2.0})
-        >>> ramp(0), ramp(5), ramp(20)
-        (0.0, 1.0, 2.0)
-    """
-
-    def __init__(self, term: str, spec: Mapping[str, Any]) -> None:
-        self.term = term
-        spec = dict(spec)
-        self.kind: str = spec.pop("kind", None)
-        self.by: str = spec.pop("by", "step")
-        kind_class = SCHEDULE_KINDS.get(self.kind)
-        if kind_class is None:
-            hint = did_you_mean(str(self.kind), SCHEDULE_KINDS)
-            raise _error(term, f"unknown kind {self.kind!r}.{hint} Kinds: {', '.join(SCHEDULE_KINDS)}.")
-        if self.by not in ("step", "epoch"):
-            raise _error(term, f"by={self.by!r}; use 'step' or 'epoch'.")
-        self.fn: ScheduleKind = kind_class(term, spec)
-        self.spec = self.fn.spec  # one dict: what onoff resolves is what state_dict saves
-
-    def resolve_last(self, total: int | None) -> None:
-        """Turn ``last: N`` into ``on: total − N`` once the run's length is known."""
-        self.fn.resolve_length(total, self.by)
-
-    def __call__(self, t: int) -> float:
-        return self.fn(t)
-
-
-class LossWeightSchedule(pl.Callback):
-    """Multiply terms' weights by schedules, by step or by epoch.
-
-    Args:
-        schedules: ``{term: {kind: ..., by: step | epoch, ...}}``; a term in a group is
-            named ``group/term``.
-
-    The multiplier is set before each training batch (and before validation, so
-    ``val/loss`` uses the current weights); each scheduled term's effective weight is
-    logged as ``{stage}/weight/{term}``. A schedule naming a term the model does not
-    have is an error at ``setup``, listing the terms.
-    """
-
-    def __init__(self, schedules: Mapping[str, Mapping[str, Any]]) -> None:
-        schedules = to_plain(schedules)
-        if not isinstance(schedules, Mapping) or not schedules:
+    def __init__(self, schedules: Mapping[str, Any] | None = None) -> None:
+        schedules = to_plain(schedules) if schedules is not None else {}
+        if not isinstance(schedules, Mapping):
             raise LossConfigError(
-                f"LossWeightSchedule needs schedules: {{term: {{kind: linear, ...}}}}; got {schedules!r}."
+                f"{type(self).__name__} needs schedules: {{term: {{kind: linear, ...}}}} or "
+                f"{{term: {{param: {{kind: ...}}}}}}; got {schedules!r}."
             )
-        self.schedules = {name: Schedule(name, spec) for name, spec in schedules.items()}
+        self.schedules = {path: Schedule(path, spec) for path, spec in flatten_schedules(schedules).items()}
         self.values: dict[str, float] = {}
+        self.targets: dict[str, ScheduleTarget] = {}
 
     @property
     def state_key(self) -> str:
         return self._generate_state_key(terms=sorted(self.schedules))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        mix = loss_mix_of(pl_module, needed_by="LossWeightSchedule")
-        for name, schedule in self.schedules.items():
-            mix.track_weight(name)  # raises, listing the terms, if unknown
+        if not self.schedules:
+            return
+        mix = loss_mix_of(pl_module, needed_by=type(self).__name__)
+        for path, schedule in self.schedules.items():
+            target = self.targets[path] = resolve_target(mix, path)
+            if target.param is None:
+                mix.track_weight(target.term)
             schedule.resolve_last(trainer.max_epochs if schedule.by == "epoch" else trainer.max_steps)
         self._apply(trainer, pl_module)
 
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.targets:
+            return
         step = loss_step_of(trainer, pl_module)
-        mix = loss_mix_of(pl_module, needed_by="LossWeightSchedule")
-        for name, schedule in self.schedules.items():
+        mix = loss_mix_of(pl_module, needed_by=type(self).__name__)
+        for path, schedule in self.schedules.items():
             value = schedule(step if schedule.by == "step" else trainer.current_epoch)
-            mix.set_scale(name, value)
-            self.values[name] = value
+            self.targets[path].apply(mix, value)
+            self.values[path] = value
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         self._apply(trainer, pl_module)
+        params = [(t.log_name, self.values[p]) for p, t in self.targets.items() if t.param is not None]
+        logger = term_logger_of(pl_module) if params else None
+        if logger is not None:
+            values = torch.tensor([v for _, v in params], dtype=torch.float32, device=pl_module.device)
+            logger.record_values("train", "param", [name for name, _ in params], values)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._apply(trainer, pl_module)
 
+    # -- plateau: a monitored metric, once per epoch -------------------------------------------
+    def _plateaus(self, validation: bool) -> list[tuple[str, Schedule, str]]:
+        return [
+            (path, s, s.monitor)
+            for path, s in self.schedules.items()
+            if s.monitor is not None and s.monitor.startswith("val/") == validation
+        ]
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A training metric is followed through the term logger's epoch means, the moment
+        # they are computed (before any checkpoint of the epoch is written).
+        logger = term_logger_of(pl_module) if self._plateaus(validation=False) else None
+        if logger is not None:
+            logger.on_epoch_summary(self._train_epoch)
+
+    def _train_epoch(self, stage: str, summary: Mapping[str, tuple[float, float]]) -> None:
+        if stage != "train":
+            return
+        for path, schedule, monitor in self._plateaus(validation=False):
+            key = monitor.removesuffix("_epoch")
+            if key not in summary:
+                raise LossConfigError(
+                    f"schedule for '{path}': plateau monitors '{monitor}', which is not one of "
+                    f"lossmix's training means ({', '.join(f'{k}_epoch' for k in sorted(summary))}); "
+                    "a metric of your own must be a validation one (val/...)."
+                )
+            schedule.fn.observe(summary[key][0])
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for path, schedule, monitor in self._plateaus(validation=True):
+            metric = trainer.callback_metrics.get(monitor)
+            if metric is None:
+                known = ", ".join(sorted(trainer.callback_metrics)) or "none yet"
+                raise LossConfigError(
+                    f"schedule for '{path}': plateau monitors '{monitor}', which is not logged. "
+                    f"Logged metrics: {known}."
+                )
+            schedule.fn.observe(float(metric))  # one read per epoch, as ReduceLROnPlateau's
+
+    # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        # The multipliers are recomputed from the restored step and epoch; the specs and the
-        # last values are kept so a resume with different schedules can be noticed.
+        # Pure kinds are recomputed from the restored step and epoch; the specs and the last
+        # values are kept so a resume with different schedules can be noticed, and a
+        # plateau's state so it continues where it was.
         return {
             "schedules": {n: {"kind": s.kind, "by": s.by, **s.spec} for n, s in self.schedules.items()},
             "values": dict(self.values),
+            "states": {n: s.fn.state_dict() for n, s in self.schedules.items() if s.fn.state_dict()},
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.values = dict(state_dict.get("values", {}))
+        for path, state in state_dict.get("states", {}).items():
+            if path in self.schedules:
+                self.schedules[path].fn.load_state_dict(state)
+
+
+class LossWeightSchedule(LossSchedule):
+    """:class:`LossSchedule` under its first name: ``schedules`` must not be empty."""
+
+    def __init__(self, schedules: Mapping[str, Any]) -> None:
+        plain = to_plain(schedules)
+        if not isinstance(plain, Mapping) or not plain:
+            raise LossConfigError(
+                f"LossWeightSchedule needs schedules: {{term: {{kind: linear, ...}}}}; got {plain!r}."
+            )
+        super().__init__(plain)
