@@ -1,16 +1,20 @@
-"""One ``torch.Generator`` per random component, seeded reproducibly and kept in checkpoints.
+"""One counter-based random stream per random component, seeded reproducibly, in checkpoints.
 
 Samplers and losses that draw at random (``RandomSampler``, the balanced samplers,
-``MarginL2Loss``'s random negatives) hold a :class:`SeededGenerator`. It creates its
-``torch.Generator`` on the device of the first draw, seeded with the component's
-``seed`` (or ``torch.initial_seed()``, so ``torch.manual_seed`` / ``seed_everything``
-reproduce runs) plus the distributed rank, so ranks draw differently; its state goes
-into the owner's ``state_dict()`` (``get_extra_state``), so a resumed run draws what
-the uninterrupted one would have.
+``MarginL2Loss``'s random negatives) hold a :class:`SeededGenerator`. Its draws are a hash
+of ``(seed, draw counter, element index)`` computed with integer tensor ops on the draw's
+device (Wellons's ``lowbias32`` mixer, twice): no ``torch.Generator``, so it traces under
+``torch.compile(fullgraph=True)``, never syncs, and its whole state is the seed and one
+counter tensor. The seed is the component's ``seed`` (or ``torch.initial_seed()`` at the
+first draw, so ``torch.manual_seed`` / ``seed_everything`` reproduce runs) plus the
+distributed rank, so ranks draw differently; the counter goes into the owner's
+``state_dict()`` (``get_extra_state``), so a resumed run draws what the uninterrupted one
+would have, draw for draw.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -40,76 +44,100 @@ def check_seed(owner: str, seed: Any) -> int | None:
     return seed
 
 
+_MASK = 0xFFFFFFFF
+
+
+def _mul32(x: Tensor, constant: int) -> Tensor:
+    """``x · constant mod 2³²`` for ``x < 2³²`` held in int64, without int64 overflow."""
+    low, high = constant & 0xFFFF, constant >> 16
+    return (x * low + (((x * high) & 0xFFFF) << 16)) & _MASK
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """Wellons's ``lowbias32``: a bijective 32-bit mixer with low bias."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _mix_int(value: int) -> int:
+    """The same mixer on a Python int (for the seed's two 32-bit keys)."""
+    x = value & _MASK
+    for shift, constant in ((16, 0x7FEB352D), (15, 0x846CA68B)):
+        x ^= x >> shift
+        x = (x * constant) & _MASK
+    return x ^ (x >> 16)
+
+
 class SeededGenerator:
-    """A lazily created, reproducibly seeded generator whose state can be saved and restored.
+    """A reproducibly seeded, counter-based stream of uniform draws, saved and restored.
 
     Args:
         owner: the component's name, for warnings.
         seed: the seed, or ``None`` for ``torch.initial_seed()`` at the first draw.
 
     >>> gen = SeededGenerator("demo", 0)
-    >>> a = torch.rand(2, generator=gen.get(torch.device("cpu")))
+    >>> a = gen.rand((2,), torch.device("cpu"))
     >>> state = gen.state()
-    >>> b = torch.rand(2, generator=gen.get(torch.device("cpu")))
+    >>> b = gen.rand((2,), torch.device("cpu"))
     >>> other = SeededGenerator("demo", 0)
     >>> other.load(state)
-    >>> torch.equal(torch.rand(2, generator=other.get(torch.device("cpu"))), b)
-    True
+    >>> torch.equal(other.rand((2,), torch.device("cpu")), b), torch.equal(a, b)
+    (True, False)
     """
 
     def __init__(self, owner: str, seed: int | None) -> None:
         self.owner = owner
         self.seed = check_seed(owner, seed)
-        self._generator: torch.Generator | None = None
         self._generator_seed: int | None = None
-        self._saved_state: tuple[Tensor, str] | None = None
+        self._keys = (0, 0)
+        self._counter: Tensor | None = None
 
-    def get(self, device: torch.device) -> torch.Generator:
-        """The generator on ``device``, created (or moved) on first use there."""
-        current = self._generator
-        if current is not None and current.device == device:
-            return current
+    def _start(self, device: torch.device) -> Tensor:
+        """The counter on ``device`` (created at 0, or moved there, on first use)."""
         if self._generator_seed is None:
             base = torch.initial_seed() if self.seed is None else self.seed
             self._generator_seed = (base + _SEED_SALT + _distributed_rank()) % SEED_RANGE
-        generator = torch.Generator(device=device)
-        generator.manual_seed(self._generator_seed)
-        if current is not None:
-            self._saved_state = (current.get_state(), current.device.type)
-        if self._saved_state is not None:
-            state, device_type = self._saved_state
-            if device_type == device.type:
-                generator.set_state(state)
-            else:
-                warnings.warn(
-                    f"{self.owner}: the generator state comes from a {device_type} generator and "
-                    f"cannot drive one on {device.type}; reseeding, so the draws differ from an "
-                    "uninterrupted run on one device type.",
-                    stacklevel=3,
-                )
-            self._saved_state = None
-        self._generator = generator
-        return generator
+        if self._keys == (0, 0):
+            seed = self._generator_seed
+            self._keys = (_mix_int(seed ^ 0x243F6A88), _mix_int((seed >> 32) ^ _mix_int(seed) ^ 0x85A308D3))
+        if self._counter is None:
+            self._counter = torch.zeros((), dtype=torch.int64, device=device)
+        elif self._counter.device != device:
+            self._counter = self._counter.to(device)
+        return self._counter
 
     def rand(self, shape: torch.Size | tuple[int, ...], device: torch.device) -> Tensor:
-        """Uniform draws in ``[0, 1)`` of ``shape`` on ``device``."""
-        return torch.rand(shape, generator=self.get(device), device=device)
+        """Uniform draws in ``[0, 1)`` of ``shape`` on ``device`` (24-bit resolution)."""
+        counter = self._start(device)
+        first, second = self._keys
+        base = _mix32(_mul32(counter & _MASK, 0x9E3779B9) ^ first)
+        index = torch.arange(math.prod(shape), dtype=torch.int64, device=device)
+        bits = _mix32(_mix32((index + base) & _MASK) ^ second)
+        counter.add_(1)
+        return ((bits >> 8).to(torch.float32) * 2.0**-24).reshape(shape)
 
     def state(self) -> dict[str, Any]:
-        """The seed and generator state as plain tensors/ints (``{}`` before the first draw)."""
-        if self._generator is not None:
-            state, device_type = self._generator.get_state(), self._generator.device.type
-        elif self._saved_state is not None:
-            state, device_type = self._saved_state
-        else:
+        """The seed and the draw counter (``{}`` before the first draw)."""
+        if self._counter is None:
             return {}
-        return {"seed": self._generator_seed, "state": state, "device_type": device_type}
+        return {"seed": self._generator_seed, "counter": self._counter.detach().cpu().clone()}
 
     def load(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state`; applied to the generator at the next draw."""
-        self._generator = None
+        """Restore :meth:`state`; the counter moves to the device of the next draw."""
+        self._keys = (0, 0)
         if not state:
-            self._generator_seed, self._saved_state = None, None
+            self._generator_seed, self._counter = None, None
             return
         self._generator_seed = int(state["seed"])
-        self._saved_state = (state["state"].clone(), str(state["device_type"]))
+        if "counter" not in state:  # a torch.Generator state of lossmix before the counter stream
+            warnings.warn(
+                f"{self.owner}: the checkpoint holds a generator state of an older lossmix; the "
+                "counter-based stream restarts from its seed, so the draws differ from the old run.",
+                stacklevel=2,
+            )
+            self._counter = torch.zeros((), dtype=torch.int64)
+            return
+        self._counter = torch.as_tensor(state["counter"], dtype=torch.int64).clone()

@@ -230,15 +230,15 @@ def test_deepcopy_continues_the_stream():
     assert same_draws(draws(sampler), draws(clone))
 
 
-def test_state_from_another_device_type_reseeds_with_a_warning():
+def test_an_old_generator_state_restarts_the_stream_from_its_seed_with_a_warning():
+    """Checkpoints of lossmix before the counter stream held a torch.Generator state."""
+    old = {"seed": 5, "state": torch.zeros(16, dtype=torch.uint8), "device_type": "cuda"}
     sampler = RandomSampler(num=32, pos_fraction=0.25, seed=0)
-    sampler.set_extra_state({"seed": 5, "state": torch.zeros(16, dtype=torch.uint8), "device_type": "cuda"})
-    with pytest.warns(UserWarning, match="reseeding"):
-        first = draws(sampler, 1)
-    other = RandomSampler(num=32, pos_fraction=0.25, seed=0)
-    other.set_extra_state({"seed": 5, "state": torch.zeros(16, dtype=torch.uint8), "device_type": "cuda"})
-    with pytest.warns(UserWarning):
-        assert same_draws(first, draws(other, 1))
+    with pytest.warns(UserWarning, match="older lossmix; the counter-based stream restarts from its seed"):
+        sampler.set_extra_state(old)
+    fresh = RandomSampler(num=32, pos_fraction=0.25, seed=0)
+    fresh.set_extra_state({"seed": 5, "counter": torch.tensor(0)})
+    assert same_draws(draws(sampler, 2), draws(fresh, 2))
 
 
 def _refuse(*args, **kwargs):

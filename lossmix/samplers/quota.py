@@ -97,16 +97,14 @@ class RandomSampler(QuotaSampler):
     See :class:`QuotaSampler` for the arithmetic (``num`` is per set). The
     candidates are the masks' elements (``add_gt_as_proposals`` must be False).
 
-    Randomness comes from the sampler's own :class:`~lossmix.generators.SeededGenerator`,
-    created on the masks' device at the first call and seeded with ``seed`` (or, if
-    ``None``, ``torch.initial_seed()``, so ``torch.manual_seed`` / ``seed_everything``
-    reproduce runs) plus the distributed rank, so ranks draw differently. Its
-    state is part of ``state_dict()`` (``get_extra_state``), so a resumed run
-    draws what the uninterrupted one would have.
-
-    Under ``torch.compile(fullgraph=True)`` the draw from a ``torch.Generator``
-    is unsupported (dynamo cannot trace a generator argument): compile without
-    ``fullgraph`` or keep this sampler outside the compiled region.
+    Randomness comes from the sampler's own counter-based stream
+    (:class:`~lossmix.generators.SeededGenerator`): a hash of the seed (``seed``, or if
+    ``None`` ``torch.initial_seed()``, so ``torch.manual_seed`` / ``seed_everything``
+    reproduce runs, plus the distributed rank, so ranks draw differently), a draw counter
+    and the element's index, computed on the masks' device. It traces under
+    ``torch.compile(fullgraph=True)`` and never syncs; its counter is part of
+    ``state_dict()`` (``get_extra_state``), so a resumed run draws what the uninterrupted
+    one would have.
 
     Args:
         num: elements sampled per set, ``int >= 1``.
@@ -143,10 +141,6 @@ class RandomSampler(QuotaSampler):
 
     def ranking_keys(self, pos: Tensor, scores: Tensor | None) -> Tensor:
         return self.random.rand(pos.shape, pos.device)
-
-    def generator(self, device: torch.device) -> torch.Generator:
-        """The sampler's generator on ``device``, created (or moved) on first use there."""
-        return self.random.get(device)
 
     def get_extra_state(self) -> dict[str, Any]:
         """The generator's seed and state as plain tensors/ints (``{}`` before first use)."""
