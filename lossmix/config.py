@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from lossmix.errors import LossConfigError, did_you_mean
-from lossmix.mix import WEIGHTING_KEY, LossMix
+from lossmix.mix import AGGREGATION_KEY, WEIGHTING_KEY, LossMix
 from lossmix.nodes import TERM_REFS, is_group_node, is_term_node, secrets_hidden, to_plain
 from lossmix.registry import LOSSES, REQUIRED, SAMPLERS, Registry
 from lossmix.targets import allowed_targets as allowed_prefixes
@@ -56,11 +56,11 @@ plain = to_plain  # the public name this module has always had
 def iter_term_nodes(node: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
     """``(path, name, node)`` of every term: ``("cls", "cls", ...)`` or ``("gen.adv", "adv", ...)``.
 
-    ``None`` children (dropped terms) and the ``weighting`` node are skipped, as
-    :meth:`LossMix.from_config` does.
+    ``None`` children (dropped terms) and the ``weighting`` and ``aggregation`` nodes are
+    skipped, as :meth:`LossMix.from_config` does.
     """
     for name, child in node.items():
-        if child is None or name == WEIGHTING_KEY:
+        if child is None or name in (WEIGHTING_KEY, AGGREGATION_KEY):
             continue
         if is_group_node(child):
             for leaf, grandchild in child.items():

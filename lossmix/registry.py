@@ -38,6 +38,7 @@ from lossmix.targets import (
 )
 
 __all__ = [
+    "AGGREGATORS",
     "ENV_ALLOWED_TARGETS",
     "LOSSES",
     "REQUIRED",
@@ -416,6 +417,7 @@ def _to_dict(cfg: Any, kind: str) -> dict[str, Any]:
 LOSSES: Registry = Registry("loss", public_name="LOSSES", base=nn.Module, functions=True)
 SAMPLERS: Registry = Registry("sampler", public_name="SAMPLERS")
 WEIGHTINGS: Registry = Registry("weighting", public_name="WEIGHTINGS", supplied=("tasks",))
+AGGREGATORS: Registry = Registry("aggregator", public_name="AGGREGATORS", supplied=("tasks",))
 
 
 def build_loss(cfg: Any, *, allowed_targets: Sequence[str] = (), **overrides: Any) -> Any:

@@ -21,6 +21,9 @@ uncertainty Σ ½·e^{−s_i}·L_i + ½·s_i                        parameter ``
 dwa         Σ λ_i·L_i, λ = K·softmax(w/T), w = L(t−1)/L(t−2)  buffers (epoch history)
 gradnorm    Σ w_i·L_i (+ L_grad, which moves only w)        parameter ``weights``
 =========== =============================================== =========================
+
+The cheap scalarizers (FAMO, RLW, GLS, IMTL-L, DB-MTL's log-loss balancing) are in
+:mod:`lossmix.scalarizers`, registered in the same :data:`WEIGHTINGS`.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class TaskWeighting(nn.Module, metaclass=abc.ABCMeta):
     """
 
     needs_step_hooks = False
+    #: ``post_step(losses)`` wants the task losses re-evaluated after each optimizer step (FAMO).
+    needs_post_step_losses = False
 
     def __init__(self, tasks: Sequence[str]) -> None:
         super().__init__()
@@ -76,6 +81,9 @@ class TaskWeighting(nn.Module, metaclass=abc.ABCMeta):
 
     def step_end(self) -> None:
         """Called after each optimizer step (GradNorm's renormalisation)."""
+
+    def post_step(self, losses: Tensor) -> None:
+        """The task losses of the step's batch re-evaluated after the optimizer step (FAMO)."""
 
 
 class UncertaintyWeighting(TaskWeighting):

@@ -1,31 +1,40 @@
-"""Pure element-wise loss kernels, one family per file.
+"""Pure element-wise loss kernels, one family per file, and the gradient aggregators.
 
 Every kernel takes ``(pred, target, *, hyper-parameters)`` and returns an
 unreduced tensor; none of them syncs with the host or branches on data, so
-they compile with ``torch.compile(fullgraph=True)``.
+they compile with ``torch.compile(fullgraph=True)``. The aggregators
+(:mod:`~lossmix.functional.aggregators`, solvers in
+:mod:`~lossmix.functional.multi_objective`) map a task Jacobian ``(K, D)`` or its
+Gramian ``(K, K)`` to an update or to task weights, with no host sync either.
 """
 
 from lossmix.functional import adversarial as _adversarial
+from lossmix.functional import aggregators as _aggregators
 from lossmix.functional import cross_entropy as _cross_entropy
 from lossmix.functional import dice as _dice
 from lossmix.functional import focal as _focal
 from lossmix.functional import ghm as _ghm
 from lossmix.functional import iou as _iou
+from lossmix.functional import multi_objective as _multi_objective
 from lossmix.functional import regression as _regression
 from lossmix.functional.adversarial import *  # noqa: F403
+from lossmix.functional.aggregators import *  # noqa: F403
 from lossmix.functional.cross_entropy import *  # noqa: F403
 from lossmix.functional.dice import *  # noqa: F403
 from lossmix.functional.focal import *  # noqa: F403
 from lossmix.functional.ghm import *  # noqa: F403
 from lossmix.functional.iou import *  # noqa: F403
+from lossmix.functional.multi_objective import *  # noqa: F403
 from lossmix.functional.regression import *  # noqa: F403
 
 __all__ = [
     *_adversarial.__all__,
+    *_aggregators.__all__,
     *_cross_entropy.__all__,
     *_dice.__all__,
     *_focal.__all__,
     *_ghm.__all__,
     *_iou.__all__,
+    *_multi_objective.__all__,
     *_regression.__all__,
 ]

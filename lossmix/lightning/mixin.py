@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from torch import Tensor
 
-from lossmix.compat import batches_stepped, trainer_callbacks
+from lossmix.compat import amp_loss_scale, batches_stepped, should_accumulate, trainer_callbacks
 from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
 from lossmix.lightning.logging import TermLogger
 from lossmix.mix import LossMix, LossResult
@@ -31,6 +32,10 @@ def _batch_size(batch: Any, outputs: Any) -> int:
     return 1
 
 
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    """Stands in for ``self.log`` while :meth:`CompositeLoss.reevaluate_tasks` re-runs a step."""
+
+
 class CompositeLoss:
     """LightningModule mixin: ``configure_loss(node)`` once, ``compute_loss(...)`` each step.
 
@@ -49,10 +54,16 @@ class CompositeLoss:
     ``{stage}/loss/{group}`` and ``{stage}/loss/{group}/{term}``) through
     :class:`~lossmix.lightning.TermLogger`: one device write per step, one host
     read per logging interval.
+
+    With an ``aggregation:`` node, :meth:`backward` (Lightning's hook) backpropagates
+    the training step's loss through :meth:`LossMix.backward`, inside automatic
+    optimization: accumulation, clipping, AMP scaling and DDP work as for a plain sum.
     """
 
     loss_mix: LossMix
     last_loss_result: LossResult | None = None
+    _lossmix_train_result: LossResult | None = None
+    _lossmix_probe: LossResult | bool | None = None
 
     def configure_loss(self, node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()) -> LossMix:
         """Build ``self.loss_mix`` from a term mapping (dict/DictConfig) or take a ``LossMix``.
@@ -112,9 +123,60 @@ class CompositeLoss:
         if not present(TermLogger):
             found.append(TermLogger())
         mix = getattr(self, "loss_mix", None)
-        if getattr(mix, "weighting", None) is not None and not present(TaskWeightingUpdates):
+        drives = getattr(mix, "weighting", None) is not None or getattr(mix, "aggregation", None) is not None
+        if drives and not present(TaskWeightingUpdates):
             found.append(TaskWeightingUpdates())
         return found
+
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lightning's backward hook: the plain backward, or, with an ``aggregation:`` node, the
+        aggregated one for the training step's result (AMP scale and accumulation from the
+        trainer)."""
+        parent = getattr(super(), "backward", None)  # LightningModule's, after us
+        if not callable(parent):
+            raise TypeError(f"{type(self).__name__}: CompositeLoss must come before a LightningModule.")
+
+        def ordinary() -> None:
+            parent(loss, *args, **kwargs)
+
+        mix = getattr(self, "loss_mix", None)
+        if not isinstance(mix, LossMix) or mix.aggregation is None:
+            ordinary()
+            return
+        result, self._lossmix_train_result = self._lossmix_train_result, None
+        if result is None:
+            raise RuntimeError(
+                f"{type(self).__name__}: the loss mix has an aggregation node, so the training step's "
+                "loss must come from self.compute_loss(...) in training_step, once per backward."
+            )
+        trainer = self._lossmix_trainer()
+        mix.backward(
+            result,
+            loss,
+            ordinary=ordinary,
+            loss_scale=1.0 if trainer is None else amp_loss_scale(trainer),
+            accumulating=False if trainer is None else should_accumulate(trainer),
+        )
+
+    def reevaluate_tasks(self, batch: Any, batch_idx: int) -> Tensor | None:
+        """The task losses of ``training_step(batch)`` with the current parameters, without
+        gradients, logging or a stored result (FAMO's post-step losses); ``None`` when the step
+        computed no loss through :meth:`compute_loss`."""
+        step = getattr(self, "training_step", None)
+        if not callable(step):
+            return None
+        self._lossmix_probe = True
+        muted = {name: getattr(self, name) for name in ("log", "log_dict")}
+        for name in muted:
+            setattr(self, name, _ignore)
+        try:
+            with torch.no_grad():
+                step(batch, batch_idx)
+        finally:
+            for name in muted:
+                delattr(self, name)
+            probe, self._lossmix_probe = self._lossmix_probe, None
+        return probe.task_losses if isinstance(probe, LossResult) else None
 
     # -- the step ----------------------------------------------------------------------------
     def compute_loss(
@@ -140,9 +202,15 @@ class CompositeLoss:
                 f"{type(self).__name__}: call self.configure_loss(cfg) in __init__ before compute_loss()."
             )
         stage = stage or self.loss_stage()
+        if self._lossmix_probe is not None:  # reevaluate_tasks: the result only
+            probe: LossResult = self.loss_mix(outputs, batch, group=group)
+            self._lossmix_probe = probe
+            return probe.total
         step = self.loss_step() if stage == "train" and self._lossmix_trainer() else None
         result: LossResult = self.loss_mix(outputs, batch, step=step, group=group)
         self.last_loss_result = result
+        if step is not None:
+            self._lossmix_train_result = result
         logger = self.term_logger()
         if logger is not None:
             size = batch_size if batch_size is not None else _batch_size(batch, outputs)
