@@ -47,7 +47,7 @@ from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.routing import describe_keys, lookup
 from lossmix.validation import check_choice, describe
 
-__all__ = ["AGGREGATION_KEY", "MODES", "GradientAggregation", "task_jacobian"]
+__all__ = ["AGGREGATION_KEY", "MODES", "GradientAggregation", "other_gradient", "task_jacobian"]
 
 MODES: tuple[str, ...] = ("shared", "representation")
 
@@ -85,6 +85,63 @@ def task_jacobian(
     return torch.stack(rows)
 
 
+def _coefficients(loss: Tensor, tasks: Sequence[Sequence[Tensor]]) -> list[list[Tensor]]:
+    """``∂loss/∂t`` for every task term ``t`` (the accumulation factor, the AMP scale, ...)."""
+    flat = [t for group in tasks for t in group if t.requires_grad]
+    found = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True) if flat else ()
+    by_id = {id(t): g for t, g in zip(flat, found, strict=True) if g is not None}
+    return [[by_id.get(id(t), torch.zeros_like(t)).detach() for t in group] for group in tasks]
+
+
+def _reaches(loss: Tensor, stops: set[Any], inputs: Sequence[Tensor]) -> bool:
+    """Whether ``loss``'s graph reaches ``inputs`` without passing through the ``stops`` nodes
+    (a walk over the autograd graph on the host: no backward, no device sync)."""
+    nodes = {x.grad_fn for x in inputs if x.grad_fn is not None}
+    leaves = {id(x) for x in inputs if x.grad_fn is None}
+    seen: set[Any] = set()
+    stack = [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen or node in stops:
+            continue
+        seen.add(node)
+        if node in nodes or id(getattr(node, "variable", None)) in leaves:
+            return True
+        stack.extend(fn for fn, _ in node.next_functions)
+    return False
+
+
+def other_gradient(
+    loss: Tensor,
+    tasks: Sequence[Sequence[Tensor]],
+    coefficients: Sequence[Sequence[Tensor]],
+    inputs: Sequence[Tensor],
+) -> list[Tensor] | None:
+    """``∇_inputs (loss − Σ c·t)``: what reaches ``inputs`` other than through the task terms
+    (a regulariser added to the loss), or ``None`` when nothing does (the usual case: no backward).
+
+    The task paths cancel exactly at the terms (``c − c = 0``), so the result holds no
+    rounding from them.
+    """
+    stops = {t.grad_fn for group in tasks for t in group if t.grad_fn is not None}
+    if not _reaches(loss, stops, inputs):
+        return None
+    rest = loss - torch.stack([_weighted_sum(g, cs) for g, cs in zip(tasks, coefficients, strict=True)]).sum()
+    grads = torch.autograd.grad(rest, list(inputs), retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
+
+
+def _weighted_sum(terms: Sequence[Tensor], coefficients: Sequence[Tensor]) -> Tensor:
+    """``Σ c·t`` over one task's terms (detached terms for the losses, live ones for the rest)."""
+    return torch.stack([(c * t).sum() for t, c in zip(terms, coefficients, strict=True)]).sum()
+
+
+def _flat(grads: Sequence[Tensor | None], like: Sequence[Tensor]) -> Tensor:
+    return torch.cat(
+        [(torch.zeros_like(x) if g is None else g).flatten() for g, x in zip(grads, like, strict=True)]
+    )
+
+
 class GradientAggregation(nn.Module):
     """Which gradients are aggregated, how, and the backward that does it.
 
@@ -112,6 +169,7 @@ class GradientAggregation(nn.Module):
         self._params: list[nn.Parameter] = []
         self._jacobian: Tensor | None = None
         self._losses: Tensor | None = None
+        self._other: Tensor | None = None
 
     def _check_mode(self) -> None:
         method = self.aggregator.method
@@ -226,84 +284,91 @@ class GradientAggregation(nn.Module):
             accumulating: more micro-batches follow before the optimizer step.
         """
         tasks = [list(terms[name]) for name in self.tasks]
-        flat = [t for group in tasks for t in group if t.requires_grad]
-        found = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True) if flat else ()
-        by_id = {
-            id(t): (g if g is not None else torch.zeros_like(t)) for t, g in zip(flat, found, strict=True)
-        }
-        coefficients = [[by_id.get(id(t), torch.zeros_like(t)).detach() for t in group] for group in tasks]
+        coefficients = _coefficients(loss, tasks)
         run = ordinary if ordinary is not None else loss.backward
         if self.on == "shared":
-            losses = torch.stack(
-                [
-                    torch.stack([(c * t.detach()).sum() for t, c in zip(group, cs, strict=True)]).sum()
-                    for group, cs in zip(tasks, coefficients, strict=True)
-                ]
+            self._shared(loss, tasks, coefficients, run, loss_scale, accumulating)
+            return
+        if features is None:
+            raise LossInputError(
+                f"{AGGREGATION_KEY}: on: representation needs the routed '{self.input}' tensor of "
+                "this step (the LossResult's aggregation_input)."
             )
-            self._shared(tasks, coefficients, losses / loss_scale, run, loss_scale, accumulating)
-        else:
-            if features is None:
-                raise LossInputError(
-                    f"{AGGREGATION_KEY}: on: representation needs the routed '{self.input}' tensor of "
-                    "this step (the LossResult's aggregation_input)."
-                )
-            self._representation(tasks, coefficients, features, run, loss_scale)
+        self._representation(loss, tasks, coefficients, features, run, loss_scale)
 
     def _shared(
         self,
+        loss: Tensor,
         tasks: list[list[Tensor]],
         coefficients: list[list[Tensor]],
-        losses: Tensor,
         run: Callable[[], None],
         scale: Tensor | float,
         accumulating: bool,
     ) -> None:
-        if not self._params:
+        params = self._params
+        if not params:
             raise LossConfigError(
                 f"{AGGREGATION_KEY}: not bound to a model; call mix.aggregation.bind(model) (the "
                 "Lightning callback does it in setup)."
             )
-        rows = task_jacobian(tasks, coefficients, self._params) / scale
+        if self._jacobian is None:  # the window's first micro-batch: keep what is already there
+            held = [p.grad for p in params]
+            self._other = None if all(g is None for g in held) else _flat(held, params).clone()
+        rows = task_jacobian(tasks, coefficients, params) / scale
+        detached = [[t.detach() for t in group] for group in tasks]
+        losses = (
+            torch.stack([_weighted_sum(g, cs) for g, cs in zip(detached, coefficients, strict=True)]) / scale
+        )
         self._jacobian = rows if self._jacobian is None else self._jacobian + rows
         self._losses = losses if self._losses is None else self._losses + losses
+        rest = other_gradient(loss, tasks, coefficients, params)
+        if rest is not None:
+            flat = _flat(rest, params)
+            self._other = flat if self._other is None else self._other + flat
         run()
         if accumulating:
             return
-        jacobian, losses = self._jacobian, self._losses
-        self._jacobian = self._losses = None
+        jacobian, losses, other = self._jacobian, self._losses, self._other
+        self._jacobian = self._losses = self._other = None
         world = world_size()
-        if world > 1:  # one collective: every task's gradient and loss, averaged as DDP averages
-            k = jacobian.shape[0]
-            packed = all_reduce_sum(torch.cat([jacobian.flatten(), losses.to(jacobian.dtype)])) / world
-            jacobian, losses = packed[:-k].view_as(jacobian), packed[-k:]
-        update = self.aggregator(jacobian, losses if self.aggregator.needs_losses else None)
-        correction = (update - jacobian.sum(0)) * scale
+        if world > 1:  # one collective: the tasks' gradients and losses and the rest, averaged as DDP does
+            k, d = jacobian.shape
+            other = torch.zeros_like(jacobian[0]) if other is None else other
+            packed = all_reduce_sum(torch.cat([jacobian.flatten(), other, losses.to(jacobian.dtype)])) / world
+            jacobian, other, losses = packed[: k * d].view(k, d), packed[k * d : -k], packed[-k:]
+        update = self.aggregator(jacobian, losses if self.aggregator.needs_losses else None) * scale
+        if other is not None:
+            update = update + other
         offset = 0
-        for param in self._params:
-            piece = correction[offset : offset + param.numel()].view_as(param).to(param.dtype)
+        for param in params:  # the plain gradient the backward left here is replaced
+            piece = update[offset : offset + param.numel()].view_as(param).to(param.dtype)
             offset += param.numel()
             if param.grad is None:
                 param.grad = piece.clone()
             else:
-                param.grad.add_(piece)
+                param.grad.copy_(piece)
 
     def _representation(
         self,
+        loss: Tensor,
         tasks: list[list[Tensor]],
         coefficients: list[list[Tensor]],
         features: Tensor,
         run: Callable[[], None],
         scale: Tensor | float,
     ) -> None:
-        rows = task_jacobian(tasks, coefficients, [features])
-        unscaled = rows.float() / scale
+        rows = task_jacobian(tasks, coefficients, [features]).float()
+        unscaled = rows / scale
         gramian = unscaled @ unscaled.T
         world = world_size()
         if world > 1:  # the concatenated batch's Gramian: one collective of K² numbers
             gramian = all_reduce_sum(gramian) / world**2
         weights = self.aggregator.weights(gramian)
-        shift = ((weights.float() - 1.0) @ rows.float()).to(features.dtype).view_as(features)
-        handle = features.register_hook(lambda grad: grad + shift)  # type: ignore[no-untyped-call]
+        grad = (weights.float() @ rows).view_as(features).to(features.dtype)
+        rest = other_gradient(loss, tasks, coefficients, [features])
+        if rest is not None:
+            grad = grad + rest[0]
+        handle = features.register_hook(lambda _: grad)  # type: ignore[no-untyped-call]
         try:
             run()
         finally:
