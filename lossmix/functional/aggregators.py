@@ -211,7 +211,9 @@ def imtl_g(jacobian: Tensor) -> Tensor:
     ``α_{2:} = g_1 Uᵀ (D Uᵀ)⁺`` and ``α_1 = 1 − Σ α_{2:}``. The paper assumes linearly
     independent gradients; there this equals :func:`imtl_g_weights`, which the aggregator
     uses because its pseudo-inverse also settles dependent or zero gradients (a zero
-    gradient gets weight 0).
+    gradient gets weight 0). The direction is invariant to each task's scale up to its
+    sign: the normalisation ``Σα = 1`` can land on the end of the equal-projection line
+    that points against every task (then ``Gα`` is negative), as in the paper.
 
     >>> imtl_g(torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
     tensor([0.6667, 0.6667])
