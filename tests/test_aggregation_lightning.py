@@ -93,7 +93,7 @@ def test_aggregation_installs_the_callback_and_resumes_from_a_checkpoint(tmp_pat
 
 def test_a_wrong_module_name_fails_before_training_and_lists_the_submodules():
     with pytest.raises(LossConfigError, match=r"module 'trnk' is not in SharedTrunk\. Did you mean 'trunk'"):
-        fit(SharedTrunk(node("upgrad", "shared", module="trnk") | {"module": "trnk"}), None)
+        fit(SharedTrunk(node("upgrad", "shared", module="trnk")), None)
 
 
 class Detached(SharedTrunk):
@@ -116,3 +116,43 @@ class NoFeatures(SharedTrunk):
 def test_a_missing_representation_names_the_keys():
     with pytest.raises(LossInputError, match="input 'features' is not in the outputs or the batch.*a, b"):
         fit(NoFeatures(node("mgda", "representation")), None)
+
+
+class Regularised(SharedTrunk):
+    """Adds a weight penalty on the trunk (and the heads) outside the loss mix."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        penalty = self.trunk[0].weight.pow(2).sum() + self.head_a.weight.pow(2).sum()
+        return loss + 0.1 * penalty
+
+
+class Grads(L.Callback):
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.grads = {n: p.grad.clone() for n, p in pl_module.named_parameters()}
+
+
+@pytest.mark.parametrize("mode", ["shared", "representation"])
+def test_what_else_the_loss_holds_keeps_its_own_gradient(mode):
+    grads = Grads()
+    model = Regularised(node("upgrad", mode), lr=0.0)
+    trainer(max_steps=1, callbacks=[grads]).fit(model, loader(BATCH, BATCH))
+    batch = next(iter(loader(BATCH, BATCH)))
+    out = model(batch["x"])
+    result = model.loss_mix(out, model.targets(batch), step=0)
+    trunk = list(model.trunk.parameters())
+    if mode == "shared":
+        rows = [
+            torch.cat([g.flatten() for g in torch.autograd.grad(result.terms[t], trunk, retain_graph=True)])
+            for t in "ab"
+        ]
+        update = F.upgrad(torch.stack(rows))[: trunk[0].numel()].view_as(trunk[0])
+    else:
+        z = out["features"]
+        rows = torch.stack([torch.autograd.grad(result.terms[t], z, retain_graph=True)[0] for t in "ab"])
+        weights = F.upgrad_weights(rows.flatten(1) @ rows.flatten(1).T)
+        grad_z = torch.einsum("k,k...->...", weights, rows)
+        update = torch.autograd.grad(z, trunk[0], grad_outputs=grad_z, retain_graph=True)[0]
+    torch.testing.assert_close(grads.grads["trunk.0.weight"], update + 0.2 * trunk[0].detach())
+    head = torch.autograd.grad(result.total, model.head_a.weight)[0] + 0.2 * model.head_a.weight.detach()
+    torch.testing.assert_close(grads.grads["head_a.weight"], head)
