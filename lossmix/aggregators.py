@@ -155,7 +155,8 @@ class Sum(Aggregator):
 
 
 class PCGrad(_Seeded):
-    """PCGrad (Yu et al. 2020); see :func:`lossmix.functional.pcgrad`.
+    """PCGrad (Yu et al. 2020): each gradient's conflicting components projected away, in random
+    order (:func:`lossmix.functional.pcgrad`).
 
     Args:
         seed: seed of the random projection orders (the same on every rank).
@@ -171,7 +172,8 @@ class PCGrad(_Seeded):
 
 
 class CAGrad(Aggregator):
-    """CAGrad (Liu et al. 2021); see :func:`lossmix.functional.cagrad_weights`.
+    """CAGrad (Liu et al. 2021): the best worst-case task improvement within ``c·‖ḡ‖`` of the mean
+    gradient (:func:`lossmix.functional.cagrad_weights`).
 
     Args:
         c: ball radius factor in ``[0, 1)`` (the paper uses 0.4–0.5).
@@ -191,8 +193,8 @@ class CAGrad(Aggregator):
 
 
 class MGDA(Aggregator):
-    """MGDA (Sener & Koltun 2018; MGDA-UB ``on: representation``); see
-    :func:`lossmix.functional.mgda_weights`."""
+    """MGDA (Sener & Koltun 2018; MGDA-UB ``on: representation``): the min-norm point of the
+    gradients' convex hull (:func:`lossmix.functional.mgda_weights`)."""
 
     method_name = "mgda"
     enumerates = True
@@ -202,7 +204,8 @@ class MGDA(Aggregator):
 
 
 class IMTLG(Aggregator):
-    """IMTL-G (Liu et al. 2021); see :func:`lossmix.functional.imtl_g_weights`."""
+    """IMTL-G (Liu et al. 2021): the combination with equal projections on every unit gradient
+    (:func:`lossmix.functional.imtl_g_weights`)."""
 
     method_name = "imtl_g"
 
@@ -211,7 +214,8 @@ class IMTLG(Aggregator):
 
 
 class AlignedMTL(Aggregator):
-    """Aligned-MTL (Senushkin et al. 2023); see :func:`lossmix.functional.aligned_mtl_weights`."""
+    """Aligned-MTL (Senushkin et al. 2023): the gradients made orthogonal with equal norms
+    (:func:`lossmix.functional.aligned_mtl_weights`)."""
 
     method_name = "aligned_mtl"
 
@@ -220,7 +224,8 @@ class AlignedMTL(Aggregator):
 
 
 class UPGrad(Aggregator):
-    """UPGrad (Quinton & Rey 2024); see :func:`lossmix.functional.upgrad_weights`."""
+    """UPGrad (Quinton & Rey 2024): the mean of the gradients projected onto their dual cone, so
+    no task is hurt (:func:`lossmix.functional.upgrad_weights`)."""
 
     method_name = "upgrad"
     enumerates = True
@@ -230,7 +235,8 @@ class UPGrad(Aggregator):
 
 
 class NashMTL(Aggregator):
-    """Nash-MTL (Navon et al. 2022); see :func:`lossmix.functional.nash_mtl_weights`.
+    """Nash-MTL (Navon et al. 2022): the Nash bargaining solution, invariant to each task's scale
+    (:func:`lossmix.functional.nash_mtl_weights`).
 
     Args:
         max_norm: bound on the update's norm (``0``: none; the authors clip to 1).
@@ -250,8 +256,8 @@ class NashMTL(Aggregator):
 
 
 class GradDrop(_Seeded):
-    """GradDrop (Chen et al. 2020) on the shared parameters' coordinates; see
-    :func:`lossmix.functional.graddrop`.
+    """GradDrop (Chen et al. 2020): per shared coordinate, only the gradients of one sign, drawn
+    by sign purity (:func:`lossmix.functional.graddrop`).
 
     Args:
         leak: share of each gradient always kept, in ``[0, 1]``.
@@ -269,7 +275,8 @@ class GradDrop(_Seeded):
 
 
 class GradVac(_Seeded):
-    """GradVac (Wang et al. 2021), stateful; see :func:`lossmix.functional.gradvac_weights`.
+    """GradVac (Wang et al. 2021), stateful: each pair's cosine raised to its running target
+    (:func:`lossmix.functional.gradvac_weights`).
 
     The running cosine targets ``φ̂`` (K, K) are the buffer ``targets``; an update with a
     non-finite Gramian (an AMP overflow step) leaves them unchanged.
@@ -295,9 +302,11 @@ class GradVac(_Seeded):
 
 
 class DBMTL(Aggregator):
-    """DB-MTL (Lin et al. 2023), stateful: log-loss gradients ``∇log(L_i + ε)``, their running
-    average ``ĝ ← g + (β / t^σ)(ĝ − g)`` (buffer ``average``, K×D, created at the first step),
-    then :func:`lossmix.functional.db_mtl`. ``on: shared`` only (the average is over
+    """DB-MTL (Lin et al. 2023), stateful: running log-loss gradients, each scaled to the largest norm.
+
+    The log-loss gradients ``∇log(L_i + ε)`` are averaged as ``ĝ ← g + (β / t^σ)(ĝ − g)``
+    (buffer ``average``, K×D, created at the first step), then
+    :func:`lossmix.functional.db_mtl`. ``on: shared`` only (the average is over
     parameters, which a representation's gradients are not).
 
     Args:

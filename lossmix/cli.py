@@ -1,7 +1,7 @@
 """The ``lossmix`` command: what is registered, and what a config composes to.
 
-* ``lossmix list``: every registered loss, sampler and task weighting with its arguments,
-  defaults and one-line summary.
+* ``lossmix list``: every registered loss, sampler, task weighting and gradient aggregator
+  with its arguments, defaults and one-line summary.
 * ``lossmix show [overrides...]``: compose the training config (``lossmix/conf/train.yaml``)
   with Hydra overrides, as ``python -m lossmix.train`` would, check the terms, and print
   the ``loss`` node as YAML and a table of its terms.
@@ -30,7 +30,7 @@ from lossmix.config import (
 )
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.nodes import redact, secrets_hidden
-from lossmix.registry import LOSSES, SAMPLERS, WEIGHTINGS, Registry
+from lossmix.registry import AGGREGATORS, LOSSES, SAMPLERS, WEIGHTINGS, Registry
 
 __all__ = ["main"]
 
@@ -49,13 +49,17 @@ def _registry_table(registry: Registry, title: str) -> Table:
 
 
 def list_command(console: Console, imports: Sequence[str] = ()) -> int:
-    """Print the registered losses and samplers (after importing the user's ``imports``)."""
+    """Print the registered losses, samplers, weightings and aggregators (after importing the
+    user's ``imports``)."""
     import_modules(list(imports), granted=list(imports))  # named on the command line: trusted
     console.print(_registry_table(LOSSES, f"Losses ({len(LOSSES)})"))
     console.print(_registry_table(SAMPLERS, f"Samplers ({len(SAMPLERS)})"))
     console.print(_registry_table(WEIGHTINGS, f"Task weightings ({len(WEIGHTINGS)})"))
+    console.print(_registry_table(AGGREGATORS, f"Gradient aggregators ({len(AGGREGATORS)})"))
     console.print(
-        "Use one in a term node with `type: <name>`; any torch.nn loss with `_target_: torch.nn.<Name>`."
+        "Use one in a term node with `type: <name>`; any torch.nn loss with `_target_: torch.nn.<Name>`; "
+        "a weighting as `weighting: {type: <name>}`, an aggregator as "
+        "`aggregation: {type: <name>, on: shared, module: <submodule>}`."
     )
     return 0
 

@@ -109,12 +109,6 @@ class UncertaintyWeighting(TaskWeighting):
 
 
 class DynamicWeightAverage(TaskWeighting):
-    epoch_sum: Tensor
-    epoch_count: Tensor
-    history: Tensor
-    epochs_seen: Tensor
-    lambdas: Tensor
-
     """Liu, Johns & Davison (2019): λ_k = K·exp(w_k/T) / Σ_i exp(w_i/T), w_k = L_k(t−1)/L_k(t−2).
 
     ``L_k(t)`` is the mean of task k's training loss over epoch t, summed on the
@@ -126,6 +120,12 @@ class DynamicWeightAverage(TaskWeighting):
         tasks: the weighted terms.
         temperature: T > 0 (2 in the paper); larger T flattens the weights.
     """
+
+    epoch_sum: Tensor
+    epoch_count: Tensor
+    history: Tensor
+    epochs_seen: Tensor
+    lambdas: Tensor
 
     def __init__(self, tasks: Sequence[str], *, temperature: float = 2.0) -> None:
         super().__init__(tasks)
@@ -161,9 +161,6 @@ class DynamicWeightAverage(TaskWeighting):
 
 
 class GradNorm(TaskWeighting):
-    initial_losses: Tensor
-    started: Tensor
-
     """Chen et al. (2018): weights w_i trained so each task's gradient norm on a shared layer
     follows its relative training rate.
 
@@ -184,6 +181,8 @@ class GradNorm(TaskWeighting):
     """
 
     needs_step_hooks = True
+    initial_losses: Tensor
+    started: Tensor
 
     def __init__(self, tasks: Sequence[str], *, shared: str | None = None, alpha: float = 1.5) -> None:
         super().__init__(tasks)

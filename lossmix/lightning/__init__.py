@@ -1,6 +1,7 @@
 """The Lightning layer: the ``CompositeLoss`` mixin and its callbacks."""
 
 from lossmix.lightning.callbacks import (
+    GradientConflictMonitor,
     LossCurves,
     LossWeightSchedule,
     NonFiniteLoss,
@@ -13,6 +14,7 @@ from lossmix.lightning.mixin import CompositeLoss
 
 __all__ = [
     "CompositeLoss",
+    "GradientConflictMonitor",
     "LossCurves",
     "LossWeightSchedule",
     "NonFiniteLoss",
