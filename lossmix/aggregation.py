@@ -45,101 +45,18 @@ from lossmix.aggregators import AGGREGATION_KEY, Aggregator, build_aggregator, r
 from lossmix.distributed import all_reduce_sum, world_size
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.routing import describe_keys, lookup
+from lossmix.task_gradients import (
+    flat_gradients,
+    loss_coefficients,
+    other_gradient,
+    task_jacobian,
+    weighted_sum,
+)
 from lossmix.validation import check_choice, describe
 
-__all__ = ["AGGREGATION_KEY", "MODES", "GradientAggregation", "other_gradient", "task_jacobian"]
+__all__ = ["AGGREGATION_KEY", "MODES", "GradientAggregation"]
 
 MODES: tuple[str, ...] = ("shared", "representation")
-
-
-def task_jacobian(
-    tasks: Sequence[Sequence[Tensor]], coefficients: Sequence[Sequence[Tensor]], inputs: Sequence[Tensor]
-) -> Tensor:
-    """``(K, D)``: row ``i`` is ``∇_inputs Σ_k c_ik t_ik`` flattened (zeros where unused).
-
-    One ``torch.autograd.grad`` per task, the graph retained for the step's own backward;
-    ``D`` is the total size of ``inputs``.
-    """
-    rows = []
-    for terms, weights in zip(tasks, coefficients, strict=True):
-        live = [(t, c) for t, c in zip(terms, weights, strict=True) if t.requires_grad]
-        grads: Sequence[Tensor | None] = (
-            torch.autograd.grad(
-                [t for t, _ in live],
-                list(inputs),
-                grad_outputs=[c.to(t.dtype) for t, c in live],
-                retain_graph=True,
-                allow_unused=True,
-            )
-            if live
-            else [None] * len(inputs)
-        )
-        rows.append(
-            torch.cat(
-                [
-                    (torch.zeros_like(x) if g is None else g).flatten()
-                    for g, x in zip(grads, inputs, strict=True)
-                ]
-            )
-        )
-    return torch.stack(rows)
-
-
-def _coefficients(loss: Tensor, tasks: Sequence[Sequence[Tensor]]) -> list[list[Tensor]]:
-    """``∂loss/∂t`` for every task term ``t`` (the accumulation factor, the AMP scale, ...)."""
-    flat = [t for group in tasks for t in group if t.requires_grad]
-    found = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True) if flat else ()
-    by_id = {id(t): g for t, g in zip(flat, found, strict=True) if g is not None}
-    return [[by_id.get(id(t), torch.zeros_like(t)).detach() for t in group] for group in tasks]
-
-
-def _reaches(loss: Tensor, stops: set[Any], inputs: Sequence[Tensor]) -> bool:
-    """Whether ``loss``'s graph reaches ``inputs`` without passing through the ``stops`` nodes
-    (a walk over the autograd graph on the host: no backward, no device sync)."""
-    nodes = {x.grad_fn for x in inputs if x.grad_fn is not None}
-    leaves = {id(x) for x in inputs if x.grad_fn is None}
-    seen: set[Any] = set()
-    stack = [loss.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen or node in stops:
-            continue
-        seen.add(node)
-        if node in nodes or id(getattr(node, "variable", None)) in leaves:
-            return True
-        stack.extend(fn for fn, _ in node.next_functions)
-    return False
-
-
-def other_gradient(
-    loss: Tensor,
-    tasks: Sequence[Sequence[Tensor]],
-    coefficients: Sequence[Sequence[Tensor]],
-    inputs: Sequence[Tensor],
-) -> list[Tensor] | None:
-    """``∇_inputs (loss − Σ c·t)``: what reaches ``inputs`` other than through the task terms
-    (a regulariser added to the loss), or ``None`` when nothing does (the usual case: no backward).
-
-    The task paths cancel exactly at the terms (``c − c = 0``), so the result holds no
-    rounding from them.
-    """
-    stops = {t.grad_fn for group in tasks for t in group if t.grad_fn is not None}
-    if not _reaches(loss, stops, inputs):
-        return None
-    rest = loss - torch.stack([_weighted_sum(g, cs) for g, cs in zip(tasks, coefficients, strict=True)]).sum()
-    grads = torch.autograd.grad(rest, list(inputs), retain_graph=True, allow_unused=True)
-    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
-
-
-def _weighted_sum(terms: Sequence[Tensor], coefficients: Sequence[Tensor]) -> Tensor:
-    """``Σ c·t`` over one task's terms (detached terms for the losses, live ones for the rest)."""
-    return torch.stack([(c * t).sum() for t, c in zip(terms, coefficients, strict=True)]).sum()
-
-
-def _flat(grads: Sequence[Tensor | None], like: Sequence[Tensor]) -> Tensor:
-    return torch.cat(
-        [(torch.zeros_like(x) if g is None else g).flatten() for g, x in zip(grads, like, strict=True)]
-    )
 
 
 class GradientAggregation(nn.Module):
@@ -284,7 +201,7 @@ class GradientAggregation(nn.Module):
             accumulating: more micro-batches follow before the optimizer step.
         """
         tasks = [list(terms[name]) for name in self.tasks]
-        coefficients = _coefficients(loss, tasks)
+        coefficients = loss_coefficients(loss, tasks)
         run = ordinary if ordinary is not None else loss.backward
         if self.on == "shared":
             self._shared(loss, tasks, coefficients, run, loss_scale, accumulating)
@@ -313,17 +230,17 @@ class GradientAggregation(nn.Module):
             )
         if self._jacobian is None:  # the window's first micro-batch: keep what is already there
             held = [p.grad for p in params]
-            self._other = None if all(g is None for g in held) else _flat(held, params).clone()
+            self._other = None if all(g is None for g in held) else flat_gradients(held, params).clone()
         rows = task_jacobian(tasks, coefficients, params) / scale
         detached = [[t.detach() for t in group] for group in tasks]
         losses = (
-            torch.stack([_weighted_sum(g, cs) for g, cs in zip(detached, coefficients, strict=True)]) / scale
+            torch.stack([weighted_sum(g, cs) for g, cs in zip(detached, coefficients, strict=True)]) / scale
         )
         self._jacobian = rows if self._jacobian is None else self._jacobian + rows
         self._losses = losses if self._losses is None else self._losses + losses
         rest = other_gradient(loss, tasks, coefficients, params)
         if rest is not None:
-            flat = _flat(rest, params)
+            flat = flat_gradients(rest, params)
             self._other = flat if self._other is None else self._other + flat
         run()
         if accumulating:

@@ -406,5 +406,5 @@ def test_a_term_named_aggregation_is_refused():
 
 
 def test_aggregator_targets_must_be_aggregators():
-    with pytest.raises(LossConfigError, match="subclass of lossmix.aggregators.Aggregator"):
+    with pytest.raises(LossConfigError, match="subclass of lossmix.aggregators.base.Aggregator"):
         build_aggregator({"_target_": "lossmix.losses.L1Loss"}, ["a", "b"])

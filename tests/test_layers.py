@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "lossmix.scalarizers",
         ),
     ),
-    ("engine", ("lossmix.term", "lossmix.aggregation", "lossmix.mix")),
+    ("engine", ("lossmix.term", "lossmix.task_gradients", "lossmix.aggregation", "lossmix.mix")),
     ("lightning", ("lossmix.lightning",)),
     ("config", ("lossmix.trust", "lossmix.config")),
     ("apps", ("lossmix.app", "lossmix.train", "lossmix.cli", "lossmix.demo", "lossmix.conf")),

@@ -3,7 +3,7 @@
 Every kernel takes ``(pred, target, *, hyper-parameters)`` and returns an
 unreduced tensor; none of them syncs with the host or branches on data, so
 they compile with ``torch.compile(fullgraph=True)``. The aggregators
-(:mod:`~lossmix.functional.aggregators`, solvers in
+(:mod:`~lossmix.functional.aggregators`, :mod:`~lossmix.functional.surgery`, solvers in
 :mod:`~lossmix.functional.multi_objective`) map a task Jacobian ``(K, D)`` or its
 Gramian ``(K, K)`` to an update or to task weights, with no host sync either.
 """
@@ -17,6 +17,7 @@ from lossmix.functional import ghm as _ghm
 from lossmix.functional import iou as _iou
 from lossmix.functional import multi_objective as _multi_objective
 from lossmix.functional import regression as _regression
+from lossmix.functional import surgery as _surgery
 from lossmix.functional.adversarial import *  # noqa: F403
 from lossmix.functional.aggregators import *  # noqa: F403
 from lossmix.functional.cross_entropy import *  # noqa: F403
@@ -26,6 +27,7 @@ from lossmix.functional.ghm import *  # noqa: F403
 from lossmix.functional.iou import *  # noqa: F403
 from lossmix.functional.multi_objective import *  # noqa: F403
 from lossmix.functional.regression import *  # noqa: F403
+from lossmix.functional.surgery import *  # noqa: F403
 
 __all__ = [
     *_adversarial.__all__,
@@ -37,4 +39,5 @@ __all__ = [
     *_iou.__all__,
     *_multi_objective.__all__,
     *_regression.__all__,
+    *_surgery.__all__,
 ]

@@ -2,14 +2,11 @@
 
 Where a method's update is a weighted combination ``d = wᵀJ`` with ``w = f(J Jᵀ)``, its
 ``*_weights(gramian)`` form runs on the K×K Gramian alone (what ``on: representation``
-and the distributed reduction use); the Jacobian form below either follows the paper's
-algorithm on the vectors (PCGrad, GradVac, IMTL-G, Aligned-MTL, DB-MTL: the Gramian form
-is a second, independent implementation) or is ``weights(J Jᵀ) @ J`` (MGDA, UPGrad,
-CAGrad, Nash-MTL, whose solvers are in :mod:`lossmix.functional.multi_objective`).
-
-Random orders (PCGrad, GradVac) are drawn on the host from ``generator`` (a CPU
-``torch.Generator``), so they cost no device sync and two ranks seeded alike agree.
-Nothing here branches on tensor values.
+and the distributed reduction use); the Jacobian form either follows the paper's
+algorithm on the vectors (IMTL-G, Aligned-MTL, DB-MTL here, PCGrad and GradVac in
+:mod:`lossmix.functional.surgery`: the Gramian form is a second, independent
+implementation) or is ``weights(J Jᵀ) @ J`` (MGDA, UPGrad, CAGrad, Nash-MTL, whose solvers
+are in :mod:`lossmix.functional.multi_objective`). Nothing here branches on tensor values.
 """
 
 from __future__ import annotations
@@ -23,6 +20,7 @@ from lossmix.functional.multi_objective import (
     nash_mtl_weights,
     upgrad_weights,
 )
+from lossmix.functional.surgery import safe_denominator
 
 __all__ = [
     "aligned_mtl",
@@ -30,17 +28,12 @@ __all__ = [
     "cagrad",
     "db_mtl",
     "db_mtl_weights",
-    "graddrop",
     "gradient_conflicts",
-    "gradvac",
-    "gradvac_weights",
     "gramian",
     "imtl_g",
     "imtl_g_weights",
     "mgda",
     "nash_mtl",
-    "pcgrad",
-    "pcgrad_weights",
     "upgrad",
 ]
 
@@ -53,154 +46,6 @@ def gramian(jacobian: Tensor) -> Tensor:
             [1., 2.]])
     """
     return jacobian @ jacobian.T
-
-
-def _others(k: int, i: int, generator: torch.Generator | None) -> list[int]:
-    """The tasks other than ``i`` in a random order drawn on the host."""
-    order = torch.randperm(k - 1, generator=generator).tolist()
-    return [j if j < i else j + 1 for j in order]
-
-
-def _safe(value: Tensor) -> Tensor:
-    return torch.where(value > 0, value, torch.ones_like(value))
-
-
-def pcgrad(jacobian: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-    """PCGrad (Yu et al. 2020): project away each conflicting component, in random order.
-
-    For each task ``i``, ``g_i^PC ← g_i``; for ``j ≠ i`` in random order, if
-    ``g_i^PC·g_j < 0`` then ``g_i^PC ← g_i^PC − (g_i^PC·g_j / ‖g_j‖²) g_j``;
-    ``d = Σ_i g_i^PC``.
-
-    Args:
-        jacobian: ``(K, D)``.
-        generator: CPU generator for the orders (``None``: torch's global one).
-
-    Returns:
-        ``d`` of shape ``(D,)``.
-
-    >>> pcgrad(torch.tensor([[1.0, 0.0], [-1.0, 1.0]]))
-    tensor([0.5000, 1.5000])
-    """
-    k = jacobian.shape[0]
-    sq = (jacobian * jacobian).sum(1)
-    update = torch.zeros_like(jacobian[0])
-    for i in range(k):
-        g = jacobian[i]
-        for j in _others(k, i, generator):
-            dot = g @ jacobian[j]
-            g = g - torch.where(dot < 0, dot / _safe(sq[j]), 0.0) * jacobian[j]
-        update = update + g
-    return update
-
-
-def pcgrad_weights(gramian: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-    """:func:`pcgrad` on the Gramian: ``g_i^PC = Σ_k C_ik g_k``, so ``g_i^PC·g_j = (C_i G)_j``.
-
-    >>> pcgrad_weights(torch.tensor([[1.0, -1.0], [-1.0, 2.0]]))
-    tensor([2.0000, 1.5000])
-    """
-    k = gramian.shape[0]
-    diag = torch.diagonal(gramian)
-    weights = torch.zeros_like(diag)
-    eye = torch.eye(k, dtype=gramian.dtype, device=gramian.device)
-    for i in range(k):
-        coefficients = eye[i]
-        for j in _others(k, i, generator):
-            dot = coefficients @ gramian[:, j]
-            coefficients = coefficients - torch.where(dot < 0, dot / _safe(diag[j]), 0.0) * eye[j]
-        weights = weights + coefficients
-    return weights
-
-
-def graddrop(
-    jacobian: Tensor, *, leak: float | Tensor = 0.0, generator: torch.Generator | None = None
-) -> Tensor:
-    """GradDrop (Chen et al. 2020): keep each coordinate's gradients of one sign, drawn by purity.
-
-    ``P = ½(1 + Σ_i g_i / Σ_i |g_i|)`` per coordinate, ``U ~ U(0, 1)``,
-    ``M_i = 1[P > U]·1[g_i > 0] + 1[P < U]·1[g_i < 0]``, and
-    ``d = Σ_i (ℓ_i + (1 − ℓ_i) M_i) g_i`` with leak ``ℓ``. A coordinate where every
-    gradient is 0 stays 0.
-
-    Args:
-        jacobian: ``(K, D)``.
-        leak: ``ℓ`` in ``[0, 1]``, a number or one per task (1: the plain sum).
-        generator: a generator on ``jacobian``'s device for ``U``.
-
-    >>> graddrop(torch.tensor([[1.0, 2.0], [3.0, -2.0]]), generator=torch.Generator().manual_seed(0))
-    tensor([ 4., -2.])
-    """
-    total = jacobian.sum(0)
-    mass = jacobian.abs().sum(0)
-    purity = 0.5 * (1.0 + total / _safe(mass))
-    draw = torch.rand(purity.shape, generator=generator, device=jacobian.device, dtype=jacobian.dtype)
-    keep = ((purity > draw) & (jacobian > 0)) | ((purity < draw) & (jacobian < 0))
-    leak_t = torch.as_tensor(leak, dtype=jacobian.dtype, device=jacobian.device).reshape(-1, 1)
-    return ((leak_t + (1.0 - leak_t) * keep.to(jacobian.dtype)) * jacobian).sum(0)
-
-
-def _vaccine(norm_i: Tensor, norm_j: Tensor, phi: Tensor, target: Tensor) -> Tensor:
-    """GradVac's coefficient on ``g_j`` lifting ``cos(g_i, g_j)`` from ``phi`` to ``target``."""
-    room_phi = (1.0 - phi**2).clamp(min=0.0).sqrt()
-    room_target = (1.0 - target**2).clamp(min=0.0).sqrt()
-    return norm_i * (target * room_phi - phi * room_target) / _safe(norm_j * room_target)
-
-
-def gradvac(
-    jacobian: Tensor, targets: Tensor, *, beta: float = 0.01, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
-    """GradVac (Wang et al. 2021): raise each pair's cosine to its running target ``φ̂_ij``.
-
-    For ``i`` and ``j ≠ i`` in random order: ``φ = cos(g_i^PC, g_j)``; if ``φ < φ̂_ij``,
-    ``g_i^PC += ‖g_i^PC‖(φ̂√(1−φ²) − φ√(1−φ̂²)) / (‖g_j‖√(1−φ̂²)) · g_j``; then
-    ``φ̂_ij ← (1−β)φ̂_ij + βφ``. ``d = Σ_i g_i^PC``.
-
-    Args:
-        jacobian: ``(K, D)``.
-        targets: ``φ̂`` of shape ``(K, K)`` (zeros at the start).
-        beta: EMA rate ``β`` in ``[0, 1]``.
-        generator: CPU generator for the orders.
-
-    Returns:
-        ``(d, φ̂ updated)``.
-    """
-    k = jacobian.shape[0]
-    norms = jacobian.norm(dim=1)
-    update = torch.zeros_like(jacobian[0])
-    new = targets.clone()
-    for i in range(k):
-        g = jacobian[i]
-        for j in _others(k, i, generator):
-            norm_i = g.norm()
-            phi = (g @ jacobian[j]) / _safe(norm_i * norms[j])
-            coefficient = _vaccine(norm_i, norms[j], phi, targets[i, j])
-            g = g + torch.where(phi < targets[i, j], coefficient, 0.0) * jacobian[j]
-            new[i, j] = (1.0 - beta) * targets[i, j] + beta * phi
-        update = update + g
-    return update, new
-
-
-def gradvac_weights(
-    gramian: Tensor, targets: Tensor, *, beta: float = 0.01, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
-    """:func:`gradvac` on the Gramian: ``‖g_i^PC‖² = C_i G C_iᵀ``, ``g_i^PC·g_j = (C_i G)_j``."""
-    k = gramian.shape[0]
-    norms = torch.diagonal(gramian).clamp(min=0.0).sqrt()
-    eye = torch.eye(k, dtype=gramian.dtype, device=gramian.device)
-    weights = torch.zeros_like(norms)
-    new = targets.clone()
-    for i in range(k):
-        coefficients = eye[i]
-        for j in _others(k, i, generator):
-            dots = coefficients @ gramian
-            norm_i = (dots @ coefficients).clamp(min=0.0).sqrt()
-            phi = dots[j] / _safe(norm_i * norms[j])
-            coefficient = _vaccine(norm_i, norms[j], phi, targets[i, j])
-            coefficients = coefficients + torch.where(phi < targets[i, j], coefficient, 0.0) * eye[j]
-            new[i, j] = (1.0 - beta) * targets[i, j] + beta * phi
-        weights = weights + coefficients
-    return weights, new
 
 
 def imtl_g(jacobian: Tensor) -> Tensor:
@@ -218,7 +63,7 @@ def imtl_g(jacobian: Tensor) -> Tensor:
     >>> imtl_g(torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
     tensor([0.6667, 0.6667])
     """
-    units = jacobian / _safe(jacobian.norm(dim=1, keepdim=True))
+    units = jacobian / safe_denominator(jacobian.norm(dim=1, keepdim=True))
     d = jacobian[:1] - jacobian[1:]
     u = units[:1] - units[1:]
     rest = jacobian[0] @ u.T @ torch.linalg.pinv(d @ u.T)
@@ -274,7 +119,7 @@ def aligned_mtl_weights(gramian: Tensor, *, pref: Tensor | None = None) -> Tenso
     w = gramian.new_ones(k) if pref is None else pref.to(gramian)
     values, vectors = torch.linalg.eigh(gramian.to(torch.float64))
     mask = _rank_mask(values, k, gramian.dtype)
-    inv_sqrt = torch.where(mask, _safe(values).rsqrt(), 0.0)
+    inv_sqrt = torch.where(mask, safe_denominator(values).rsqrt(), 0.0)
     smallest = torch.where(mask, values, torch.inf).min()
     scale = torch.where(mask.any(), smallest, 0.0).clamp(min=0.0).sqrt()
     balance: Tensor = scale * (vectors * inv_sqrt) @ vectors.T
@@ -292,14 +137,14 @@ def db_mtl(log_jacobian: Tensor) -> Tensor:
     tensor([2., 2.])
     """
     norms = log_jacobian.norm(dim=1)
-    scale = torch.where(norms > 0, norms.max() / _safe(norms), 0.0)
+    scale = torch.where(norms > 0, norms.max() / safe_denominator(norms), 0.0)
     return scale @ log_jacobian
 
 
 def db_mtl_weights(gramian: Tensor) -> Tensor:
     """:func:`db_mtl` on the Gramian: the norms are ``√G_ii``."""
     norms = torch.diagonal(gramian).clamp(min=0.0).sqrt()
-    return torch.where(norms > 0, norms.max() / _safe(norms), 0.0)
+    return torch.where(norms > 0, norms.max() / safe_denominator(norms), 0.0)
 
 
 def mgda(jacobian: Tensor) -> Tensor:
@@ -351,11 +196,11 @@ def gradient_conflicts(gramian: Tensor) -> dict[str, Tensor]:
     g = gramian.to(torch.float64)
     diag = torch.diagonal(g).clamp(min=0.0)
     norms = diag.sqrt()
-    cosine = g / _safe(norms[:, None] * norms[None, :])
-    magnitude = 2 * norms[:, None] * norms[None, :] / _safe(diag[:, None] + diag[None, :])
+    cosine = g / safe_denominator(norms[:, None] * norms[None, :])
+    magnitude = 2 * norms[:, None] * norms[None, :] / safe_denominator(diag[:, None] + diag[None, :])
     values = torch.linalg.eigvalsh(g)
-    condition = torch.where(values[0] > 0, values[-1] / _safe(values[0]), torch.inf)
+    condition = torch.where(values[0] > 0, values[-1] / safe_denominator(values[0]), torch.inf)
     pulls = g.sum(1)
-    share = pulls / _safe(pulls.sum().abs())
+    share = pulls / safe_denominator(pulls.sum().abs())
     out = {"cosine": cosine, "magnitude": magnitude, "condition": condition, "share": share}
     return {k: v.to(gramian.dtype) for k, v in out.items()}

@@ -10,11 +10,11 @@ import torch
 from torch import Tensor, nn
 
 import lossmix.functional as F
-from lossmix.aggregation import task_jacobian
 from lossmix.compat import amp_loss_scale
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.lightning.access import find_loss_mix, last_result_of, loss_step_of, term_logger_of
 from lossmix.mix import LossMix, LossResult
+from lossmix.task_gradients import task_jacobian
 from lossmix.validation import check_int
 
 __all__ = ["GradientConflictMonitor", "TermGradientMonitor", "term_gradient_norms"]
