@@ -8,29 +8,54 @@ contributions weighted by ``∂loss/∂term`` (Lightning's ``1/accumulate_grad_b
 AMP scale, any factor the user applied), with the AMP scale divided out again so the
 aggregator sees the gradients in the loss's own units.
 
-==================== =============================================== ===========================
-mode                 what is aggregated                              extra cost per step
-==================== =============================================== ===========================
-``on: shared``       the gradients of ``module``'s parameters (K×D); K backward passes through the
-                     every other parameter gets its ordinary         shared part; K×D memory; DDP:
-                     gradient                                        one all-reduce of K·D + K
-                                                                     numbers per optimizer step
-``on: representation`` the gradients w.r.t. the routed ``input``     K backward passes through the
-                     tensor (MGDA-UB): the encoder below it gets     heads only; DDP: one
-                     one aggregated gradient in the one backward     all-reduce of K² numbers per
-                                                                     micro-batch
-==================== =============================================== ===========================
+========================= ====================================== ================================
+mode                      what is aggregated                     extra cost per step
+========================= ====================================== ================================
+``on: shared``            the gradients of ``module``'s          K backward passes through the
+                          parameters (K×D); every other          shared part, K×D memory; DDP:
+                          parameter gets its ordinary gradient   one all-reduce of (K+1)·D + K
+                                                                 numbers per optimizer step
+``on: representation``    the gradients w.r.t. the routed        K backward passes through the
+                          ``input`` tensor (MGDA-UB): the        heads only; DDP: one all-reduce
+                          encoder below gets one aggregated      of K² numbers per micro-batch
+                          gradient in the one backward
+========================= ====================================== ================================
+
+**What the shared parameters get.** Exactly ``update`` (times the AMP scale), written over
+the plain gradient the ordinary backward left there (it still runs, for the heads and for
+DDP's own reduction), plus whatever else in the loss reaches them (a regulariser added in
+``training_step``; found by a walk over the autograd graph and differentiated only then),
+plus what was there before the window's first micro-batch. So low-precision rounding of
+the plain gradient never leaks into the update.
 
 **Exactness.** Under DDP every rank takes the same step, equal to one process on the
-concatenated batch: ``on: shared`` all-reduces the per-task gradients (mean over ranks,
-as DDP averages) before aggregating, then corrects the DDP-averaged plain gradient of
-the shared parameters by ``update − Σ_i g_i``; ``on: representation`` sums the ranks'
+concatenated batch: ``on: shared`` all-reduces the per-task gradients (the mean over
+ranks, as DDP averages) before aggregating; ``on: representation`` sums the ranks'
 Gramians (the Gramian of the concatenated batch is ``Σ_r G_r / W²``), so every rank
 computes the same weights. With gradient accumulation, ``on: shared`` accumulates the
 per-task gradients and aggregates once per optimizer step (the large-batch update);
 ``on: representation`` aggregates each micro-batch (its weights are needed before that
 micro-batch's encoder backward). A step whose gradients overflow under fp16 stays
 non-finite, so the AMP scaler skips it; stateful aggregators keep their state then.
+Host syncs: none (the random orders of PCGrad and GradVac are drawn on the host from a
+CPU generator, which reads no device value).
+
+Example (plain PyTorch):
+    >>> import torch
+    >>> from lossmix import LossMix
+    >>> mix = LossMix.from_config({
+    ...     "a": {"type": "MSELoss", "inputs": {"pred": "a", "target": "y"}},
+    ...     "b": {"type": "L1Loss", "inputs": {"pred": "b", "target": "y"}},
+    ...     "aggregation": {"type": "upgrad", "on": "shared", "module": "trunk"},
+    ... })
+    >>> model = torch.nn.ModuleDict({"trunk": torch.nn.Linear(3, 4), "a": torch.nn.Linear(4, 1),
+    ...                              "b": torch.nn.Linear(4, 1)})
+    >>> mix.aggregation.bind(model)
+    >>> h = model["trunk"](torch.randn(8, 3))
+    >>> result = mix({"a": model["a"](h)[:, 0], "b": model["b"](h)[:, 0]}, {"y": torch.zeros(8)}, step=0)
+    >>> mix.backward(result)  # instead of result.total.backward()
+    >>> model["trunk"].weight.grad.shape
+    torch.Size([4, 3])
 """
 
 from __future__ import annotations

@@ -156,3 +156,11 @@ def test_what_else_the_loss_holds_keeps_its_own_gradient(mode):
     torch.testing.assert_close(grads.grads["trunk.0.weight"], update + 0.2 * trunk[0].detach())
     head = torch.autograd.grad(result.total, model.head_a.weight)[0] + 0.2 * model.head_a.weight.detach()
     torch.testing.assert_close(grads.grads["head_a.weight"], head)
+
+
+def test_a_weighting_and_an_aggregation_work_together():
+    model = SharedTrunk(node("mgda", "representation"), weighting={"type": "uncertainty"})
+    before = model.loss_mix.weighting.log_vars.detach().clone()
+    run = fit(model, None)
+    assert not torch.equal(model.loss_mix.weighting.log_vars.detach(), before)  # learned by the optimizer
+    assert {"train/weight/a", "train/weight/b", "train/loss/weighting"} <= set(run.callback_metrics)
