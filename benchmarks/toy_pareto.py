@@ -5,7 +5,7 @@ with Adam (lr 1e-3) on ``x ∈ R²``, the two task gradients forming the Jacobia
 at each step. The first loss is scaled by ``--scale`` (0.1 in Nash-MTL's variant, 1 in
 CAGrad's). A run *reaches the Pareto front* when its final loss pair lies within ``--tol``
 of the front, computed as the non-dominated set of a dense grid of ``x``. The trajectories
-in loss space are drawn to ``benchmarks/toy_pareto.png``.
+in loss space are drawn to ``benchmarks/toy_pareto_scale<scale>.png``.
 
 DB-MTL, FAMO and the log-based scalarizers need positive losses; this problem's go down to
 −20, so they are left out.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -44,7 +43,10 @@ METHODS = {
     "graddrop": {},
     "gradvac": {},
 }
-PNG = Path(__file__).with_name("toy_pareto.png")
+
+
+def png_path(scale: float) -> Path:
+    return Path(__file__).with_name(f"toy_pareto_scale{scale:g}.png")
 
 
 def losses(x: Tensor, scale: float) -> Tensor:
@@ -75,13 +77,12 @@ def distance_to(front: Tensor, point: Tensor) -> float:
     return float((front - point).norm(dim=1).min())
 
 
-def run(method: str, steps: int, scale: float, every: int) -> tuple[Tensor, float]:
-    """The trajectories ``(inits, steps // every + 1, 2)`` of x, and the time per step."""
+def run(method: str, steps: int, scale: float, every: int) -> Tensor:
+    """The trajectories ``(inits, steps // every + 1, 2)`` of x."""
     x = torch.tensor(INITS, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.Adam([x], lr=1e-3)
     aggregators = [AGGREGATORS.get(method)(["f1", "f2"], **METHODS[method]) for _ in INITS]
     trail = [x.detach().clone()]
-    start = time.perf_counter()
     for step in range(1, steps + 1):
         f = losses(x, scale)
         rows = [torch.autograd.grad(f[:, i].sum(), x, retain_graph=i == 0)[0] for i in range(2)]
@@ -93,8 +94,7 @@ def run(method: str, steps: int, scale: float, every: int) -> tuple[Tensor, floa
         optimizer.step()
         if step % every == 0:
             trail.append(x.detach().clone())
-    elapsed = (time.perf_counter() - start) / steps
-    return torch.stack(trail, dim=1), elapsed
+    return torch.stack(trail, dim=1)
 
 
 def plot(trails: dict[str, Tensor], front: Tensor, scale: float) -> None:
@@ -121,7 +121,7 @@ def plot(trails: dict[str, Tensor], front: Tensor, scale: float) -> None:
         ax.axis("off")
     fig.suptitle(f"Toy problem (CAGrad / Nash-MTL), ℓ₁ scaled by {scale}: trajectories from 5 starts")
     fig.tight_layout()
-    fig.savefig(PNG, dpi=80)
+    fig.savefig(png_path(scale), dpi=80)
     plt.close(fig)
 
 
@@ -136,9 +136,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     front = pareto_front(args.scale)
-    trails, times, rows = {}, {}, []
+    trails, rows = {}, []
     for method in args.methods:
-        trails[method], times[method] = run(method, args.steps, args.scale, args.every)
+        trails[method] = run(method, args.steps, args.scale, args.every)
         final = losses(trails[method][:, -1], args.scale)
         gaps = [distance_to(front, point) for point in final]
         rows.append((method, gaps, final))
@@ -147,22 +147,20 @@ def main() -> None:
     if not args.write:
         return
     plot(trails, front, args.scale)
-    base = times["sum"] if "sum" in times else min(times.values())
     body = (
         f"ℓ₁ scaled by {args.scale}; Adam (lr 1e-3), {args.steps} steps from Nash-MTL's five starts "
         f"{INITS}. ✓: the final loss pair is within {args.tol} of the Pareto front (the "
-        "non-dominated set of a 1601² grid); the number is that distance. Trajectories: "
-        f"[`{PNG.name}`]({PNG.name}). Time per step is relative to `sum` in the same run "
-        "(five starts per step, one aggregator call each).\n\n"
-        "| method | reached | " + " | ".join(f"start {tuple(i)}" for i in INITS) + " | time / sum |\n"
-        "|---|---|" + "---|" * len(INITS) + "---|\n"
+        "non-dominated set of a 1601² grid); the number is that distance in loss units. "
+        f"Trajectories in loss space: [`{png_path(args.scale).name}`]({png_path(args.scale).name}).\n\n"
+        "| method | reached | " + " | ".join(f"start {tuple(i)}" for i in INITS) + " |\n"
+        "|---|---|" + "---|" * len(INITS) + "\n"
     )
     for method, gaps, _ in rows:
         cells = " | ".join(("✓ " if g <= args.tol else "✗ ") + f"{g:.3f}" for g in gaps)
         reached = sum(g <= args.tol for g in gaps)
-        body += f"| {method} | {reached}/{len(gaps)} | {cells} | {times[method] / base:.2f}× |\n"
+        body += f"| {method} | {reached}/{len(gaps)} | {cells} |\n"
     command = f"python benchmarks/toy_pareto.py --steps {args.steps} --scale {args.scale} --write"
-    write_section("toy_pareto", command, body)
+    write_section(f"toy_pareto_scale{args.scale:g}", command, body)
 
 
 if __name__ == "__main__":
