@@ -13,6 +13,7 @@ from lossmix import AGGREGATORS, LossConfigError, LossMix
 from lossmix import functional as F
 from lossmix.aggregators import DBMTL, GradVac, PCGrad, build_aggregator
 from tests.lightning_models import regression_terms
+from tests.test_security import HOSTILE, HOSTILE_IDS, payload, refused
 
 D64 = torch.float64
 CASES = {
@@ -408,3 +409,19 @@ def test_a_term_named_aggregation_is_refused():
 def test_aggregator_targets_must_be_aggregators():
     with pytest.raises(LossConfigError, match="subclass of lossmix.aggregators.base.Aggregator"):
         build_aggregator({"_target_": "lossmix.losses.L1Loss"}, ["a", "b"])
+
+
+@pytest.fixture
+def marker(tmp_path):
+    path = tmp_path / "marker"
+    yield path
+    assert not path.exists(), "a hostile payload ran"
+
+
+@pytest.mark.parametrize(("target", "kwargs"), HOSTILE, ids=HOSTILE_IDS)
+def test_hostile_aggregator_targets_are_refused(target, kwargs, marker):
+    for node in (
+        {"_target_": target, "module": "net", **payload(kwargs, marker)},
+        {"type": target, "module": "net", **payload(kwargs, marker)},
+    ):
+        assert refused(LossMix.from_config, two_terms(node)).startswith("aggregation:")
