@@ -6,14 +6,14 @@ weighting, the baseline), every aggregator ``on: shared`` (the trunk), the Grami
 ``on: representation`` (the trunk's output), and the loss-level weightings. Reported per
 method: the validation depth RMSE and accuracy, ``Δm%`` against the plain sum (Maninis et
 al.: the mean relative change, sign-flipped for accuracy, so lower is better), and the
-median step time as a ratio to the plain sum's; methods and seeds are interleaved so the
-ratios come from the same run.
+median step time as a ratio to the plain sum's, from short timing runs of every method
+interleaved in rounds, so the ratios come from the same run.
 
 ``--ddp`` adds the same model on 2 CPU processes (gloo, ``ddp_spawn``): the largest
 parameter difference between the ranks, and, for the aggregations, between DDP and one
 process on the concatenated batch.
 
-Usage: ``python benchmarks/multitask_balancing.py [--epochs 20] [--seeds 3] [--ddp] [--write]``
+Usage: ``python benchmarks/multitask_balancing.py [--epochs 20] [--seeds 3] [--rounds 5] [--ddp] [--write]``
 """
 
 from __future__ import annotations
@@ -110,14 +110,22 @@ def evaluate(model: TwoTasks, seed: int) -> tuple[float, float]:
     return rmse, accuracy
 
 
-def train(extra: dict, seed: int, epochs: int) -> tuple[float, float, float]:
+def train(extra: dict, seed: int, epochs: int) -> tuple[float, float]:
+    """Validation depth RMSE and accuracy after ``epochs``."""
     L.seed_everything(seed, verbose=False)
     model = TwoTasks({**TERMS, **extra})
-    timer = StepTimer()
-    run = quiet_trainer(max_epochs=epochs, callbacks=[timer], limit_val_batches=0)
+    run = quiet_trainer(max_epochs=epochs, limit_val_batches=0)
     run.fit(model, datamodule=SyntheticTasks(num_train=512, num_val=128, batch_size=64, seed=seed))
-    rmse, accuracy = evaluate(model, seed)
-    return rmse, accuracy, statistics.median(timer.times)
+    return evaluate(model, seed)
+
+
+def step_time(extra: dict, steps: int) -> float:
+    """The median time of a training step (after a warm-up) over ``steps`` steps."""
+    L.seed_everything(0, verbose=False)
+    timer = StepTimer()
+    run = quiet_trainer(max_steps=steps, callbacks=[timer], limit_val_batches=0)
+    run.fit(TwoTasks({**TERMS, **extra}), datamodule=SyntheticTasks(num_train=64 * steps, batch_size=64))
+    return statistics.median(timer.times)
 
 
 def delta_m(rmse: float, accuracy: float, base: tuple[float, float]) -> float:
@@ -189,6 +197,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--timing-steps", type=int, default=60, help="steps per timing run")
     parser.add_argument("--ddp", action="store_true", help="also the 2-process DDP check")
     parser.add_argument("--ddp-steps", type=int, default=10)
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
@@ -197,27 +207,24 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     table = methods()
-    results: dict[str, list[tuple[float, float, float]]] = {label: [] for label in table}
-    for seed in range(args.seeds):  # seeds outside, methods inside: interleaved rounds
+    results: dict[str, list[tuple[float, float]]] = {label: [] for label in table}
+    for seed in range(args.seeds):
         for label, extra in table.items():
             results[label].append(train(extra, seed, args.epochs))
-            rmse, acc, step = results[label][-1]
-            print(
-                f"seed {seed} {label:20s} rmse {rmse:8.2f} acc {acc:.3f} step {step * 1e3:.2f} ms", flush=True
-            )
-    base_step = statistics.median(r[2] for r in results["sum"])
+            rmse, acc = results[label][-1]
+            print(f"seed {seed} {label:20s} rmse {rmse:8.2f} acc {acc:.3f}", flush=True)
+    times: dict[str, list[float]] = {label: [] for label in table}
+    for _ in range(args.rounds):  # rounds outside, methods inside: interleaved
+        for label, extra in table.items():
+            times[label].append(step_time(extra, args.timing_steps))
+    base_step = statistics.median(times["sum"])
     rows = []
     for label, runs in results.items():
-        deltas = [delta_m(r[0], r[1], results["sum"][s][:2]) for s, r in enumerate(runs)]
-        rows.append(
-            (
-                label,
-                statistics.mean(r[0] for r in runs),
-                statistics.mean(r[1] for r in runs),
-                statistics.mean(deltas),
-                statistics.median(r[2] for r in runs) / base_step,
-            )
-        )
+        deltas = [delta_m(r[0], r[1], results["sum"][s]) for s, r in enumerate(runs)]
+        ratio = statistics.median(times[label]) / base_step
+        rmse = statistics.mean(r[0] for r in runs)
+        rows.append((label, rmse, statistics.mean(r[1] for r in runs), statistics.mean(deltas), ratio))
+        print(f"{label:20s} Δm {rows[-1][3]:+.1f}%  step {ratio:.2f}×", flush=True)
     ddp = (
         ddp_rows(["sum", "upgrad", "pcgrad", "mgda (repr.)", "aligned_mtl (repr.)", "famo"], args.ddp_steps)
         if args.ddp
@@ -230,14 +237,18 @@ def main() -> None:
         f"epochs), validation on 512 rows; means over {args.seeds} seeds. Δm% is the mean "
         "relative change against the plain sum (equal weighting) with the accuracy's sign "
         "flipped, per seed then averaged: negative is better. Step time: median training step "
-        "(forward, backward, optimizer) relative to the plain sum's, methods interleaved in one "
-        "run. Aggregators run `on: shared` (the trunk) unless marked `(repr.)` "
+        f"(forward, backward, optimizer; {args.timing_steps}-step runs after a 10-step warm-up) "
+        f"relative to the plain sum's, median of {args.rounds} interleaved rounds in one run. "
+        "Aggregators run `on: shared` (the trunk) unless marked `(repr.)` "
         "(`on: representation`, the trunk's output).\n\n"
         "| method | depth RMSE | accuracy | Δm% | step time / sum |\n|---|---|---|---|---|\n"
     )
     for label, rmse, acc, delta, ratio in rows:
         body += f"| {label} | {rmse:.2f} | {acc:.3f} | {delta:+.1f} | {ratio:.2f}× |\n"
-    command = f"python benchmarks/multitask_balancing.py --epochs {args.epochs} --seeds {args.seeds}"
+    command = (
+        f"python benchmarks/multitask_balancing.py --epochs {args.epochs} --seeds {args.seeds} "
+        f"--rounds {args.rounds} --timing-steps {args.timing_steps}"
+    )
     if ddp:
         command += f" --ddp --ddp-steps {args.ddp_steps}"
         body += (
