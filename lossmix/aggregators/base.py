@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -19,7 +18,7 @@ __all__ = ["AGGREGATION_KEY", "Aggregator", "SeededAggregator", "all_finite"]
 AGGREGATION_KEY = "aggregation"
 
 
-class Aggregator(nn.Module, metaclass=abc.ABCMeta):
+class Aggregator(nn.Module):
     """Base class: ``forward(jacobian, losses=None) -> update`` for a task Jacobian ``(K, D)``.
 
     The template checks the shapes, detaches, and calls :meth:`combine`, whose default is
