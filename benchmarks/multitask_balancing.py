@@ -74,17 +74,17 @@ def methods() -> dict[str, dict]:
 
 
 class StepTimer(L.Callback):
-    """Wall time of each training step after ``warmup`` (training step, backward, optimizer step)."""
+    """Wall time from one training step's start to the next's, after ``warmup`` steps: the
+    forward, the backward, the optimizer step and every hook (FAMO's re-evaluation included)."""
 
     def __init__(self, warmup: int = 10) -> None:
         self.warmup, self.times, self._start = warmup, [], 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, *args):
+        now = time.perf_counter()
         if trainer.global_step > self.warmup:
-            self.times.append(time.perf_counter() - self._start)
+            self.times.append(now - self._start)
+        self._start = now
 
 
 def quiet_trainer(**kwargs) -> L.Trainer:
@@ -237,7 +237,8 @@ def main() -> None:
         f"epochs), validation on 512 rows; means over {args.seeds} seeds. Δm% is the mean "
         "relative change against the plain sum (equal weighting) with the accuracy's sign "
         "flipped, per seed then averaged: negative is better. Step time: median training step "
-        f"(forward, backward, optimizer; {args.timing_steps}-step runs after a 10-step warm-up) "
+        f"(start to start: forward, backward, optimizer, hooks; {args.timing_steps}-step runs after a "
+        "10-step warm-up) "
         f"relative to the plain sum's, median of {args.rounds} interleaved rounds in one run. "
         "Aggregators run `on: shared` (the trunk) unless marked `(repr.)` "
         "(`on: representation`, the trunk's output).\n\n"
