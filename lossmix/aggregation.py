@@ -190,7 +190,12 @@ class GradientAggregation(nn.Module):
         assert self.input is not None
         try:
             value = lookup(outputs, batch, self.input, term=AGGREGATION_KEY, arg="input")
-        except LossInputError:
+        except LossInputError as err:
+            if "in both" in str(err):
+                raise LossInputError(
+                    f"{AGGREGATION_KEY}: input '{self.input}' is in both the outputs and the batch; "
+                    f"write 'outputs.{self.input}' or 'batch.{self.input}'."
+                ) from None
             raise LossInputError(
                 f"{AGGREGATION_KEY}: input '{self.input}' is not in the outputs or the batch. Output "
                 f"keys: {describe_keys(outputs)}; batch keys: {describe_keys(batch)}. Return the "

@@ -425,3 +425,12 @@ def test_hostile_aggregator_targets_are_refused(target, kwargs, marker):
         {"type": target, "module": "net", **payload(kwargs, marker)},
     ):
         assert refused(LossMix.from_config, two_terms(node)).startswith("aggregation:")
+
+
+def test_an_ambiguous_representation_key_says_how_to_choose():
+    from lossmix import LossInputError
+
+    mix = LossMix.from_config(two_terms({"type": "mgda", "on": "representation", "input": "pred"}))
+    pred = torch.randn(4, 2, requires_grad=True)
+    with pytest.raises(LossInputError, match="input 'pred' is in both.*'outputs.pred' or 'batch.pred'"):
+        mix({"pred": pred}, {"pred": pred, "y": torch.zeros(4, 2)}, step=0)
