@@ -430,7 +430,7 @@ def test_hostile_aggregator_targets_are_refused(target, kwargs, marker):
 def test_an_ambiguous_representation_key_says_how_to_choose():
     from lossmix import LossInputError
 
-    mix = LossMix.from_config(two_terms({"type": "mgda", "on": "representation", "input": "pred"}))
-    pred = torch.randn(4, 2, requires_grad=True)
-    with pytest.raises(LossInputError, match="input 'pred' is in both.*'outputs.pred' or 'batch.pred'"):
-        mix({"pred": pred}, {"pred": pred, "y": torch.zeros(4, 2)}, step=0)
+    mix = LossMix.from_config(two_terms({"type": "mgda", "on": "representation", "input": "h"}))
+    h = torch.randn(4, 2, requires_grad=True)
+    with pytest.raises(LossInputError, match="input 'h' is in both.*'outputs.h' or 'batch.h'"):
+        mix({"pred": h * 2, "h": h}, {"h": h, "y": torch.zeros(4, 2)}, step=0)
