@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from lossmix.distributed import all_reduce_sum, world_size
 from lossmix.errors import LossConfigError
-from lossmix.generators import SharedGenerator
 from lossmix.registry import WEIGHTINGS
+from lossmix.shared_generator import SharedGenerator
 from lossmix.validation import check_float
 from lossmix.weighting import WEIGHTING_KEY, TaskWeighting
 

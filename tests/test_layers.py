@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "lossmix.normalizers",
             "lossmix.routing",
             "lossmix.weighting",
-            "lossmix.generators",
+            "lossmix.shared_generator",
             "lossmix.aggregators",
             "lossmix.scalarizers",
         ),

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 import lossmix.functional as F
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional.multi_objective import MAX_EXACT_TASKS
-from lossmix.generators import SharedGenerator
+from lossmix.shared_generator import SharedGenerator
 
 __all__ = ["AGGREGATION_KEY", "Aggregator", "SeededAggregator", "all_finite"]
 
@@ -87,7 +87,7 @@ def all_finite(*tensors: Tensor) -> Tensor:
 
 
 class SeededAggregator(Aggregator):
-    """An aggregator that draws from a :class:`~lossmix.generators.SharedGenerator`."""
+    """An aggregator that draws from a :class:`~lossmix.shared_generator.SharedGenerator`."""
 
     def __init__(self, tasks: Sequence[str], *, seed: int) -> None:
         super().__init__(tasks)
