@@ -53,6 +53,13 @@ class FAMO(TaskWeighting):
         weight_decay: ``γ`` (1e-3 in the paper's Algorithm 2 and LibMTL).
         min_losses: lower bounds ``b_i`` (default 0 for each task).
         eps: ``ε``.
+
+    >>> famo = FAMO(["a", "b"])
+    >>> famo(torch.tensor([4.0, 1.0]), training=True)[0]  # z = ½ each: λ ∝ 1/L, Σλ = 1
+    tensor([0.2000, 0.8000])
+    >>> famo.post_step(torch.tensor([2.0, 0.9]))  # a fell faster: its logit goes down
+    >>> bool(famo.logits[0] < famo.logits[1])
+    True
     """
 
     needs_post_step_losses = True
@@ -148,6 +155,10 @@ class GeometricLossStrategy(TaskWeighting):
 
     Factors ``λ_i = GLS / (K L_i)`` (detached) give that value and that gradient exactly,
     since ``∂GLS/∂L_i = GLS / (K L_i)``. Losses are clamped at the smallest positive float.
+
+    >>> factors, _ = GeometricLossStrategy(["a", "b"])(torch.tensor([4.0, 1.0]), training=True)
+    >>> factors, (factors * torch.tensor([4.0, 1.0])).sum()  # GLS = √(4·1) = 2
+    (tensor([0.2500, 1.0000]), tensor(2.))
     """
 
     def forward(self, losses: Tensor, *, training: bool) -> tuple[Tensor, Tensor | None]:
@@ -182,6 +193,9 @@ class LogLossBalancing(TaskWeighting):
 
     Args:
         eps: ``ε``.
+
+    >>> LogLossBalancing(["a", "b"], eps=1e-8)(torch.tensor([1000.0, 0.5]), training=True)[0]
+    tensor([1.0000e-03, 2.0000e+00])
     """
 
     def __init__(self, tasks: Sequence[str], *, eps: float = 1e-8) -> None:
