@@ -27,6 +27,12 @@ class Aggregator(nn.Module):
 
     Args:
         tasks: the names of the aggregated terms, in the Jacobian's row order (at least two).
+
+    >>> from lossmix.aggregators import MGDA
+    >>> mgda = MGDA(["depth", "cls"])
+    >>> jacobian = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # orthogonal task gradients
+    >>> mgda(jacobian), mgda.weights(jacobian @ jacobian.T)
+    (tensor([0.8000, 0.4000]), tensor([0.8000, 0.2000]))
     """
 
     #: The method needs the task losses (DB-MTL's log-loss gradients).
