@@ -151,7 +151,8 @@ def main() -> None:
         f"ℓ₁ scaled by {args.scale}; Adam (lr 1e-3), {args.steps} steps from Nash-MTL's five starts "
         f"{INITS}. ✓: the final loss pair is within {args.tol} of the Pareto front (the "
         "non-dominated set of a 1601² grid); the number is that distance in loss units. "
-        f"Trajectories in loss space: [`{png_path(args.scale).name}`]({png_path(args.scale).name}).\n\n"
+        f"Trajectories in loss space: `benchmarks/{png_path(args.scale).name}`, drawn by the command "
+        "(a run output, not kept in git).\n\n"
         "| method | reached | " + " | ".join(f"start {tuple(i)}" for i in INITS) + " |\n"
         "|---|---|" + "---|" * len(INITS) + "\n"
     )
