@@ -1,6 +1,7 @@
 """Multi-task learning with dynamic task weighting: two tasks of very different scales.
 
-Run:  python examples/multitask.py [--weighting uncertainty|dwa|gradnorm|none] [--epochs 12]
+Run:  python examples/multitask.py [--weighting uncertainty|dwa|gradnorm|famo|none]
+      [--aggregation none|pcgrad|upgrad|aligned_mtl] [--epochs 12]
 
 A shared trunk feeds a regression head whose target is in the hundreds (its MSE
 starts near 1.5·10⁵) and a 3-class classification head (its cross-entropy starts near
@@ -11,7 +12,9 @@ their epoch-to-epoch rate of decrease, and GradNorm equalises their gradient
 norms on the trunk's last layer. ``LossCurves`` writes every term's curve and
 the effective weights to ``<run dir>/loss_curves.png``. The model and data are
 ``lossmix.demo.TwoTasks`` and ``lossmix.demo.SyntheticTasks``; the same run from Hydra
-configs is ``python -m lossmix.train experiment=multitask``.
+configs is ``python -m lossmix.train experiment=multitask``. ``--aggregation`` balances the
+two tasks' gradients instead of (or as well as) their losses: PCGrad and UPGrad on the
+trunk's parameters, Aligned-MTL on the trunk's output (``on: representation``).
 """
 
 from __future__ import annotations
@@ -27,29 +30,39 @@ WEIGHTINGS = {
     "uncertainty": {"type": "uncertainty"},
     "dwa": {"type": "dwa", "temperature": 2.0},
     "gradnorm": {"type": "gradnorm", "shared": "trunk.2", "alpha": 1.5},
+    "famo": {"type": "famo"},
+    "none": None,
+}
+AGGREGATIONS = {
+    "pcgrad": {"type": "pcgrad", "on": "shared", "module": "trunk"},
+    "upgrad": {"type": "upgrad", "on": "shared", "module": "trunk"},
+    "aligned_mtl": {"type": "aligned_mtl", "on": "representation", "input": "features"},
     "none": None,
 }
 
 
-def loss_config(weighting: str) -> dict:
+def loss_config(weighting: str, aggregation: str = "none") -> dict:
     terms = {
         "depth": {"type": "MSELoss", "inputs": {"pred": "depth", "target": "depth_gt"}},
         "cls": {"type": "CrossEntropyLoss", "inputs": {"pred": "logits", "target": "label"}},
     }
     if WEIGHTINGS[weighting] is not None:
         terms["weighting"] = WEIGHTINGS[weighting]
+    if AGGREGATIONS[aggregation] is not None:
+        terms["aggregation"] = AGGREGATIONS[aggregation]
     return terms
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weighting", choices=list(WEIGHTINGS), default="uncertainty")
+    parser.add_argument("--aggregation", choices=list(AGGREGATIONS), default="none")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--out", default="runs/multitask")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     L.seed_everything(0, verbose=False)
-    model = TwoTasks(loss_config(args.weighting))
+    model = TwoTasks(loss_config(args.weighting, args.aggregation))
     curves = LossCurves()
     # log_raw: each term before its weight too (val/raw/cls is the cross-entropy itself;
     # val/loss/cls is the weighted term, whose scale the weighting changes)

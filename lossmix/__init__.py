@@ -13,6 +13,7 @@ from lossmix.mix import LossMix, LossResult
 from lossmix.normalizers import Normalizer
 from lossmix.reduction import mask_reduce_loss, weight_reduce_loss, weighted_loss
 from lossmix.registry import (
+    AGGREGATORS,
     LOSSES,
     SAMPLERS,
     WEIGHTINGS,
@@ -26,6 +27,7 @@ from lossmix.term import Term
 __version__ = "0.1.0"
 
 __all__ = [
+    "AGGREGATORS",
     "LOSSES",
     "SAMPLERS",
     "WEIGHTINGS",

@@ -1,8 +1,8 @@
 """The ``lossmix`` command: what is registered, and what a config composes to.
 
-* ``lossmix list``: every registered loss (with its inputs), sampler and task weighting with
-  its arguments, defaults and one-line summary, and the loss scopes (``mmagic.L1Loss``: the
-  same name with another library's numbers).
+* ``lossmix list``: every registered loss (with its inputs), sampler, task weighting and
+  gradient aggregator with its arguments, defaults and one-line summary, and the loss scopes
+  (``mmagic.L1Loss``: the same name with another library's numbers).
 * ``lossmix show NAME``: one registered loss, sampler or weighting: its docstring (the
   formula), the keys of its node, and for a loss each input with its shape and dtype.
 * ``lossmix show [--config-dir DIR --config-name NAME] [overrides...]``: compose the training
@@ -40,7 +40,7 @@ from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.losses import loss_inputs
 from lossmix.losses.base import CALL_KEYS
 from lossmix.nodes import redact, register_resolvers, secrets_hidden
-from lossmix.registry import LOSSES, REQUIRED, SAMPLERS, WEIGHTINGS, Registry
+from lossmix.registry import AGGREGATORS, LOSSES, REQUIRED, SAMPLERS, WEIGHTINGS, Registry
 from lossmix.targets import check_prefix
 
 __all__ = ["main"]
@@ -95,17 +95,19 @@ def _scope_table(registry: Registry) -> Table:
 
 
 def list_command(console: Console, imports: Sequence[str] = ()) -> int:
-    """Print the registered losses, their scopes, samplers and weightings (after importing the
+    """Print the registered losses, their scopes, samplers, weightings and aggregators (after importing the
     user's ``imports``)."""
     import_modules(list(imports), granted=list(imports))  # named on the command line: trusted
     console.print(_registry_table(LOSSES, f"Losses ({len(LOSSES)})", inputs=True))
     console.print(_scope_table(LOSSES))
     console.print(_registry_table(SAMPLERS, f"Samplers ({len(SAMPLERS)})"))
     console.print(_registry_table(WEIGHTINGS, f"Task weightings ({len(WEIGHTINGS)})"))
+    console.print(_registry_table(AGGREGATORS, f"Gradient aggregators ({len(AGGREGATORS)})"))
     console.print(
         "Use one in a term node with `type: <name>` (a scoped one with `type: mmagic.<Name>`, or "
         "`default_scope: mmagic` on the term or the whole loss node); any torch.nn loss with "
-        "`_target_: torch.nn.<Name>`.\n"
+        "`_target_: torch.nn.<Name>`; a weighting as `weighting: {type: <name>}`, an aggregator "
+        "as `aggregation: {type: <name>, on: shared, module: <submodule>}`.\n"
         "`lossmix show <name>` describes one: its inputs with shapes and dtypes, its arguments."
     )
     return 0

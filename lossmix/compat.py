@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "amp_loss_scale",
     "batches_stepped",
     "close_epoch_ended_in_checkpoint",
     "compose_like_hydra_main",
     "fast_dev_run",
     "logging_due",
     "resumed_mid_epoch",
+    "should_accumulate",
     "trainer_callbacks",
 ]
 
@@ -83,6 +85,22 @@ def logging_due(trainer: Any) -> bool:
     """Whether this batch is a logging point (``log_every_n_steps``): Lightning's private
     ``trainer._logger_connector.should_update_logs``."""
     return bool(trainer._logger_connector.should_update_logs)
+
+
+def should_accumulate(trainer: Any) -> bool:
+    """Whether this batch's gradients are accumulated without an optimizer step after it:
+    Lightning's private ``fit_loop._should_accumulate()`` (``accumulate_grad_batches``, the
+    epoch's last batch)."""
+    return bool(trainer.fit_loop._should_accumulate())
+
+
+def amp_loss_scale(trainer: Any) -> Any:
+    """The loss scale inside the loss Lightning backpropagates under ``precision="16-mixed"``, as a
+    device tensor (the scaler's private ``_scale``; ``get_scale()`` would sync the host), or
+    ``1.0`` without a scaler (32-bit, bf16)."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    scale = getattr(scaler, "_scale", None) if scaler is not None and scaler.is_enabled() else None
+    return 1.0 if scale is None else scale
 
 
 def compose_like_hydra_main(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from lossmix.errors import LossConfigError, did_you_mean
-from lossmix.mix import WEIGHTING_KEY, LossMix
+from lossmix.mix import AGGREGATION_KEY, WEIGHTING_KEY, LossMix
 from lossmix.nodes import TERM_REFS, is_group_node, is_term_node, secrets_hidden, to_plain
 from lossmix.normalizers import build_normalizer
 from lossmix.reduction import REDUCTIONS
@@ -63,11 +63,11 @@ plain = to_plain  # the public name this module has always had
 def iter_term_nodes(node: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
     """``(path, name, node)`` of every term: ``("cls", "cls", ...)`` or ``("gen.adv", "adv", ...)``.
 
-    ``None`` children (dropped terms), the ``weighting`` node and the mix's
-    ``default_scope`` are skipped, as :meth:`LossMix.from_config` does.
+    ``None`` children (dropped terms), the ``weighting`` and ``aggregation`` nodes and the
+    mix's ``default_scope`` are skipped, as :meth:`LossMix.from_config` does.
     """
     for name, child in node.items():
-        if child is None or name in (WEIGHTING_KEY, DEFAULT_SCOPE_KEY):
+        if child is None or name in (WEIGHTING_KEY, AGGREGATION_KEY, DEFAULT_SCOPE_KEY):
             continue
         if is_group_node(child):
             for leaf, grandchild in child.items():

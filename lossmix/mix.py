@@ -12,13 +12,15 @@ step shares a single collective:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
+import lossmix.scalarizers as _scalarizers  # noqa: F401  (registers famo, rlw, gls, imtl_l, log_loss)
+from lossmix.aggregation import AGGREGATION_KEY, GradientAggregation
 from lossmix.distributed import all_reduce_mean
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.nodes import is_group_node, is_term_node, secrets_hidden, to_plain
@@ -28,7 +30,7 @@ from lossmix.term import Term, TermInputs, check_term_name
 from lossmix.validation import check_choice, check_float
 from lossmix.weighting import WEIGHTING_KEY, TaskWeighting, build_weighting
 
-__all__ = ["GUARD_POLICIES", "WEIGHTING_KEY", "LossMix", "LossResult"]
+__all__ = ["AGGREGATION_KEY", "GUARD_POLICIES", "WEIGHTING_KEY", "LossMix", "LossResult"]
 
 GUARD_POLICIES: tuple[str, ...] = ("raise", "skip", "zero")
 
@@ -56,6 +58,10 @@ class LossResult:
         unnormalized_total: in training, when the terms' normalisers have ``scope:
             accumulation``: the total with each term's divisor multiplied back (Σ weight ×
             the loss's sum), for the gradient-accumulation window's own divisor.
+        task_losses: the weighted task losses before the ``weighting`` factors, stacked
+            (detached), when the mix has a weighting.
+        aggregation_input: the routed representation of an ``aggregation`` node with
+            ``on: representation`` (training steps).
     """
 
     total: Tensor
@@ -68,6 +74,8 @@ class LossResult:
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: tuple[str, ...] = ()
     unnormalized_total: Tensor | None = None
+    task_losses: Tensor | None = None
+    aggregation_input: Tensor | None = None
 
     def __getitem__(self, name: str) -> Tensor:
         return self.terms[name]
@@ -96,20 +104,24 @@ class LossMix(nn.Module):
     terms: nn.ModuleDict
     groups: nn.ModuleDict
     weighting: TaskWeighting | None
+    aggregation: GradientAggregation | None
     drop_nonfinite: bool
     keep_inputs: bool
 
     def __init__(
-        self, terms: Mapping[str, Term | Mapping[str, Term]], *, weighting: TaskWeighting | None = None
+        self,
+        terms: Mapping[str, Term | Mapping[str, Term]],
+        *,
+        weighting: TaskWeighting | None = None,
+        aggregation: GradientAggregation | None = None,
     ) -> None:
         super().__init__()
         self.groups = nn.ModuleDict()
         flat: dict[str, Term] = {}
         for name, value in terms.items():
-            if name == WEIGHTING_KEY:
+            if name in _RESERVED:
                 raise LossConfigError(
-                    f"term '{name}': '{WEIGHTING_KEY}' is reserved for dynamic task weighting "
-                    f"(e.g. {WEIGHTING_KEY}: {{type: uncertainty}}); rename the term or group."
+                    f"term '{name}': '{name}' is reserved for {_RESERVED[name]}; rename the term or group."
                 )
             if isinstance(value, Term):
                 flat[name] = value
@@ -136,6 +148,7 @@ class LossMix(nn.Module):
         if not self.terms and not self.groups:
             raise LossConfigError("LossMix needs at least one term, e.g. {cls: {type: FocalLoss}}.")
         self.weighting = self._check_weighting(weighting)
+        self.aggregation = self._check_aggregation(aggregation)
         # What set_guard chooses: drop non-finite terms ('zero') / keep routed inputs ('raise').
         self.drop_nonfinite = False
         self.keep_inputs = False
@@ -187,6 +200,29 @@ class LossMix(nn.Module):
             self.track_weight(name)
         return weighting
 
+    def _check_aggregation(self, aggregation: GradientAggregation | None) -> GradientAggregation | None:
+        if aggregation is None:
+            return None
+        if self.groups:
+            raise LossConfigError(
+                f"{AGGREGATION_KEY}: gradient aggregation needs a flat mix of terms; this one has "
+                f"groups {', '.join(self.groups)}."
+            )
+        total = [t.name for t in self.term_list() if t.in_total] if self.terms else []
+        if sorted(aggregation.tasks) != sorted(total):
+            raise LossConfigError(
+                f"{AGGREGATION_KEY}: the tasks must be the terms added to the total "
+                f"({', '.join(total)}); got {', '.join(aggregation.tasks)}."
+            )
+        scoped = [t.name for t in self.term_list() if _window_scoped(t)]
+        if scoped:
+            raise LossConfigError(
+                f"term '{scoped[0]}': normalizer scope 'accumulation' divides the whole window's "
+                f"summed gradient, which {AGGREGATION_KEY} replaces per micro-batch; use the "
+                "step's own normaliser (drop 'scope: accumulation') or drop the aggregation node."
+            )
+        return aggregation
+
     @staticmethod
     def _check_term(name: str, term: Any) -> Term:
         if not isinstance(term, Term):
@@ -219,22 +255,30 @@ class LossMix(nn.Module):
         scope = node.pop(DEFAULT_SCOPE_KEY, None)
         if scope is not None:
             LOSSES.check_scope(scope, owner=f"the mix's {DEFAULT_SCOPE_KEY}")
+        aggregation_node = node.pop(AGGREGATION_KEY, None)
         built = {
             name: cls._build_child(name, child, allowed_targets, scope)
             for name, child in node.items()
             if child is not None
         }  # None: a removed term
-        weighting = None
-        if weighting_node is not None:
-            groups = [n for n, t in built.items() if not isinstance(t, Term)]
-            if groups:
+        groups = [n for n, t in built.items() if not isinstance(t, Term)]
+        tasks = [n for n, t in built.items() if isinstance(t, Term) and t.in_total]
+        weighting = aggregation = None
+        for key, what, value in (
+            (WEIGHTING_KEY, "dynamic task weighting", weighting_node),
+            (AGGREGATION_KEY, "gradient aggregation", aggregation_node),
+        ):
+            if value is not None and groups:
                 raise LossConfigError(
-                    f"{WEIGHTING_KEY}: dynamic task weighting needs a flat mix of terms; this one "
-                    f"has groups {', '.join(groups)}."
+                    f"{key}: {what} needs a flat mix of terms; this one has groups {', '.join(groups)}."
                 )
-            tasks = [n for n, t in built.items() if isinstance(t, Term) and t.in_total]
+        if weighting_node is not None:
             weighting = build_weighting(weighting_node, tasks, allowed_targets=allowed_targets)
-        return cls(built, weighting=weighting)
+        if aggregation_node is not None:
+            aggregation = GradientAggregation.from_config(
+                aggregation_node, tasks, allowed_targets=allowed_targets
+            )
+        return cls(built, weighting=weighting, aggregation=aggregation)
 
     @staticmethod
     def _build_child(
@@ -337,6 +381,9 @@ class LossMix(nn.Module):
         result.total = torch.stack(included).sum() if included else _zero_like(result.terms)
         if step is not None and any(_window_scoped(t) for t in terms):
             result.unnormalized_total = self._unnormalized(result, owner)
+        aggregation = self.aggregation
+        if aggregation is not None and step is not None and aggregation.on == "representation":
+            result.aggregation_input = aggregation.route(outputs, batch)
         return result
 
     @staticmethod
@@ -350,6 +397,41 @@ class LossMix(nn.Module):
             divisor = result.stats.get(f"{term.name}.avg_factor")
             parts.append(contribution if divisor is None else contribution * (divisor + EPS32))
         return torch.stack(parts).sum() if parts else _zero_like(result.terms)
+
+    # -- the backward -----------------------------------------------------------------------------
+    def task_terms(self, result: LossResult) -> dict[str, list[Tensor]]:
+        """Each term added to the total → its weighted contributions in ``result`` (its parts)."""
+        tasks: dict[str, list[Tensor]] = {t.name: [] for t in self.term_list() if t.in_total}
+        for key, value in result.terms.items():
+            name = key.partition(".")[0]
+            if name in tasks:
+                tasks[name].append(value)
+        return tasks
+
+    def backward(
+        self,
+        result: LossResult,
+        loss: Tensor | None = None,
+        *,
+        ordinary: Callable[[], None] | None = None,
+        loss_scale: Tensor | float = 1.0,
+        accumulating: bool = False,
+    ) -> None:
+        """Backpropagate ``loss`` (default ``result.total``): the plain backward, or with the
+        ``aggregation`` node's update (see :meth:`GradientAggregation.backward`)."""
+        loss = result.total if loss is None else loss
+        aggregation = self.aggregation
+        if aggregation is None:
+            (ordinary or loss.backward)()
+            return
+        aggregation.backward(
+            loss,
+            self.task_terms(result),
+            result.aggregation_input,
+            ordinary=ordinary,
+            loss_scale=loss_scale,
+            accumulating=accumulating,
+        )
 
     def _check_outputs(self, outputs: Any, group: str | None) -> None:
         if not isinstance(outputs, Mapping):
@@ -433,6 +515,7 @@ class LossMix(nn.Module):
             return
         keys = {name: [k for k, t in owner.items() if t.name == name] for name in weighting.tasks}
         losses = torch.stack([torch.stack([result.terms[k] for k in keys[n]]).sum() for n in weighting.tasks])
+        result.task_losses = losses.detach()
         factors, regulariser = weighting(losses, training=training)
         for i, name in enumerate(weighting.tasks):
             for key in keys[name]:
@@ -447,6 +530,12 @@ class LossMix(nn.Module):
 
 
 _NO_TOTAL = torch.zeros(())  # replaced before a LossResult leaves ``mix``
+_RESERVED = {
+    WEIGHTING_KEY: f"dynamic task weighting (e.g. {WEIGHTING_KEY}: {{type: uncertainty}})",
+    AGGREGATION_KEY: (
+        f"gradient aggregation (e.g. {AGGREGATION_KEY}: {{type: upgrad, on: shared, module: trunk}})"
+    ),
+}
 
 
 class _Gate(torch.autograd.Function):

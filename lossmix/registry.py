@@ -46,6 +46,7 @@ from lossmix.targets import (
 )
 
 __all__ = [
+    "AGGREGATORS",
     "DEFAULT_SCOPE_KEY",
     "ENV_ALLOWED_TARGETS",
     "LOSSES",
@@ -584,6 +585,7 @@ LOSSES.add_scope(
 LOSSES.add_scope(
     "mmagic", "MMagic 1.x: a weighted 'mean' divides by the weight (mask) sum; sample_wise means"
 )
+AGGREGATORS: Registry = Registry("aggregator", public_name="AGGREGATORS", supplied=("tasks",))
 
 
 def build_loss(

@@ -21,6 +21,9 @@ uncertainty Σ ½·e^{−s_i}·L_i + ½·s_i                        parameter ``
 dwa         Σ λ_i·L_i, λ = K·softmax(w/T), w = L(t−1)/L(t−2)  buffers (epoch history)
 gradnorm    Σ w_i·L_i (+ L_grad, which moves only w)        parameter ``weights``
 =========== =============================================== =========================
+
+The cheap scalarizers (FAMO, RLW, GLS, IMTL-L, DB-MTL's log-loss balancing) are in
+:mod:`lossmix.scalarizers`, registered in the same :data:`WEIGHTINGS`.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class TaskWeighting(nn.Module, metaclass=abc.ABCMeta):
     """
 
     needs_step_hooks = False
+    #: ``post_step(losses)`` wants the task losses re-evaluated after each optimizer step (FAMO).
+    needs_post_step_losses = False
 
     def __init__(self, tasks: Sequence[str]) -> None:
         super().__init__()
@@ -77,6 +82,9 @@ class TaskWeighting(nn.Module, metaclass=abc.ABCMeta):
 
     def step_end(self) -> None:
         """Called after each optimizer step (GradNorm's renormalisation)."""
+
+    def post_step(self, losses: Tensor) -> None:
+        """The task losses of the step's batch re-evaluated after the optimizer step (FAMO)."""
 
 
 class UncertaintyWeighting(TaskWeighting):
@@ -103,12 +111,6 @@ class UncertaintyWeighting(TaskWeighting):
 
 
 class DynamicWeightAverage(TaskWeighting):
-    epoch_sum: Tensor
-    epoch_count: Tensor
-    history: Tensor
-    epochs_seen: Tensor
-    lambdas: Tensor
-
     """Liu, Johns & Davison (2019): λ_k = K·exp(w_k/T) / Σ_i exp(w_i/T), w_k = L_k(t−1)/L_k(t−2).
 
     ``L_k(t)`` is the mean of task k's training loss over epoch t, summed on the
@@ -120,6 +122,12 @@ class DynamicWeightAverage(TaskWeighting):
         tasks: the weighted terms.
         temperature: T > 0 (2 in the paper); larger T flattens the weights.
     """
+
+    epoch_sum: Tensor
+    epoch_count: Tensor
+    history: Tensor
+    epochs_seen: Tensor
+    lambdas: Tensor
 
     def __init__(self, tasks: Sequence[str], *, temperature: float = 2.0) -> None:
         super().__init__(tasks)
@@ -152,9 +160,6 @@ class DynamicWeightAverage(TaskWeighting):
 
 
 class GradNorm(TaskWeighting):
-    initial_losses: Tensor
-    started: Tensor
-
     """Chen et al. (2018): weights w_i trained so each task's gradient norm on a shared layer
     follows its relative training rate.
 
@@ -175,6 +180,8 @@ class GradNorm(TaskWeighting):
     """
 
     needs_step_hooks = True
+    initial_losses: Tensor
+    started: Tensor
 
     def __init__(self, tasks: Sequence[str], *, shared: str | None = None, alpha: float = 1.5) -> None:
         super().__init__(tasks)

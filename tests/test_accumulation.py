@@ -253,3 +253,13 @@ def test_ddp_accumulation_is_the_big_batch_over_every_rank(tmp_path, sync):
     big = fit(focal(), batch_size=4 * ROWS)
     torch.testing.assert_close(ranks[0], ranks[1], rtol=0, atol=0)
     torch.testing.assert_close(ranks[0], parameters(big), rtol=0, atol=1e-6)
+
+
+def test_an_aggregation_node_with_a_window_scoped_normaliser_is_refused():
+    terms = {
+        "cls": {**FOCAL, "normalizer": {"type": "numel", "scope": "accumulation"}},
+        "reg": {"type": "L1Loss", "inputs": {"pred": "pred_boxes", "target": "boxes"}},
+        "aggregation": {"type": "upgrad", "on": "shared", "module": "trunk"},
+    }
+    with pytest.raises(LossConfigError, match=r"term 'cls': normalizer scope 'accumulation' .* aggregation"):
+        LossMix.from_config(terms)

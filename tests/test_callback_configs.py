@@ -9,6 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from lossmix.lightning.callbacks import (
+    GradientConflictMonitor,
     LossCurves,
     LossWeightSchedule,
     NonFiniteLossGuard,
@@ -33,6 +34,7 @@ def compose_train(tmp_path):
         ("loss_weights", LossWeightSchedule),
         ("nonfinite_guard", NonFiniteLossGuard),
         ("grad_monitor", TermGradientMonitor),
+        ("conflict_monitor", GradientConflictMonitor),
     ],
 )
 def test_callback_options_instantiate(compose_train, option, cls):

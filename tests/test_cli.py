@@ -46,6 +46,8 @@ def test_list_shows_losses_samplers_arguments_and_summaries(done):
         assert name in out
     assert "gamma=2.0" in out and "num=<required>" in out
     assert "Focal loss" in out
+    assert "Gradient aggregators (11)" in out and "upgrad" in out and "c=0.4" in out
+    assert "famo" in out and "lr=0.025" in out  # the cheap scalarizers are task weightings
 
 
 def test_list_imports_user_modules_first(done):

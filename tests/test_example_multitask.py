@@ -1,4 +1,4 @@
-"""Smoke test of examples/multitask.py: each weighting trains and writes its curves."""
+"""Smoke test of examples/multitask.py: each weighting, and an aggregation of each mode, trains."""
 
 from __future__ import annotations
 
@@ -24,3 +24,23 @@ def test_multitask_example(weighting, tmp_path, monkeypatch):
     assert metrics["first_step/raw/depth"] > 1e4  # the regression task's scale, from the first step
     if weighting == "none":
         assert metrics["val/raw/cls"] == pytest.approx(metrics["val/loss/cls"])
+
+
+@pytest.mark.parametrize("aggregation", ["upgrad", "aligned_mtl"])
+def test_multitask_example_with_an_aggregation(aggregation, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import multitask
+
+    argv = [
+        "--weighting",
+        "none",
+        "--aggregation",
+        aggregation,
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+    ]
+    metrics = multitask.main(argv)
+    assert {"train/loss/depth_epoch", "train/loss/cls_epoch"} <= set(metrics)

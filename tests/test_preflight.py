@@ -103,3 +103,18 @@ def test_manual_optimization_takes_no_step_in_the_dry_run():
         return record.values
 
     assert fit(True) == fit(False)
+
+
+def test_a_training_step_that_reads_the_last_result_works_in_the_dry_run():
+    seen: list[object] = []
+
+    class Reads(Regressor):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            seen.append(self.last_loss_result.total)  # the dry run's result too
+            return loss
+
+    model = Reads(terms={"reg": {"type": "L1Loss", "inputs": {"pred": "pred", "target": "y"}}}, lr=0.1)
+    trainer(max_steps=2).fit(model, loader(16, 4))
+    assert len(seen) == 3  # the dry run, then two steps
+    assert model.last_loss_result is not None and model.last_loss_result.total is seen[-1]

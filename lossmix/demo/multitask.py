@@ -3,14 +3,17 @@
 A regression head predicts a target in the hundreds (its MSE starts near 1.5·10⁵) and a
 3-class head a label (its cross-entropy starts near 1). With fixed weights the
 regression term swamps the gradient; a ``weighting:`` node (uncertainty, DWA,
-GradNorm with ``shared: trunk.2``) re-balances them. The term nodes route:
+GradNorm with ``shared: trunk.2``) re-balances them, and an ``aggregation:`` node
+balances their gradients (``{type: upgrad, on: shared, module: trunk}`` or
+``{type: mgda, on: representation, input: features}``). The term nodes route:
 
-==========  ========  ==========================
-outputs     shape     batch
-==========  ========  ==========================
-``depth``   (N,)      ``depth_gt`` (N,), float
-``logits``  (N, 3)    ``label`` (N,), class index
-==========  ========  ==========================
+============  ========  ==========================
+outputs       shape     batch
+============  ========  ==========================
+``depth``     (N,)      ``depth_gt`` (N,), float
+``logits``    (N, 3)    ``label`` (N,), class index
+``features``  (N, W)    (the trunk's output, for ``on: representation``)
+============  ========  ==========================
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ class TwoTasks(CompositeLoss, pl.LightningModule):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         h = self.trunk(x)
-        return {"depth": self.depth_head(h).squeeze(-1), "logits": self.cls_head(h)}
+        return {"depth": self.depth_head(h).squeeze(-1), "logits": self.cls_head(h), "features": h}
 
     def _step(self, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         x, depth, label = batch

@@ -2,6 +2,7 @@
 
 from lossmix.lightning.callbacks import (
     ClassCountsFromData,
+    GradientConflictMonitor,
     LossCurves,
     LossSchedule,
     LossWeightSchedule,
@@ -16,6 +17,7 @@ from lossmix.lightning.mixin import CompositeLoss
 __all__ = [
     "ClassCountsFromData",
     "CompositeLoss",
+    "GradientConflictMonitor",
     "LossCurves",
     "LossSchedule",
     "LossWeightSchedule",

@@ -10,12 +10,20 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
+from torch import Tensor
 
 from lossmix.errors import LossConfigError
 from lossmix.lightning.logging import TermLogger
 from lossmix.mix import LossMix, LossResult
 
-__all__ = ["find_loss_mix", "last_result_of", "loss_mix_of", "loss_step_of", "term_logger_of"]
+__all__ = [
+    "find_loss_mix",
+    "last_result_of",
+    "loss_mix_of",
+    "loss_step_of",
+    "reevaluate_tasks_of",
+    "term_logger_of",
+]
 
 
 def find_loss_mix(pl_module: Any) -> LossMix | None:
@@ -50,3 +58,11 @@ def term_logger_of(pl_module: Any) -> TermLogger | None:
     term_logger = getattr(pl_module, "term_logger", None)
     logger = term_logger() if callable(term_logger) else None
     return logger if isinstance(logger, TermLogger) else None
+
+
+def reevaluate_tasks_of(pl_module: Any, batch: Any, batch_idx: int) -> Tensor | None:
+    """The task losses of ``batch`` with the module's current parameters, without gradients or
+    logging (:meth:`~lossmix.CompositeLoss.reevaluate_tasks`); ``None`` when the module has none."""
+    reevaluate = getattr(pl_module, "reevaluate_tasks", None)
+    losses = reevaluate(batch, batch_idx) if callable(reevaluate) else None
+    return losses if isinstance(losses, Tensor) else None

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from torch import Tensor
 
-from lossmix.compat import batches_stepped, trainer_callbacks
+from lossmix.compat import amp_loss_scale, batches_stepped, should_accumulate, trainer_callbacks
 from lossmix.lightning.callbacks.accumulation import AccumulationScope, window_scoped_terms
 from lossmix.lightning.callbacks.class_counts import ClassCountsFromData, waiting_for_counts
 from lossmix.lightning.callbacks.preflight import PreflightBatch
@@ -51,6 +52,10 @@ class _InertOptimizer:
         return getattr(self._optimizer, name)
 
 
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    """Stands in for ``self.log`` while :meth:`CompositeLoss.reevaluate_tasks` re-runs a step."""
+
+
 class CompositeLoss:
     """LightningModule mixin: ``configure_loss(node)`` once, ``compute_loss(...)`` each step.
 
@@ -73,12 +78,18 @@ class CompositeLoss:
     Before the first step, one batch is routed through every term as a dry run
     (:class:`~lossmix.lightning.callbacks.PreflightBatch`), so a wrong key, shape or dtype
     fails in seconds; set ``loss_preflight = False`` to skip it.
+
+    With an ``aggregation:`` node, :meth:`backward` (Lightning's hook) backpropagates
+    the training step's loss through :meth:`LossMix.backward`, inside automatic
+    optimization: accumulation, clipping, AMP scaling and DDP work as for a plain sum.
     """
 
     loss_mix: LossMix
     last_loss_result: LossResult | None = None
     loss_preflight: bool = True
     _lossmix_dry_run: bool = False
+    _lossmix_train_result: LossResult | None = None
+    _lossmix_probe: LossResult | bool | None = None
 
     def configure_loss(self, node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()) -> LossMix:
         """Build ``self.loss_mix`` from a term mapping (dict/DictConfig) or take a ``LossMix``.
@@ -141,7 +152,8 @@ class CompositeLoss:
             if not present(kind):
                 found.append(kind())
         mix = getattr(self, "loss_mix", None)
-        if getattr(mix, "weighting", None) is not None and not present(TaskWeightingUpdates):
+        drives = getattr(mix, "weighting", None) is not None or getattr(mix, "aggregation", None) is not None
+        if drives and not present(TaskWeightingUpdates):
             found.append(TaskWeightingUpdates())
         if waiting_for_counts(self) and not present(ClassCountsFromData):
             found.append(ClassCountsFromData())
@@ -164,6 +176,56 @@ class CompositeLoss:
         if isinstance(found, list):
             return [_InertOptimizer(o) for o in found]
         return _InertOptimizer(found)
+
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lightning's backward hook: the plain backward, or, with an ``aggregation:`` node, the
+        aggregated one for the training step's result (AMP scale and accumulation from the
+        trainer)."""
+        parent = getattr(super(), "backward", None)  # LightningModule's, after us
+        if not callable(parent):
+            raise TypeError(f"{type(self).__name__}: CompositeLoss must come before a LightningModule.")
+
+        def ordinary() -> None:
+            parent(loss, *args, **kwargs)
+
+        mix = getattr(self, "loss_mix", None)
+        if not isinstance(mix, LossMix) or mix.aggregation is None:
+            ordinary()
+            return
+        result, self._lossmix_train_result = self._lossmix_train_result, None
+        if result is None:
+            raise RuntimeError(
+                f"{type(self).__name__}: the loss mix has an aggregation node, so the training step's "
+                "loss must come from self.compute_loss(...) in training_step, once per backward."
+            )
+        trainer = self._lossmix_trainer()
+        mix.backward(
+            result,
+            loss,
+            ordinary=ordinary,
+            loss_scale=1.0 if trainer is None else amp_loss_scale(trainer),
+            accumulating=False if trainer is None else should_accumulate(trainer),
+        )
+
+    def reevaluate_tasks(self, batch: Any, batch_idx: int) -> Tensor | None:
+        """The task losses of ``training_step(batch)`` with the current parameters, without
+        gradients, logging or a stored result (FAMO's post-step losses); ``None`` when the step
+        computed no loss through :meth:`compute_loss`."""
+        step = getattr(self, "training_step", None)
+        if not callable(step):
+            return None
+        self._lossmix_probe = True
+        muted = {name: getattr(self, name) for name in ("log", "log_dict")}
+        for name in muted:
+            setattr(self, name, _ignore)
+        try:
+            with torch.no_grad():
+                step(batch, batch_idx)
+        finally:
+            for name in muted:
+                delattr(self, name)
+            probe, self._lossmix_probe = self._lossmix_probe, None
+        return probe.task_losses if isinstance(probe, LossResult) else None
 
     # -- the step ----------------------------------------------------------------------------
     def compute_loss(
@@ -189,11 +251,17 @@ class CompositeLoss:
                 f"{type(self).__name__}: call self.configure_loss(cfg) in __init__ before compute_loss()."
             )
         stage = stage or self.loss_stage()
+        if self._lossmix_probe is not None:  # reevaluate_tasks: the result only
+            probe: LossResult = self.loss_mix(outputs, batch, group=group)
+            self._lossmix_probe = probe
+            return probe.total
         step = self.loss_step() if stage == "train" and self._lossmix_trainer() else None
         result: LossResult = self.loss_mix(outputs, batch, step=step, group=group)
+        self.last_loss_result = result  # the dry run restores the previous one on exit
         if self._lossmix_dry_run:  # PreflightBatch: checked, not logged
             return result.total
-        self.last_loss_result = result
+        if step is not None:
+            self._lossmix_train_result = result
         logger = self.term_logger()
         if logger is not None:
             size = batch_size if batch_size is not None else _batch_size(batch, outputs)

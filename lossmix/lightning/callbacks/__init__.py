@@ -1,9 +1,13 @@
-"""Lightning callbacks: schedules, the non-finite guard, gradient monitor, curves, class counts."""
+"""Lightning callbacks: schedules, the non-finite guard, gradient monitors, curves, class counts."""
 
 from lossmix.lightning.callbacks.accumulation import AccumulationScope
 from lossmix.lightning.callbacks.class_counts import ClassCountsFromData
 from lossmix.lightning.callbacks.curves import LossCurves, plot_loss_curves
-from lossmix.lightning.callbacks.grad_monitor import TermGradientMonitor, term_gradient_norms
+from lossmix.lightning.callbacks.grad_monitor import (
+    GradientConflictMonitor,
+    TermGradientMonitor,
+    term_gradient_norms,
+)
 from lossmix.lightning.callbacks.guard import NonFiniteLoss, NonFiniteLossGuard
 from lossmix.lightning.callbacks.preflight import PreflightBatch
 from lossmix.lightning.callbacks.schedule import LossSchedule, LossWeightSchedule, Schedule
@@ -12,6 +16,7 @@ from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
 __all__ = [
     "AccumulationScope",
     "ClassCountsFromData",
+    "GradientConflictMonitor",
     "LossCurves",
     "LossSchedule",
     "LossWeightSchedule",

@@ -39,11 +39,13 @@ def dry_run(pl_module: Any) -> Iterator[None]:
     mix_state = copy.deepcopy(mix.state_dict()) if mix is not None else None
     streams = _streams()
     previous = getattr(pl_module, "_lossmix_dry_run", False)
+    last_result = getattr(pl_module, "last_loss_result", None)
     pl_module._lossmix_dry_run = True
     try:
         yield
     finally:
         pl_module._lossmix_dry_run = previous
+        pl_module.last_loss_result = last_result
         with torch.no_grad():
             for name, buffer in pl_module.named_buffers():
                 if name in buffers:
