@@ -24,7 +24,7 @@ from torch import Tensor
 from lossmix.distributed import rank as _distributed_rank
 from lossmix.errors import LossConfigError
 
-__all__ = ["SEED_RANGE", "SeededGenerator", "check_seed"]
+__all__ = ["SEED_RANGE", "SeededGenerator", "check_seed", "prime_generators"]
 
 # Added to every seed so a component seeded like the global generator (seed_everything(s)
 # and no explicit seed) does not replay its stream.
@@ -95,6 +95,13 @@ class SeededGenerator:
         self._keys = (0, 0)
         self._counter: Tensor | None = None
 
+    def prime(self, device: torch.device) -> None:
+        """Fix the seed (``torch.initial_seed()`` when none was given, plus the rank) and put
+        the counter on ``device`` now, eagerly: what the first draw would do. Call it before
+        ``torch.compile`` traces the first draw (``CompositeLoss(loss_compile=True)`` does),
+        since the global seed and the rank cannot be read inside a graph."""
+        self._start(device)
+
     def _start(self, device: torch.device) -> Tensor:
         """The counter on ``device`` (created at 0, or moved there, on first use)."""
         if self._generator_seed is None:
@@ -141,3 +148,15 @@ class SeededGenerator:
             self._counter = torch.zeros((), dtype=torch.int64)
             return
         self._counter = torch.as_tensor(state["counter"], dtype=torch.int64).clone()
+
+
+def prime_generators(module: torch.nn.Module, device: torch.device) -> int:
+    """:meth:`SeededGenerator.prime` every generator held by ``module`` or its submodules (as
+    any attribute); returns how many. Idempotent: a primed or resumed stream is unchanged."""
+    seen = 0
+    for sub in module.modules():
+        for value in vars(sub).values():
+            if isinstance(value, SeededGenerator):
+                value.prime(device)
+                seen += 1
+    return seen

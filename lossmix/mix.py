@@ -378,7 +378,7 @@ class LossMix(nn.Module):
             self._apply_weighting(result, owner, training=step is not None)
         result.dynamic = tuple(k for k, t in owner.items() if t.log_weight and k not in shared)
         included = [c for k, c in result.terms.items() if k not in owner or owner[k].in_total]
-        result.total = torch.stack(included).sum() if included else _zero_like(result.terms)
+        result.total = sum_of(included) if included else _zero_like(result.terms)
         if step is not None and any(_window_scoped(t) for t in terms):
             result.unnormalized_total = self._unnormalized(result, owner)
         aggregation = self.aggregation
@@ -396,7 +396,7 @@ class LossMix(nn.Module):
                 continue
             divisor = result.stats.get(f"{term.name}.avg_factor")
             parts.append(contribution if divisor is None else contribution * (divisor + EPS32))
-        return torch.stack(parts).sum() if parts else _zero_like(result.terms)
+        return sum_of(parts) if parts else _zero_like(result.terms)
 
     # -- the backward -----------------------------------------------------------------------------
     def task_terms(self, result: LossResult) -> dict[str, list[Tensor]]:
@@ -572,6 +572,18 @@ def _gate(value: Any, keep: Tensor) -> Any:
     if isinstance(value, Tensor) and value.requires_grad:
         return _Gate.apply(value, keep)  # type: ignore[no-untyped-call]  # torch's stub is untyped
     return value
+
+
+def sum_of(values: list[Tensor]) -> Tensor:
+    """``Σ values`` of scalar tensors: one ``stack`` and one ``sum`` in eager mode (two ops
+    whatever K); under ``torch.compile`` a chain of adds, which Inductor fuses into the
+    step's kernel, where a stack would write K aliased views of one buffer first."""
+    if torch.compiler.is_compiling():
+        total = values[0]
+        for value in values[1:]:
+            total = total + value
+        return total
+    return torch.stack(values).sum()
 
 
 def _window_scoped(term: Term) -> bool:

@@ -143,6 +143,10 @@ def build(
             f"lossmix.preflight={preflight_on!r} is not valid; use true (route one batch "
             "through every term before training) or false."
         )
+    compile_on = lossmix_node.get("compile")
+    from lossmix.lightning.callbacks.compiled import check_compile_option  # with Lightning's import
+
+    check_compile_option(plain(compile_on) if compile_on is not None else None, "lossmix.compile")
     # The grants hold while the nodes are built (the model builds its terms in __init__);
     # they are not part of the model, so a checkpoint's hyper-parameters cannot carry them.
     with secrets_hidden(cfg), trusting(trust.allowed):
@@ -178,6 +182,8 @@ def build(
             )
         if preflight_on is not None:
             model.loss_preflight = preflight_on
+        if compile_on is not None:
+            model.loss_compile = plain(compile_on)
         callbacks = instantiate_children(
             cfg.get("callbacks"), "callbacks", base=bases["callbacks"], allowed=trust.allowed
         )

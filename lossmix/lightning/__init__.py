@@ -2,6 +2,7 @@
 
 from lossmix.lightning.callbacks import (
     ClassCountsFromData,
+    CompiledStep,
     GradientConflictMonitor,
     LossCurves,
     LossSchedule,
@@ -16,6 +17,7 @@ from lossmix.lightning.mixin import CompositeLoss
 
 __all__ = [
     "ClassCountsFromData",
+    "CompiledStep",
     "CompositeLoss",
     "GradientConflictMonitor",
     "LossCurves",

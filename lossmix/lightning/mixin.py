@@ -12,6 +12,7 @@ from torch import Tensor
 from lossmix.compat import amp_loss_scale, batches_stepped, should_accumulate, trainer_callbacks
 from lossmix.lightning.callbacks.accumulation import AccumulationScope, window_scoped_terms
 from lossmix.lightning.callbacks.class_counts import ClassCountsFromData, waiting_for_counts
+from lossmix.lightning.callbacks.compiled import CompiledStep, check_compile_option
 from lossmix.lightning.callbacks.preflight import PreflightBatch
 from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
 from lossmix.lightning.logging import TermLogger
@@ -77,7 +78,9 @@ class CompositeLoss:
 
     Before the first step, one batch is routed through every term as a dry run
     (:class:`~lossmix.lightning.callbacks.PreflightBatch`), so a wrong key, shape or dtype
-    fails in seconds; set ``loss_preflight = False`` to skip it.
+    fails in seconds; set ``loss_preflight = False`` to skip it. Set ``loss_compile = True``
+    (or a mapping of ``torch.compile`` options) to run the whole ``training_step`` as one
+    compiled graph (:class:`~lossmix.lightning.callbacks.CompiledStep`).
 
     With an ``aggregation:`` node, :meth:`backward` (Lightning's hook) backpropagates
     the training step's loss through :meth:`LossMix.backward`, inside automatic
@@ -87,6 +90,8 @@ class CompositeLoss:
     loss_mix: LossMix
     last_loss_result: LossResult | None = None
     loss_preflight: bool = True
+    #: ``True`` (or ``torch.compile`` options): compile ``training_step`` as one graph
+    loss_compile: bool | Mapping[str, Any] = False
     _lossmix_dry_run: bool = False
     _lossmix_train_result: LossResult | None = None
     _lossmix_probe: LossResult | bool | None = None
@@ -148,6 +153,9 @@ class CompositeLoss:
 
         if not present(TermLogger):
             found.append(TermLogger())
+        options = check_compile_option(self.loss_compile, f"{type(self).__name__}.loss_compile")
+        if options is not None and not present(CompiledStep):
+            found.append(CompiledStep(options))
         for kind in (PreflightBatch, DataPosition, RandomState):  # a check, then resume
             if not present(kind):
                 found.append(kind())

@@ -2,6 +2,7 @@
 
 from lossmix.lightning.callbacks.accumulation import AccumulationScope
 from lossmix.lightning.callbacks.class_counts import ClassCountsFromData
+from lossmix.lightning.callbacks.compiled import CompiledStep
 from lossmix.lightning.callbacks.curves import LossCurves, plot_loss_curves
 from lossmix.lightning.callbacks.grad_monitor import (
     GradientConflictMonitor,
@@ -16,6 +17,7 @@ from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
 __all__ = [
     "AccumulationScope",
     "ClassCountsFromData",
+    "CompiledStep",
     "GradientConflictMonitor",
     "LossCurves",
     "LossSchedule",
