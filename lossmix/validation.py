@@ -24,6 +24,8 @@ __all__ = [
     "check_choice",
     "check_class_indices",
     "check_float",
+    "check_fused",
+    "check_index_or_dense_target",
     "check_int",
     "check_optional_int",
     "check_positive",
@@ -48,6 +50,21 @@ def check_bool(owner: str, name: str, value: Any) -> bool:
     """``value`` if it is ``True`` or ``False`` (not ``1``, not ``'yes'``), else raise."""
     if not isinstance(value, bool):
         raise LossConfigError(f"{owner}: {name}={value!r} is not valid; use True or False.")
+    return value
+
+
+def check_fused(owner: str, value: Any) -> bool | None:
+    """A loss's ``fused`` switch: ``None`` (automatic), ``True`` or ``False``, else raise.
+
+    >>> check_fused("FocalLoss", None), check_fused("FocalLoss", False)
+    (None, False)
+    """
+    if value is not None and not isinstance(value, bool):
+        raise LossConfigError(
+            f"{owner}: fused={value!r} is not valid; use None (automatic: the fused kernel where it "
+            "is exact and faster), True (the fused kernel wherever it applies) or False (the plain "
+            "formula)."
+        )
     return value
 
 
@@ -188,19 +205,16 @@ def check_class_indices(
         )
 
 
-def index_or_dense_target(owner: str, pred: Tensor, target: Tensor) -> Tensor:
-    """Float targets shaped like ``pred`` ``(N, C, *)``: from such a tensor, or from class
-    indices ``(N, *)`` whose value ``C = pred.size(1)`` is the background (an all-zero row).
-    """
-    from lossmix.functional.cross_entropy import one_hot_targets
-
+def check_index_or_dense_target(owner: str, pred: Tensor, target: Tensor) -> bool:
+    """Check ``target`` is float targets shaped like ``pred`` ``(N, C, *)`` (then return True) or
+    class indices ``(N, *)`` in ``[0, C]``, ``C = pred.size(1)`` the background (return False)."""
     if pred.dim() < 2:
         raise LossInputError(
             f"{owner}: pred of shape {tuple(pred.shape)} needs a class dimension: (N, C, *)."
         )
     if target.dim() == pred.dim():
         check_same_shape(owner, pred, target)
-        return target.to(pred.dtype)
+        return True
     expected = (pred.shape[0], *pred.shape[2:])
     if target.is_floating_point() or target.dtype == torch.bool or tuple(target.shape) != expected:
         raise LossInputError(
@@ -209,6 +223,17 @@ def index_or_dense_target(owner: str, pred: Tensor, target: Tensor) -> Tensor:
             f"{tuple(target.shape)} and dtype {target.dtype}."
         )
     check_class_indices(owner, target, pred.size(1), background_ok=True)
+    return False
+
+
+def index_or_dense_target(owner: str, pred: Tensor, target: Tensor) -> Tensor:
+    """Float targets shaped like ``pred`` ``(N, C, *)``: from such a tensor, or from class
+    indices ``(N, *)`` whose value ``C = pred.size(1)`` is the background (an all-zero row).
+    """
+    from lossmix.functional.cross_entropy import one_hot_targets
+
+    if check_index_or_dense_target(owner, pred, target):
+        return target.to(pred.dtype)
     return one_hot_targets(target, pred.size(1), dtype=pred.dtype)
 
 

@@ -76,6 +76,11 @@ def test_hyper_parameter_override(compose_train, detector_batch):
     assert mix.terms["cls"].loss.gamma == 1.5
 
 
+def test_fused_kernels_are_switched_per_term(compose_train, detector_batch):
+    mix, _ = run_mix(compose_train("loss.cls.fused=true", "loss.reg.fused=false"), detector_batch)
+    assert mix.terms["cls"].loss.fused is True and mix.terms["reg"].loss.fused is False
+
+
 def test_weight_override(compose_train, detector_batch):
     mix, result = run_mix(compose_train("loss.cls.loss_weight=0.5"), detector_batch)
     assert mix.terms["cls"].weight == 0.5

@@ -16,6 +16,7 @@ from lossmix.functional import cross_entropy as _cross_entropy
 from lossmix.functional import dice as _dice
 from lossmix.functional import embedding as _embedding
 from lossmix.functional import focal as _focal
+from lossmix.functional import fused as _fused
 from lossmix.functional import ghm as _ghm
 from lossmix.functional import heatmap as _heatmap
 from lossmix.functional import image as _image
@@ -35,6 +36,7 @@ from lossmix.functional.cross_entropy import *  # noqa: F403
 from lossmix.functional.dice import *  # noqa: F403
 from lossmix.functional.embedding import *  # noqa: F403
 from lossmix.functional.focal import *  # noqa: F403
+from lossmix.functional.fused import *  # noqa: F403
 from lossmix.functional.ghm import *  # noqa: F403
 from lossmix.functional.heatmap import *  # noqa: F403
 from lossmix.functional.image import *  # noqa: F403
@@ -56,6 +58,7 @@ __all__ = [
     *_dice.__all__,
     *_embedding.__all__,
     *_focal.__all__,
+    *_fused.__all__,
     *_ghm.__all__,
     *_heatmap.__all__,
     *_image.__all__,

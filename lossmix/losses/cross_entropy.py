@@ -16,6 +16,7 @@ from lossmix.functional.cross_entropy import (
     one_hot_targets,
     sigmoid_cross_entropy,
 )
+from lossmix.functional.fused import fused_applies, fused_cross_entropy
 from lossmix.losses.base import ElementLoss, WeightedLoss
 from lossmix.losses.class_balance import ClassCountsMixin, class_weight_argument
 from lossmix.reduction import AvgFactor
@@ -24,6 +25,7 @@ from lossmix.validation import (
     check_bool,
     check_class_indices,
     check_float,
+    check_fused,
     check_optional_int,
     check_same_shape,
 )
@@ -69,6 +71,12 @@ class CrossEntropyLoss(ClassCountsMixin, WeightedLoss):
     one call. Class indices out of range raise (``LossInputError``) rather than
     being silently masked as in MMDetection's sigmoid path.
 
+    ``fused=True`` (softmax with class-index targets only) takes
+    :func:`lossmix.functional.fused_cross_entropy` (loss and gradient in one forward pass,
+    the same numbers); ``None`` (automatic) and ``False`` keep torch's ``cross_entropy``,
+    which the fused kernel did not beat on CPU (1.05-1.8× the time, the same peak memory,
+    ``benchmarks/RESULTS.md``).
+
     Shapes: ``pred``: ``(N, C, *)`` (sigmoid also ``(N,)``); ``target``: ``(N, *)`` indices
     or ``(N, C, *)``; ``weight``: one per row ``(N, *)`` or per element.
     """
@@ -95,6 +103,7 @@ class CrossEntropyLoss(ClassCountsMixin, WeightedLoss):
         ignore_index: int | None = None,
         avg_non_ignore: bool = False,
         label_smoothing: float = 0.0,
+        fused: bool | None = None,
         reduction: str = "mean",
         loss_weight: float = 1.0,
     ) -> None:
@@ -104,6 +113,12 @@ class CrossEntropyLoss(ClassCountsMixin, WeightedLoss):
         self.use_mask = check_bool(name, "use_mask", use_mask)
         if use_sigmoid and use_mask:
             raise LossConfigError(f"{name}: use_sigmoid=True and use_mask=True exclude each other; pick one.")
+        self.fused = check_fused(name, fused)
+        if self.fused and (use_sigmoid or use_mask):
+            raise LossConfigError(
+                f"{name}: fused=True needs the softmax cross-entropy (use_sigmoid=False, "
+                "use_mask=False); use fused=None or False here."
+            )
         self.ignore_index = check_optional_int(name, "ignore_index", ignore_index)
         self.avg_non_ignore = check_bool(name, "avg_non_ignore", avg_non_ignore)
         self.label_smoothing = check_float(name, "label_smoothing", label_smoothing, low=0.0, high=1.0)
@@ -201,7 +216,9 @@ class CrossEntropyLoss(ClassCountsMixin, WeightedLoss):
             )
         if self.use_sigmoid:
             return self._sigmoid(pred, target, weight, ignore, dense)
-        loss = cross_entropy(
+        fused = not dense and fused_applies(self.fused, "cross_entropy", pred, weight)
+        kernel = fused_cross_entropy if fused else cross_entropy
+        loss = kernel(
             pred, target, class_weight=weight, ignore_index=ignore, label_smoothing=self.label_smoothing
         )
         # MMDetection's count: every target element that is not ignore_index (per element

@@ -57,6 +57,7 @@ class CrossEntropyCustomLoss(CrossEntropyLoss):
         ignore_index: int | None = None,
         avg_non_ignore: bool = False,
         label_smoothing: float = 0.0,
+        fused: bool | None = None,
         reduction: str = "mean",
         loss_weight: float = 1.0,
     ) -> None:
@@ -67,6 +68,7 @@ class CrossEntropyCustomLoss(CrossEntropyLoss):
             ignore_index=ignore_index,
             avg_non_ignore=avg_non_ignore,
             label_smoothing=label_smoothing,
+            fused=fused,
             reduction=reduction,
             loss_weight=loss_weight,
         )
@@ -120,6 +122,7 @@ class FocalCustomLoss(FocalLoss):
         gamma: float = 2.0,
         alpha: float = 0.25,
         activated: bool = False,
+        fused: bool | None = None,
         reduction: str = "mean",
         loss_weight: float = 1.0,
     ) -> None:
@@ -129,7 +132,12 @@ class FocalCustomLoss(FocalLoss):
                 "focal loss, as in MMDetection); use True."
             )
         super().__init__(
-            gamma=gamma, alpha=alpha, activated=activated, reduction=reduction, loss_weight=loss_weight
+            gamma=gamma,
+            alpha=alpha,
+            activated=activated,
+            fused=fused,
+            reduction=reduction,
+            loss_weight=loss_weight,
         )
         self.num_classes = check_int(self.loss_name, "num_classes", num_classes, min=1)
 
