@@ -238,6 +238,13 @@ def check_node_values(path: str, node: Mapping[str, Any], obj: Any) -> None:
             )
 
 
+def _literal(value: Any) -> str:
+    """``value`` as it is written on the command line (``null``, ``true``, ``2.0``)."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)
+
+
 def _example(allowed: tuple[type, ...], default: Any) -> str:
     if default is not REQUIRED and default is not None:
         return str(default)
@@ -319,7 +326,8 @@ def _check_types(
     for key, allowed in types_.items():
         if key in node and allowed is not None and not _fits(node[key], allowed):
             value, default = node[key], params.get(key, REQUIRED)
-            example = "" if default is REQUIRED else (f" (default {default!r}): e.g. {path}.{key}={default}")
+            shown = _literal(default)
+            example = "" if default is REQUIRED else f" (default {shown}): e.g. {path}.{key}={shown}"
             raise LossConfigError(
                 f"{label}: {key}={value!r} is a {type(value).__name__}, but {key} expects "
                 f"{_type_names(allowed)}{example}."

@@ -139,6 +139,9 @@ def test_wrong_type_names_the_expected_type(compose_train):
         check_loss_config(compose_train("loss.cls.gamma=abc").loss)
     with pytest.raises(LossConfigError, match=r"term 'cls'.*every=1.5.*expects int"):
         check_loss_config(compose_train("loss.cls.every=1.5").loss)
+    # the example is written as on the command line: null, not Python's None
+    with pytest.raises(LossConfigError, match=r"fused='maybe'.*\(default null\): e.g. loss.cls.fused=null\."):
+        check_loss_config(compose_train("loss.cls.fused=maybe").loss)
 
 
 def test_sampler_typo_is_named(compose_train):
