@@ -13,7 +13,6 @@ step shares a single collective:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
@@ -23,62 +22,23 @@ import lossmix.scalarizers as _scalarizers  # noqa: F401  (registers famo, rlw, 
 from lossmix.aggregation import AGGREGATION_KEY, GradientAggregation
 from lossmix.distributed import all_reduce_mean
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.nodes import is_group_node, is_term_node, secrets_hidden, to_plain
+from lossmix.mix_build import (
+    build_parts,
+    check_aggregation,
+    check_shared_log_names,
+    check_weighting,
+    window_scoped,
+)
+from lossmix.nodes import secrets_hidden, to_plain
 from lossmix.reduction import EPS32
-from lossmix.registry import DEFAULT_SCOPE_KEY, LOSSES
+from lossmix.result import LossResult, device_of, gate, sum_of, zero_like
 from lossmix.term import Term, TermInputs, check_term_name
 from lossmix.validation import check_choice, check_float
-from lossmix.weighting import WEIGHTING_KEY, TaskWeighting, build_weighting
+from lossmix.weighting import WEIGHTING_KEY, TaskWeighting
 
 __all__ = ["AGGREGATION_KEY", "GUARD_POLICIES", "WEIGHTING_KEY", "LossMix", "LossResult"]
 
 GUARD_POLICIES: tuple[str, ...] = ("raise", "skip", "zero")
-
-
-@dataclass
-class LossResult:
-    """One step's losses.
-
-    Attributes:
-        total: the objective, Σ weight × raw over the terms with ``in_total``.
-        terms: weighted contribution of every term and sub-term, by log key (``name`` /
-            ``name.part``; a term's ``loss_name`` replaces its name). Terms sharing a log key
-            are added into one entry, as MMagic sums its same-named losses.
-        raw: the same before the scalar weight (step 5); for a shared log key, the sum of
-            the weighted contributions (with weight 1).
-        weights: the effective weight used this step (lazy ×k included; 0 when skipped).
-        stats: counts such as ``cls.num_pos``, ``cls.num_sampled``, ``cls.avg_factor``.
-        group: the group computed, or ``None``.
-        dynamic: keys whose weight changes during training (scheduled or learned);
-            their weights are logged as ``{stage}/weight/{key}``.
-        inputs: each computed term's routed arguments, kept only when
-            ``LossMix.keep_inputs`` is set (the non-finite guard's ``raise`` policy).
-        skipped: keys of the lazy terms this step skipped (their values are connected zeros;
-            the logger keeps their last computed value instead).
-        unnormalized_total: in training, when the terms' normalisers have ``scope:
-            accumulation``: the total with each term's divisor multiplied back (Σ weight ×
-            the loss's sum), for the gradient-accumulation window's own divisor.
-        task_losses: the weighted task losses before the ``weighting`` factors, stacked
-            (detached), when the mix has a weighting.
-        aggregation_input: the routed representation of an ``aggregation`` node with
-            ``on: representation`` (training steps).
-    """
-
-    total: Tensor
-    terms: dict[str, Tensor]
-    raw: dict[str, Tensor]
-    weights: dict[str, float | Tensor]
-    stats: dict[str, Tensor] = field(default_factory=dict)
-    group: str | None = None
-    dynamic: tuple[str, ...] = ()
-    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    skipped: tuple[str, ...] = ()
-    unnormalized_total: Tensor | None = None
-    task_losses: Tensor | None = None
-    aggregation_input: Tensor | None = None
-
-    def __getitem__(self, name: str) -> Tensor:
-        return self.terms[name]
 
 
 class LossMix(nn.Module):
@@ -144,7 +104,7 @@ class LossMix(nn.Module):
             )
         self.terms = nn.ModuleDict({n: self._check_term(n, t) for n, t in flat.items()})
         for table in (self.terms, *self.groups.values()):
-            _check_shared_log_names([cast(Term, t) for t in cast(nn.ModuleDict, table).values()])
+            check_shared_log_names([cast(Term, t) for t in cast(nn.ModuleDict, table).values()])
         if not self.terms and not self.groups:
             raise LossConfigError("LossMix needs at least one term, e.g. {cls: {type: FocalLoss}}.")
         self.weighting = self._check_weighting(weighting)
@@ -174,54 +134,10 @@ class LossMix(nn.Module):
         self.keep_inputs = policy == "raise"
 
     def _check_weighting(self, weighting: TaskWeighting | None) -> TaskWeighting | None:
-        if weighting is None:
-            return None
-        if self.groups:
-            raise LossConfigError(
-                f"{WEIGHTING_KEY}: dynamic task weighting needs a flat mix of terms; this one has "
-                f"groups {', '.join(self.groups)}."
-            )
-        logs = [t.log_name for t in self.term_list()]
-        shared = [t.name for t in self.term_list() if logs.count(t.log_name) > 1]
-        if shared:
-            raise LossConfigError(
-                f"{WEIGHTING_KEY}: term '{shared[0]}' shares its loss_name with another term; dynamic "
-                "task weighting weighs terms one by one, so give each its own loss_name."
-            )
-        unknown = [n for n in weighting.tasks if n not in self.terms]
-        flat = {t.name: t for t in self.term_list()} if self.terms else {}
-        excluded = [n for n in weighting.tasks if n in flat and not flat[n].in_total]
-        if unknown or excluded:
-            raise LossConfigError(
-                f"{WEIGHTING_KEY}: tasks must be terms added to the total; "
-                f"{(unknown + excluded)[0]!r} is not one (terms: {', '.join(self.terms)})."
-            )
-        for name in weighting.tasks:
-            self.track_weight(name)
-        return weighting
+        return check_weighting(self, weighting)
 
     def _check_aggregation(self, aggregation: GradientAggregation | None) -> GradientAggregation | None:
-        if aggregation is None:
-            return None
-        if self.groups:
-            raise LossConfigError(
-                f"{AGGREGATION_KEY}: gradient aggregation needs a flat mix of terms; this one has "
-                f"groups {', '.join(self.groups)}."
-            )
-        total = [t.name for t in self.term_list() if t.in_total] if self.terms else []
-        if sorted(aggregation.tasks) != sorted(total):
-            raise LossConfigError(
-                f"{AGGREGATION_KEY}: the tasks must be the terms added to the total "
-                f"({', '.join(total)}); got {', '.join(aggregation.tasks)}."
-            )
-        scoped = [t.name for t in self.term_list() if _window_scoped(t)]
-        if scoped:
-            raise LossConfigError(
-                f"term '{scoped[0]}': normalizer scope 'accumulation' divides the whole window's "
-                f"summed gradient, which {AGGREGATION_KEY} replaces per micro-batch; use the "
-                "step's own normaliser (drop 'scope: accumulation') or drop the aggregation node."
-            )
-        return aggregation
+        return check_aggregation(self, aggregation)
 
     @staticmethod
     def _check_term(name: str, term: Any) -> Term:
@@ -242,61 +158,8 @@ class LossMix(nn.Module):
         that does not set its own (bare ``type`` names are looked up in that scope first).
         """
         with secrets_hidden(node):
-            return cls._from_plain(to_plain(node), tuple(allowed_targets))
-
-    @classmethod
-    def _from_plain(cls, node: Any, allowed_targets: tuple[str, ...]) -> LossMix:
-        if not isinstance(node, Mapping):
-            raise LossConfigError(
-                f"LossMix.from_config needs a mapping of term names to term nodes; got {node!r}."
-            )
-        node = dict(node)
-        weighting_node = node.pop(WEIGHTING_KEY, None)
-        scope = node.pop(DEFAULT_SCOPE_KEY, None)
-        if scope is not None:
-            LOSSES.check_scope(scope, owner=f"the mix's {DEFAULT_SCOPE_KEY}")
-        aggregation_node = node.pop(AGGREGATION_KEY, None)
-        built = {
-            name: cls._build_child(name, child, allowed_targets, scope)
-            for name, child in node.items()
-            if child is not None
-        }  # None: a removed term
-        groups = [n for n, t in built.items() if not isinstance(t, Term)]
-        tasks = [n for n, t in built.items() if isinstance(t, Term) and t.in_total]
-        weighting = aggregation = None
-        for key, what, value in (
-            (WEIGHTING_KEY, "dynamic task weighting", weighting_node),
-            (AGGREGATION_KEY, "gradient aggregation", aggregation_node),
-        ):
-            if value is not None and groups:
-                raise LossConfigError(
-                    f"{key}: {what} needs a flat mix of terms; this one has groups {', '.join(groups)}."
-                )
-        if weighting_node is not None:
-            weighting = build_weighting(weighting_node, tasks, allowed_targets=allowed_targets)
-        if aggregation_node is not None:
-            aggregation = GradientAggregation.from_config(
-                aggregation_node, tasks, allowed_targets=allowed_targets
-            )
+            built, weighting, aggregation = build_parts(to_plain(node), tuple(allowed_targets))
         return cls(built, weighting=weighting, aggregation=aggregation)
-
-    @staticmethod
-    def _build_child(
-        name: str, child: Any, allowed: tuple[str, ...], scope: str | None
-    ) -> Term | dict[str, Term]:
-        """A term from a term node, or a group's terms from a group node."""
-        if is_term_node(child):
-            return Term.from_config(name, child, allowed_targets=allowed, default_scope=scope)
-        if is_group_node(child):
-            return {
-                n: Term.from_config(n, c, allowed_targets=allowed, default_scope=scope)
-                for n, c in child.items()
-                if c is not None
-            }
-        raise LossConfigError(
-            f"term '{name}': a term node needs 'type' (e.g. type: FocalLoss) or "
-            f"'_target_', and a group's children must all be term nodes; got {child!r}."
-        )
 
     # -- introspection ------------------------------------------------------------------------
     def group_names(self) -> list[str]:
@@ -378,8 +241,8 @@ class LossMix(nn.Module):
             self._apply_weighting(result, owner, training=step is not None)
         result.dynamic = tuple(k for k, t in owner.items() if t.log_weight and k not in shared)
         included = [c for k, c in result.terms.items() if k not in owner or owner[k].in_total]
-        result.total = sum_of(included) if included else _zero_like(result.terms)
-        if step is not None and any(_window_scoped(t) for t in terms):
+        result.total = sum_of(included) if included else zero_like(result.terms)
+        if step is not None and any(window_scoped(t) for t in terms):
             result.unnormalized_total = self._unnormalized(result, owner)
         aggregation = self.aggregation
         if aggregation is not None and step is not None and aggregation.on == "representation":
@@ -396,7 +259,7 @@ class LossMix(nn.Module):
                 continue
             divisor = result.stats.get(f"{term.name}.avg_factor")
             parts.append(contribution if divisor is None else contribution * (divisor + EPS32))
-        return sum_of(parts) if parts else _zero_like(result.terms)
+        return sum_of(parts) if parts else zero_like(result.terms)
 
     # -- the backward -----------------------------------------------------------------------------
     def task_terms(self, result: LossResult) -> dict[str, list[Tensor]]:
@@ -496,8 +359,8 @@ class LossMix(nn.Module):
         if self.drop_nonfinite:
             # The gate zeroes the gradient reaching the inputs when the term is dropped, so a
             # NaN inside the term's own backward (0 × NaN) cannot leak into the model.
-            keep = torch.ones((), dtype=torch.bool, device=_device_of(p.kwargs))
-            p.kwargs = {k: _gate(v, keep) for k, v in p.kwargs.items()}
+            keep = torch.ones((), dtype=torch.bool, device=device_of(p.kwargs))
+            p.kwargs = {k: gate(v, keep) for k, v in p.kwargs.items()}
         parts = term.evaluate(p, avg)
         weight = term.weight * term.scale * (term.every if step is not None and term.scale_by_every else 1)
         if keep is not None:
@@ -536,61 +399,3 @@ _RESERVED = {
         f"gradient aggregation (e.g. {AGGREGATION_KEY}: {{type: upgrad, on: shared, module: trunk}})"
     ),
 }
-
-
-class _Gate(torch.autograd.Function):
-    """Identity forward; backward passes the gradient only where ``keep`` (read at backward)."""
-
-    @staticmethod
-    def forward(ctx: Any, value: Tensor, keep: Tensor) -> Tensor:
-        ctx.keep = keep  # not saved_tensors: it is written after this forward, on purpose
-        return value.view_as(value)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return torch.where(ctx.keep, grad, torch.zeros_like(grad)), None
-
-
-def _check_shared_log_names(terms: list[Term]) -> None:
-    """Terms sharing a log key (``loss_name``) must agree on being in the total."""
-    first: dict[str, Term] = {}
-    for term in terms:
-        other = first.setdefault(term.log_name, term)
-        if other.in_total != term.in_total:
-            raise LossConfigError(
-                f"terms '{other.name}' and '{term.name}' share loss_name '{term.log_name}', so they are "
-                "logged as one value, but only one is in the total; give them the same in_total or "
-                "different loss_names."
-            )
-
-
-def _device_of(kwargs: dict[str, Any]) -> torch.device | None:
-    return next((v.device for v in kwargs.values() if isinstance(v, Tensor)), None)
-
-
-def _gate(value: Any, keep: Tensor) -> Any:
-    if isinstance(value, Tensor) and value.requires_grad:
-        return _Gate.apply(value, keep)  # type: ignore[no-untyped-call]  # torch's stub is untyped
-    return value
-
-
-def sum_of(values: list[Tensor]) -> Tensor:
-    """``Σ values`` of scalar tensors: one ``stack`` and one ``sum`` in eager mode (two ops
-    whatever K); under ``torch.compile`` a chain of adds, which Inductor fuses into the
-    step's kernel, where a stack would write K aliased views of one buffer first."""
-    if torch.compiler.is_compiling():
-        total = values[0]
-        for value in values[1:]:
-            total = total + value
-        return total
-    return torch.stack(values).sum()
-
-
-def _window_scoped(term: Term) -> bool:
-    """The term's normaliser is the gradient-accumulation window's (``scope: accumulation``)."""
-    return term.normalizer is not None and term.normalizer.scope == "accumulation"
-
-
-def _zero_like(terms: dict[str, Tensor]) -> Tensor:
-    values = list(terms.values())
-    return values[0] * 0.0 if values else torch.zeros(())

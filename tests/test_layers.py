@@ -41,7 +41,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "lossmix.scalarizers",
         ),
     ),
-    ("engine", ("lossmix.term", "lossmix.task_gradients", "lossmix.aggregation", "lossmix.mix")),
+    (
+        "engine",
+        (
+            "lossmix.term",
+            "lossmix.task_gradients",
+            "lossmix.aggregation",
+            "lossmix.result",
+            "lossmix.mix_build",
+            "lossmix.mix",
+        ),
+    ),
     ("schedules", ("lossmix.schedules",)),
     ("lightning", ("lossmix.lightning",)),
     ("config", ("lossmix.trust", "lossmix.config")),
