@@ -189,20 +189,30 @@ def check_class_indices(
     if target.is_floating_point() or torch.compiler.is_compiling():
         return
     high = num_classes + 1 if background_ok else num_classes
-    valid = (target >= 0) & (target < high)
-    if ignore_index is not None:
-        valid |= target == ignore_index
+
+    def valid_mask() -> Tensor:
+        valid = (target >= 0) & (target < high)
+        return valid | (target == ignore_index) if ignore_index is not None else valid
+
     if target.device.type != "cpu":
-        torch._assert_async(valid.all(), f"{owner}: class index out of range")
+        torch._assert_async(valid_mask().all(), f"{owner}: class index out of range")
         return
-    if target.numel() and not bool(valid.all()):
-        bad = target[~valid]
-        allowed = f"[0, {high - 1}]" + ("" if ignore_index is None else f" or {ignore_index}")
-        hint = " (num_classes means background)" if background_ok else ""
-        raise LossInputError(
-            f"{owner}: class indices must lie in {allowed}{hint} for pred with {num_classes} "
-            f"classes; got values {sorted(set(bad.tolist()))[:5]}. Check num_classes or the labels."
-        )
+    if not target.numel():
+        return
+    if ignore_index is None:  # one reduction, two numbers read
+        low, top = torch.aminmax(target)
+        if int(low) >= 0 and int(top) < high:
+            return
+    valid = valid_mask()
+    if bool(valid.all()):
+        return
+    bad = target[~valid]
+    allowed = f"[0, {high - 1}]" + ("" if ignore_index is None else f" or {ignore_index}")
+    hint = " (num_classes means background)" if background_ok else ""
+    raise LossInputError(
+        f"{owner}: class indices must lie in {allowed}{hint} for pred with {num_classes} "
+        f"classes; got values {sorted(set(bad.tolist()))[:5]}. Check num_classes or the labels."
+    )
 
 
 def check_index_or_dense_target(owner: str, pred: Tensor, target: Tensor) -> bool:

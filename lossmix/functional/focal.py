@@ -25,7 +25,14 @@ _LOG_FLOOR = -100.0
 
 def _safe_pow(base: Tensor, exponent: float) -> Tensor:
     """``base ** exponent`` for ``base >= 0``; at ``base == 0`` the value is ``0 ** exponent``
-    and the gradient 0 (``d/db b**g`` is infinite there for ``g < 1``)."""
+    and the gradient 0 (``d/db b**g`` is infinite there for ``g < 1``).
+
+    ``exponent`` 0 is a constant 1 and ``exponent >= 1`` a plain power (its gradient at 0 is
+    finite), one op instead of four; only ``0 < exponent < 1`` needs the guarded form."""
+    if exponent == 0:
+        return torch.ones_like(base)
+    if exponent >= 1:
+        return base * base if exponent == 2 else base**exponent
     positive = base > 0
     powered = torch.where(positive, base, torch.ones_like(base)) ** exponent
     return torch.where(positive, powered, 0.0**exponent)
