@@ -138,9 +138,13 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     eager: list[float] = []
     compiled: list[float] = []
-    for _ in range(args.rounds):
-        eager += fit(False, args.steps)
-        compiled += fit(True, args.steps)
+    for r in range(args.rounds):  # which one runs first alternates
+        if r % 2:
+            compiled += fit(True, args.steps)
+            eager += fit(False, args.steps)
+        else:
+            eager += fit(False, args.steps)
+            compiled += fit(True, args.steps)
     ratio = statistics.median(compiled) / statistics.median(eager)
     print(f"compiled / eager step time: {ratio:.3f}× ({len(eager)} and {len(compiled)} steps)")
     body = (

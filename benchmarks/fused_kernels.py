@@ -188,8 +188,9 @@ def run(case: Case, rounds: int) -> dict[str, tuple[float, float]]:
     for fn in case.variants.values():  # warm-up
         step(fn, case.pred)
     times: dict[str, list[float]] = {name: [] for name in case.variants}
-    for _ in range(rounds):
-        for name, fn in case.variants.items():
+    order = list(case.variants.items())
+    for r in range(rounds):  # the order reverses every other round: no variant always runs first
+        for name, fn in order if r % 2 == 0 else order[::-1]:
             times[name].append(timed(fn, case.pred))
     peaks = {name: peak_bytes(fn, case.pred) for name, fn in case.variants.items()}
     base_time, base_peak = statistics.median(times["plain"]), peaks["plain"]

@@ -155,8 +155,9 @@ def main() -> None:
     rows = []
     for k in args.ks:
         times: dict[str, list[float]] = {"total": [], "mixin": [], "naive": []}
-        for _ in range(args.rounds):
-            for name, cls in (("total", TotalOnly), ("mixin", Mixin), ("naive", Naive)):
+        order = [("total", TotalOnly), ("mixin", Mixin), ("naive", Naive)]
+        for r in range(args.rounds):  # the order reverses every other round
+            for name, cls in order if r % 2 == 0 else order[::-1]:
                 times[name].append(time_variant(cls, k, args.steps, args.warmup))
         med = {name: statistics.median(v) for name, v in times.items()}
         rows.append((k, med["mixin"] / med["total"], med["naive"] / med["total"]))

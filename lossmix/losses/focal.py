@@ -60,8 +60,8 @@ class FocalLoss(ClassCountsMixin, WeightedLoss):
     :func:`lossmix.functional.fused_sigmoid_focal_loss` (loss and gradient in one forward
     pass, the same numbers); ``None`` (automatic) takes it where
     :func:`lossmix.functional.fused_applies` says it is exact and was measured faster (on CPU
-    in float32 with a gradient, from 16K logits: 0.91× the plain step's time and 0.45× its
-    peak memory at 1M logits, 0.59× and 0.30× at 8M, ``benchmarks/RESULTS.md``); ``False`` never.
+    in float32 with a gradient, from 16K logits: 0.85× the plain step's time and 0.45× its
+    peak memory at 1M logits, 0.65× and 0.30× at 8M, ``benchmarks/RESULTS.md``); ``False`` never.
     """
 
     shapes: ClassVar[dict[str, str]] = {

@@ -125,8 +125,8 @@ class GIoULoss(_BoxLoss):
     ``fused``: ``True`` takes :func:`lossmix.functional.fused_giou_loss` (loss and gradient in
     one forward pass, the same numbers); ``None`` (automatic) takes it where
     :func:`lossmix.functional.fused_applies` says it is exact and was measured faster (on CPU
-    in float32 with a gradient, from 4K boxes: 0.83× the plain step's time at 16K boxes,
-    0.45× and 0.54× its time and peak memory at 1M, ``benchmarks/RESULTS.md``); ``False`` never.
+    in float32 with a gradient, from 4K boxes: 0.66× the plain step's time at 16K boxes,
+    0.50× and 0.54× its time and peak memory at 1M, ``benchmarks/RESULTS.md``); ``False`` never.
 
     Shapes: ``pred``, ``target``: ``(..., 4)``; ``weight``: ``(...)`` or ``(..., 4)``.
     """

@@ -18,10 +18,10 @@ _HALF = (torch.float16, torch.bfloat16)
 #: the device types on which the automatic rule takes each fused kernel: where
 #: ``benchmarks/fused_kernels.py`` measured it faster than the plain path (RESULTS.md,
 #: section ``fused_kernels``; float32, one CPU thread, one training step): sigmoid focal
-#: 0.91× the plain step's time and 0.45× its peak memory at 1M logits, 0.59× and 0.30× at 8M;
-#: GIoU 0.83× at 16K boxes (its peak 1.7× of a 1.5 MB one there: one block's temporaries) and
-#: 0.45× time, 0.54× memory at 1M. Not the softmax cross-entropy: 1.3-1.8× the time at
-#: 1-1048 rows of 1000 classes, 0.85-1.05× at 8388 (runs differ), the same memory (torch's
+#: 0.85× the plain step's time and 0.45× its peak memory at 1M logits, 0.65× and 0.30× at 8M;
+#: GIoU 0.66× at 16K boxes (its peak 1.7× of a 1.5 MB one there: one block's temporaries) and
+#: 0.50× time, 0.54× memory at 1M. Not the softmax cross-entropy: 1.3-1.8× the time at
+#: 1-1048 rows of 1000 classes, 0.75-1.07× at 8388 (runs differ), the same memory (torch's
 #: ``log_softmax`` and ``nll_loss`` are native kernels already). CUDA is not listed until
 #: ``benchmarks/gpu.py``
 #: has measured it there.
@@ -31,7 +31,7 @@ MEASURED_FASTER: dict[str, frozenset[str]] = {
     "cross_entropy": frozenset(),
 }
 #: the automatic rule's smallest ``pred``: below it the fused focal's extra Python calls
-#: cost more than they save (1.29× the plain step at 960 logits, 0.96× at 16K)
+#: cost more than they save (1.3-1.5× the plain step at 960 logits, 0.96-1.04× at 16K)
 AUTOMATIC_MIN_NUMEL = 2**14
 
 
