@@ -87,6 +87,10 @@ def test_a_step_that_cannot_be_one_graph_says_why():
         ({"backend": "my.module.fn"}, "backend='my.module.fn' is not a registered torch.compile backend"),
         ({"mode": "fast"}, "mode='fast' is not valid"),
         ({"fullgraph": "no"}, "fullgraph='no' is not valid"),
+        (
+            {"options": {"cpp.cxx": ["/tmp/x"]}},
+            r"'options' \(Inductor's settings\) cannot come from a config",
+        ),
     ],
 )
 def test_bad_compile_options_are_refused(value, match):

@@ -31,8 +31,9 @@ from lossmix.generators import prime_generators
 
 __all__ = ["COMPILE_KEYS", "CompiledStep", "check_compile_option"]
 
-#: the ``torch.compile`` arguments ``loss_compile`` may set
-COMPILE_KEYS = ("backend", "mode", "dynamic", "fullgraph", "options")
+#: the ``torch.compile`` arguments ``loss_compile`` may set. Not ``options``: Inductor's
+#: options name compilers and tools to execute (``cpp.cxx``), which a config must not choose.
+COMPILE_KEYS = ("backend", "mode", "dynamic", "fullgraph")
 _MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _RECOMPILE_LIMIT = 32  # variants of one step (lazy-term patterns, first steps) before eager
 
@@ -54,6 +55,12 @@ def check_compile_option(value: Any, owner: str = "loss_compile") -> dict[str, A
         )
     kwargs: dict[str, Any] = {"fullgraph": True}
     for key, given in value.items():
+        if key == "options":
+            raise LossConfigError(
+                f"{owner}: 'options' (Inductor's settings) cannot come from a config: some of them "
+                "name programs to run (a C++ compiler); set them in Python with "
+                "torch._inductor.config, or choose a mode (e.g. {mode: max-autotune})."
+            )
         if key not in COMPILE_KEYS:
             raise LossConfigError(
                 f"{owner}: unknown torch.compile option {key!r}.{did_you_mean(str(key), COMPILE_KEYS)} "
@@ -75,10 +82,6 @@ def check_compile_option(value: Any, owner: str = "loss_compile") -> dict[str, A
     for key in ("fullgraph", "dynamic"):
         if key in kwargs and not (kwargs[key] is None or isinstance(kwargs[key], bool)):
             raise LossConfigError(f"{owner}: {key}={kwargs[key]!r} is not valid; use true or false.")
-    if "options" in kwargs and not isinstance(kwargs["options"], Mapping):
-        raise LossConfigError(
-            f"{owner}: options={kwargs['options']!r} must be a mapping of Inductor options."
-        )
     return kwargs
 
 
