@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lossmix.app import AppTrust, check_app_nodes
+from lossmix.compat import primary_search_path
 from lossmix.config import (
     check_loss_config,
     explain_override_error,
@@ -37,6 +38,7 @@ from lossmix.config import (
     term_rows,
 )
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
+from lossmix.hydra_nodes import check_search_path
 from lossmix.losses import loss_inputs
 from lossmix.losses.base import CALL_KEYS
 from lossmix.nodes import redact, register_resolvers, secrets_hidden
@@ -137,6 +139,10 @@ def compose_train_config(
     try:
         if config_dir is not None:
             with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+                # before Hydra imports what the primary config's search path names
+                given = any(o.lstrip("+~").startswith("hydra.searchpath") for o in overrides)
+                entries = None if given else primary_search_path(GlobalHydra.instance().hydra, config_name)
+                check_search_path(entries, user_dirs=[str(folder)], from_command_line=given)
                 return compose(config_name, overrides=list(overrides))
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             return compose(config_name or "train", overrides=list(overrides))

@@ -7,7 +7,7 @@ upgrade that moves one fails there, loudly, instead of somewhere deep in a run.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,10 @@ __all__ = [
     "compose_like_hydra_main",
     "fast_dev_run",
     "logging_due",
+    "parse_hydra_argv",
     "resumed_mid_epoch",
     "should_accumulate",
+    "single_interpolation",
     "trainer_callbacks",
 ]
 
@@ -103,6 +105,48 @@ def amp_loss_scale(trainer: Any) -> Any:
     return 1.0 if scale is None else scale
 
 
+def single_interpolation(text: str) -> bool:
+    """Whether OmegaConf resolves ``text`` to whatever one interpolation returns (a node, a
+    number) rather than to a string (text around it, several interpolations): its grammar's
+    parse tree (OmegaConf's private grammar modules)."""
+    from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
+    from omegaconf.grammar_parser import parse
+
+    try:
+        body = parse(text).getChild(0)
+    except Exception:  # not valid interpolation grammar: OmegaConf keeps it as a string
+        return False
+    return body.getChildCount() == 1 and isinstance(
+        body.getChild(0), OmegaConfGrammarParser.InterpolationContext
+    )
+
+
+def parse_hydra_argv(argv: Sequence[str]) -> Any:
+    """Hydra's own command-line parser on ``argv`` (its namespace), or ``None`` when ``argv``
+    is not a Hydra command line (nothing is printed)."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    try:
+        args, unknown = parser.parse_known_args(list(argv))
+    except SystemExit:
+        return None
+    return None if unknown else args
+
+
+def primary_search_path(hydra: Any, config_name: str | None) -> Any:
+    """The ``hydra.searchpath`` of the primary config, read as Hydra reads it before composing
+    (Hydra's private config loader and repository; the primary file alone is loaded)."""
+    from omegaconf import OmegaConf
+
+    if config_name is None:
+        return None
+    loaded = hydra.config_loader.repository.load_config(config_name)
+    if loaded is None or not OmegaConf.is_dict(loaded.config):
+        return None
+    return OmegaConf.select(loaded.config, "hydra.searchpath")
+
+
 def compose_like_hydra_main(
     argv: Sequence[str],
     *,
@@ -110,6 +154,7 @@ def compose_like_hydra_main(
     config_path: str | None,
     config_name: str | None,
     calling_file: str | None = None,
+    check_search_path: Callable[[Any, list[str], bool], None] | None = None,
 ) -> tuple[Any, list[str]] | None:
     """The config (with its ``hydra`` node) that ``@hydra.main`` would compose for ``argv``,
     and the overrides it found there.
@@ -117,8 +162,11 @@ def compose_like_hydra_main(
     Uses Hydra's own argument parser, search path and loader, so it sees what the run
     will see: ``--config-dir``, ``--config-name``, ``-m`` (sweep overrides are left to
     the sweeper, as Hydra does). ``calling_file`` or ``calling_module`` locate
-    ``config_path`` as for the decorated function. Returns ``None`` for commands that
-    build nothing (``--help``, ``--cfg``, ``--info``, shell completion).
+    ``config_path`` as for the decorated function. ``check_search_path(entries, user_dirs,
+    from_command_line)`` sees the primary config's ``hydra.searchpath`` before Hydra imports
+    anything it names, for every command (``--cfg`` and ``--help`` compose too). Returns
+    ``None`` for commands that build nothing (``--help``, ``--cfg``, ``--info``, shell
+    completion).
     """
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
@@ -136,8 +184,6 @@ def compose_like_hydra_main(
             "given; to see a sweep's launcher config, drop -m and the sweep's lists: "
             "--cfg hydra prints the hydra node."
         )
-    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
-        return None
     search_path = create_automatic_config_search_path(
         calling_file, calling_module, args.config_path or config_path
     )
@@ -147,11 +193,22 @@ def compose_like_hydra_main(
             path=f"file://{os.path.abspath(args.config_dir)}",
             anchor=SearchPathQuery(provider="schema"),
         )
+    user_dirs = [
+        e.path[len("file://") :]
+        for e in search_path.get_path()
+        if e.provider in ("main", "command-line") and e.path is not None and e.path.startswith("file://")
+    ]
     GlobalHydra.instance().clear()
     try:
         task = calling_module.rsplit(".", 1)[-1] if calling_module else Path(calling_file or "app").stem
         hydra = Hydra.create_main_hydra2(task_name=task, config_search_path=search_path)
         name, overrides = args.config_name or config_name, list(args.overrides)
+        if check_search_path is not None:
+            given = any(o.lstrip("+~").startswith("hydra.searchpath") for o in overrides)
+            entries = None if given else primary_search_path(hydra, name)
+            check_search_path(entries, user_dirs, given)
+        if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+            return None
         mode = hydra.get_mode(name, overrides)
         if mode is None or (args.multirun and mode == RunMode.RUN):  # as Hydra's _run_app
             mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -46,13 +47,12 @@ from lossmix.app import (
     AppTrust,
     app_node_bases,
     check_app_nodes,
-    check_node_targets,
     check_shared_hparams,
     instantiate_children,
     instantiate_node,
     resolve_node_class,
 )
-from lossmix.compat import compose_like_hydra_main
+from lossmix.compat import compose_like_hydra_main, parse_hydra_argv
 from lossmix.config import (
     build_loss_mix,
     check_node_values,
@@ -62,6 +62,15 @@ from lossmix.config import (
     plain,
 )
 from lossmix.errors import LossConfigError, LossInputError
+from lossmix.hydra_nodes import (
+    COMMAND_LINE_ENV,
+    check_env_set,
+    check_hydra_node,
+    check_overrides_record,
+    check_search_path,
+    command_line_overrides,
+    record_command_line,
+)
 from lossmix.nodes import register_resolvers, secrets_hidden
 from lossmix.report import print_summary, summary_rows
 from lossmix.targets import trusting
@@ -76,13 +85,6 @@ _OWN_FULL_ERROR = "_LOSSMIX_SET_HYDRA_FULL_ERROR"
 USER_ERRORS = (CompactHydraException, OmegaConfBaseException, LossConfigError, LossInputError)
 _R = TypeVar("_R")
 register_resolvers()  # before Hydra resolves the run directory
-
-
-def _task_overrides() -> list[str]:
-    """The command line's overrides of this job (none outside a Hydra run)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -133,7 +135,10 @@ def build(
     """
     import lightning.pytorch as pl  # here, so configuration errors exit before this import
 
-    trust = AppTrust(cfg, _task_overrides() if overrides is None else overrides)
+    if overrides is None:  # the real command line's, never the composed hydra.overrides
+        overrides = command_line_overrides()
+        _check_job_env(overrides)
+    trust = AppTrust(cfg, overrides)
     _check_loss_node(cfg)
     bases = app_node_bases()
     lossmix_node = cfg.get("lossmix") or {}
@@ -207,6 +212,15 @@ def build(
             else pl.Trainer(callbacks=callbacks, logger=loggers)
         )
     return datamodule, model, trainer
+
+
+def _check_job_env(overrides: Sequence[str]) -> None:
+    """Inside a Hydra job: the config's ``hydra.job.env_set`` is already in force, so a
+    protected variable it set (``LOSSMIX_*``, ``TORCH_*``, ...) stops the job before it is read."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        check_env_set(getattr(HydraConfig.get().job, "env_set", None), overrides)
 
 
 def _with_outputs(callbacks: list[Any], loggers: list[Any], out: Path) -> tuple[list[Any], list[Any]]:
@@ -288,32 +302,33 @@ def preflight(
 ) -> None:
     """Before Hydra runs anything: compose as it will and check what Hydra itself builds.
 
-    Hydra instantiates ``hydra.callbacks`` before the job starts, with no lossmix check, so
-    they are resolved here first (a ``hydra.experimental.callback.Callback`` subclass in an
-    allowed package), and ``lossmix.allowed_targets`` must come from the command line.
+    Hydra instantiates ``hydra.callbacks`` (and under ``-m`` its launcher and sweeper) before
+    the job starts, configures logging from the config, imports the primary config's search
+    path and sets ``hydra.job.env_set``, all with no lossmix check: each is checked here
+    first, on its resolved value (:mod:`lossmix.hydra_nodes`), and
+    ``lossmix.allowed_targets`` must come from the command line.
     """
+
+    def search_path(entries: Any, user_dirs: list[str], from_command_line: bool) -> None:
+        check_search_path(entries, user_dirs=user_dirs, from_command_line=from_command_line)
+
     composed = compose_like_hydra_main(
         argv,
         calling_file=calling_file,
         calling_module=calling_module,
         config_path=config_path,
         config_name=config_name,
+        check_search_path=search_path,
     )
     if composed is None:
         return
     cfg, overrides = composed
     trust = AppTrust(cfg, overrides)
-    callbacks = cfg.hydra.get("callbacks") or {}
+    parsed = OverridesParser.create().parse_overrides(overrides)
     with secrets_hidden(cfg):
-        for name in list(callbacks):
-            child = callbacks.get(name)
-            if child is not None and hasattr(child, "get") and "_target_" in child:
-                check_node_targets(
-                    child,
-                    f"hydra.callbacks.{name}",
-                    base=app_node_bases()["hydra.callbacks"],
-                    allowed=trust.allowed,
-                )
+        records = cfg.hydra.get("overrides") or {}
+        check_overrides_record(records.get("task"), sum(not o.is_hydra_override() for o in parsed), "task")
+        check_hydra_node(cfg, overrides, trust.allowed)
 
 
 def _user_error(err: BaseException) -> BaseException:
@@ -334,6 +349,12 @@ def _exit_with(err: BaseException, where: dict[str, Any]) -> None:
     explained = explain_override_error(err, sys.argv[1:], compose)
     print(f"Error: {explained or one_line_error(_user_error(err))}", file=sys.stderr)
     sys.exit(1)
+
+
+def _record(argv: Sequence[str]) -> None:
+    """The real command line's overrides, for this job and those a launcher starts elsewhere."""
+    parsed = parse_hydra_argv(argv)
+    record_command_line([] if parsed is None else parsed.overrides)
 
 
 def _full_error_wanted() -> bool:
@@ -383,23 +404,32 @@ def hydra_app(
         def main() -> None:
             argv = sys.argv[1:]
             if _full_error_wanted():
-                preflight(argv, **where)
-                hydra_job()
+                saved = os.environ.get(COMMAND_LINE_ENV)
+                try:
+                    _record(argv)
+                    preflight(argv, **where)
+                    hydra_job()
+                finally:
+                    if saved is None:
+                        os.environ.pop(COMMAND_LINE_ENV, None)
+                    else:
+                        os.environ[COMMAND_LINE_ENV] = saved
                 return
             # Hydra then re-raises composition errors instead of printing them; we print one line.
-            saved = os.environ.get("HYDRA_FULL_ERROR")
+            kept = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", _OWN_FULL_ERROR, COMMAND_LINE_ENV)}
             os.environ["HYDRA_FULL_ERROR"] = os.environ[_OWN_FULL_ERROR] = "1"
             try:
+                _record(argv)
                 preflight(argv, **where)
                 hydra_job()
             except USER_ERRORS as err:
                 _exit_with(err, where)
             finally:
-                os.environ.pop(_OWN_FULL_ERROR, None)
-                if saved is None:
-                    os.environ.pop("HYDRA_FULL_ERROR", None)
-                else:
-                    os.environ["HYDRA_FULL_ERROR"] = saved
+                for key, value in kept.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
 
         main.__doc__ = task.__doc__
         return main
