@@ -25,6 +25,7 @@ from lossmix.trust import AppTrust
 __all__ = [
     "APP_ALLOWED_TARGETS",
     "AppTrust",
+    "app_target",
     "check_app_nodes",
     "check_children",
     "check_node_targets",
@@ -57,7 +58,7 @@ _OPTIONAL_PACKAGES = {
 }
 
 
-def _app_target(target: Any, path: str, allowed: Sequence[str], base: type | None) -> Any:
+def app_target(target: Any, path: str, allowed: Sequence[str], base: type | None) -> Any:
     """An app node's class under the ``_target_`` rule; the error names the node."""
     try:
         return resolve_target(
@@ -81,7 +82,7 @@ def _resolve_tree(
         return value
     target = value.get("_target_")
     if "_target_" in value:  # the node's own target first, then what it nests
-        target = _app_target(target, path, allowed, base)
+        target = app_target(target, path, allowed, base)
     elif top:
         raise LossConfigError(f"{path}: the node needs a '_target_' naming the class to build.")
     out = {
@@ -258,7 +259,7 @@ def check_node_targets(node: Any, path: str, *, base: type | None, allowed: Sequ
         if is_omegaconf(node) and isinstance(value, str) and "${" in value:
             value = OmegaConf.select(node, ".".join(map(str, where)))
         here = ".".join([path, *map(str, where[:-1])])
-        _app_target(value, here, allowed, base if len(where) == 1 else None)
+        app_target(value, here, allowed, base if len(where) == 1 else None)
 
 
 def check_app_nodes(cfg: Any, allowed: Sequence[str] = ()) -> None:
@@ -289,7 +290,7 @@ def resolve_node_class(node: Any, path: str, allowed: Sequence[str] = ()) -> Any
     from omegaconf import OmegaConf
 
     target = OmegaConf.select(node, "_target_") if is_omegaconf(node) else node.get("_target_")
-    return _app_target(target, path, allowed, None)
+    return app_target(target, path, allowed, None)
 
 
 def check_shared_hparams(datamodule: Any, model: Any) -> None:

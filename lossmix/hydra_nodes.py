@@ -37,8 +37,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from lossmix.app import app_target
 from lossmix.errors import LossConfigError
-from lossmix.targets import covers, resolve_target
+from lossmix.targets import covers
 
 __all__ = [
     "COMMAND_LINE_ENV",
@@ -325,22 +326,6 @@ def _nested_targets(tree: Any, path: str) -> Iterator[tuple[str, Any]]:
             yield from _nested_targets(value, f"{path}.{index}")
 
 
-def _check_target(target: Any, path: str, allowed: Sequence[str], base: type | None) -> None:
-    from lossmix.app import APP_ALLOWED_TARGETS
-
-    try:
-        resolve_target(
-            target,
-            extra_allowed=allowed,
-            defaults=APP_ALLOWED_TARGETS,
-            base=base,
-            functions=False,
-            what=f"'{path}' node",
-        )
-    except LossConfigError as err:
-        raise LossConfigError(f"{path}: {err}") from None
-
-
 def _check_instantiated(tree: Any, path: str, allowed: Sequence[str]) -> None:
     """Every ``_target_`` Hydra would instantiate from ``hydra.<callbacks|launcher|sweeper>``."""
     from hydra.experimental.callback import Callback
@@ -359,7 +344,7 @@ def _check_instantiated(tree: Any, path: str, allowed: Sequence[str]) -> None:
                     f"'~{where}'."
                 )
             for here, target in _nested_targets(child, where):
-                _check_target(target, here, allowed, Callback if here == where else None)
+                app_target(target, here, allowed, Callback if here == where else None)
         return
     own = tree.get("_target_")
     if own is not None and not any(covers(p, str(own)) for p in _PLUGIN_PACKAGES):
@@ -371,7 +356,7 @@ def _check_instantiated(tree: Any, path: str, allowed: Sequence[str]) -> None:
     for key, value in tree.items():
         if key != "_target_":
             for here, target in _nested_targets(value, f"{path}.{key}"):
-                _check_target(target, here, allowed, None)
+                app_target(target, here, allowed, None)
 
 
 def check_logging_config(tree: Any, path: str, allowed: Sequence[str] = ()) -> None:
@@ -403,7 +388,7 @@ def check_logging_config(tree: Any, path: str, allowed: Sequence[str] = ()) -> N
         if key == "()":
             if callable(value) and not isinstance(value, str):
                 raise LossConfigError(f"{here}: a factory must be a dotted class name.")
-            _check_target(value, here, allowed, None)
+            app_target(value, here, allowed, None)
         elif key == ".":
             raise LossConfigError(
                 f"{here}: a logging config may not set attributes with '.'; give the handler's or "

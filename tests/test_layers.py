@@ -59,6 +59,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "apps",
         (
             "lossmix.app",
+            "lossmix.hydra_nodes",
             "lossmix.runner",
             "lossmix.report",
             "lossmix.train",
