@@ -551,3 +551,10 @@ def test_lossmix_show_checks_the_search_path_before_composing(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert code == 1 and "not an installed package" in err and "Traceback" not in err
     assert not marker.exists() and "evilpkg" not in sys.modules
+
+
+def test_the_readme_quotes_the_real_message(hostile_runs):
+    _, results = hostile_runs
+    line = results["nested interpolation in hydra.callbacks"]["stderr"].strip()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"```text\n{line}\n```" in readme
