@@ -20,6 +20,8 @@ first, on the value Hydra will see, after interpolation and resolvers:
 * ``hydra.job.env_set`` from a config may not set :data:`PROTECTED_ENV` variables (the
   allow-list, torch's loader switches, Python's and the dynamic loader's start-up
   variables); the command line may;
+* the launcher's shell lines (SLURM's ``setup``, ``additional_parameters``) come from the
+  command line only;
 * ``hydra.overrides`` is Hydra's record of the command line: a config that sets it is
   forging grants, and is refused.
 
@@ -43,11 +45,13 @@ from lossmix.targets import covers
 
 __all__ = [
     "COMMAND_LINE_ENV",
+    "LAUNCHER_SHELL_KEYS",
     "LOGGING_CLASSES",
     "PROTECTED_ENV",
     "PROTECTED_ENV_NAMES",
     "check_env_set",
     "check_hydra_node",
+    "check_launcher_shell",
     "check_logging_config",
     "check_overrides_record",
     "check_search_path",
@@ -75,6 +79,9 @@ LOGGING_CLASSES: tuple[str, ...] = (
     "logging.handlers.WatchedFileHandler",
     "logging.handlers.MemoryHandler",
 )
+#: launcher keys that a cluster runs as shell commands or job-script lines (submitit's SLURM
+#: launcher: ``setup`` lines before ``srun``, ``additional_parameters`` as ``#SBATCH`` lines)
+LAUNCHER_SHELL_KEYS: tuple[str, ...] = ("setup", "srun_args", "additional_parameters")
 _EXT_STREAMS = ("ext://sys.stdout", "ext://sys.stderr")
 _INSTANTIATED = ("callbacks", "launcher", "sweeper")
 _LOGGING = ("hydra_logging", "job_logging")
@@ -153,6 +160,29 @@ def check_env_set(env_set: Mapping[str, Any] | None, overrides: Sequence[str]) -
                 "Python and the loader run). If you mean it, set it in your shell "
                 f"({name}=... python -m ...) or give it on the command line: "
                 f"hydra.job.env_set.{name}=..."
+            )
+
+
+def _given(overrides: Sequence[str], key: str) -> bool:
+    """Whether the command line sets ``key`` or something under it."""
+    keys = (o.get_key_element().lstrip("+~") for o in _parsed(overrides))
+    return any(k == key or k.startswith(key + ".") for k in keys)
+
+
+def check_launcher_shell(launcher: Any, overrides: Sequence[str]) -> None:
+    """A config's launcher may not carry shell commands (:data:`LAUNCHER_SHELL_KEYS`).
+
+    Raises:
+        LossConfigError: naming the key and how to give it on the command line.
+    """
+    if not isinstance(launcher, Mapping):
+        return
+    for key in LAUNCHER_SHELL_KEYS:
+        if launcher.get(key) and not _given(overrides, f"hydra.launcher.{key}"):
+            raise LossConfigError(
+                f"hydra.launcher.{key} is set by a config file ({launcher[key]!r}), and the cluster "
+                "runs it as shell commands or job-script lines; a config file may not. If you mean "
+                f"it, give it on the command line: 'hydra.launcher.{key}=...'."
             )
 
 
@@ -424,7 +454,10 @@ def check_hydra_node(cfg: Any, overrides: Sequence[str], allowed: Sequence[str] 
         for key in _INSTANTIATED:
             node = hydra.get(key)
             if node is not None:
-                _check_instantiated(_resolved(node, f"hydra.{key}"), f"hydra.{key}", allowed)
+                tree = _resolved(node, f"hydra.{key}")
+                _check_instantiated(tree, f"hydra.{key}", allowed)
+                if key == "launcher":
+                    check_launcher_shell(tree, overrides)
         for key in _LOGGING:
             node = hydra.get(key)
             if node is not None:

@@ -558,3 +558,15 @@ def test_the_readme_quotes_the_real_message(hostile_runs):
     line = results["nested interpolation in hydra.callbacks"]["stderr"].strip()
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"```text\n{line}\n```" in readme
+
+
+@pytest.mark.parametrize("key", ["setup", "additional_parameters"])
+def test_the_slurm_launchers_shell_lines_come_from_the_command_line(train_cfg, key):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install lossmix[slurm]")
+    value = "['touch MARKER']" if key == "setup" else "{wrap: 'touch MARKER'}"
+    plus = "" if key == "setup" else "+"
+    cfg = train_cfg("hydra/launcher=slurm", f"{plus}hydra.launcher.{key}={value}")
+    with pytest.raises(LossConfigError, match=f"hydra.launcher.{key} is set by a config file"):
+        check_hydra_node(cfg, [])  # what a config file wrote
+    check_hydra_node(cfg, ["hydra/launcher=slurm", f"{plus}hydra.launcher.{key}={value}"])
+    check_hydra_node(train_cfg("hydra/launcher=slurm"), [])  # the shipped option sets neither
