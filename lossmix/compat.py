@@ -6,8 +6,9 @@ upgrade that moves one fails there, loudly, instead of somewhere deep in a run.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ __all__ = [
     "close_epoch_ended_in_checkpoint",
     "compose_like_hydra_main",
     "fast_dev_run",
+    "fit_in_each_rank",
     "logging_due",
     "resumed_mid_epoch",
     "should_accumulate",
@@ -79,6 +81,18 @@ def close_epoch_ended_in_checkpoint(trainer: Any) -> bool:
     fit_loop._restarting = False
     epoch_loop.restarting = False
     return True
+
+
+def fit_in_each_rank(trainer: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Make the trainer's next ``fit`` run ``wrap(fit_of_this_rank)`` in every rank process.
+
+    Lightning's launcher runs the trainer's private ``_fit_impl`` in each rank (in this
+    process under ``ddp``, in each spawned process under ``ddp_spawn``, where the trainer and
+    so this wrapper are pickled); no public hook sees an exception there, since under
+    ``ddp_spawn`` ``on_exception`` runs in the main process only. ``wrap`` must return a
+    picklable callable. Calling this again replaces the earlier wrapper (no nesting).
+    """
+    trainer._fit_impl = wrap(functools.partial(type(trainer)._fit_impl, trainer))
 
 
 def logging_due(trainer: Any) -> bool:
