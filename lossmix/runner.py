@@ -10,7 +10,9 @@
 * :func:`hydra_app` is ``@hydra.main`` with lossmix's command line around it: Hydra's own
   nodes checked before Hydra builds them, and every configuration error — a misspelt key,
   a wrong type, an unknown option, a bad input key at the pre-flight batch — one
-  ``Error: ...`` line with exit status 1 (``HYDRA_FULL_ERROR=1`` shows the trace).
+  ``Error: ...`` line with exit status 1 (``HYDRA_FULL_ERROR=1`` shows the trace). Under
+  DDP, a user's error on one rank is the line every process reports (``Error: rank 1: ...``),
+  not the other ranks' communication errors (see :mod:`lossmix.rank_errors`).
 
 Your app::
 
@@ -269,6 +271,10 @@ def fit(
 
     Returns:
         the final ``val/loss``, or ``None`` without validation (Hydra's sweepers read it).
+
+    Raises:
+        RankError: in a distributed run, one rank failed with a user's error (a bad label
+            on that rank, say); every process raises it, naming that rank and its message.
     """
     import lightning.pytorch  # noqa: F401  (its console handler exists from here on)
 
