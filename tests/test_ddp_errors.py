@@ -121,6 +121,18 @@ def test_a_communication_error_reports_the_failing_rank(tmp_path, monkeypatch):
     assert not reported.shown
 
 
+def test_ddp_spawns_main_process_reports_any_rank(tmp_path):
+    """Its trainer says rank 0, but it is no rank: rank 0's record counts too, and a child's
+    wrapped communication error (rank 0's gloo error may reach it first) gives way to it."""
+    from torch.multiprocessing.spawn import ProcessRaisedException
+
+    since = time.time()
+    record_error(tmp_path, 0, "term 'cls': bad labels")
+    wrapped = ProcessRaisedException("-- Process 1 terminated ... Connection closed by peer", 1, 4321)
+    reported = rank_failure(wrapped, rank=0, directory=tmp_path, since=since, kinds=KINDS, describe=describe)
+    assert str(reported) == "rank 0: term 'cls': bad labels"
+
+
 def test_without_a_record_the_error_stays_and_the_wait_is_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(rank_errors, "RECORD_WAIT_S", 0.3)
     gloo = RuntimeError("Connection closed by peer (gloo)")
