@@ -80,18 +80,25 @@ def test_a_fresh_fit_does_not_warn():
     assert _about_resuming(_fit("shuffled", 4)) == ([], [])
 
 
-def test_only_rank_zero_warns(monkeypatch):
+def test_under_ddp_only_rank_zero_warns_and_the_fix_is_an_epoch_end_checkpoint(monkeypatch):
     monkeypatch.setattr(resume, "close_epoch_ended_in_checkpoint", lambda trainer: False)
     monkeypatch.setattr(resume, "resumed_mid_epoch", lambda trainer: 2)
     loader = LOADERS["shuffled"](Pairs(12))
     for global_zero, expected in ((False, 0), (True, 1)):
-        fake = SimpleNamespace(train_dataloader=loader, is_global_zero=global_zero, current_epoch=3)
+        fake = SimpleNamespace(
+            train_dataloader=loader, is_global_zero=global_zero, current_epoch=3, world_size=2
+        )
         callback = DataPosition()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             callback.on_train_start(fake, None)
             callback.on_train_end(fake, None)
-        assert len([w for w in caught if issubclass(w.category, InexactResumeWarning)]) == expected
+        ours = [str(w.message) for w in caught if issubclass(w.category, InexactResumeWarning)]
+        assert len(ours) == expected
+    assert "middle of epoch 3 (after 2 of its batches)" in ours[0]
+    # Lightning's distributed sampler wraps a ResumableSampler too: it would not help
+    assert "resume from an epoch-end checkpoint for an exact run" in ours[0]
+    assert "sampler=lossmix" not in ours[0]
 
 
 def test_each_loader_of_a_collection_is_checked():

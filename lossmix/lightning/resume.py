@@ -150,18 +150,26 @@ def _inexact_samplers(loader: Any) -> list[str]:
     return names
 
 
-def _inexact_resume_message(names: list[str], epoch: int, done: int) -> str:
+def _inexact_resume_message(names: list[str], epoch: int, done: int, *, distributed: bool = False) -> str:
     kinds = ", ".join(sorted(set(names)))
+    if distributed:  # Lightning's distributed sampler wraps any sampler, a ResumableSampler too
+        fix = (
+            "Under DDP Lightning's distributed sampler takes the place of the loader's own "
+            "sampler, so resume from an epoch-end checkpoint for an exact run."
+        )
+    else:
+        fix = (
+            "For an exact resume give the loader sampler=lossmix.lightning.resume.ResumableSampler("
+            "len(dataset), shuffle=..., seed=...) (instead of shuffle=True or its own sampler), or "
+            "resume from an epoch-end checkpoint."
+        )
     return (
         f"lossmix: resuming in the middle of epoch {epoch} (after {done} of its batches), but the "
         f"training loader cannot continue where the checkpoint stopped (its sampler: {kinds}; only "
         "a lossmix ResumableSampler of a single loader, or a stateful loader, can): Lightning "
         "iterates it from its first batch again, so the rest of this epoch trains on other "
         "batches than the uninterrupted run did (the epoch's first batches again, in another "
-        "order if it shuffles) and the run's values differ from there on. For an exact resume "
-        "give the loader sampler=lossmix.lightning.resume.ResumableSampler(len(dataset), "
-        "shuffle=..., seed=...) (instead of shuffle=True or its own sampler), or resume from an "
-        "epoch-end checkpoint."
+        f"order if it shuffles) and the run's values differ from there on. {fix}"
     )
 
 
@@ -203,7 +211,9 @@ class DataPosition(pl.Callback):
         inexact = _inexact_samplers(loader)
         if inexact and trainer.is_global_zero:
             warnings.warn(
-                _inexact_resume_message(inexact, trainer.current_epoch, done),
+                _inexact_resume_message(
+                    inexact, trainer.current_epoch, done, distributed=trainer.world_size > 1
+                ),
                 InexactResumeWarning,
                 stacklevel=2,
             )
