@@ -6,7 +6,11 @@ upgrade that moves one fails there, loudly, instead of somewhere deep in a run.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import re
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +21,13 @@ __all__ = [
     "close_epoch_ended_in_checkpoint",
     "compose_like_hydra_main",
     "fast_dev_run",
+    "fit_in_each_rank",
+    "hide_lightning_mid_epoch_warning",
     "logging_due",
     "parse_hydra_argv",
     "resumed_mid_epoch",
     "should_accumulate",
+    "show_lightning_mid_epoch_warning",
     "single_interpolation",
     "trainer_callbacks",
 ]
@@ -81,6 +88,46 @@ def close_epoch_ended_in_checkpoint(trainer: Any) -> bool:
     fit_loop._restarting = False
     epoch_loop.restarting = False
     return True
+
+
+def fit_in_each_rank(trainer: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Make the trainer's next ``fit`` run ``wrap(fit_of_this_rank)`` in every rank process.
+
+    Lightning's launcher runs the trainer's private ``_fit_impl`` in each rank (in this
+    process under ``ddp``, in each spawned process under ``ddp_spawn``, where the trainer and
+    so this wrapper are pickled); no public hook sees an exception there, since under
+    ``ddp_spawn`` ``on_exception`` runs in the main process only. ``wrap`` must return a
+    picklable callable. Calling this again replaces the earlier wrapper (no nesting).
+    """
+    trainer._fit_impl = wrap(functools.partial(type(trainer)._fit_impl, trainer))
+
+
+#: The start of Lightning's warning on a mid-epoch resume of a loader it cannot restore
+#: (``training_epoch_loop.py``, emitted as the resumed epoch starts).
+LIGHTNING_MID_EPOCH_WARNING = "You're resuming from a checkpoint that ended before the epoch ended"
+
+
+def hide_lightning_mid_epoch_warning() -> Any:
+    """Ignore Lightning's mid-epoch resume warning until :func:`show_lightning_mid_epoch_warning`
+    is given what this returns: the filter added, or ``None`` when the same filter was there
+    already (someone else's, left alone)."""
+    before = list(warnings.filters)
+    warnings.filterwarnings("ignore", message=re.escape(LIGHTNING_MID_EPOCH_WARNING))
+    added = warnings.filters[0]
+    return None if added in before else added
+
+
+def show_lightning_mid_epoch_warning(hidden: Any) -> None:
+    """Remove the filter :func:`hide_lightning_mid_epoch_warning` added (if still there)."""
+    if hidden is None:
+        return
+    filters: list[Any] = warnings.filters  # type: ignore[assignment]  # a list at run time
+    with contextlib.suppress(ValueError):
+        filters.remove(hidden)
+        # let cached "already warned" decisions be made again (what warnings' own functions do)
+        mutated = getattr(warnings, "_filters_mutated", None)
+        if callable(mutated):
+            mutated()
 
 
 def logging_due(trainer: Any) -> bool:

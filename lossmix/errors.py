@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
-__all__ = ["LossConfigError", "LossInputError", "did_you_mean"]
+__all__ = ["LossConfigError", "LossInputError", "RankError", "did_you_mean"]
 
 
 class LossConfigError(ValueError):
@@ -14,6 +16,30 @@ class LossConfigError(ValueError):
 
 class LossInputError(ValueError):
     """The tensors given to a loss or a term do not fit (shapes, keys, value ranges)."""
+
+
+class RankError(RuntimeError):
+    """One rank of a distributed run failed with a user's error; every process reports it.
+
+    The message is ``rank <rank>: <the rank's one-line error>``. ``shown`` says the line is
+    already on this process's terminal (printed by the failing rank), so the app exits with
+    status 1 without printing it twice; ``record`` is the failing rank's record file, if any
+    (see :mod:`lossmix.rank_errors`).
+    """
+
+    def __init__(self, rank: int, message: str, *, record: Path | None = None, shown: bool = False) -> None:
+        super().__init__(f"rank {rank}: {message}")
+        self.rank = rank
+        self.message = message
+        self.record = record
+        self.shown = shown
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its keyword arguments
+        return (_rank_error, (self.rank, self.message, self.record, self.shown))
+
+
+def _rank_error(rank: int, message: str, record: Path | None, shown: bool) -> RankError:
+    return RankError(rank, message, record=record, shown=shown)
 
 
 def did_you_mean(name: str, options: Iterable[str], *, n: int = 3) -> str:

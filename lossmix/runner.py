@@ -10,7 +10,9 @@
 * :func:`hydra_app` is ``@hydra.main`` with lossmix's command line around it: Hydra's own
   nodes checked before Hydra builds them, and every configuration error — a misspelt key,
   a wrong type, an unknown option, a bad input key at the pre-flight batch — one
-  ``Error: ...`` line with exit status 1 (``HYDRA_FULL_ERROR=1`` shows the trace).
+  ``Error: ...`` line with exit status 1 (``HYDRA_FULL_ERROR=1`` shows the trace). Under
+  DDP, a user's error on one rank is the line every process reports (``Error: rank 1: ...``),
+  not the other ranks' communication errors (see :mod:`lossmix.rank_errors`).
 
 Your app::
 
@@ -34,6 +36,7 @@ import inspect
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -52,7 +55,7 @@ from lossmix.app import (
     instantiate_node,
     resolve_node_class,
 )
-from lossmix.compat import compose_like_hydra_main, parse_hydra_argv
+from lossmix.compat import compose_like_hydra_main, fit_in_each_rank, parse_hydra_argv
 from lossmix.config import (
     build_loss_mix,
     check_node_values,
@@ -61,7 +64,7 @@ from lossmix.config import (
     one_line_error,
     plain,
 )
-from lossmix.errors import LossConfigError, LossInputError
+from lossmix.errors import LossConfigError, LossInputError, RankError
 from lossmix.hydra_nodes import (
     COMMAND_LINE_ENV,
     check_env_set,
@@ -72,6 +75,7 @@ from lossmix.hydra_nodes import (
     record_command_line,
 )
 from lossmix.nodes import register_resolvers, secrets_hidden
+from lossmix.rank_errors import RecordRankErrors, mark_shown, rank_failure
 from lossmix.report import print_summary, summary_rows
 from lossmix.targets import trusting
 
@@ -82,7 +86,9 @@ __all__ = ["build", "checkpoint_path", "fit", "hydra_app", "preflight", "run_dir
 
 _OWN_FULL_ERROR = "_LOSSMIX_SET_HYDRA_FULL_ERROR"
 # a config's own mistakes (an interpolation to a missing key included): one line, no trace
-USER_ERRORS = (CompactHydraException, OmegaConfBaseException, LossConfigError, LossInputError)
+USER_ERRORS = (CompactHydraException, OmegaConfBaseException, LossConfigError, LossInputError, RankError)
+# what a rank of a distributed run records (the others report it): a user's error, one line
+_RANK_ERRORS = (CompactHydraException, OmegaConfBaseException, LossConfigError, LossInputError)
 _R = TypeVar("_R")
 register_resolvers()  # before Hydra resolves the run directory
 
@@ -279,17 +285,60 @@ def fit(
 
     Returns:
         the final ``val/loss``, or ``None`` without validation (Hydra's sweepers read it).
+
+    Raises:
+        RankError: in a distributed run, one rank failed with a user's error (a bad label
+            on that rank, say); every process raises it, naming that rank and its message.
     """
     import lightning.pytorch  # noqa: F401  (its console handler exists from here on)
 
     _log_through_hydra()
     ckpt_path = checkpoint_path(cfg)
     datamodule, model, trainer = build(cfg, overrides, model=model, datamodule=datamodule)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    _fit_reporting_ranks(trainer, run_dir(cfg), model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.is_global_zero:
         print_summary(summary_rows(trainer, model), run_dir(cfg))
     val = trainer.callback_metrics.get("val/loss")
     return None if val is None else float(val)
+
+
+def _describe(err: BaseException) -> str:
+    """The one line the app prints for a user's error (module level: ranks pickle it)."""
+    return one_line_error(_user_error(err))
+
+
+def _fit_reporting_ranks(trainer: pl.Trainer, out: Path, **fit_args: Any) -> None:
+    """``trainer.fit``; in a distributed run, an error of one rank reported by every process.
+
+    The rank that fails with a user's error records its line in ``out`` (see
+    :mod:`lossmix.rank_errors`) and raises :class:`RankError` (``rank <r>: <message>``);
+    a process that then fails for want of that rank (a collective's communication error,
+    ``ddp_spawn``'s wrapped child error) raises the recorded one instead. One process: as is.
+    """
+    if trainer.world_size == 1:
+        trainer.fit(**fit_args)
+        return
+    started = time.time()
+    fit_in_each_rank(
+        trainer,
+        lambda fit: RecordRankErrors(
+            fit, functools.partial(getattr, trainer, "global_rank"), str(out), _RANK_ERRORS, _describe
+        ),
+    )
+    try:
+        trainer.fit(**fit_args)
+    except BaseException as err:
+        reported = rank_failure(
+            err,
+            rank=trainer.global_rank,
+            directory=out,
+            since=started,
+            kinds=_RANK_ERRORS,
+            describe=_describe,
+        )
+        if reported is None:
+            raise
+        raise reported from err
 
 
 def preflight(
@@ -346,6 +395,12 @@ def _exit_with(err: BaseException, where: dict[str, Any]) -> None:
             raise LossConfigError("nothing composed")
         return composed[0]
 
+    if isinstance(err, RankError):  # one rank's error, printed once per terminal
+        if not err.shown:
+            print(f"Error: {err}", file=sys.stderr, flush=True)
+            if err.record is not None:
+                mark_shown(err.record)
+        sys.exit(1)
     explained = explain_override_error(err, sys.argv[1:], compose)
     print(f"Error: {explained or one_line_error(_user_error(err))}", file=sys.stderr)
     sys.exit(1)

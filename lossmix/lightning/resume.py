@@ -23,11 +23,18 @@ resumes exactly when its sampler is a :class:`ResumableSampler`::
 Exactness holds on one process with ``num_workers=0`` or a deterministic dataset
 (workers keep their own random streams). Under DDP, Lightning wraps the sampler in its
 distributed sampler, which shuffles by epoch itself; the position is then Lightning's.
+
+A mid-epoch resume whose training loader cannot continue where the checkpoint stopped (no
+:class:`ResumableSampler`, not a stateful loader Lightning restores itself) warns once, on
+rank 0, with a :class:`InexactResumeWarning` that says what differs and how to fix it; it
+replaces Lightning's generic "not resumable" warning, which also fires, wrongly, for a
+:class:`ResumableSampler`.
 """
 
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -35,10 +42,20 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import Sampler
 
-from lossmix.compat import close_epoch_ended_in_checkpoint, resumed_mid_epoch
+from lossmix.compat import (
+    close_epoch_ended_in_checkpoint,
+    hide_lightning_mid_epoch_warning,
+    resumed_mid_epoch,
+    show_lightning_mid_epoch_warning,
+)
 from lossmix.validation import check_bool, check_int
 
-__all__ = ["DataPosition", "RandomState", "ResumableSampler"]
+__all__ = ["DataPosition", "InexactResumeWarning", "RandomState", "ResumableSampler"]
+
+
+class InexactResumeWarning(UserWarning):
+    """A mid-epoch resume will not see the batches the uninterrupted run saw (see
+    :class:`DataPosition`)."""
 
 
 class ResumableSampler(Sampler[int]):
@@ -88,23 +105,72 @@ class ResumableSampler(Sampler[int]):
         return self.size
 
 
+def _loaders(loader: Any) -> list[Any]:
+    """The loaders of a training loader: itself, or those of a list, tuple or dict of them."""
+    if isinstance(loader, (list, tuple)):
+        return list(loader)
+    if isinstance(loader, dict):
+        return list(loader.values())
+    return [loader]
+
+
+def _own_samplers(item: Any) -> list[Any]:
+    return [
+        getattr(item, "sampler", None),
+        getattr(getattr(item, "batch_sampler", None), "sampler", None),
+    ]
+
+
 def _resumable_samplers(loader: Any) -> list[ResumableSampler]:
-    loaders = (
-        loader
-        if isinstance(loader, (list, tuple))
-        else list(loader.values())
-        if isinstance(loader, dict)
-        else [loader]
-    )
     found: list[ResumableSampler] = []
-    for item in loaders:
-        for sampler in (
-            getattr(item, "sampler", None),
-            getattr(getattr(item, "batch_sampler", None), "sampler", None),
-        ):
+    for item in _loaders(loader):
+        for sampler in _own_samplers(item):
             if isinstance(sampler, ResumableSampler) and sampler not in found:
                 found.append(sampler)
     return found
+
+
+def _stateful(item: Any) -> bool:
+    """A loader Lightning saves and restores itself (``state_dict``/``load_state_dict``, e.g.
+    torchdata's ``StatefulDataLoader``): it continues where the checkpoint stopped."""
+    return callable(getattr(item, "state_dict", None)) and callable(getattr(item, "load_state_dict", None))
+
+
+def _inexact_samplers(loader: Any) -> list[str]:
+    """The samplers (by type name) of the loaders that a mid-epoch resume replays from their
+    start: no :class:`ResumableSampler` (or no batch size to skip by), and not stateful."""
+    skips = _batch_size(loader) is not None
+    names: list[str] = []
+    for item in _loaders(loader):
+        samplers = _own_samplers(item)
+        if _stateful(item) or (skips and any(isinstance(s, ResumableSampler) for s in samplers)):
+            continue
+        sampler = next((s for s in samplers if s is not None), None)
+        names.append(type(sampler if sampler is not None else item).__name__)
+    return names
+
+
+def _inexact_resume_message(names: list[str], epoch: int, done: int, *, distributed: bool = False) -> str:
+    kinds = ", ".join(sorted(set(names)))
+    if distributed:  # Lightning's distributed sampler wraps any sampler, a ResumableSampler too
+        fix = (
+            "Under DDP Lightning's distributed sampler takes the place of the loader's own "
+            "sampler, so resume from an epoch-end checkpoint for an exact run."
+        )
+    else:
+        fix = (
+            "For an exact resume give the loader sampler=lossmix.lightning.resume.ResumableSampler("
+            "len(dataset), shuffle=..., seed=...) (instead of shuffle=True or its own sampler), or "
+            "resume from an epoch-end checkpoint."
+        )
+    return (
+        f"lossmix: resuming in the middle of epoch {epoch} (after {done} of its batches), but the "
+        f"training loader cannot continue where the checkpoint stopped (its sampler: {kinds}; only "
+        "a lossmix ResumableSampler of a single loader, or a stateful loader, can): Lightning "
+        "iterates it from its first batch again, so the rest of this epoch trains on other "
+        "batches than the uninterrupted run did (the epoch's first batches again, in another "
+        f"order if it shuffles) and the run's values differ from there on. {fix}"
+    )
 
 
 def _batch_size(loader: Any) -> int | None:
@@ -121,9 +187,14 @@ class DataPosition(pl.Callback):
     for a checkpoint written in ``on_train_epoch_end`` this works around Lightning 2.6, which
     would otherwise train one extra batch in the finished epoch
     (:func:`lossmix.compat.close_epoch_ended_in_checkpoint`).
-    Loaders without a :class:`ResumableSampler` are left alone (Lightning then replays the
-    epoch from its first batch, and says so).
+    Loaders without a :class:`ResumableSampler` are left alone: Lightning then replays the
+    epoch from its first batch, and this callback warns once, on rank 0
+    (:class:`InexactResumeWarning`: what differs, and the fix) in place of Lightning's
+    generic warning, which it hides until the first resumed batch.
     """
+
+    def __init__(self) -> None:
+        self._hidden: Any = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if close_epoch_ended_in_checkpoint(trainer):
@@ -136,6 +207,32 @@ class DataPosition(pl.Callback):
         for sampler in _resumable_samplers(loader):
             if size is not None:
                 sampler.skip(done * size)
+        self._hidden = hide_lightning_mid_epoch_warning()
+        inexact = _inexact_samplers(loader)
+        if inexact and trainer.is_global_zero:
+            warnings.warn(
+                _inexact_resume_message(
+                    inexact, trainer.current_epoch, done, distributed=trainer.world_size > 1
+                ),
+                InexactResumeWarning,
+                stacklevel=2,
+            )
+
+    def _show_lightning_warning(self) -> None:
+        if self._hidden is not None:
+            show_lightning_mid_epoch_warning(self._hidden)
+            self._hidden = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._show_lightning_warning()  # Lightning has had its say by the first batch
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._show_lightning_warning()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._show_lightning_warning()
 
 
 class RandomState(pl.Callback):
