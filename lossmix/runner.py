@@ -52,7 +52,7 @@ from lossmix.app import (
     instantiate_node,
     resolve_node_class,
 )
-from lossmix.compat import compose_like_hydra_main
+from lossmix.compat import compose_like_hydra_main, edit_saved_checkpoints, replace_initial_hparams
 from lossmix.config import (
     build_loss_mix,
     check_node_values,
@@ -62,7 +62,14 @@ from lossmix.config import (
     plain,
 )
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.nodes import register_resolvers, secrets_hidden
+from lossmix.nodes import (
+    env_paths,
+    env_secrets,
+    redacting,
+    register_resolvers,
+    replace_at,
+    secrets_hidden,
+)
 from lossmix.report import print_summary, summary_rows
 from lossmix.targets import trusting
 
@@ -167,10 +174,14 @@ def build(
             check_node_values(path, plain(cfg[path]), resolve_node_class(cfg[path], path, trust.allowed))
         if cfg.get("seed") is not None:
             pl.seed_everything(cfg.seed, workers=True)
+        # what each module built here was given, config path -> hyper-parameter path
+        given: list[tuple[Any, str, dict[tuple[Any, ...], tuple[Any, ...]]]] = []
         if datamodule is None:
             datamodule = instantiate_node(cfg.data, "data", base=bases["data"], allowed=trust.allowed)
+            given.append((datamodule, pl.LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY, {("data",): ()}))
         if model is None:
             cls = resolve_node_class(cfg.model, "model", trust.allowed)
+            loss_kwargs = _model_kwargs(cfg, cls)
             model = instantiate_node(
                 cfg.model,
                 "model",
@@ -178,8 +189,12 @@ def build(
                 allowed=trust.allowed,
                 _recursive_=False,
                 _convert_="all",
-                **_model_kwargs(cfg, cls),
+                **loss_kwargs,
             )
+            roots: dict[tuple[Any, ...], tuple[Any, ...]] = {("model",): ()}
+            if loss_kwargs:
+                roots[("loss",)] = ("loss",)
+            given.append((model, pl.LightningModule.CHECKPOINT_HYPER_PARAMS_KEY, roots))
         if preflight_on is not None:
             model.loss_preflight = preflight_on
         if compile_on is not None:
@@ -206,7 +221,67 @@ def build(
             if trainer_node is not None
             else pl.Trainer(callbacks=callbacks, logger=loggers)
         )
+        _keep_interpolations(cfg, trainer, given)
     return datamodule, model, trainer
+
+
+class _StoredInterpolations:
+    """A checkpoint edit: ``{checkpoint key: {hyper-parameter path: (value, interpolation)}}``
+    puts each interpolation back in place of its value (a class, so the trainer pickles)."""
+
+    def __init__(self, edits: dict[str, dict[tuple[Any, ...], tuple[Any, Any]]]) -> None:
+        self.edits = edits
+
+    def __call__(self, checkpoint: dict[str, Any]) -> None:
+        for key, replacements in self.edits.items():
+            if key in checkpoint:
+                checkpoint[key] = replace_at(checkpoint[key], replacements)
+
+
+def _hparams_replacements(
+    cfg: DictConfig, env: dict[tuple[Any, ...], str], roots: dict[tuple[Any, ...], tuple[Any, ...]]
+) -> dict[tuple[Any, ...], tuple[Any, Any]]:
+    """``{hyper-parameter path: (resolved value, interpolation)}`` for a module whose
+    constructor got the config's nodes at ``roots`` (config path -> hyper-parameter path)."""
+    from omegaconf import OmegaConf
+
+    found: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+    for path, interpolation in env.items():
+        for root, into in roots.items():
+            rest = path[len(root) :]
+            if path[: len(root)] != root or not rest or str(rest[0]).startswith("_"):
+                continue  # another node's, or Hydra's own keys (_target_, ...): not an argument
+            try:
+                value = OmegaConf.select(cfg, ".".join(map(str, path)), throw_on_missing=False)
+            except Exception:  # unresolvable: the build has failed already
+                continue
+            found[(*into, *rest)] = (value, interpolation)
+    return found
+
+
+def _keep_interpolations(
+    cfg: DictConfig, trainer: Any, given: list[tuple[Any, str, dict[tuple[Any, ...], tuple[Any, ...]]]]
+) -> None:
+    """Store every hyper-parameter the config read from the environment as its interpolation.
+
+    The modules keep the values (``hparams``: what they read while training); what leaves
+    the run does not: ``hparams_initial`` (what loggers write, ``hparams.yaml``) and every
+    checkpoint's ``hyper_parameters`` / ``datamodule_hyper_parameters`` hold
+    ``${oc.env:NAME}`` at the path where the config had it. Matched by path (and the value
+    there), never by value alone. ``load_from_checkpoint`` reads the variable again when the
+    terms are built (:func:`lossmix.nodes.resolve_env_values`).
+    """
+    env = env_paths(cfg)
+    if not env:
+        return
+    edits: dict[str, dict[tuple[Any, ...], tuple[Any, Any]]] = {}
+    for module, key, roots in given:
+        replacements = _hparams_replacements(cfg, env, roots)
+        if replacements:
+            replace_initial_hparams(module, functools.partial(replace_at, replacements=replacements))
+            edits[key] = replacements
+    if edits:
+        edit_saved_checkpoints(trainer, _StoredInterpolations(edits))
 
 
 def _with_outputs(callbacks: list[Any], loggers: list[Any], out: Path) -> tuple[list[Any], list[Any]]:
@@ -269,13 +344,15 @@ def fit(
     import lightning.pytorch  # noqa: F401  (its console handler exists from here on)
 
     _log_through_hydra()
-    ckpt_path = checkpoint_path(cfg)
-    datamodule, model, trainer = build(cfg, overrides, model=model, datamodule=datamodule)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    if trainer.is_global_zero:
-        print_summary(summary_rows(trainer, model), run_dir(cfg))
-    val = trainer.callback_metrics.get("val/loss")
-    return None if val is None else float(val)
+    # every error, warning and log line of the run shows ${oc.env:NAME}, never its value
+    with redacting(env_secrets(cfg)):
+        ckpt_path = checkpoint_path(cfg)
+        datamodule, model, trainer = build(cfg, overrides, model=model, datamodule=datamodule)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        if trainer.is_global_zero:
+            print_summary(summary_rows(trainer, model), run_dir(cfg))
+        val = trainer.callback_metrics.get("val/loss")
+        return None if val is None else float(val)
 
 
 def preflight(
