@@ -123,37 +123,45 @@ def _lookup(raw: Any, path: tuple[Any, ...]) -> tuple[bool, Any]:
     return True, node
 
 
-def _env_source(raw: Any, path: tuple[Any, ...], value: Any) -> str | None:
-    """The ``${oc.env:...}`` text a leaf's value comes from: its own, or the one at the end of a
-    chain of node interpolations (``model.token: ${data.token}``); ``None`` when the value does
-    not read the environment."""
-    for _ in range(_CHAIN_DEPTH):
-        if not isinstance(value, str):
-            return None
-        if _ENV.search(value):
-            return value
-        ref = _NODE_REF.fullmatch(value.strip())
-        if ref is None:
-            return None
-        dots, dotted = ref.groups()
-        if len(dots) > len(path):
-            return None
-        base = path[: len(path) - len(dots)] if dots else ()  # ${.x}: a sibling of the leaf
-        path = (*base, *dotted.split("."))
-        found, value = _lookup(raw, path)
-        if not found:
-            return None
-    return None
+def _env_sources(raw: Any, path: tuple[Any, ...], value: Any, depth: int = 0) -> dict[tuple[Any, ...], str]:
+    """``{sub-path: ${oc.env:...} text}`` of what the value at ``path`` reads from the
+    environment: ``()`` for the value itself (its own text, or the end of a chain of node
+    interpolations: ``model.token: ${data.token}``), or paths inside a node it interpolates
+    (``model.loss: ${loss}``)."""
+    if depth > _CHAIN_DEPTH:  # a cycle: OmegaConf refuses it when resolving
+        return {}
+    if isinstance(value, (Mapping, list)):
+        found: dict[tuple[Any, ...], str] = {}
+        for sub, leaf in _leaves(value):
+            for rest, text in _env_sources(raw, (*path, *sub), leaf, depth + 1).items():
+                found[(*sub, *rest)] = text
+        return found
+    if not isinstance(value, str):
+        return {}
+    if _ENV.search(value):
+        return {(): value}
+    ref = _NODE_REF.fullmatch(value.strip())
+    if ref is None:
+        return {}
+    dots, dotted = ref.groups()
+    if len(dots) > len(path):
+        return {}
+    base = path[: len(path) - len(dots)] if dots else ()  # ${.x}: a sibling of the leaf
+    target = (*base, *dotted.split("."))
+    found_it, target_value = _lookup(raw, target)
+    return _env_sources(raw, target, target_value, depth + 1) if found_it else {}
 
 
 def env_paths(node: Any) -> dict[tuple[Any, ...], str]:
     """``{path: interpolation}`` for every leaf of ``node`` whose value is read from the environment.
 
     A leaf counts when its own text holds ``${oc.env:...}`` or when it interpolates another
-    leaf that does (``${data.token}``, also relative: ``${..token}``); the interpolation given
-    is the ``${oc.env:...}`` text. Only OmegaConf nodes carry interpolations; a plain container
-    gives ``{}``. What a run stores (a model's hyper-parameters) is rewritten at these paths,
-    by path rather than by value, so a secret ``1`` leaves every other ``1`` alone.
+    leaf that does (``${data.token}``, also relative: ``${..token}``), and so does every such
+    leaf inside a node that a leaf interpolates whole (``model.loss: ${loss}``); the
+    interpolation given is the ``${oc.env:...}`` text. Only OmegaConf nodes carry
+    interpolations; a plain container gives ``{}``. What a run stores (a model's
+    hyper-parameters) is rewritten at these paths, by path rather than by value, so a secret
+    ``1`` leaves every other ``1`` alone.
 
     >>> from omegaconf import OmegaConf
     >>> env_paths(OmegaConf.create({"a": {"key": "${oc.env:TOKEN}"}, "b": "${a.key}", "c": 1}))
@@ -166,9 +174,8 @@ def env_paths(node: Any) -> dict[tuple[Any, ...], str]:
     raw = OmegaConf.to_container(node, resolve=False)
     found: dict[tuple[Any, ...], str] = {}
     for path, value in _leaves(raw):
-        source = _env_source(raw, path, value)
-        if source is not None:
-            found[path] = source
+        for rest, source in _env_sources(raw, path, value).items():
+            found[(*path, *rest)] = source
     return found
 
 

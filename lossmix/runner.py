@@ -135,6 +135,11 @@ def build(
             (default: the running Hydra job's).
         model, datamodule: already built ones (the config's nodes are then not used).
 
+    A hyper-parameter of the model or datamodule built here that the config read from the
+    environment is stored as its interpolation (``hparams.yaml``, every checkpoint's
+    ``hyper_parameters``) while the module itself keeps the value; loading the checkpoint reads
+    the variable again when the terms are built.
+
     Raises:
         LossConfigError: a term or an app node is refused or wrong, naming it.
     """
@@ -337,6 +342,11 @@ def fit(
     overrides: Sequence[str] | None = None,
 ) -> float | None:
     """Check, build (what was not given) and fit from a composed config; print the summary.
+
+    A value the config reads from the environment (``${oc.env:TOKEN}``) is never shown: every
+    error of the run (its cause and context too), warning and log line shows the
+    interpolation (:func:`lossmix.nodes.redacting`), and the built modules' stored
+    hyper-parameters hold it (see :func:`build`).
 
     Returns:
         the final ``val/loss``, or ``None`` without validation (Hydra's sweepers read it).

@@ -10,6 +10,7 @@ such a checkpoint reads the variable again. The app runs in this process, except
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -28,7 +29,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 import lossmix.train as train
-from lossmix import LossConfigError, LossMix
+from lossmix import LossConfigError, LossMix, compat
 from lossmix.config import check_loss_config
 from lossmix.demo import DenseDetector
 from lossmix.errors import LossInputError
@@ -41,6 +42,8 @@ from lossmix.nodes import (
     resolve_env_values,
 )
 from lossmix.targets import ENV_ALLOWED_TARGETS
+from tests import lightning_models
+from tests.lightning_models import Regressor
 from tests.test_train import QUIET, SUBPROCESS_TIMEOUT, TINY, compose_train, main_in_process
 
 SECRET = "hunter2-redaction-7f3a9c"
@@ -342,6 +345,8 @@ def test_env_paths_follow_interpolations_and_secrets_include_the_variable(monkey
         {
             "data": {"token": f"${{oc.env:{VAR}}}", "url": f"https://x/${{oc.env:{VAR}}}"},
             "model": {"token": "${data.token}", "near": "${.width}", "width": 3, "up": {"t": "${..token}"}},
+            "whole": "${data}",
+            "loop": "${loop}",
         }
     )
     assert env_paths(cfg) == {
@@ -349,6 +354,8 @@ def test_env_paths_follow_interpolations_and_secrets_include_the_variable(monkey
         ("data", "url"): f"https://x/{SHOWN}",
         ("model", "token"): SHOWN,
         ("model", "up", "t"): SHOWN,
+        ("whole", "token"): SHOWN,
+        ("whole", "url"): f"https://x/{SHOWN}",
     }
     assert env_secrets(cfg) == {SECRET: SHOWN, f"https://x/{SECRET}": f"https://x/{SHOWN}"}
     assert env_paths({"token": SECRET}) == {}
@@ -398,3 +405,33 @@ def test_a_value_read_for_a_stored_node_stays_hidden_in_its_errors(monkeypatch):
         with pytest.raises(LossConfigError) as info:
             call()
         assert SHOWN in str(info.value) and not chain_shows_secret(info.value)
+
+
+class TokenRegressor(Regressor):
+    """The shared regressor with a saved ``token`` hyper-parameter."""
+
+    def __init__(self, terms: dict | None = None, lr: float = 0.0, token: str = "") -> None:
+        super().__init__(terms, lr)
+        self.save_hyperparameters()
+
+
+def test_the_private_lightning_apis_edit_what_leaves_the_run(tmp_path):
+    """``lossmix.compat``'s two doors against the installed Lightning: ``hparams_initial`` (what
+    loggers write) changes while ``hparams`` (what the module reads) keeps the value, and
+    every checkpoint the trainer saves, weights-only ones too, goes through the edit."""
+    model = TokenRegressor(token=SECRET)
+    compat.replace_initial_hparams(
+        model, functools.partial(replace_at, replacements={("token",): (SECRET, SHOWN)})
+    )
+    assert model.hparams_initial["token"] == SHOWN and model.hparams["token"] == SECRET
+    trainer = lightning_models.trainer(max_steps=1)
+    compat.edit_saved_checkpoints(
+        trainer, lambda checkpoint: checkpoint["hyper_parameters"].update(token=SHOWN)
+    )
+    trainer.fit(model, lightning_models.loader(8, 4))
+    for weights_only in (False, True):
+        path = tmp_path / f"{weights_only}.ckpt"
+        trainer.save_checkpoint(path, weights_only=weights_only)
+        assert torch.load(path, weights_only=True)["hyper_parameters"]["token"] == SHOWN
+        assert SECRET.encode() not in path.read_bytes()
+    assert model.hparams["token"] == SECRET
