@@ -157,6 +157,9 @@ class LossMix(nn.Module):
         A node with ``type`` or ``_target_`` is a term; a node whose children are all
         term nodes is a group. A top-level ``default_scope: mmagic`` applies to every term
         that does not set its own (bare ``type`` names are looked up in that scope first).
+        A string that is exactly ``${oc.env:NAME}`` (or ``${oc.env:NAME,default}``), as a run
+        stores a value it read from the environment, is read from the environment now
+        (:func:`lossmix.nodes.resolve_env_values`); nothing else is evaluated.
         """
         secrets = env_secrets(node)
         with errors_hidden(secrets):

@@ -265,20 +265,21 @@ def hidden_error(err: BaseException, secrets: Mapping[str, str]) -> BaseExceptio
 
     A wrapper around lossmix's own error (Hydra's ``InstantiationException`` around a
     ``LossConfigError``) gives way to that error, as the app's one-line message does. The
-    error keeps its traceback (the frames show code, not values); its chain is dropped, since
-    it would show the value again.
+    error keeps its traceback (the frames show code, not values); its chain is dropped (its
+    cause cleared, its context suppressed), since it would show the value again.
     """
     if not secrets or not any(_shows(e, secrets) for e in _chain(err)):
         return None
     from lossmix.errors import LossConfigError, LossInputError
 
     own = (LossConfigError, LossInputError)
-    top = err.__cause__ if not isinstance(err, own) and isinstance(err.__cause__, own) else err
-    assert top is not None  # for mypy: err, or its (lossmix) cause
+    cause = err.__cause__
+    top: BaseException = cause if isinstance(cause, own) and not isinstance(err, own) else err
     hidden = redacted(top, secrets)
     notes = getattr(top, "__notes__", None)
     if notes:
         hidden.__notes__ = [redact(str(note), secrets) for note in notes]
+    hidden.__cause__, hidden.__suppress_context__ = None, True  # as ``raise ... from None``
     return hidden.with_traceback(top.__traceback__)
 
 
@@ -326,12 +327,12 @@ class RedactingFilter(logging.Filter):
             if hidden != message:
                 record.msg, record.args = hidden, None
         if record.exc_info and record.exc_info[1] is not None:
+            # the handler formats this one: its message hidden, its chain dropped (the frames
+            # of a trace show code, not values)
             shown = hidden_error(record.exc_info[1], self.secrets)
             if shown is not None:
                 record.exc_info = (type(shown), shown, shown.__traceback__)
-            if not record.exc_text:
-                record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
+        if record.exc_text:  # formatted by a handler before this one
             record.exc_text = redact(record.exc_text, self.secrets)
         if record.stack_info:
             record.stack_info = redact(record.stack_info, self.secrets)

@@ -318,19 +318,35 @@ def test_a_wrapped_lossmix_error_gives_way_to_it_hidden():
     assert isinstance(hidden, LossConfigError) and str(hidden) == f"term 'cls': key {SHOWN} is wrong"
 
 
-def test_redacting_hides_warnings_and_log_lines_and_removes_itself(caplog):
+def test_redacting_hides_warnings_and_log_lines_and_removes_itself(caplog, monkeypatch):
     secrets = {SECRET: SHOWN}
+    solo = io.StringIO()  # the only handler of a record: nothing formats it before the filter
+    handler = logging.StreamHandler(solo)
+    monkeypatch.setattr(OWN, "propagate", False)
+    monkeypatch.setattr(OWN, "handlers", [handler])
     root_filters = [list(h.filters) for h in logging.getLogger().handlers]
     showwarning = warnings.showwarning
+    try:
+        try:
+            raise KeyError(SECRET)
+        except KeyError as cause:
+            raise RuntimeError("the lookup failed") from cause
+    except RuntimeError as err:
+        failed = err
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with redacting(secrets):
             LOG.warning("value %r and %s", SECRET, SECRET, stack_info=True)
+            LOG.error("a step failed", exc_info=failed)  # the secret only in the cause
+            OWN.error("a step failed", exc_info=failed)
             warnings.warn(f"value {SECRET}", RuntimeWarning, stacklevel=1)
         LOG.warning("after: %s", "plain")
-    assert [r.getMessage() for r in caplog.records] == [f"value {SHOWN} and {SHOWN}", "after: plain"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [f"value {SHOWN} and {SHOWN}", "a step failed", "after: plain"]
     assert [(w.category, str(w.message)) for w in caught] == [(RuntimeWarning, f"value {SHOWN}")]
-    assert SECRET not in caplog.text
+    assert "RuntimeError: the lookup failed" in caplog.text and SECRET not in caplog.text
+    assert solo.getvalue().endswith("RuntimeError: the lookup failed\n")
+    assert "KeyError" not in solo.getvalue() and not handler.filters
     assert warnings.showwarning is showwarning
     assert [list(h.filters) for h in logging.getLogger().handlers] == root_filters
     with pytest.raises(ValueError, match="^x ") as info:  # an error of the block
