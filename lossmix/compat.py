@@ -20,11 +20,13 @@ __all__ = [
     "batches_stepped",
     "close_epoch_ended_in_checkpoint",
     "compose_like_hydra_main",
+    "edit_saved_checkpoints",
     "fast_dev_run",
     "fit_in_each_rank",
     "hide_lightning_mid_epoch_warning",
     "logging_due",
     "parse_hydra_argv",
+    "replace_initial_hparams",
     "resumed_mid_epoch",
     "should_accumulate",
     "show_lightning_mid_epoch_warning",
@@ -192,6 +194,38 @@ def primary_search_path(hydra: Any, config_name: str | None) -> Any:
     if loaded is None or not OmegaConf.is_dict(loaded.config):
         return None
     return OmegaConf.select(loaded.config, "hydra.searchpath")
+
+
+def replace_initial_hparams(module: Any, edit: Callable[[Any], Any]) -> None:
+    """Replace what ``module.hparams_initial`` gives (what a logger writes: ``hparams.yaml``)
+    with ``edit`` of it, leaving ``module.hparams`` (what the module reads) as it is:
+    Lightning's private ``_hparams_initial``, set by ``save_hyperparameters`` (absent: nothing
+    was saved, nothing to replace)."""
+    initial = getattr(module, "_hparams_initial", None)
+    if initial is not None:
+        module._hparams_initial = edit(initial)
+
+
+class _EditedDump:
+    """Lightning's checkpoint dump, then ``edit`` on the dict (a class, not a closure, so a
+    trainer sent to spawned processes still pickles)."""
+
+    def __init__(self, connector: Any, edit: Callable[[dict[str, Any]], None]) -> None:
+        self.connector, self.edit = connector, edit
+
+    def __call__(self, weights_only: bool | None = None) -> dict[str, Any]:
+        checkpoint: dict[str, Any] = type(self.connector).dump_checkpoint(self.connector, weights_only)
+        self.edit(checkpoint)
+        return checkpoint
+
+
+def edit_saved_checkpoints(trainer: Any, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Run ``edit`` on every checkpoint dict ``trainer`` saves, after every hook, before it is
+    written (weights-only checkpoints too, which skip the callbacks' ``on_save_checkpoint``):
+    wraps Lightning's private ``trainer._checkpoint_connector.dump_checkpoint``, which
+    ``trainer.save_checkpoint`` calls for every strategy."""
+    connector = trainer._checkpoint_connector
+    connector.dump_checkpoint = _EditedDump(connector, edit)
 
 
 def compose_like_hydra_main(

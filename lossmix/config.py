@@ -11,6 +11,7 @@ the command line prints.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import re
@@ -21,7 +22,16 @@ from typing import Any
 
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.mix import AGGREGATION_KEY, WEIGHTING_KEY, LossMix
-from lossmix.nodes import TERM_REFS, is_group_node, is_term_node, secrets_hidden, to_plain
+from lossmix.nodes import (
+    TERM_REFS,
+    env_secrets,
+    errors_hidden,
+    is_group_node,
+    is_term_node,
+    loss_key_label,
+    resolve_env_values,
+    to_plain,
+)
 from lossmix.normalizers import build_normalizer
 from lossmix.reduction import REDUCTIONS
 from lossmix.registry import DEFAULT_SCOPE_KEY, LOSSES, REQUIRED, SAMPLERS, Registry
@@ -397,8 +407,12 @@ def check_loss_config(node: Any, *, allowed_targets: tuple[str, ...] | list[str]
     ...
     lossmix.errors.LossConfigError: term 'cls' (FocalLoss): unknown key 'gama' ... 'gamma'? ...
     """
-    with secrets_hidden(node):
+    secrets = env_secrets(node)
+    with errors_hidden(secrets):
         node = plain(node)
+        # a stored node (a checkpoint's hyper-parameters) keeps ${oc.env:NAME}: read it now
+        node, read = resolve_env_values(node, label=functools.partial(loss_key_label, node))
+    with errors_hidden({**read, **secrets}):
         if not isinstance(node, Mapping) or not node:
             raise LossConfigError(
                 f"the loss config must map term names to term nodes, e.g. loss/cls=focal; got {node!r}."

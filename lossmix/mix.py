@@ -12,6 +12,7 @@ step shares a single collective:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
@@ -29,7 +30,7 @@ from lossmix.mix_build import (
     check_weighting,
     window_scoped,
 )
-from lossmix.nodes import secrets_hidden, to_plain
+from lossmix.nodes import env_secrets, errors_hidden, loss_key_label, resolve_env_values, to_plain
 from lossmix.reduction import EPS32
 from lossmix.result import LossResult, device_of, gate, sum_of, zero_like
 from lossmix.term import Term, TermInputs, check_term_name
@@ -156,9 +157,17 @@ class LossMix(nn.Module):
         A node with ``type`` or ``_target_`` is a term; a node whose children are all
         term nodes is a group. A top-level ``default_scope: mmagic`` applies to every term
         that does not set its own (bare ``type`` names are looked up in that scope first).
+        A string that is exactly ``${oc.env:NAME}`` (or ``${oc.env:NAME,default}``), as a run
+        stores a value it read from the environment, is read from the environment now
+        (:func:`lossmix.nodes.resolve_env_values`); nothing else is evaluated.
         """
-        with secrets_hidden(node):
-            built, weighting, aggregation = build_parts(to_plain(node), tuple(allowed_targets))
+        secrets = env_secrets(node)
+        with errors_hidden(secrets):
+            plain = to_plain(node)
+            # a stored node (a checkpoint's hyper-parameters) keeps ${oc.env:NAME}: read it now
+            plain, read = resolve_env_values(plain, label=functools.partial(loss_key_label, plain))
+        with errors_hidden({**read, **secrets}):
+            built, weighting, aggregation = build_parts(plain, tuple(allowed_targets))
         return cls(built, weighting=weighting, aggregation=aggregation)
 
     # -- introspection ------------------------------------------------------------------------

@@ -55,7 +55,13 @@ from lossmix.app import (
     instantiate_node,
     resolve_node_class,
 )
-from lossmix.compat import compose_like_hydra_main, fit_in_each_rank, parse_hydra_argv
+from lossmix.compat import (
+    compose_like_hydra_main,
+    edit_saved_checkpoints,
+    fit_in_each_rank,
+    parse_hydra_argv,
+    replace_initial_hparams,
+)
 from lossmix.config import (
     build_loss_mix,
     check_node_values,
@@ -74,7 +80,14 @@ from lossmix.hydra_nodes import (
     command_line_overrides,
     record_command_line,
 )
-from lossmix.nodes import register_resolvers, secrets_hidden
+from lossmix.nodes import (
+    env_paths,
+    env_secrets,
+    redacting,
+    register_resolvers,
+    replace_at,
+    secrets_hidden,
+)
 from lossmix.rank_errors import RecordRankErrors, mark_shown, rank_failure
 from lossmix.report import print_summary, summary_rows
 from lossmix.targets import trusting
@@ -136,6 +149,11 @@ def build(
             (default: the running Hydra job's).
         model, datamodule: already built ones (the config's nodes are then not used).
 
+    A hyper-parameter of the model or datamodule built here that the config read from the
+    environment is stored as its interpolation (``hparams.yaml``, every checkpoint's
+    ``hyper_parameters``) while the module itself keeps the value; loading the checkpoint reads
+    the variable again when the terms are built.
+
     Raises:
         LossConfigError: a term or an app node is refused or wrong, naming it.
     """
@@ -178,10 +196,14 @@ def build(
             check_node_values(path, plain(cfg[path]), resolve_node_class(cfg[path], path, trust.allowed))
         if cfg.get("seed") is not None:
             pl.seed_everything(cfg.seed, workers=True)
+        # what each module built here was given, config path -> hyper-parameter path
+        given: list[tuple[Any, str, dict[tuple[Any, ...], tuple[Any, ...]]]] = []
         if datamodule is None:
             datamodule = instantiate_node(cfg.data, "data", base=bases["data"], allowed=trust.allowed)
+            given.append((datamodule, pl.LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY, {("data",): ()}))
         if model is None:
             cls = resolve_node_class(cfg.model, "model", trust.allowed)
+            loss_kwargs = _model_kwargs(cfg, cls)
             model = instantiate_node(
                 cfg.model,
                 "model",
@@ -189,8 +211,12 @@ def build(
                 allowed=trust.allowed,
                 _recursive_=False,
                 _convert_="all",
-                **_model_kwargs(cfg, cls),
+                **loss_kwargs,
             )
+            roots: dict[tuple[Any, ...], tuple[Any, ...]] = {("model",): ()}
+            if loss_kwargs:
+                roots[("loss",)] = ("loss",)
+            given.append((model, pl.LightningModule.CHECKPOINT_HYPER_PARAMS_KEY, roots))
         if preflight_on is not None:
             model.loss_preflight = preflight_on
         if compile_on is not None:
@@ -217,6 +243,7 @@ def build(
             if trainer_node is not None
             else pl.Trainer(callbacks=callbacks, logger=loggers)
         )
+        _keep_interpolations(cfg, trainer, given)
     return datamodule, model, trainer
 
 
@@ -227,6 +254,65 @@ def _check_job_env(overrides: Sequence[str]) -> None:
 
     if HydraConfig.initialized():
         check_env_set(getattr(HydraConfig.get().job, "env_set", None), overrides)
+
+
+class _StoredInterpolations:
+    """A checkpoint edit: ``{checkpoint key: {hyper-parameter path: (value, interpolation)}}``
+    puts each interpolation back in place of its value (a class, so the trainer pickles)."""
+
+    def __init__(self, edits: dict[str, dict[tuple[Any, ...], tuple[Any, Any]]]) -> None:
+        self.edits = edits
+
+    def __call__(self, checkpoint: dict[str, Any]) -> None:
+        for key, replacements in self.edits.items():
+            if key in checkpoint:
+                checkpoint[key] = replace_at(checkpoint[key], replacements)
+
+
+def _hparams_replacements(
+    cfg: DictConfig, env: dict[tuple[Any, ...], str], roots: dict[tuple[Any, ...], tuple[Any, ...]]
+) -> dict[tuple[Any, ...], tuple[Any, Any]]:
+    """``{hyper-parameter path: (resolved value, interpolation)}`` for a module whose
+    constructor got the config's nodes at ``roots`` (config path -> hyper-parameter path)."""
+    from omegaconf import OmegaConf
+
+    found: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+    for path, interpolation in env.items():
+        for root, into in roots.items():
+            rest = path[len(root) :]
+            if path[: len(root)] != root or not rest or str(rest[0]).startswith("_"):
+                continue  # another node's, or Hydra's own keys (_target_, ...): not an argument
+            try:
+                value = OmegaConf.select(cfg, ".".join(map(str, path)), throw_on_missing=False)
+            except Exception:  # unresolvable: the build has failed already
+                continue
+            found[(*into, *rest)] = (value, interpolation)
+    return found
+
+
+def _keep_interpolations(
+    cfg: DictConfig, trainer: Any, given: list[tuple[Any, str, dict[tuple[Any, ...], tuple[Any, ...]]]]
+) -> None:
+    """Store every hyper-parameter the config read from the environment as its interpolation.
+
+    The modules keep the values (``hparams``: what they read while training); what leaves
+    the run does not: ``hparams_initial`` (what loggers write, ``hparams.yaml``) and every
+    checkpoint's ``hyper_parameters`` / ``datamodule_hyper_parameters`` hold
+    ``${oc.env:NAME}`` at the path where the config had it. Matched by path (and the value
+    there), never by value alone. ``load_from_checkpoint`` reads the variable again when the
+    terms are built (:func:`lossmix.nodes.resolve_env_values`).
+    """
+    env = env_paths(cfg)
+    if not env:
+        return
+    edits: dict[str, dict[tuple[Any, ...], tuple[Any, Any]]] = {}
+    for module, key, roots in given:
+        replacements = _hparams_replacements(cfg, env, roots)
+        if replacements:
+            replace_initial_hparams(module, functools.partial(replace_at, replacements=replacements))
+            edits[key] = replacements
+    if edits:
+        edit_saved_checkpoints(trainer, _StoredInterpolations(edits))
 
 
 def _with_outputs(callbacks: list[Any], loggers: list[Any], out: Path) -> tuple[list[Any], list[Any]]:
@@ -283,6 +369,11 @@ def fit(
 ) -> float | None:
     """Check, build (what was not given) and fit from a composed config; print the summary.
 
+    A value the config reads from the environment (``${oc.env:TOKEN}``) is never shown: every
+    error of the run (its cause and context too), warning and log line shows the
+    interpolation (:func:`lossmix.nodes.redacting`), and the built modules' stored
+    hyper-parameters hold it (see :func:`build`).
+
     Returns:
         the final ``val/loss``, or ``None`` without validation (Hydra's sweepers read it).
 
@@ -293,13 +384,15 @@ def fit(
     import lightning.pytorch  # noqa: F401  (its console handler exists from here on)
 
     _log_through_hydra()
-    ckpt_path = checkpoint_path(cfg)
-    datamodule, model, trainer = build(cfg, overrides, model=model, datamodule=datamodule)
-    _fit_reporting_ranks(trainer, run_dir(cfg), model=model, datamodule=datamodule, ckpt_path=ckpt_path)
-    if trainer.is_global_zero:
-        print_summary(summary_rows(trainer, model), run_dir(cfg))
-    val = trainer.callback_metrics.get("val/loss")
-    return None if val is None else float(val)
+    # every error, warning and log line of the run shows ${oc.env:NAME}, never its value
+    with redacting(env_secrets(cfg)):
+        ckpt_path = checkpoint_path(cfg)
+        datamodule, model, trainer = build(cfg, overrides, model=model, datamodule=datamodule)
+        _fit_reporting_ranks(trainer, run_dir(cfg), model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        if trainer.is_global_zero:
+            print_summary(summary_rows(trainer, model), run_dir(cfg))
+        val = trainer.callback_metrics.get("val/loss")
+        return None if val is None else float(val)
 
 
 def _describe(err: BaseException) -> str:
