@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["LossConfigError", "LossInputError", "did_you_mean"]
+__all__ = ["LossConfigError", "LossInputError", "LossRunError", "did_you_mean"]
 
 
 class LossConfigError(ValueError):
@@ -14,6 +14,11 @@ class LossConfigError(ValueError):
 
 class LossInputError(ValueError):
     """The tensors given to a loss or a term do not fit (shapes, keys, value ranges)."""
+
+
+class LossRunError(RuntimeError):
+    """A run cannot go on for a reason outside its config: a file it writes failed (disk full,
+    read-only, a file-size limit) or its run directory is in use by another run."""
 
 
 def did_you_mean(name: str, options: Iterable[str], *, n: int = 3) -> str:

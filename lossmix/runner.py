@@ -29,12 +29,13 @@ Your app::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,6 +53,7 @@ from lossmix.app import (
     instantiate_node,
     resolve_node_class,
 )
+from lossmix.checkpoint import state_dict_mismatch
 from lossmix.compat import compose_like_hydra_main
 from lossmix.config import (
     build_loss_mix,
@@ -61,9 +63,11 @@ from lossmix.config import (
     one_line_error,
     plain,
 )
-from lossmix.errors import LossConfigError, LossInputError
+from lossmix.errors import LossConfigError, LossInputError, LossRunError
+from lossmix.files import write_failure
 from lossmix.nodes import register_resolvers, secrets_hidden
 from lossmix.report import print_summary, summary_rows
+from lossmix.runlock import RunLock, launching_process
 from lossmix.targets import trusting
 
 if TYPE_CHECKING:
@@ -73,7 +77,10 @@ __all__ = ["build", "checkpoint_path", "fit", "hydra_app", "preflight", "run_dir
 
 _OWN_FULL_ERROR = "_LOSSMIX_SET_HYDRA_FULL_ERROR"
 # a config's own mistakes (an interpolation to a missing key included): one line, no trace
-USER_ERRORS = (CompactHydraException, OmegaConfBaseException, LossConfigError, LossInputError)
+# and a run that cannot go on (a write failed, the run directory is in use)
+USER_ERRORS = (CompactHydraException, OmegaConfBaseException, LossConfigError, LossInputError, LossRunError)
+_OWN_ERRORS = (LossConfigError, LossInputError, LossRunError)
+_HYDRA_ELSEWHERE = "set hydra.run.dir=<another directory>"
 _R = TypeVar("_R")
 register_resolvers()  # before Hydra resolves the run directory
 
@@ -143,6 +150,12 @@ def build(
             f"lossmix.preflight={preflight_on!r} is not valid; use true (route one batch "
             "through every term before training) or false."
         )
+    allow_nonfinite = lossmix_node.get("allow_nonfinite_checkpoint", False)
+    if not isinstance(allow_nonfinite, bool):
+        raise LossConfigError(
+            f"lossmix.allow_nonfinite_checkpoint={allow_nonfinite!r} is not valid; use false (refuse a "
+            "checkpoint whose weights hold NaN or inf) or true (load it anyway)."
+        )
     compile_on = lossmix_node.get("compile")
     from lossmix.lightning.callbacks.compiled import check_compile_option  # with Lightning's import
 
@@ -206,7 +219,31 @@ def build(
             if trainer_node is not None
             else pl.Trainer(callbacks=callbacks, logger=loggers)
         )
+    _install_checkpoint_io(trainer, allow_nonfinite=allow_nonfinite)
     return datamodule, model, trainer
+
+
+def _elsewhere() -> str:
+    """How a run is written to another directory: Hydra's key in a Hydra job, else ``paths``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    key = "hydra.run.dir" if HydraConfig.initialized() else "paths.output_dir"
+    return f"set {key}=<another directory>"
+
+
+def _install_checkpoint_io(trainer: pl.Trainer, *, allow_nonfinite: bool) -> None:
+    """Lightning's default checkpoint I/O replaced by :class:`SafeCheckpointIO` (atomic writes,
+    checked ``weights_only`` reads); a plugin the trainer node names itself is kept."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from lossmix.lightning.checkpoint_io import SafeCheckpointIO
+
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = SafeCheckpointIO(
+            allow_nonfinite=allow_nonfinite,
+            allow_hint="lossmix.allow_nonfinite_checkpoint=true",
+            elsewhere=_elsewhere(),
+        )
 
 
 def _with_outputs(callbacks: list[Any], loggers: list[Any], out: Path) -> tuple[list[Any], list[Any]]:
@@ -270,12 +307,66 @@ def fit(
 
     _log_through_hydra()
     ckpt_path = checkpoint_path(cfg)
-    datamodule, model, trainer = build(cfg, overrides, model=model, datamodule=datamodule)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    if trainer.is_global_zero:
-        print_summary(summary_rows(trainer, model), run_dir(cfg))
+    out = run_dir(cfg)
+    with _write_failures_reported(out), _run_lock(out):
+        datamodule, model, trainer = build(cfg, overrides, model=model, datamodule=datamodule)
+        try:
+            # weights_only passed explicitly: no environment variable turns it off
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except RuntimeError as err:
+            loaded = trainer.ckpt_path or ckpt_path
+            mismatch = state_dict_mismatch(err, str(loaded), type(model).__name__)
+            if mismatch is None:
+                raise
+            raise mismatch from err
+        if trainer.is_global_zero:
+            print_summary(summary_rows(trainer, model), out)
     val = trainer.callback_metrics.get("val/loss")
     return None if val is None else float(val)
+
+
+def _run_lock(out: Path) -> contextlib.AbstractContextManager[object]:
+    """The run directory's lock, taken by the launching process only (other DDP ranks run the
+    same code into the same directory)."""
+    if not launching_process():
+        return contextlib.nullcontext()
+    return RunLock(out, fix=f"{_elsewhere()} for this run")
+
+
+def _own_error(err: BaseException) -> BaseException | None:
+    """A lossmix error that ``err`` replaced while Lightning shut down (a logger's last write
+    failing on the same full disk), so the first cause is the one reported."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _OWN_ERRORS):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def as_write_failure(err: OSError, out: Path | None, elsewhere: str) -> BaseException | None:
+    """``err`` as the one-line error a user sees: the lossmix error it interrupted, or a failed
+    write of a run file (the CSV, the curves, Hydra's files); ``None`` for anything else."""
+    own = _own_error(err)
+    if own is not None:
+        return own
+    if err.filename is None and out is not None:
+        return write_failure(err, what="a file in the run directory", path=out, elsewhere=elsewhere)
+    return write_failure(err, what="", elsewhere=elsewhere)
+
+
+@contextlib.contextmanager
+def _write_failures_reported(out: Path) -> Iterator[None]:
+    """A failed write of the run's files (the CSV logger, the curves, the lock) as one line."""
+    try:
+        yield
+    except OSError as err:
+        failure = as_write_failure(err, out, _elsewhere())
+        if failure is None:
+            raise
+        raise failure from err
 
 
 def preflight(
@@ -318,10 +409,10 @@ def preflight(
 
 def _user_error(err: BaseException) -> BaseException:
     """A lossmix error as is; a Hydra error that wraps one (an instantiation): the lossmix one."""
-    if isinstance(err, (LossConfigError, LossInputError)):
+    if isinstance(err, _OWN_ERRORS):
         return err
     cause = err.__cause__
-    return cause if isinstance(cause, (LossConfigError, LossInputError)) else err
+    return cause if isinstance(cause, _OWN_ERRORS) else err
 
 
 def _exit_with(err: BaseException, where: dict[str, Any]) -> None:
@@ -334,6 +425,33 @@ def _exit_with(err: BaseException, where: dict[str, Any]) -> None:
     explained = explain_override_error(err, sys.argv[1:], compose)
     print(f"Error: {explained or one_line_error(_user_error(err))}", file=sys.stderr)
     sys.exit(1)
+
+
+def _explicit_run_dir(argv: Sequence[str]) -> Path | None:
+    """The existing directory a single run was sent to by a plain ``hydra.run.dir=<path>``
+    (no interpolation), or ``None``."""
+    if any(a in ("-m", "--multirun") for a in argv):
+        return None
+    found = None
+    for arg in argv:
+        key, sep, value = arg.lstrip("+").partition("=")
+        if sep and key == "hydra.run.dir":
+            found = value
+    if not found or "${" in found:
+        return None
+    if len(found) > 1 and found[0] == found[-1] and found[0] in "'\"":
+        found = found[1:-1]
+    path = Path(found).absolute()
+    return path if path.is_dir() else None
+
+
+def _early_lock(argv: Sequence[str]) -> contextlib.AbstractContextManager[object]:
+    """The run directory's lock from before Hydra writes into it, where the command line
+    names an existing one (``fit`` takes it again, nested, and takes it in every other case)."""
+    path = _explicit_run_dir(argv)
+    if path is None or not launching_process():
+        return contextlib.nullcontext()
+    return RunLock(path, fix=f"{_HYDRA_ELSEWHERE} for this run")
 
 
 def _full_error_wanted() -> bool:
@@ -375,6 +493,12 @@ def hydra_app(
                     raise
                 _exit_with(err, where)  # before Hydra adds its "Error executing job"
                 return None
+            except OSError as err:  # a write of your own task's
+                failure = None if _full_error_wanted() else as_write_failure(err, None, _HYDRA_ELSEWHERE)
+                if failure is None:
+                    raise
+                _exit_with(failure, where)
+                return None
 
         hydra_job = hydra.main(version_base=version_base, config_path=config_path, config_name=config_name)(
             job
@@ -391,9 +515,15 @@ def hydra_app(
             os.environ["HYDRA_FULL_ERROR"] = os.environ[_OWN_FULL_ERROR] = "1"
             try:
                 preflight(argv, **where)
-                hydra_job()
+                with _early_lock(argv):  # before Hydra writes .hydra/ into a directory in use
+                    hydra_job()
             except USER_ERRORS as err:
                 _exit_with(err, where)
+            except OSError as err:  # Hydra's own writes: the run directory, .hydra/, the job's log
+                failure = as_write_failure(err, None, _HYDRA_ELSEWHERE)
+                if failure is None:
+                    raise
+                _exit_with(failure, where)
             finally:
                 os.environ.pop(_OWN_FULL_ERROR, None)
                 if saved is None:
