@@ -16,6 +16,7 @@ __all__ = [
     "batches_stepped",
     "close_epoch_ended_in_checkpoint",
     "compose_like_hydra_main",
+    "default_checkpoint_io",
     "fast_dev_run",
     "logging_due",
     "resumed_mid_epoch",
@@ -28,6 +29,16 @@ def trainer_callbacks(trainer: Any) -> list[Any]:
     """The trainer's callback list (set by Lightning at init; untyped on the class)."""
     callbacks: list[Any] = trainer.callbacks
     return callbacks
+
+
+def default_checkpoint_io(trainer: Any) -> bool:
+    """Whether the trainer was given no ``CheckpointIO`` (as a plugin or in its strategy):
+    Lightning's accelerator connector keeps the one given in its private ``checkpoint_io``,
+    and the strategy creates its default only when ``checkpoint_io`` is first read."""
+    connector = getattr(trainer, "_accelerator_connector", None)
+    strategy = trainer.strategy
+    given = getattr(connector, "checkpoint_io", None)
+    return given is None and getattr(strategy, "_checkpoint_io", None) is None
 
 
 def fast_dev_run(trainer: Any) -> bool:

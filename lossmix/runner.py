@@ -54,7 +54,7 @@ from lossmix.app import (
     resolve_node_class,
 )
 from lossmix.checkpoint import state_dict_mismatch
-from lossmix.compat import compose_like_hydra_main
+from lossmix.compat import compose_like_hydra_main, default_checkpoint_io
 from lossmix.config import (
     build_loss_mix,
     check_node_values,
@@ -234,11 +234,9 @@ def _elsewhere() -> str:
 def _install_checkpoint_io(trainer: pl.Trainer, *, allow_nonfinite: bool) -> None:
     """Lightning's default checkpoint I/O replaced by :class:`SafeCheckpointIO` (atomic writes,
     checked ``weights_only`` reads); a plugin the trainer node names itself is kept."""
-    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-
     from lossmix.lightning.checkpoint_io import SafeCheckpointIO
 
-    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+    if default_checkpoint_io(trainer):
         trainer.strategy.checkpoint_io = SafeCheckpointIO(
             allow_nonfinite=allow_nonfinite,
             allow_hint="lossmix.allow_nonfinite_checkpoint=true",
