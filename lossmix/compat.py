@@ -33,12 +33,14 @@ def trainer_callbacks(trainer: Any) -> list[Any]:
 
 def default_checkpoint_io(trainer: Any) -> bool:
     """Whether the trainer was given no ``CheckpointIO`` (as a plugin or in its strategy):
-    Lightning's accelerator connector keeps the one given in its private ``checkpoint_io``,
-    and the strategy creates its default only when ``checkpoint_io`` is first read."""
-    connector = getattr(trainer, "_accelerator_connector", None)
-    strategy = trainer.strategy
-    given = getattr(connector, "checkpoint_io", None)
-    return given is None and getattr(strategy, "_checkpoint_io", None) is None
+    Lightning's accelerator connector keeps the one given in its private ``checkpoint_io``;
+    the strategy's private ``_checkpoint_io`` is ``None`` until ``checkpoint_io`` is first
+    read, which creates the default ``TorchCheckpointIO``."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    given = getattr(getattr(trainer, "_accelerator_connector", None), "checkpoint_io", None)
+    held = getattr(trainer.strategy, "_checkpoint_io", None)
+    return given is None and (held is None or type(held) is TorchCheckpointIO)
 
 
 def fast_dev_run(trainer: Any) -> bool:

@@ -282,3 +282,17 @@ def test_the_app_keeps_a_checkpoint_io_the_trainer_node_names(tmp_path):
     assert type(given.strategy.checkpoint_io).__name__ == "TorchCheckpointIO"
     assert isinstance(default.strategy.checkpoint_io, SafeCheckpointIO)
     assert default.strategy.checkpoint_io.allow_hint == "lossmix.allow_nonfinite_checkpoint=true"
+
+
+def test_default_checkpoint_io_tells_lightnings_default_from_a_given_plugin():
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    from lossmix.compat import default_checkpoint_io
+
+    plain = trainer()
+    assert default_checkpoint_io(plain)
+    assert type(plain.strategy.checkpoint_io) is TorchCheckpointIO and default_checkpoint_io(plain)  # read
+    assert not default_checkpoint_io(trainer(plugins=[TorchCheckpointIO()]))
+    strategy = SingleDeviceStrategy("cpu", checkpoint_io=TorchCheckpointIO())
+    assert not default_checkpoint_io(trainer(strategy=strategy))
