@@ -21,7 +21,14 @@ import torch
 
 from lossmix.errors import LossConfigError
 
-__all__ = ["check_checkpoint", "earlier_checkpoints", "read_checkpoint", "state_dict_mismatch"]
+__all__ = [
+    "bare_state_dict",
+    "check_checkpoint",
+    "earlier_checkpoints",
+    "is_bare_state_dict",
+    "read_checkpoint",
+    "state_dict_mismatch",
+]
 
 _SHOWN = 3  # names listed in a message before "and N more"
 
@@ -144,7 +151,8 @@ def check_checkpoint(
     allow_hint: str = "allow_nonfinite=True",
 ) -> None:
     """Refuse a loaded checkpoint that has no ``state_dict`` of tensors, or whose parameters or
-    buffers hold NaN or infinity (unless ``allow_nonfinite``).
+    buffers hold NaN or infinity (unless ``allow_nonfinite``). A bare state_dict (a mapping of
+    tensors only, as Lightning's ``ddp_spawn`` passes the weights back) is checked as one.
 
     Args:
         checkpoint: what :func:`read_checkpoint` returned.
@@ -162,6 +170,8 @@ def check_checkpoint(
             f"checkpoint Lightning wrote (Trainer.save_checkpoint, ModelCheckpoint){earlier}."
         )
     state_dict = checkpoint.get("state_dict")
+    if is_bare_state_dict(checkpoint):
+        state_dict = checkpoint  # a bare state_dict (what ddp_spawn's workers hand back): checked as is
     if not isinstance(state_dict, Mapping):
         keys = _listed([str(k) for k in checkpoint]) or "none"
         missing = "has no 'state_dict'" if state_dict is None else "has a 'state_dict' that is not a dict"
@@ -205,4 +215,24 @@ def state_dict_mismatch(err: BaseException, path: str | Path, model: str) -> Los
     return LossConfigError(
         f"checkpoint {path} does not fit the model {model}: {found}; it was written by another model or "
         "config: resume with the config that wrote it, or from a checkpoint of this model."
+    )
+
+
+def bare_state_dict(path: str | Path) -> LossConfigError:
+    """The one line for a resume from a bare state_dict (weights only, no training state),
+    which Lightning would stop on with a ``KeyError``."""
+    return LossConfigError(
+        f"checkpoint {path} is a bare state_dict (tensors only), not a Lightning checkpoint with the "
+        "training state to resume; to start from these weights, load them into the model "
+        "(model.load_state_dict) and train without ckpt_path."
+    )
+
+
+def is_bare_state_dict(checkpoint: Any) -> bool:
+    """Whether ``checkpoint`` is a non-empty mapping of tensors only, without ``state_dict``."""
+    return (
+        isinstance(checkpoint, Mapping)
+        and "state_dict" not in checkpoint
+        and bool(checkpoint)
+        and all(isinstance(v, torch.Tensor) for v in checkpoint.values())
     )

@@ -53,7 +53,7 @@ from lossmix.app import (
     instantiate_node,
     resolve_node_class,
 )
-from lossmix.checkpoint import state_dict_mismatch
+from lossmix.checkpoint import bare_state_dict, state_dict_mismatch
 from lossmix.compat import compose_like_hydra_main, default_checkpoint_io
 from lossmix.config import (
     build_loss_mix,
@@ -311,16 +311,33 @@ def fit(
         try:
             # weights_only passed explicitly: no environment variable turns it off
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        except RuntimeError as err:
-            loaded = trainer.ckpt_path or ckpt_path
-            mismatch = state_dict_mismatch(err, str(loaded), type(model).__name__)
-            if mismatch is None:
+        except (RuntimeError, KeyError) as err:
+            refused = _refused_checkpoint(err, trainer, ckpt_path, type(model).__name__)
+            if refused is None:
                 raise
-            raise mismatch from err
+            raise refused from err
         if trainer.is_global_zero:
             print_summary(summary_rows(trainer, model), out)
     val = trainer.callback_metrics.get("val/loss")
     return None if val is None else float(val)
+
+
+def _refused_checkpoint(
+    err: BaseException, trainer: pl.Trainer, ckpt_path: str | None, model: str
+) -> LossConfigError | None:
+    """A resume Lightning could not restore, as one line: a checkpoint of another model (the
+    state_dict does not fit), or a bare state_dict (Lightning's ``KeyError``)."""
+    if ckpt_path is None:
+        return None
+    loaded = str(trainer.ckpt_path or ckpt_path)
+    if isinstance(err, RuntimeError):
+        return state_dict_mismatch(err, loaded, model)
+    from lossmix.lightning.checkpoint_io import SafeCheckpointIO
+
+    io = trainer.strategy.checkpoint_io
+    if isinstance(io, SafeCheckpointIO) and io.bare_loaded is not None:
+        return bare_state_dict(io.bare_loaded)
+    return None
 
 
 def _run_lock(out: Path) -> contextlib.AbstractContextManager[object]:

@@ -151,6 +151,8 @@ def _write_damaged(kind: str, good: Path, path: Path) -> None:
         state = checkpoint["state_dict"]
         if kind == "no state_dict":
             del checkpoint["state_dict"]
+        elif kind == "bare state_dict":
+            checkpoint = state
         elif kind == "not a dict":
             checkpoint = [1, 2, 3]
         elif kind == "wrong shapes":
@@ -174,6 +176,8 @@ DAMAGED = {  # kind → what the one line says
     "random bytes": "is not a PyTorch checkpoint",
     "text": "is not a PyTorch checkpoint",
     "no state_dict": "has no 'state_dict' (its keys: epoch, global_step, pytorch-lightning_version and",
+    "bare state_dict": "is a bare state_dict (tensors only), not a Lightning checkpoint with the training "
+    "state to resume",
     "not a dict": "holds a list, not a checkpoint's dict",
     "wrong shapes": "does not fit the model DenseDetector: missing keys: trunk.0.0.bias; unexpected keys: "
     "head.extra.weight; wrong shapes: trunk.0.0.weight (checkpoint [3, 3], model [32, 3, 3, 3])",

@@ -34,7 +34,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from typing_extensions import override
 
-from lossmix.checkpoint import check_checkpoint, read_checkpoint
+from lossmix.checkpoint import check_checkpoint, is_bare_state_dict, read_checkpoint
 from lossmix.files import atomic_write, write_failure
 
 __all__ = ["SafeCheckpointIO"]
@@ -80,6 +80,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
         self.allow_nonfinite = allow_nonfinite
         self.allow_hint = allow_hint
         self.elsewhere = elsewhere
+        self.bare_loaded: str | None = None
+        """The path of the last file loaded if it was a bare state_dict (tensors only, as
+        ``ddp_spawn`` hands the weights back), so a failed resume from it can be named."""
 
     @override
     def save_checkpoint(
@@ -127,5 +130,6 @@ class SafeCheckpointIO(TorchCheckpointIO):
         check_checkpoint(
             checkpoint, os.fspath(path), allow_nonfinite=self.allow_nonfinite, allow_hint=self.allow_hint
         )
+        self.bare_loaded = os.fspath(path) if is_bare_state_dict(checkpoint) else None
         loaded: dict[str, Any] = checkpoint
         return loaded
