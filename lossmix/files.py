@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from lossmix.errors import LossRunError
 
-__all__ = ["WRITE_ERRNOS", "atomic_write", "write_failure"]
+__all__ = ["ONLY_WRITES_ERRNOS", "WRITE_ERRNOS", "atomic_write", "write_failure"]
 
 # the causes of a failed write a user can act on, with what to do beyond writing elsewhere
 # (anything else is a bug, and keeps its trace)
@@ -33,8 +33,8 @@ _FIXES: dict[int, str | None] = {
     errno.EDQUOT: "free space within your disk quota",
     errno.EFBIG: "raise the file-size limit (ulimit -f)",
     errno.EROFS: None,
-    errno.EACCES: "make that directory writable",
-    errno.EPERM: "make that directory writable",
+    errno.EACCES: "check the permissions there",
+    errno.EPERM: "check the permissions there",
     errno.ENOTDIR: None,
     errno.EEXIST: None,
     errno.EISDIR: None,
@@ -46,6 +46,8 @@ _EXPLAINED = {
     errno.EISDIR: "a directory stands where the file goes",
 }
 WRITE_ERRNOS = frozenset(_FIXES)
+ONLY_WRITES_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+"""Causes a read never has (the others may come from opening a file to read it)."""
 """The ``errno`` values :func:`write_failure` explains."""
 
 
@@ -107,6 +109,7 @@ def write_failure(
     path: str | os.PathLike[str] | None = None,
     kept: str | None = None,
     elsewhere: str,
+    verb: str = "write",
 ) -> LossRunError | None:
     """The one-line error for a failed write, or ``None`` when ``err`` is not a write failure
     a user can fix (the caller then lets it propagate with its trace).
@@ -117,6 +120,7 @@ def write_failure(
         path: the file or directory written (default: the error's own file name).
         kept: what is left intact, e.g. ``"the last good checkpoint is kept at ..."``.
         elsewhere: how to write somewhere else, e.g. ``"set hydra.run.dir=<directory>"``.
+        verb: ``"write"``, or ``"access"`` where the failed call may have been a read.
     """
     if err.errno not in _FIXES:
         return None
@@ -129,4 +133,6 @@ def write_failure(
         cause += f": {_EXPLAINED[err.errno]}"
     left = f"; {kept}" if kept else ""
     fix = _FIXES[err.errno]
-    return LossRunError(f"could not write {where}: {cause}{left}; {fix + ', or ' if fix else ''}{elsewhere}.")
+    return LossRunError(
+        f"could not {verb} {where}: {cause}{left}; {fix + ', or ' if fix else ''}{elsewhere}."
+    )

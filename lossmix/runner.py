@@ -4,9 +4,11 @@
 
 * :func:`fit` checks every term and node of a composed config (before anything heavy is
   built), builds what you did not pass (the datamodule, the model, the callbacks, the
-  loggers, the trainer), adds the run outputs that are missing (a CSV logger, the
-  ``loss_curves.png`` callback, a ``last.ckpt`` checkpoint), trains (resuming from
-  ``ckpt_path``) and prints the per-term summary;
+  loggers, the trainer, whose checkpoints :class:`~lossmix.lightning.SafeCheckpointIO`
+  writes atomically and reads checked), adds the run outputs that are missing (a CSV
+  logger, the ``loss_curves.png`` callback, a ``last.ckpt`` checkpoint), locks the run
+  directory, trains (resuming from ``ckpt_path``) and prints the per-term summary; a
+  failed write of any run file is one line;
 * :func:`hydra_app` is ``@hydra.main`` with lossmix's command line around it: Hydra's own
   nodes checked before Hydra builds them, and every configuration error — a misspelt key,
   a wrong type, an unknown option, a bad input key at the pre-flight batch — one
@@ -64,7 +66,7 @@ from lossmix.config import (
     plain,
 )
 from lossmix.errors import LossConfigError, LossInputError, LossRunError
-from lossmix.files import write_failure
+from lossmix.files import ONLY_WRITES_ERRNOS, write_failure
 from lossmix.nodes import register_resolvers, secrets_hidden
 from lossmix.report import print_summary, summary_rows
 from lossmix.runlock import RunLock, launching_process
@@ -298,8 +300,19 @@ def fit(
 ) -> float | None:
     """Check, build (what was not given) and fit from a composed config; print the summary.
 
+    The run directory is locked for the whole run (:class:`~lossmix.runlock.RunLock`), so a
+    second run into it is refused; ``ckpt_path`` is loaded with ``weights_only=True`` and
+    checked before a step is trained (:class:`~lossmix.lightning.SafeCheckpointIO`, which
+    also writes the checkpoints atomically); a failed write of any of the run's files stops
+    the run with one line.
+
     Returns:
         the final ``val/loss``, or ``None`` without validation (Hydra's sweepers read it).
+
+    Raises:
+        LossConfigError: a node, a term or the checkpoint to resume from is refused.
+        LossRunError: a write failed (no space, read-only, a file-size limit), or the run
+            directory is in use by another run.
     """
     import lightning.pytorch  # noqa: F401  (its console handler exists from here on)
 
@@ -361,15 +374,22 @@ def _own_error(err: BaseException) -> BaseException | None:
     return None
 
 
-def as_write_failure(err: OSError, out: Path | None, elsewhere: str) -> BaseException | None:
+def as_write_failure(
+    err: OSError, out: Path | None, elsewhere: str, *, writing: bool = True
+) -> BaseException | None:
     """``err`` as the one-line error a user sees: the lossmix error it interrupted, or a failed
-    write of a run file (the CSV, the curves, Hydra's files); ``None`` for anything else."""
+    write of a run file (the CSV, the curves, Hydra's files); ``None`` for anything else.
+    ``writing=False``: the failed call may have been a read (said as "could not access")
+    unless its cause only comes from writing (no space, read-only, a file-size limit)."""
     own = _own_error(err)
     if own is not None:
         return own
+    verb = "write" if writing or err.errno in ONLY_WRITES_ERRNOS else "access"
     if err.filename is None and out is not None:
-        return write_failure(err, what="a file in the run directory", path=out, elsewhere=elsewhere)
-    return write_failure(err, what="", elsewhere=elsewhere)
+        return write_failure(
+            err, what="a file in the run directory", path=out, elsewhere=elsewhere, verb=verb
+        )
+    return write_failure(err, what="", elsewhere=elsewhere, verb=verb)
 
 
 @contextlib.contextmanager
@@ -378,7 +398,7 @@ def _write_failures_reported(out: Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        failure = as_write_failure(err, out, _elsewhere())
+        failure = as_write_failure(err, out, _elsewhere(), writing=False)
         if failure is None:
             raise
         raise failure from err
@@ -508,8 +528,12 @@ def hydra_app(
                     raise
                 _exit_with(err, where)  # before Hydra adds its "Error executing job"
                 return None
-            except OSError as err:  # a write of your own task's
-                failure = None if _full_error_wanted() else as_write_failure(err, None, _HYDRA_ELSEWHERE)
+            except OSError as err:  # a write (or read) of your own task's
+                failure = (
+                    None
+                    if _full_error_wanted()
+                    else as_write_failure(err, None, _HYDRA_ELSEWHERE, writing=False)
+                )
                 if failure is None:
                     raise
                 _exit_with(failure, where)
@@ -528,14 +552,16 @@ def hydra_app(
             # Hydra then re-raises composition errors instead of printing them; we print one line.
             saved = os.environ.get("HYDRA_FULL_ERROR")
             os.environ["HYDRA_FULL_ERROR"] = os.environ[_OWN_FULL_ERROR] = "1"
+            composed = False
             try:
                 preflight(argv, **where)
+                composed = True
                 with _early_lock(argv):  # before Hydra writes .hydra/ into a directory in use
                     hydra_job()
             except USER_ERRORS as err:
                 _exit_with(err, where)
             except OSError as err:  # Hydra's own writes: the run directory, .hydra/, the job's log
-                failure = as_write_failure(err, None, _HYDRA_ELSEWHERE)
+                failure = as_write_failure(err, None, _HYDRA_ELSEWHERE, writing=composed)
                 if failure is None:
                     raise
                 _exit_with(failure, where)

@@ -25,7 +25,7 @@ import torch
 import lossmix.files
 import lossmix.train as train
 from lossmix.errors import LossConfigError, LossRunError
-from lossmix.lightning.checkpoint_io import SafeCheckpointIO
+from lossmix.lightning import SafeCheckpointIO
 from tests.lightning_models import Regressor, loader, trainer
 from tests.test_train import QUIET, SUBPROCESS_TIMEOUT, TINY, compose_train, main_in_process
 
