@@ -21,6 +21,7 @@ __all__ = [
     "logging_due",
     "resumed_mid_epoch",
     "should_accumulate",
+    "single_run_overrides",
     "trainer_callbacks",
 ]
 
@@ -114,6 +115,20 @@ def amp_loss_scale(trainer: Any) -> Any:
     scaler = getattr(trainer.precision_plugin, "scaler", None)
     scale = getattr(scaler, "_scale", None) if scaler is not None and scaler.is_enabled() else None
     return 1.0 if scale is None else scale
+
+
+def single_run_overrides(argv: Sequence[str]) -> list[str] | None:
+    """The overrides of a command line that runs one job (not ``-m``, ``--cfg``, ``--help``,
+    ``--info``, shell completion), parsed by Hydra's own (private) parser; else ``None``."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args = get_args_parser().parse_args(list(argv))
+    except SystemExit:  # Hydra reports a bad command line itself
+        return None
+    if args.multirun or args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return None
+    return list(args.overrides)
 
 
 def compose_like_hydra_main(

@@ -56,7 +56,7 @@ from lossmix.app import (
     resolve_node_class,
 )
 from lossmix.checkpoint import bare_state_dict, state_dict_mismatch
-from lossmix.compat import compose_like_hydra_main, default_checkpoint_io
+from lossmix.compat import compose_like_hydra_main, default_checkpoint_io, single_run_overrides
 from lossmix.config import (
     build_loss_mix,
     check_node_values,
@@ -465,10 +465,11 @@ def _exit_with(err: BaseException, where: dict[str, Any]) -> None:
 def _explicit_run_dir(argv: Sequence[str]) -> Path | None:
     """The existing directory a single run was sent to by a plain ``hydra.run.dir=<path>``
     (no interpolation), or ``None``."""
-    if any(a in ("-m", "--multirun") for a in argv):
+    overrides = single_run_overrides(argv)  # a sweep locks each job's directory in fit
+    if overrides is None:
         return None
     found = None
-    for arg in argv:
+    for arg in overrides:
         key, sep, value = arg.lstrip("+").partition("=")
         if sep and key == "hydra.run.dir":
             found = value

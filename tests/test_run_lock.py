@@ -114,3 +114,14 @@ def test_only_the_launching_process_takes_the_lock(variables, first, monkeypatch
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     assert launching_process() is first
+
+
+def test_only_a_single_run_locks_before_hydra(tmp_path):
+    from lossmix.compat import single_run_overrides
+
+    assert single_run_overrides([f"hydra.run.dir={tmp_path}", "seed=1"]) == [
+        f"hydra.run.dir={tmp_path}",
+        "seed=1",
+    ]
+    for other in (["-m"], ["--cfg", "job"], ["--help"], ["--info"]):
+        assert single_run_overrides([*other, f"hydra.run.dir={tmp_path}"]) is None
