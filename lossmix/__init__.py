@@ -8,7 +8,7 @@ True
 from typing import Any
 
 from lossmix import functional, losses, samplers
-from lossmix.errors import LossConfigError, LossInputError
+from lossmix.errors import LossConfigError, LossInputError, LossRunError
 from lossmix.mix import LossMix, LossResult
 from lossmix.normalizers import Normalizer
 from lossmix.reduction import mask_reduce_loss, weight_reduce_loss, weighted_loss
@@ -35,6 +35,7 @@ __all__ = [
     "LossInputError",
     "LossMix",
     "LossResult",
+    "LossRunError",
     "Normalizer",
     "Term",
     "__version__",

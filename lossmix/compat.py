@@ -20,6 +20,7 @@ __all__ = [
     "batches_stepped",
     "close_epoch_ended_in_checkpoint",
     "compose_like_hydra_main",
+    "default_checkpoint_io",
     "edit_saved_checkpoints",
     "fast_dev_run",
     "fit_in_each_rank",
@@ -31,6 +32,7 @@ __all__ = [
     "should_accumulate",
     "show_lightning_mid_epoch_warning",
     "single_interpolation",
+    "single_run_overrides",
     "trainer_callbacks",
 ]
 
@@ -39,6 +41,18 @@ def trainer_callbacks(trainer: Any) -> list[Any]:
     """The trainer's callback list (set by Lightning at init; untyped on the class)."""
     callbacks: list[Any] = trainer.callbacks
     return callbacks
+
+
+def default_checkpoint_io(trainer: Any) -> bool:
+    """Whether the trainer was given no ``CheckpointIO`` (as a plugin or in its strategy):
+    Lightning's accelerator connector keeps the one given in its private ``checkpoint_io``;
+    the strategy's private ``_checkpoint_io`` is ``None`` until ``checkpoint_io`` is first
+    read, which creates the default ``TorchCheckpointIO``."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    given = getattr(getattr(trainer, "_accelerator_connector", None), "checkpoint_io", None)
+    held = getattr(trainer.strategy, "_checkpoint_io", None)
+    return given is None and (held is None or type(held) is TorchCheckpointIO)
 
 
 def fast_dev_run(trainer: Any) -> bool:
@@ -226,6 +240,20 @@ def edit_saved_checkpoints(trainer: Any, edit: Callable[[dict[str, Any]], None])
     ``trainer.save_checkpoint`` calls for every strategy."""
     connector = trainer._checkpoint_connector
     connector.dump_checkpoint = _EditedDump(connector, edit)
+
+
+def single_run_overrides(argv: Sequence[str]) -> list[str] | None:
+    """The overrides of a command line that runs one job (not ``-m``, ``--cfg``, ``--help``,
+    ``--info``, shell completion), parsed by Hydra's own (private) parser; else ``None``."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args = get_args_parser().parse_args(list(argv))
+    except SystemExit:  # Hydra reports a bad command line itself
+        return None
+    if args.multirun or args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return None
+    return list(args.overrides)
 
 
 def compose_like_hydra_main(

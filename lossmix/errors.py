@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LossConfigError", "LossInputError", "RankError", "did_you_mean"]
+__all__ = ["LossConfigError", "LossInputError", "LossRunError", "RankError", "did_you_mean"]
 
 
 class LossConfigError(ValueError):
@@ -40,6 +40,11 @@ class RankError(RuntimeError):
 
 def _rank_error(rank: int, message: str, record: Path | None, shown: bool) -> RankError:
     return RankError(rank, message, record=record, shown=shown)
+
+
+class LossRunError(RuntimeError):
+    """A run cannot go on for a reason outside its config: a file it writes failed (disk full,
+    read-only, a file-size limit) or its run directory is in use by another run."""
 
 
 def did_you_mean(name: str, options: Iterable[str], *, n: int = 3) -> str:

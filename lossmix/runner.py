@@ -4,9 +4,11 @@
 
 * :func:`fit` checks every term and node of a composed config (before anything heavy is
   built), builds what you did not pass (the datamodule, the model, the callbacks, the
-  loggers, the trainer), adds the run outputs that are missing (a CSV logger, the
-  ``loss_curves.png`` callback, a ``last.ckpt`` checkpoint), trains (resuming from
-  ``ckpt_path``) and prints the per-term summary;
+  loggers, the trainer, whose checkpoints :class:`~lossmix.lightning.SafeCheckpointIO`
+  writes atomically and reads checked), adds the run outputs that are missing (a CSV
+  logger, the ``loss_curves.png`` callback, a ``last.ckpt`` checkpoint), locks the run
+  directory, trains (resuming from ``ckpt_path``) and prints the per-term summary; a
+  failed write of any run file is one line;
 * :func:`hydra_app` is ``@hydra.main`` with lossmix's command line around it: Hydra's own
   nodes checked before Hydra builds them, and every configuration error — a misspelt key,
   a wrong type, an unknown option, a bad input key at the pre-flight batch — one
@@ -31,13 +33,14 @@ Your app::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -55,12 +58,15 @@ from lossmix.app import (
     instantiate_node,
     resolve_node_class,
 )
+from lossmix.checkpoint import bare_state_dict, state_dict_mismatch
 from lossmix.compat import (
     compose_like_hydra_main,
+    default_checkpoint_io,
     edit_saved_checkpoints,
     fit_in_each_rank,
     parse_hydra_argv,
     replace_initial_hparams,
+    single_run_overrides,
 )
 from lossmix.config import (
     build_loss_mix,
@@ -70,7 +76,8 @@ from lossmix.config import (
     one_line_error,
     plain,
 )
-from lossmix.errors import LossConfigError, LossInputError, RankError
+from lossmix.errors import LossConfigError, LossInputError, LossRunError, RankError
+from lossmix.files import ONLY_WRITES_ERRNOS, write_failure
 from lossmix.hydra_nodes import (
     COMMAND_LINE_ENV,
     check_env_set,
@@ -90,6 +97,7 @@ from lossmix.nodes import (
 )
 from lossmix.rank_errors import RecordRankErrors, mark_shown, rank_failure
 from lossmix.report import print_summary, summary_rows
+from lossmix.runlock import RunLock, launching_process
 from lossmix.targets import trusting
 
 if TYPE_CHECKING:
@@ -99,9 +107,19 @@ __all__ = ["build", "checkpoint_path", "fit", "hydra_app", "preflight", "run_dir
 
 _OWN_FULL_ERROR = "_LOSSMIX_SET_HYDRA_FULL_ERROR"
 # a config's own mistakes (an interpolation to a missing key included): one line, no trace
-USER_ERRORS = (CompactHydraException, OmegaConfBaseException, LossConfigError, LossInputError, RankError)
+# and a run that cannot go on (a write failed, the run directory is in use)
+USER_ERRORS = (
+    CompactHydraException,
+    OmegaConfBaseException,
+    LossConfigError,
+    LossInputError,
+    LossRunError,
+    RankError,
+)
+_OWN_ERRORS = (LossConfigError, LossInputError, LossRunError)
+_HYDRA_ELSEWHERE = "set hydra.run.dir=<another directory>"
 # what a rank of a distributed run records (the others report it): a user's error, one line
-_RANK_ERRORS = (CompactHydraException, OmegaConfBaseException, LossConfigError, LossInputError)
+_RANK_ERRORS = (CompactHydraException, OmegaConfBaseException, LossConfigError, LossInputError, LossRunError)
 _R = TypeVar("_R")
 register_resolvers()  # before Hydra resolves the run directory
 
@@ -171,6 +189,12 @@ def build(
         raise LossConfigError(
             f"lossmix.preflight={preflight_on!r} is not valid; use true (route one batch "
             "through every term before training) or false."
+        )
+    allow_nonfinite = lossmix_node.get("allow_nonfinite_checkpoint", False)
+    if not isinstance(allow_nonfinite, bool):
+        raise LossConfigError(
+            f"lossmix.allow_nonfinite_checkpoint={allow_nonfinite!r} is not valid; use false (refuse a "
+            "checkpoint whose weights hold NaN or inf) or true (load it anyway)."
         )
     compile_on = lossmix_node.get("compile")
     from lossmix.lightning.callbacks.compiled import check_compile_option  # with Lightning's import
@@ -244,6 +268,7 @@ def build(
             else pl.Trainer(callbacks=callbacks, logger=loggers)
         )
         _keep_interpolations(cfg, trainer, given)
+    _install_checkpoint_io(trainer, allow_nonfinite=allow_nonfinite)
     return datamodule, model, trainer
 
 
@@ -315,6 +340,27 @@ def _keep_interpolations(
         edit_saved_checkpoints(trainer, _StoredInterpolations(edits))
 
 
+def _elsewhere() -> str:
+    """How a run is written to another directory: Hydra's key in a Hydra job, else ``paths``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    key = "hydra.run.dir" if HydraConfig.initialized() else "paths.output_dir"
+    return f"set {key}=<another directory>"
+
+
+def _install_checkpoint_io(trainer: pl.Trainer, *, allow_nonfinite: bool) -> None:
+    """Lightning's default checkpoint I/O replaced by :class:`SafeCheckpointIO` (atomic writes,
+    checked ``weights_only`` reads); a plugin the trainer node names itself is kept."""
+    from lossmix.lightning.checkpoint_io import SafeCheckpointIO
+
+    if default_checkpoint_io(trainer):
+        trainer.strategy.checkpoint_io = SafeCheckpointIO(
+            allow_nonfinite=allow_nonfinite,
+            allow_hint="lossmix.allow_nonfinite_checkpoint=true",
+            elsewhere=_elsewhere(),
+        )
+
+
 def _with_outputs(callbacks: list[Any], loggers: list[Any], out: Path) -> tuple[list[Any], list[Any]]:
     """The outputs a run always has: a CSV of every logged key, the curves, a last checkpoint."""
     from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
@@ -374,25 +420,44 @@ def fit(
     interpolation (:func:`lossmix.nodes.redacting`), and the built modules' stored
     hyper-parameters hold it (see :func:`build`).
 
+    The run directory is locked for the whole run (:class:`~lossmix.runlock.RunLock`), so a
+    second run into it is refused; ``ckpt_path`` is loaded with ``weights_only=True`` and
+    checked before a step is trained (:class:`~lossmix.lightning.SafeCheckpointIO`, which
+    also writes the checkpoints atomically); a failed write of any of the run's files stops
+    the run with one line.
+
     Returns:
         the final ``val/loss``, or ``None`` without validation (Hydra's sweepers read it).
 
     Raises:
         RankError: in a distributed run, one rank failed with a user's error (a bad label
             on that rank, say); every process raises it, naming that rank and its message.
+        LossConfigError: a node, a term or the checkpoint to resume from is refused.
+        LossRunError: a write failed (no space, read-only, a file-size limit), or the run
+            directory is in use by another run.
     """
     import lightning.pytorch  # noqa: F401  (its console handler exists from here on)
 
     _log_through_hydra()
+    ckpt_path = checkpoint_path(cfg)
+    out = run_dir(cfg)
     # every error, warning and log line of the run shows ${oc.env:NAME}, never its value
-    with redacting(env_secrets(cfg)):
-        ckpt_path = checkpoint_path(cfg)
+    with redacting(env_secrets(cfg)), _write_failures_reported(out), _run_lock(out):
         datamodule, model, trainer = build(cfg, overrides, model=model, datamodule=datamodule)
-        _fit_reporting_ranks(trainer, run_dir(cfg), model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            # weights_only passed explicitly: no environment variable turns it off
+            _fit_reporting_ranks(
+                trainer, out, model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
+            )
+        except (RuntimeError, KeyError) as err:
+            refused = _refused_checkpoint(err, trainer, ckpt_path, type(model).__name__)
+            if refused is None:
+                raise
+            raise refused from err
         if trainer.is_global_zero:
-            print_summary(summary_rows(trainer, model), run_dir(cfg))
-        val = trainer.callback_metrics.get("val/loss")
-        return None if val is None else float(val)
+            print_summary(summary_rows(trainer, model), out)
+    val = trainer.callback_metrics.get("val/loss")
+    return None if val is None else float(val)
 
 
 def _describe(err: BaseException) -> str:
@@ -432,6 +497,75 @@ def _fit_reporting_ranks(trainer: pl.Trainer, out: Path, **fit_args: Any) -> Non
         if reported is None:
             raise
         raise reported from err
+
+
+def _refused_checkpoint(
+    err: BaseException, trainer: pl.Trainer, ckpt_path: str | None, model: str
+) -> LossConfigError | None:
+    """A resume Lightning could not restore, as one line: a checkpoint of another model (the
+    state_dict does not fit), or a bare state_dict (Lightning's ``KeyError``)."""
+    if ckpt_path is None:
+        return None
+    loaded = str(trainer.ckpt_path or ckpt_path)
+    if isinstance(err, RuntimeError):
+        return state_dict_mismatch(err, loaded, model)
+    from lossmix.lightning.checkpoint_io import SafeCheckpointIO
+
+    io = trainer.strategy.checkpoint_io
+    if isinstance(io, SafeCheckpointIO) and io.bare_loaded is not None:
+        return bare_state_dict(io.bare_loaded)
+    return None
+
+
+def _run_lock(out: Path) -> contextlib.AbstractContextManager[object]:
+    """The run directory's lock, taken by the launching process only (other DDP ranks run the
+    same code into the same directory)."""
+    if not launching_process():
+        return contextlib.nullcontext()
+    return RunLock(out, fix=f"{_elsewhere()} for this run")
+
+
+def _own_error(err: BaseException) -> BaseException | None:
+    """A lossmix error that ``err`` replaced while Lightning shut down (a logger's last write
+    failing on the same full disk), so the first cause is the one reported."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _OWN_ERRORS):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def as_write_failure(
+    err: OSError, out: Path | None, elsewhere: str, *, writing: bool = True
+) -> BaseException | None:
+    """``err`` as the one-line error a user sees: the lossmix error it interrupted, or a failed
+    write of a run file (the CSV, the curves, Hydra's files); ``None`` for anything else.
+    ``writing=False``: the failed call may have been a read (said as "could not access")
+    unless its cause only comes from writing (no space, read-only, a file-size limit)."""
+    own = _own_error(err)
+    if own is not None:
+        return own
+    verb = "write" if writing or err.errno in ONLY_WRITES_ERRNOS else "access"
+    if err.filename is None and out is not None:
+        return write_failure(
+            err, what="a file in the run directory", path=out, elsewhere=elsewhere, verb=verb
+        )
+    return write_failure(err, what="", elsewhere=elsewhere, verb=verb)
+
+
+@contextlib.contextmanager
+def _write_failures_reported(out: Path) -> Iterator[None]:
+    """A failed write of the run's files (the CSV logger, the curves, the lock) as one line."""
+    try:
+        yield
+    except OSError as err:
+        failure = as_write_failure(err, out, _elsewhere(), writing=False)
+        if failure is None:
+            raise
+        raise failure from err
 
 
 def preflight(
@@ -475,10 +609,10 @@ def preflight(
 
 def _user_error(err: BaseException) -> BaseException:
     """A lossmix error as is; a Hydra error that wraps one (an instantiation): the lossmix one."""
-    if isinstance(err, (LossConfigError, LossInputError)):
+    if isinstance(err, _OWN_ERRORS):
         return err
     cause = err.__cause__
-    return cause if isinstance(cause, (LossConfigError, LossInputError)) else err
+    return cause if isinstance(cause, _OWN_ERRORS) else err
 
 
 def _exit_with(err: BaseException, where: dict[str, Any]) -> None:
@@ -503,6 +637,34 @@ def _record(argv: Sequence[str]) -> None:
     """The real command line's overrides, for this job and those a launcher starts elsewhere."""
     parsed = parse_hydra_argv(argv)
     record_command_line([] if parsed is None else parsed.overrides)
+
+
+def _explicit_run_dir(argv: Sequence[str]) -> Path | None:
+    """The existing directory a single run was sent to by a plain ``hydra.run.dir=<path>``
+    (no interpolation), or ``None``."""
+    overrides = single_run_overrides(argv)  # a sweep locks each job's directory in fit
+    if overrides is None:
+        return None
+    found = None
+    for arg in overrides:
+        key, sep, value = arg.lstrip("+").partition("=")
+        if sep and key == "hydra.run.dir":
+            found = value
+    if not found or "${" in found:
+        return None
+    if len(found) > 1 and found[0] == found[-1] and found[0] in "'\"":
+        found = found[1:-1]
+    path = Path(found).absolute()
+    return path if path.is_dir() else None
+
+
+def _early_lock(argv: Sequence[str]) -> contextlib.AbstractContextManager[object]:
+    """The run directory's lock from before Hydra writes into it, where the command line
+    names an existing one (``fit`` takes it again, nested, and takes it in every other case)."""
+    path = _explicit_run_dir(argv)
+    if path is None or not launching_process():
+        return contextlib.nullcontext()
+    return RunLock(path, fix=f"{_HYDRA_ELSEWHERE} for this run")
 
 
 def _full_error_wanted() -> bool:
@@ -544,6 +706,16 @@ def hydra_app(
                     raise
                 _exit_with(err, where)  # before Hydra adds its "Error executing job"
                 return None
+            except OSError as err:  # a write (or read) of your own task's
+                failure = (
+                    None
+                    if _full_error_wanted()
+                    else as_write_failure(err, None, _HYDRA_ELSEWHERE, writing=False)
+                )
+                if failure is None:
+                    raise
+                _exit_with(failure, where)
+                return None
 
         hydra_job = hydra.main(version_base=version_base, config_path=config_path, config_name=config_name)(
             job
@@ -566,12 +738,20 @@ def hydra_app(
             # Hydra then re-raises composition errors instead of printing them; we print one line.
             kept = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", _OWN_FULL_ERROR, COMMAND_LINE_ENV)}
             os.environ["HYDRA_FULL_ERROR"] = os.environ[_OWN_FULL_ERROR] = "1"
+            composed = False
             try:
                 _record(argv)
                 preflight(argv, **where)
-                hydra_job()
+                composed = True
+                with _early_lock(argv):  # before Hydra writes .hydra/ into a directory in use
+                    hydra_job()
             except USER_ERRORS as err:
                 _exit_with(err, where)
+            except OSError as err:  # Hydra's own writes: the run directory, .hydra/, the job's log
+                failure = as_write_failure(err, None, _HYDRA_ELSEWHERE, writing=composed)
+                if failure is None:
+                    raise
+                _exit_with(failure, where)
             finally:
                 for key, value in kept.items():
                     if value is None:

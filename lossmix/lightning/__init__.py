@@ -1,4 +1,4 @@
-"""The Lightning layer: the ``CompositeLoss`` mixin and its callbacks."""
+"""The Lightning layer: the ``CompositeLoss`` mixin, its callbacks, and ``SafeCheckpointIO``."""
 
 from lossmix.lightning.callbacks import (
     ClassCountsFromData,
@@ -12,6 +12,7 @@ from lossmix.lightning.callbacks import (
     TaskWeightingUpdates,
     TermGradientMonitor,
 )
+from lossmix.lightning.checkpoint_io import SafeCheckpointIO
 from lossmix.lightning.logging import TermLogger
 from lossmix.lightning.mixin import CompositeLoss
 
@@ -25,6 +26,7 @@ __all__ = [
     "LossWeightSchedule",
     "NonFiniteLoss",
     "NonFiniteLossGuard",
+    "SafeCheckpointIO",
     "TaskWeightingUpdates",
     "TermGradientMonitor",
     "TermLogger",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
+from lossmix.files import atomic_write
 from lossmix.lightning.logging import TermLogger
 
 if TYPE_CHECKING:
@@ -118,10 +119,16 @@ def _draw_panel(
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
+    """Write the PNG whole or not at all (a full disk keeps the previous one); a failed write
+    raises its ``OSError`` with ``path`` as its file name, so the message can name it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    image_format = path.suffix[1:] or "png"
+    try:
+        return atomic_write(path, lambda handle: fig.savefig(handle, format=image_format, dpi=100))
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
 
 
 def plot_loss_curves(
