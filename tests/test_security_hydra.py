@@ -39,6 +39,7 @@ from lossmix.targets import ENV_ALLOWED_TARGETS
 
 APP = Path(__file__).resolve().parents[1] / "examples" / "own_app"
 MARK = "MARKER"  # replaced by each case's marker path
+SECRET = "hunter2-hydra-routes-7f3a"  # read by every case through ${oc.env:...}; never shown or saved
 
 
 class _Payload:
@@ -268,11 +269,11 @@ import contextlib, io, json, os, runpy, sys
 import lossmix.train
 from hydra.core.global_hydra import GlobalHydra
 root, app, cases = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-out = []
+results = []
 for index, (name, argv) in enumerate(cases):
     os.chdir(os.path.join(root, str(index)))
-    err, code = io.StringIO(), 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    err, out, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
             if name.startswith("the own app"):
                 sys.path.insert(0, app)
@@ -287,9 +288,9 @@ for index, (name, argv) in enumerate(cases):
             code = repr(exc)
         finally:
             GlobalHydra.instance().clear()
-    out.append({"name": name, "code": code, "stderr": err.getvalue(),
+    results.append({"name": name, "code": code, "stderr": err.getvalue(), "stdout": out.getvalue(),
                 "imported": [m for m in ("evilmod", "evilpkg") if m in sys.modules]})
-print(json.dumps(out))
+print(json.dumps(results))
 """
 
 
@@ -313,11 +314,15 @@ def hostile_runs(tmp_path_factory):
         marker = root / f"marker{index}"
         _write_case(root / str(index), files, marker)
         logging_case = any("logging" in f for f in files.values())
-        extra = [f"hydra.run.dir={root / str(index) / 'run'}", "hydra.sweep.dir=sweep"]
+        extra = [
+            f"hydra.run.dir={root / str(index) / 'run'}",
+            "hydra.sweep.dir=sweep",
+            "+token=${oc.env:LOSSMIX_TEST_TOKEN}",
+        ]
         if not logging_case and "--cfg" not in argv:
             extra = [*extra, *quiet]
         cases.append((name, [a.replace(MARK, str(marker)) for a in argv] + extra))
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": ""}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "LOSSMIX_TEST_TOKEN": SECRET}
     for key in (
         "HYDRA_FULL_ERROR",
         ENV_ALLOWED_TARGETS,
@@ -348,6 +353,15 @@ def test_a_hostile_hydra_route_is_refused_in_one_line(hostile_runs, index):
     assert len(lines) == 1 and lines[0].startswith("Error: "), result
     assert "Traceback" not in result["stderr"]
     assert not result["imported"], result
+
+
+def test_no_route_shows_or_saves_the_secret(hostile_runs):
+    root, results = hostile_runs
+    for result in results.values():
+        assert SECRET not in result["stderr"] + result["stdout"], result["name"]
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
 
 
 def test_each_route_names_what_it_refuses(hostile_runs):
@@ -392,17 +406,11 @@ def test_a_lone_interpolation_that_cannot_resolve_yet_is_refused(train_cfg):
         "+hydra.callbacks.r={_target_: lossmix.report.SweepReport, x: '${hydra:runtime.choices}'}"
     )
     check_hydra_node(cfg, [])
-    cfg = train_cfg(
-        "+hydra.callbacks.r={_target_: lossmix.report.SweepReport, x: '${no_such_key}'}"
-    )
-    with pytest.raises(
-        LossConfigError, match=r"hydra.callbacks.r.x=\$\{no_such_key\} cannot be"
-    ):
+    cfg = train_cfg("+hydra.callbacks.r={_target_: lossmix.report.SweepReport, x: '${no_such_key}'}")
+    with pytest.raises(LossConfigError, match=r"hydra.callbacks.r.x=\$\{no_such_key\} cannot be"):
         check_hydra_node(cfg, [])
     # text around it: a string whatever it resolves to, as Hydra's own log file name
-    cfg = train_cfg(
-        "+hydra.callbacks.r={_target_: lossmix.report.SweepReport, x: 'a/${no_such_key}'}"
-    )
+    cfg = train_cfg("+hydra.callbacks.r={_target_: lossmix.report.SweepReport, x: 'a/${no_such_key}'}")
     check_hydra_node(cfg, [])
 
 
