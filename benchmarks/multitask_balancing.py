@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from lossmix.demo import SyntheticTasks, TwoTasks, two_task_dataset
-from lossmix.distributed import rank, world_size
+from lossmix.utilities.distributed import rank, world_size
 
 try:
     from benchmarks._results import write_section

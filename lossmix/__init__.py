@@ -9,10 +9,11 @@ from typing import Any
 
 from lossmix import functional, losses, samplers
 from lossmix.errors import LossConfigError, LossInputError, LossRunError
-from lossmix.mix import LossMix, LossResult
-from lossmix.normalizers import Normalizer
+from lossmix.mix.loss_mix import LossMix, LossResult
+from lossmix.mix.normalizers import Normalizer
+from lossmix.mix.term import Term
 from lossmix.reduction import mask_reduce_loss, weight_reduce_loss, weighted_loss
-from lossmix.registry import (
+from lossmix.registry.registry import (
     AGGREGATORS,
     LOSSES,
     SAMPLERS,
@@ -22,7 +23,6 @@ from lossmix.registry import (
     build_loss,
     build_sampler,
 )
-from lossmix.term import Term
 
 __version__ = "0.1.0"
 

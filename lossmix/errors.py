@@ -24,7 +24,7 @@ class RankError(RuntimeError):
     The message is ``rank <rank>: <the rank's one-line error>``. ``shown`` says the line is
     already on this process's terminal (printed by the failing rank), so the app exits with
     status 1 without printing it twice; ``record`` is the failing rank's record file, if any
-    (see :mod:`lossmix.rank_errors`).
+    (see :mod:`lossmix.app.rank_errors`).
     """
 
     def __init__(self, rank: int, message: str, *, record: Path | None = None, shown: bool = False) -> None:

@@ -16,7 +16,7 @@ pre-flight batch) and fits. The run directory (Hydra's output dir) ends up holdi
 The terminal ends with a per-term summary table (a sweep: a table of its jobs).
 Configuration errors (a misspelt key, a wrong type, an unknown option, a bad routing)
 print one ``Error: ...`` line and exit with status 1; ``HYDRA_FULL_ERROR=1`` shows the
-full trace instead. The pieces are :mod:`lossmix.runner`'s, for your own app too.
+full trace instead. The pieces are :mod:`lossmix.app.runner`'s, for your own app too.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig
 
-from lossmix.report import summary_rows
-from lossmix.runner import build, checkpoint_path, fit, hydra_app
-from lossmix.runner import preflight as _preflight
+from lossmix.app.report import summary_rows
+from lossmix.app.runner import build, checkpoint_path, fit, hydra_app
+from lossmix.app.runner import preflight as _preflight
 
 __all__ = ["build", "checkpoint_path", "main", "preflight", "run", "summary_rows"]
 

@@ -1,7 +1,7 @@
 """A two-task model with a shared trunk, and an independent reference of an aggregated step.
 
 Picklable for ``ddp_spawn``. The reference computes, with ``torch.autograd`` and the pure
-aggregators only (no ``lossmix.aggregation``), what one optimizer step with an aggregation
+aggregators only (no ``lossmix.mtl.aggregation``), what one optimizer step with an aggregation
 node must do: per-task gradients of the trunk (or of its output) accumulated over the
 micro-batches, aggregated, the heads' ordinary gradients, AMP scaling, clipping, SGD.
 """

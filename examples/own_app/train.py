@@ -13,7 +13,7 @@ directory and prints the per-term summary.
 from __future__ import annotations
 
 import lossmix
-from lossmix.runner import fit, hydra_app
+from lossmix.app.runner import fit, hydra_app
 
 # The config may build classes of this package (model, data): granted in code, never by a
 # config file.

@@ -53,7 +53,7 @@ class LogCoshDiceLoss(WeightedLoss):
         return torch.log(torch.cosh(1 - dice))
 
 
-# Registry.register is annotated to return Any (lossmix/registry.py), so mypy cannot see that
+# Registry.register is annotated to return Any (lossmix/registry/registry.py), so mypy cannot see that
 # the decorator hands the function back unchanged.
 @LOSSES.register()
 def soft_l1(pred: Tensor, target: Tensor, *, scale: float = 1.0) -> Tensor:

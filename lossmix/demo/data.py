@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lossmix.lightning.resume import ResumableSampler
+from lossmix.lightning.callbacks.resume import ResumableSampler
 
 __all__ = ["SyntheticDataModule"]
 
@@ -44,7 +44,7 @@ class SyntheticDataModule(pl.LightningDataModule, Generic[ItemT], metaclass=abc.
             self.val_set = self.make_dataset(num_val, seed + 1)
 
     def _loader(self, dataset: Dataset[ItemT], shuffle: bool) -> DataLoader[ItemT]:
-        """A loader that resumes exactly (see :mod:`lossmix.lightning.resume`): the order of
+        """A loader that resumes exactly (see :mod:`lossmix.lightning.callbacks.resume`): the order of
         epoch ``e`` comes from ``(seed, e)``, and the loader draws nothing from the global
         random stream."""
         workers: int = self.hparams["num_workers"]

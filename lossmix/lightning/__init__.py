@@ -13,8 +13,8 @@ from lossmix.lightning.callbacks import (
     TermGradientMonitor,
 )
 from lossmix.lightning.checkpoint_io import SafeCheckpointIO
-from lossmix.lightning.logging import TermLogger
 from lossmix.lightning.mixin import CompositeLoss
+from lossmix.lightning.term_logger import TermLogger
 
 __all__ = [
     "ClassCountsFromData",

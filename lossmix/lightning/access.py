@@ -13,8 +13,8 @@ import lightning.pytorch as pl
 from torch import Tensor
 
 from lossmix.errors import LossConfigError
-from lossmix.lightning.logging import TermLogger
-from lossmix.mix import LossMix, LossResult
+from lossmix.lightning.term_logger import TermLogger
+from lossmix.mix.loss_mix import LossMix, LossResult
 
 __all__ = [
     "find_loss_mix",

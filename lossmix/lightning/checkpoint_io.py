@@ -8,12 +8,12 @@ target: on a full disk or past a file-size limit the copy stops half-way and the
 
 :class:`SafeCheckpointIO` writes each local checkpoint to a temporary file in the target's
 own directory, fsyncs it and renames it over the target
-(:func:`lossmix.files.atomic_write`): a failed write keeps the previous file whole, removes
+(:func:`lossmix.utilities.files.atomic_write`): a failed write keeps the previous file whole, removes
 the temporary one and stops the run with one line naming the file and the cause. Loading
 passes ``weights_only=True`` to ``torch.load`` explicitly (unless a caller passes ``False``
 itself), and refuses an empty, truncated or foreign file, one without a ``state_dict``, and
 one whose parameters or buffers hold NaN or infinity, each in one line
-(:mod:`lossmix.checkpoint`). Remote paths (``s3://``, ...) are Lightning's as before.
+(:mod:`lossmix.utilities.checkpoint`). Remote paths (``s3://``, ...) are Lightning's as before.
 
 The training app installs it by default; with a plain Trainer::
 
@@ -34,8 +34,8 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from typing_extensions import override
 
-from lossmix.checkpoint import check_checkpoint, is_bare_state_dict, read_checkpoint
-from lossmix.files import atomic_write, write_failure
+from lossmix.utilities.checkpoint import check_checkpoint, is_bare_state_dict, read_checkpoint
+from lossmix.utilities.files import atomic_write, write_failure
 
 __all__ = ["SafeCheckpointIO"]
 

@@ -9,15 +9,15 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from lossmix.compat import amp_loss_scale, batches_stepped, should_accumulate, trainer_callbacks
 from lossmix.lightning.callbacks.accumulation import AccumulationScope, window_scoped_terms
 from lossmix.lightning.callbacks.class_counts import ClassCountsFromData, waiting_for_counts
 from lossmix.lightning.callbacks.compiled import CompiledStep, check_compile_option
 from lossmix.lightning.callbacks.preflight import PreflightBatch
-from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
-from lossmix.lightning.logging import TermLogger
-from lossmix.lightning.resume import DataPosition, RandomState
-from lossmix.mix import LossMix, LossResult
+from lossmix.lightning.callbacks.resume import DataPosition, RandomState
+from lossmix.lightning.callbacks.task_weighting import TaskWeightingUpdates
+from lossmix.lightning.term_logger import TermLogger
+from lossmix.mix.loss_mix import LossMix, LossResult
+from lossmix.utilities.compat import amp_loss_scale, batches_stepped, should_accumulate, trainer_callbacks
 
 __all__ = ["CompositeLoss"]
 

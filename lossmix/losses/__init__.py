@@ -1,70 +1,180 @@
 """Registered loss modules with MMDetection's and MMagic's arguments; importing this fills
 ``LOSSES`` and its scopes (``mmdet``, ``mmagic``)."""
 
-from lossmix.losses import adversarial as _adversarial
-from lossmix.losses import cross_entropy as _cross_entropy
-from lossmix.losses import custom_classes as _custom_classes
-from lossmix.losses import deblurgan as _deblurgan
-from lossmix.losses import dice as _dice
-from lossmix.losses import embedding as _embedding
-from lossmix.losses import focal as _focal
-from lossmix.losses import ghm as _ghm
-from lossmix.losses import heatmap as _heatmap
-from lossmix.losses import imbalanced as _imbalanced
-from lossmix.losses import iou as _iou
-from lossmix.losses import long_tail as _long_tail
-from lossmix.losses import lovasz as _lovasz
-from lossmix.losses import path_regularizer as _path_regularizer
-from lossmix.losses import perceptual as _perceptual
-from lossmix.losses import pixel as _pixel
-from lossmix.losses import regression as _regression
-from lossmix.losses import tracking as _tracking
-from lossmix.losses.adversarial import *  # noqa: F403
+from lossmix.losses.adversarial import (
+    AdversarialLoss,
+    DiscShiftLoss,
+    GANLoss,
+    GradientPenalty,
+    GradientPenaltyLoss,
+    MaskedTVLoss,
+    R1GradientPenalty,
+)
 from lossmix.losses.base import WeightedLoss
-from lossmix.losses.cross_entropy import *  # noqa: F403
-from lossmix.losses.custom_classes import *  # noqa: F403
-from lossmix.losses.deblurgan import *  # noqa: F403
-from lossmix.losses.dice import *  # noqa: F403
-from lossmix.losses.embedding import *  # noqa: F403
-from lossmix.losses.focal import *  # noqa: F403
-from lossmix.losses.ghm import *  # noqa: F403
-from lossmix.losses.heatmap import *  # noqa: F403
-from lossmix.losses.imbalanced import *  # noqa: F403
-from lossmix.losses.iou import *  # noqa: F403
-from lossmix.losses.long_tail import *  # noqa: F403
-from lossmix.losses.lovasz import *  # noqa: F403
-from lossmix.losses.path_regularizer import *  # noqa: F403
-from lossmix.losses.perceptual import *  # noqa: F403
-from lossmix.losses.pixel import *  # noqa: F403
-from lossmix.losses.regression import *  # noqa: F403
-from lossmix.losses.tracking import *  # noqa: F403
+from lossmix.losses.cross_entropy import (
+    CrossEntropyLoss,
+)
+from lossmix.losses.custom_classes import (
+    CrossEntropyCustomLoss,
+    FocalCustomLoss,
+)
+from lossmix.losses.deblurgan import (
+    ADV_LOSS_TYPES,
+    AdvLoss,
+)
+from lossmix.losses.dice import (
+    EMPTY_TARGET_POLICIES,
+    DiceLoss,
+    JaccardLoss,
+    OverlapLoss,
+    TverskyLoss,
+)
+from lossmix.losses.focal import (
+    DistributionFocalLoss,
+    FocalLoss,
+    QualityFocalLoss,
+    VarifocalLoss,
+)
+from lossmix.losses.ghm import (
+    GHMC,
+    GHMR,
+)
+from lossmix.losses.heatmap import (
+    AssociativeEmbeddingLoss,
+    GaussianFocalLoss,
+)
+from lossmix.losses.identity import (
+    CLIPLoss,
+    FaceIdLoss,
+)
+from lossmix.losses.imbalanced import (
+    AsymmetricLoss,
+    LDAMLoss,
+    LogitAdjustedLoss,
+)
+from lossmix.losses.iou import (
+    BoundedIoULoss,
+    CIoULoss,
+    DIoULoss,
+    EIoULoss,
+    GIoULoss,
+    IoULoss,
+    SIoULoss,
+)
+from lossmix.losses.long_tail import (
+    EQLV2Loss,
+    SeesawLoss,
+)
+from lossmix.losses.lovasz import (
+    LovaszHingeLoss,
+    LovaszSoftmaxLoss,
+)
+from lossmix.losses.path_regularizer import (
+    GeneratorPathRegularizer,
+)
+from lossmix.losses.perceptual import (
+    LightCNNFeatureLoss,
+    PerceptualLoss,
+    TransferalPerceptualLoss,
+)
+from lossmix.losses.pixel import (
+    CharbonnierCompLoss,
+    CompositionLoss,
+    GradientLoss,
+    L1CompositionLoss,
+    MaskedL1Loss,
+    MaskedMeanLoss,
+    MaskedMSELoss,
+    MSECompositionLoss,
+    PSNRLoss,
+)
+from lossmix.losses.regression import (
+    BalancedL1Loss,
+    CharbonnierLoss,
+    L1Loss,
+    MSELoss,
+    SmoothL1Loss,
+)
+from lossmix.losses.tracking import (
+    KnowledgeDistillationKLDivLoss,
+    L2Loss,
+    MarginL2Loss,
+    MultiPosCrossEntropyLoss,
+    TripletLoss,
+)
 from lossmix.losses.wrappers import FunctionLoss, LossInput, TorchLoss, loss_inputs
 
 # isort: split
 from lossmix.losses import scopes as _scopes  # noqa: F401  (last: it fills the scopes)
 
 __all__ = [
+    "ADV_LOSS_TYPES",
+    "EMPTY_TARGET_POLICIES",
+    "GHMC",
+    "GHMR",
+    "AdvLoss",
+    "AdversarialLoss",
+    "AssociativeEmbeddingLoss",
+    "AsymmetricLoss",
+    "BalancedL1Loss",
+    "BoundedIoULoss",
+    "CIoULoss",
+    "CLIPLoss",
+    "CharbonnierCompLoss",
+    "CharbonnierLoss",
+    "CompositionLoss",
+    "CrossEntropyCustomLoss",
+    "CrossEntropyLoss",
+    "DIoULoss",
+    "DiceLoss",
+    "DiscShiftLoss",
+    "DistributionFocalLoss",
+    "EIoULoss",
+    "EQLV2Loss",
+    "FaceIdLoss",
+    "FocalCustomLoss",
+    "FocalLoss",
     "FunctionLoss",
+    "GANLoss",
+    "GIoULoss",
+    "GaussianFocalLoss",
+    "GeneratorPathRegularizer",
+    "GradientLoss",
+    "GradientPenalty",
+    "GradientPenaltyLoss",
+    "IoULoss",
+    "JaccardLoss",
+    "KnowledgeDistillationKLDivLoss",
+    "L1CompositionLoss",
+    "L1Loss",
+    "L2Loss",
+    "LDAMLoss",
+    "LightCNNFeatureLoss",
+    "LogitAdjustedLoss",
     "LossInput",
+    "LovaszHingeLoss",
+    "LovaszSoftmaxLoss",
+    "MSECompositionLoss",
+    "MSELoss",
+    "MarginL2Loss",
+    "MaskedL1Loss",
+    "MaskedMSELoss",
+    "MaskedMeanLoss",
+    "MaskedTVLoss",
+    "MultiPosCrossEntropyLoss",
+    "OverlapLoss",
+    "PSNRLoss",
+    "PerceptualLoss",
+    "QualityFocalLoss",
+    "R1GradientPenalty",
+    "SIoULoss",
+    "SeesawLoss",
+    "SmoothL1Loss",
     "TorchLoss",
+    "TransferalPerceptualLoss",
+    "TripletLoss",
+    "TverskyLoss",
+    "VarifocalLoss",
     "WeightedLoss",
-    *_adversarial.__all__,
-    *_cross_entropy.__all__,
-    *_custom_classes.__all__,
-    *_deblurgan.__all__,
-    *_dice.__all__,
-    *_embedding.__all__,
-    *_focal.__all__,
-    *_ghm.__all__,
-    *_heatmap.__all__,
-    *_imbalanced.__all__,
-    *_iou.__all__,
-    *_long_tail.__all__,
-    *_lovasz.__all__,
-    *_path_regularizer.__all__,
-    *_perceptual.__all__,
-    *_pixel.__all__,
-    *_regression.__all__,
-    *_tracking.__all__,
     "loss_inputs",
 ]

@@ -19,8 +19,8 @@ from lossmix.errors import LossInputError
 from lossmix.functional import adversarial as F
 from lossmix.losses.base import ElementLoss, WeightedLoss
 from lossmix.reduction import mask_reduce_loss
-from lossmix.registry import LOSSES
-from lossmix.validation import check_float, check_same_shape
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import check_float, check_same_shape
 
 __all__ = [
     "AdversarialLoss",

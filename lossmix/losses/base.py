@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.reduction import AvgFactor, apply_weight, check_reduction, weight_reduce_loss
-from lossmix.validation import (
+from lossmix.utilities.checks import (
     check_class_indices,
     check_float,
     check_positive,

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.functional import class_balance as F
-from lossmix.validation import check_choice, check_float, class_vector
+from lossmix.utilities.checks import check_choice, check_float, class_vector
 
 __all__ = [
     "DATAMODULE",

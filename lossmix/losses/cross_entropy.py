@@ -20,8 +20,8 @@ from lossmix.functional.fused import fused_applies, fused_cross_entropy
 from lossmix.losses.base import ElementLoss, WeightedLoss
 from lossmix.losses.class_balance import ClassCountsMixin, class_weight_argument
 from lossmix.reduction import AvgFactor
-from lossmix.registry import LOSSES
-from lossmix.validation import (
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import (
     check_bool,
     check_class_indices,
     check_float,

@@ -17,8 +17,8 @@ from lossmix.errors import LossConfigError, LossInputError
 from lossmix.losses.base import ElementLoss
 from lossmix.losses.cross_entropy import CrossEntropyLoss
 from lossmix.losses.focal import FocalLoss
-from lossmix.registry import LOSSES
-from lossmix.validation import check_int
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import check_int
 
 __all__ = ["CrossEntropyCustomLoss", "FocalCustomLoss"]
 

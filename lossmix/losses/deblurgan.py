@@ -20,8 +20,8 @@ from torch import Tensor
 from lossmix.errors import LossInputError
 from lossmix.functional import adversarial as FA
 from lossmix.losses.base import WeightedLoss
-from lossmix.registry import LOSSES
-from lossmix.validation import check_choice, check_int
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import check_choice, check_int
 
 __all__ = ["ADV_LOSS_TYPES", "AdvLoss"]
 

@@ -17,8 +17,8 @@ from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import dice as F
 from lossmix.losses.base import ElementLoss, WeightedLoss
 from lossmix.reduction import apply_weight
-from lossmix.registry import LOSSES
-from lossmix.validation import (
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import (
     check_bool,
     check_choice,
     check_class_indices,

@@ -9,7 +9,7 @@
 * :func:`build_encoder`: any other network (a CLIP model, a face-id net) from an
   allow-listed ``_target_`` node, or a module given directly.
 
-Weights files are read by :func:`lossmix.losses.weights.load_weights`.
+Weights files are read by :func:`lossmix.losses.pretrained.load_weights`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError
-from lossmix.losses.weights import load_weights
-from lossmix.nodes import to_plain
-from lossmix.registry import bind_arguments
-from lossmix.targets import resolve_target
+from lossmix.losses.pretrained import load_weights
+from lossmix.registry.allowlist import resolve_target
+from lossmix.registry.nodes import to_plain
+from lossmix.registry.registry import bind_arguments
 
 __all__ = [
     "VGG_LAYOUTS",
@@ -224,7 +224,7 @@ class FrozenNet(nn.Module):
 def build_encoder(owner: str, key: str, node: Any, *, methods: Sequence[str] = ()) -> FrozenNet:
     """A frozen network from a module or an allow-listed ``{_target_: pkg.Net, **kwargs}`` node.
 
-    The ``_target_`` goes through :func:`lossmix.targets.resolve_target` (a class deriving from
+    The ``_target_`` goes through :func:`lossmix.registry.allowlist.resolve_target` (a class deriving from
     ``torch.nn.Module``, under an allowed package), and the kwargs are checked against its
     signature before it is built; Hydra never instantiates the node.
 

@@ -14,8 +14,8 @@ from lossmix.functional.fused import fused_applies, fused_sigmoid_focal_loss
 from lossmix.losses.base import WeightedLoss
 from lossmix.losses.class_balance import ClassCountsMixin, ClassWeightSpec, class_weight_argument
 from lossmix.losses.cross_entropy import IGNORE_INDEX
-from lossmix.registry import LOSSES
-from lossmix.validation import (
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import (
     check_bool,
     check_class_indices,
     check_fused,

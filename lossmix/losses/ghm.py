@@ -11,12 +11,22 @@ from torch import Tensor
 
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import ghm as F
+from lossmix.functional.cross_entropy import one_hot_targets
 from lossmix.losses.base import ElementLoss, WeightedLoss
 from lossmix.reduction import AvgFactor
-from lossmix.registry import LOSSES
-from lossmix.validation import check_float, check_int, index_or_dense_target
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import check_float, check_index_or_dense_target, check_int
 
 __all__ = ["GHMC", "GHMR"]
+
+
+def _index_or_dense_target(owner: str, pred: Tensor, target: Tensor) -> Tensor:
+    """Float targets shaped like ``pred`` ``(N, C, *)``: from such a tensor, or from class
+    indices ``(N, *)`` whose value ``C = pred.size(1)`` is the background (an all-zero row).
+    """
+    if check_index_or_dense_target(owner, pred, target):
+        return target.to(pred.dtype)
+    return one_hot_targets(target, pred.size(1), dtype=pred.dtype)
 
 
 @LOSSES.register()
@@ -101,7 +111,7 @@ class GHMC(WeightedLoss):
             raise LossInputError(
                 f"{self.loss_name}: pred of shape {tuple(pred.shape)} must be (N, C) logits."
             )
-        return index_or_dense_target(self.loss_name, pred, target)
+        return _index_or_dense_target(self.loss_name, pred, target)
 
     def check_call(
         self, reduction: str, avg_factor: AvgFactor, weight: Tensor | None, inputs: Mapping[str, Any]

@@ -11,8 +11,8 @@ from torch import Tensor
 from lossmix.errors import LossInputError
 from lossmix.functional import heatmap as F
 from lossmix.losses.base import ElementLoss, WeightedLoss
-from lossmix.registry import LOSSES
-from lossmix.validation import check_float, check_positive, check_same_shape
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import check_float, check_positive, check_same_shape
 
 __all__ = ["AssociativeEmbeddingLoss", "GaussianFocalLoss"]
 

@@ -26,8 +26,8 @@ from lossmix.losses.class_balance import (
     class_weight_argument,
     prior_log,
 )
-from lossmix.registry import LOSSES
-from lossmix.validation import (
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import (
     check_class_indices,
     check_float,
     check_optional_int,

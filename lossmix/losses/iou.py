@@ -19,8 +19,8 @@ from lossmix.functional import iou as F
 from lossmix.functional import iou_shape
 from lossmix.functional.fused import fused_applies, fused_giou_loss
 from lossmix.losses.base import WeightedLoss, check_positive
-from lossmix.registry import LOSSES
-from lossmix.validation import check_bool, check_fused
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import check_bool, check_fused
 
 __all__ = ["BoundedIoULoss", "CIoULoss", "DIoULoss", "EIoULoss", "GIoULoss", "IoULoss", "SIoULoss"]
 

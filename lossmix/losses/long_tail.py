@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as TF
 from torch import Tensor
 
-from lossmix.distributed import all_reduce_sum
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import long_tail as F
 from lossmix.losses.base import ElementLoss, WeightedLoss
 from lossmix.reduction import apply_weight
-from lossmix.registry import LOSSES
-from lossmix.validation import check_bool, check_class_indices, check_float, check_int, check_positive
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import check_bool, check_class_indices, check_float, check_int, check_positive
+from lossmix.utilities.distributed import all_reduce_sum
 
 __all__ = ["EQLV2Loss", "SeesawLoss"]
 

@@ -14,8 +14,8 @@ from torch import Tensor
 from lossmix.errors import LossInputError
 from lossmix.functional import lovasz as FL
 from lossmix.losses.base import WeightedLoss
-from lossmix.registry import LOSSES
-from lossmix.validation import (
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import (
     check_bool,
     check_choice,
     check_class_indices,

@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from lossmix.distributed import all_reduce_mean
 from lossmix.errors import LossInputError
 from lossmix.functional import path as FP
 from lossmix.losses.base import WeightedLoss
-from lossmix.registry import LOSSES
-from lossmix.validation import check_bool, check_float, check_int
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import check_bool, check_float, check_int
+from lossmix.utilities.distributed import all_reduce_mean
 
 __all__ = ["GeneratorPathRegularizer"]
 

@@ -1,6 +1,6 @@
 """Feature losses with MMagic's arguments and numbers: perceptual/style (VGG), transferal
 perceptual (TTSR) and LightCNN features (DIC-GAN); face identity and CLIP are in
-:mod:`lossmix.losses.embedding`.
+:mod:`lossmix.losses.identity`.
 
 Each network is frozen (:mod:`lossmix.losses.encoders`): the built-in VGG or LightCNN
 loading a weights file you give (``pretrained: null`` is a random initialisation), or an
@@ -22,8 +22,8 @@ from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import image as FI
 from lossmix.losses.base import WeightedLoss
 from lossmix.losses.encoders import LightCNNFeatures, VGGFeatures, build_encoder, check_vgg_type
-from lossmix.registry import LOSSES
-from lossmix.validation import check_bool, check_float, check_same_shape
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import check_bool, check_float, check_same_shape
 
 __all__ = ["LightCNNFeatureLoss", "PerceptualLoss", "TransferalPerceptualLoss"]
 

@@ -21,8 +21,8 @@ from lossmix.functional import image as FI
 from lossmix.functional import regression as FR
 from lossmix.losses.base import ElementLoss, WeightedLoss
 from lossmix.losses.regression import masked_mean_loss
-from lossmix.registry import LOSSES
-from lossmix.validation import check_bool, check_positive, check_same_shape
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import check_bool, check_positive, check_same_shape
 
 __all__ = [
     "CharbonnierCompLoss",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from lossmix.losses.adversarial import GANLoss, GradientPenaltyLoss, R1GradientPenalty
 from lossmix.losses.path_regularizer import GeneratorPathRegularizer
-from lossmix.registry import LOSSES
+from lossmix.registry.registry import LOSSES
 
 __all__ = ["MMAGIC_COMPS", "MMAGIC_NAMES", "MMDET_NAMES"]
 

@@ -12,10 +12,10 @@ from torch import Tensor
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import embedding as F
 from lossmix.functional.regression import mse_loss
-from lossmix.generators import SeededGenerator
 from lossmix.losses.base import ElementLoss, WeightedLoss
-from lossmix.registry import LOSSES
-from lossmix.validation import check_bool, check_float, check_int, check_positive, check_same_shape
+from lossmix.registry.registry import LOSSES
+from lossmix.utilities.checks import check_bool, check_float, check_int, check_positive, check_same_shape
+from lossmix.utilities.rng import SeededGenerator
 
 __all__ = [
     "KnowledgeDistillationKLDivLoss",
@@ -111,7 +111,7 @@ class MarginL2Loss(WeightedLoss):
        non-zero weight (``+ eps``), MMDetection's ``avg_factor``. A caller's
        ``avg_factor`` replaces it (MMDetection ignores it).
 
-    Random mining draws from the loss's own :class:`~lossmix.generators.SeededGenerator`
+    Random mining draws from the loss's own :class:`~lossmix.utilities.rng.SeededGenerator`
     (``seed``), checkpointed with the loss; nothing reads tensor data on the host.
 
     Shapes: ``pred``, ``target``, ``weight``: one shape, e.g. ``(N, M)``.

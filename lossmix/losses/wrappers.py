@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.losses.base import WeightedLoss, shapes_from_docstring
-from lossmix.registry import LOSSES, bind_arguments, check_keys, signature_parameters
+from lossmix.registry.registry import LOSSES, bind_arguments, check_keys, signature_parameters
 
 __all__ = ["FunctionLoss", "LossInput", "TorchLoss", "loss_inputs"]
 

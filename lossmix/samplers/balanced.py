@@ -17,11 +17,11 @@ import torch
 from torch import Tensor
 
 from lossmix.errors import LossConfigError
-from lossmix.nodes import to_plain
-from lossmix.registry import SAMPLERS
+from lossmix.registry.nodes import to_plain
+from lossmix.registry.registry import SAMPLERS
 from lossmix.samplers.base import rank_in_groups, select_top
 from lossmix.samplers.quota import QuotaSampler, RandomSampler, float64_on
-from lossmix.validation import check_float, check_int
+from lossmix.utilities.checks import check_float, check_int
 
 __all__ = ["CombinedSampler", "InstanceBalancedPosSampler", "IoUBalancedNegSampler"]
 

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.registry import SAMPLERS
+from lossmix.registry.registry import SAMPLERS
 
 __all__ = [
     "BaseSampler",

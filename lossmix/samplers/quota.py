@@ -9,10 +9,10 @@ import torch
 from torch import Tensor
 
 from lossmix.errors import LossInputError
-from lossmix.generators import SeededGenerator
-from lossmix.registry import SAMPLERS
+from lossmix.registry.registry import SAMPLERS
 from lossmix.samplers.base import BaseSampler, check_no_gt_proposals, select_top
-from lossmix.validation import check_float, check_int
+from lossmix.utilities.checks import check_float, check_int
+from lossmix.utilities.rng import SeededGenerator
 
 __all__ = ["OHEMSampler", "QuotaSampler", "RandomSampler"]
 
@@ -98,7 +98,7 @@ class RandomSampler(QuotaSampler):
     candidates are the masks' elements (``add_gt_as_proposals`` must be False).
 
     Randomness comes from the sampler's own counter-based stream
-    (:class:`~lossmix.generators.SeededGenerator`): a hash of the seed (``seed``, or if
+    (:class:`~lossmix.utilities.rng.SeededGenerator`): a hash of the seed (``seed``, or if
     ``None`` ``torch.initial_seed()``, so ``torch.manual_seed`` / ``seed_everything``
     reproduce runs, plus the distributed rank, so ranks draw differently), a draw counter
     and the element's index, computed on the masks' device. It traces under

@@ -15,10 +15,10 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
-from lossmix.registry import SAMPLERS
+from lossmix.registry.registry import SAMPLERS
 from lossmix.samplers.base import rank_in_groups, select_top
 from lossmix.samplers.quota import RandomSampler
-from lossmix.validation import check_float, check_positive
+from lossmix.utilities.checks import check_float, check_positive
 
 __all__ = ["ScoreHLRSampler", "nms_match_groups"]
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeGuard
 
 from lossmix.errors import LossConfigError, did_you_mean
-from lossmix.validation import is_number
+from lossmix.utilities.checks import is_number
 
 __all__ = [
     "ConstantSchedule",

@@ -16,7 +16,7 @@ import torch.nn.functional as TF
 
 import lossmix
 from lossmix import LOSSES, LossMix, build_loss
-from lossmix.config import check_loss_config, term_rows
+from lossmix.app.checks import check_loss_config, term_rows
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.losses import (
     CharbonnierCompLoss,
@@ -128,7 +128,7 @@ def test_a_dotted_type_outside_the_scopes_still_goes_through_the_allow_list():
 
 
 def test_lossmix_list_shows_the_scopes(capsys):
-    from lossmix.cli import main
+    from lossmix.app.cli import main
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out

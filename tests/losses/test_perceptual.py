@@ -18,7 +18,7 @@ from lossmix.losses import (
     TransferalPerceptualLoss,
 )
 from lossmix.losses.encoders import LightCNNFeatures, VGGFeatures
-from lossmix.targets import trusting
+from lossmix.registry.allowlist import trusting
 from tests.losses.battery import assert_close, make_generator
 
 F64 = torch.float64
@@ -354,7 +354,7 @@ def test_face_id_matches_mmagics_formula():
             r"_target_='my_faces\.ArcFace' is refused: it is outside the allowed packages",
         ),
         (
-            {"_target_": "lossmix.registry.Registry"},
+            {"_target_": "lossmix.registry.registry.Registry"},
             r"must be a subclass of torch\.nn\.modules\.module\.Module",
         ),
         ({"_target_": "torch.nn.Linear", "in_feature": 3}, "unknown argument 'in_feature'"),

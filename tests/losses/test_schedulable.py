@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lossmix import LossConfigError
-from lossmix.schedules.targets import _float_params, _owner_of
+from lossmix.schedules.paths import _float_params, _owner_of
 from tests.losses.battery import make_generator
 from tests.losses.test_battery import CASES
 

@@ -12,7 +12,7 @@ from torch import Tensor
 import lossmix  # noqa: F401  (fills the registry)
 from lossmix.losses import WeightedLoss, loss_inputs
 from lossmix.losses.base import shapes_from_docstring
-from lossmix.registry import LOSSES
+from lossmix.registry.registry import LOSSES
 
 NAMES = sorted(LOSSES.names())
 

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lossmix.lightning.resume import ResumableSampler
+from lossmix.lightning.callbacks.resume import ResumableSampler
 
 
 def make_objects(count: int, num_classes: int, generator: torch.Generator) -> TensorDataset:

@@ -12,7 +12,7 @@ from lossmix.lightning.callbacks.grad_monitor import (
 from lossmix.lightning.callbacks.guard import NonFiniteLoss, NonFiniteLossGuard
 from lossmix.lightning.callbacks.preflight import PreflightBatch
 from lossmix.lightning.callbacks.schedule import LossSchedule, LossWeightSchedule, Schedule
-from lossmix.lightning.callbacks.weighting import TaskWeightingUpdates
+from lossmix.lightning.callbacks.task_weighting import TaskWeightingUpdates
 
 __all__ = [
     "AccumulationScope",

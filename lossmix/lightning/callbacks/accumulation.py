@@ -33,12 +33,12 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from lossmix.distributed import all_reduce_mean, world_size
 from lossmix.errors import LossConfigError
 from lossmix.lightning.access import find_loss_mix, last_result_of
-from lossmix.mix import LossMix
+from lossmix.mix.loss_mix import LossMix
+from lossmix.mix.term import Term
 from lossmix.reduction import EPS32
-from lossmix.term import Term
+from lossmix.utilities.distributed import all_reduce_mean, world_size
 
 __all__ = ["AccumulationScope", "window_scoped_terms"]
 

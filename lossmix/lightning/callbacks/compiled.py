@@ -6,7 +6,7 @@ app: ``lossmix.compile=true``), or a mapping of ``torch.compile`` options
 module's device, the callback
 
 1. fixes the seed and the counter of every random stream in the module
-   (:func:`~lossmix.generators.prime_generators`), which a graph cannot read;
+   (:func:`~lossmix.utilities.rng.prime_generators`), which a graph cannot read;
 2. replaces the module's ``training_step`` by its compiled form: the model, the terms, the
    samplers, the normalisers and the write into the term buffer are one graph, with no
    graph break (``fullgraph=True``; a step that cannot be one graph fails at its first
@@ -27,7 +27,7 @@ import lightning.pytorch as pl
 import torch
 
 from lossmix.errors import LossConfigError, did_you_mean
-from lossmix.generators import prime_generators
+from lossmix.utilities.rng import prime_generators
 
 __all__ = ["COMPILE_KEYS", "CompiledStep", "check_compile_option"]
 

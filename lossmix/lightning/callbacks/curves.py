@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
-from lossmix.files import atomic_write
-from lossmix.lightning.logging import TermLogger
+from lossmix.lightning.term_logger import TermLogger
+from lossmix.utilities.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -9,13 +9,13 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-import lossmix.functional as F
-from lossmix.compat import amp_loss_scale
+import lossmix.mtl.functional as F
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.lightning.access import find_loss_mix, last_result_of, loss_step_of, term_logger_of
-from lossmix.mix import LossMix, LossResult
-from lossmix.task_gradients import task_jacobian
-from lossmix.validation import check_int
+from lossmix.mix.loss_mix import LossMix, LossResult
+from lossmix.mtl.task_gradients import task_jacobian
+from lossmix.utilities.checks import check_int
+from lossmix.utilities.compat import amp_loss_scale
 
 __all__ = ["GradientConflictMonitor", "TermGradientMonitor", "term_gradient_norms"]
 

@@ -30,10 +30,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lossmix.distributed import all_reduce_min, all_reduce_sum, world_size
 from lossmix.errors import LossConfigError
 from lossmix.lightning.access import last_result_of, loss_mix_of, loss_step_of
-from lossmix.mix import GUARD_POLICIES
+from lossmix.mix.loss_mix import GUARD_POLICIES
+from lossmix.utilities.distributed import all_reduce_min, all_reduce_sum, world_size
 
 __all__ = ["NonFiniteLoss", "NonFiniteLossGuard"]
 

@@ -1,6 +1,6 @@
 """``LossSchedule``: schedules of terms' weights and of their losses' hyper-parameters.
 
-Each entry names a target (see :mod:`lossmix.schedules.targets`) and a schedule (see
+Each entry names a target (see :mod:`lossmix.schedules.paths`) and a schedule (see
 :mod:`lossmix.schedules` for the kinds)::
 
     callbacks:
@@ -33,9 +33,9 @@ import torch
 
 from lossmix.errors import LossConfigError
 from lossmix.lightning.access import loss_mix_of, loss_step_of, term_logger_of
-from lossmix.nodes import to_plain
+from lossmix.registry.nodes import to_plain
 from lossmix.schedules import SCHEDULE_KINDS, Schedule, ScheduleKind
-from lossmix.schedules.targets import ScheduleTarget, flatten_schedules, resolve_target
+from lossmix.schedules.paths import ScheduleTarget, flatten_schedules, resolve_target
 
 __all__ = ["SCHEDULE_KINDS", "LossSchedule", "LossWeightSchedule", "Schedule", "ScheduleKind"]
 

@@ -1,0 +1,1 @@
+"""The Hydra front end: checks, trust, the runner, the report and the ``lossmix`` command."""

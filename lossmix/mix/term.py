@@ -1,0 +1,570 @@
+"""One named term: route → sample → kernel → weight → reduce → scale (MMDetection's five steps).
+
+A term is built from its config node (``loss.<name>`` in the Hydra configs): the
+term-level keys in :data:`TERM_KEYS` are taken off, ``loss_weight`` becomes the
+term's scalar weight (step 5, owned by the term so schedules and weightings can
+change it), and everything else goes to the loss's constructor.
+
+MMagic's spellings are accepted beside lossmix's: ``data_info`` is ``inputs`` (loss
+argument → key), ``loss_name`` the term's log key (terms sharing one are logged, and
+added, as one value), and ``default_scope: mmagic`` makes a bare ``type`` MMagic's loss
+of that name.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lossmix.errors import LossConfigError, LossInputError, did_you_mean
+from lossmix.losses.base import call_parameters
+from lossmix.mix.normalizers import MovingAverage, Normalizer, build_normalizer
+from lossmix.mix.routing import lookup
+from lossmix.registry.nodes import to_plain
+from lossmix.registry.registry import SAMPLERS, build_loss
+from lossmix.utilities.checks import check_bool, check_float, check_int, check_optional_int
+
+__all__ = ["TERM_KEYS", "Term", "TermInputs"]
+
+TERM_KEYS: tuple[str, ...] = (
+    "inputs",
+    "data_info",
+    "loss_name",
+    "default_scope",
+    "sampler",
+    "normalizer",
+    "every",
+    "scale_by_every",
+    "in_total",
+    "parts",
+    "allow_negative",
+    "schedule",
+)
+SAMPLER_TARGET_KEYS = ("background", "ignore_index")
+_NOT_ROUTABLE = ("avg_factor", "reduction_override", "self")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+def check_term_name(name: Any, *, what: str = "term") -> str:
+    """Term and group names are identifiers (``.`` marks sub-terms and ``/`` log groups)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise LossConfigError(
+            f"{what} name {name!r} is not valid; use letters, digits, '_' or '-' (no '.' or '/')."
+        )
+    return name
+
+
+def _check_log_name(term: str, loss_name: Any) -> str:
+    if not isinstance(loss_name, str) or not _NAME.match(loss_name):
+        raise LossConfigError(
+            f"term '{term}': loss_name={loss_name!r} is not valid; use letters, digits, '_' or '-' "
+            "(like loss_l1)."
+        )
+    return loss_name
+
+
+@dataclass
+class TermInputs:
+    """What phase one of a term found: its routed arguments, sample and normaliser."""
+
+    kwargs: dict[str, Any]
+    avg_factor: Tensor | None = None
+    stats: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _is_count(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return value.dim() == 0
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+class Term(nn.Module):
+    """A named, weighted loss term.
+
+    Args:
+        name: the term's name (log key ``{stage}/loss/{name}``).
+        loss: the loss module (built with ``loss_weight=1``; the term holds the weight).
+        weight: scalar weight (step 5).
+        inputs: loss argument → key (or constant); defaults to each required
+            argument of ``loss.forward`` routed by its own name. It also routes
+            ``pos_mask``/``neg_mask`` and the inputs the sampler declares
+            (``routed_inputs``: ``ious``, ``gt_inds``, ``boxes``, ...), which go to the
+            sampler, detached; one the loss also takes (``pred``) goes to both.
+        sampler: a sampler module (:mod:`lossmix.samplers`) or ``None``.
+        normalizer: where ``avg_factor`` comes from, or ``None``.
+        every: compute on every ``every``-th step only (lazy term).
+        scale_by_every: multiply the weight by ``every`` on the steps it runs.
+        in_total: add to the objective (``False``: log only).
+        allow_negative: accept a negative ``weight`` (the term is maximised; warned once).
+            Without it a negative weight is refused: it is almost always a sign error.
+        background, ignore_index: how positives/negatives are read from class-index
+            targets for the sampler and ``num_pos`` (default background: the number
+            of classes of ``pred``; default ignore: negative labels).
+        parts: the sub-terms a loss returning a dict or tuple produces (``["a", "b"]``),
+            when the loss does not declare them itself (``part_names``); logged as
+            ``{name}.{part}``.
+        loss_name: the log key (MMagic's ``loss_name``, e.g. ``loss_l1``); default ``name``.
+            Terms of one group sharing a log key are added into one logged value.
+
+    The log keys are known before the first step: a lossmix loss declares its parts
+    (``WeightedLoss.part_names``; ``("",)``: one value), and so may any module; else they
+    are ``parts`` or, if not given, learned once from the first evaluation (on a lazy
+    step it skips, the loss is evaluated once without gradient to learn them). A
+    later call returning other parts is an error.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        loss: nn.Module,
+        *,
+        weight: float = 1.0,
+        inputs: Mapping[str, Any] | None = None,
+        sampler: nn.Module | None = None,
+        normalizer: Normalizer | None = None,
+        every: int = 1,
+        scale_by_every: bool = True,
+        in_total: bool = True,
+        background: int | None = None,
+        ignore_index: int | None = None,
+        parts: Sequence[str] | None = None,
+        allow_negative: bool = False,
+        loss_name: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = check_term_name(name)
+        self.log_name = self.name if loss_name is None else _check_log_name(name, loss_name)
+        self.loss = loss
+        self.sampler = sampler
+        self.normalizer = normalizer
+        # the normaliser's moving average over training steps (a checkpointed buffer), if any
+        self.normalizer_ema = (
+            MovingAverage(normalizer.ema, normalizer.init)
+            if normalizer is not None and normalizer.ema is not None
+            else None
+        )
+        label = f"term '{name}'"
+        self.weight = check_float(label, "loss_weight", weight)
+        if self.weight < 0 and not check_bool(label, "allow_negative", allow_negative):
+            raise LossConfigError(
+                f"{label}: loss_weight={weight!r} is negative, so the term would be maximised; if "
+                "that is meant, add allow_negative: true to the term, else give a weight >= 0."
+            )
+        if self.weight < 0:
+            warnings.warn(
+                f"{label}: loss_weight={weight!r} is negative: the term is maximised.",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.every = check_int(label, "every", every, min=1)
+        self.scale_by_every = check_bool(label, "scale_by_every", scale_by_every)
+        self.in_total = check_bool(label, "in_total", in_total)
+        self.background = check_optional_int(label, "background", background)
+        self.ignore_index = check_optional_int(label, "ignore_index", ignore_index)
+        self._loss_inputs = frozenset(call_parameters(loss))
+        self.inputs = self._check_inputs(inputs)
+        if normalizer is not None and getattr(loss, "reduction", "mean") != "mean":
+            raise LossConfigError(
+                f"term '{name}': normalizer '{normalizer.source}' divides a sum, which needs "
+                f"reduction='mean' (got {loss.reduction!r}); drop the normalizer or the reduction."
+            )
+        self._parts = self._declared_parts(parts)
+        # Changed through LossMix.set_scale / LossMix.track_weight: a schedule's multiplier of
+        # ``weight`` (a Python float computed from the step), and whether the weight is logged.
+        self.scale = 1.0
+        self.log_weight = False
+
+    def _declared_parts(self, parts: Sequence[str] | None) -> tuple[str, ...] | None:
+        declared = getattr(self.loss, "part_names", None)
+        if parts is not None:
+            if isinstance(parts, str) or not all(isinstance(p, str) and p for p in parts):
+                raise LossConfigError(
+                    f"term '{self.name}': parts={parts!r} is not valid; give the names of the "
+                    "loss's outputs, e.g. parts: [percep, style]."
+                )
+            return tuple(parts)
+        return None if declared is None else tuple(declared)
+
+    @property
+    def part_names(self) -> tuple[str, ...] | None:
+        """The sub-terms (``("",)`` for one value), or ``None`` until learned."""
+        return self._parts
+
+    def _sampler_needs(self) -> dict[str, str]:
+        """The inputs the sampler declares (name → what it is), beyond the masks."""
+        return dict(getattr(self.sampler, "routed_inputs", {}))
+
+    def _check_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+        params = call_parameters(self.loss)
+        routable = [k for k in params if k not in _NOT_ROUTABLE]
+        extra = ["pos_mask", "neg_mask"] if self.sampler is not None or self._counts_pos() else []
+        needs = self._sampler_needs()
+        extra += [k for k in needs if k not in routable]
+        if inputs is None:
+            routed = {k: k for k, p in params.items() if p.default is p.empty and k in routable}
+            return {**routed, **{k: k for k in needs}}
+        if not isinstance(inputs, Mapping):
+            raise LossConfigError(
+                f"term '{self.name}': inputs must map loss arguments to keys, e.g. "
+                f"{{pred: cls_logits, target: labels}}; got {inputs!r}."
+            )
+        for arg in inputs:
+            if arg not in routable and arg not in extra:
+                raise LossConfigError(
+                    f"term '{self.name}': inputs has '{arg}', which {type(self.loss).__name__} "
+                    f"does not take.{did_you_mean(arg, routable + extra)} Its arguments: "
+                    f"{', '.join(routable + extra)}."
+                )
+        missing = [k for k, p in params.items() if p.default is p.empty and k in routable and k not in inputs]
+        if missing:
+            raise LossConfigError(
+                f"term '{self.name}': inputs does not say where '{missing[0]}' comes from; add "
+                f"inputs.{missing[0]}: <key in the outputs or batch>."
+            )
+        unrouted = [k for k in needs if k not in inputs]
+        if unrouted:
+            raise LossConfigError(
+                f"term '{self.name}': {type(self.sampler).__name__} needs the routed input "
+                f"'{unrouted[0]}' ({needs[unrouted[0]]}); add inputs.{unrouted[0]}: <key in the "
+                f"outputs or batch>. The term routes: {', '.join(inputs) or '(nothing)'}."
+            )
+        return dict(inputs)
+
+    def _counts_pos(self) -> bool:
+        return self.normalizer is not None and self.normalizer.source in ("num_pos", "num_sampled")
+
+    # -- building -----------------------------------------------------------------------------
+    @classmethod
+    def from_config(
+        cls,
+        name: str,
+        node: Mapping[str, Any],
+        *,
+        allowed_targets: tuple[str, ...] | list[str] = (),
+        default_scope: str | None = None,
+    ) -> Term:
+        """Build a term from its config node (a dict or DictConfig).
+
+        ``default_scope`` (the mix's) applies unless the node sets its own.
+        """
+        check_term_name(name)
+        node = to_plain(node)
+        if not isinstance(node, Mapping) or not ({"type", "_target_"} & set(node)):
+            raise LossConfigError(
+                f"term '{name}': its config needs 'type' (a registered loss, e.g. type: FocalLoss)"
+                f" or '_target_'; got {node!r}."
+            )
+        node = dict(node)
+        term_args = {k: node.pop(k) for k in TERM_KEYS if k in node}
+        if term_args.pop("schedule", None) is not None:
+            raise LossConfigError(
+                f"term '{name}': 'schedule' is set by the LossWeightSchedule callback "
+                "(callbacks.loss_weights.schedules), not in the term node."
+            )
+        data_info = term_args.pop("data_info", None)
+        if data_info is not None:
+            if term_args.get("inputs") is not None:
+                raise LossConfigError(
+                    f"term '{name}': give inputs or data_info (MMagic's spelling of inputs), not both."
+                )
+            term_args["inputs"] = data_info
+        scope = term_args.pop("default_scope", default_scope)
+        weight = node.pop("loss_weight", None)
+        loss, weight = _build_term_loss(name, node, weight, allowed_targets, scope)
+        sampler_node = term_args.pop("sampler", None)
+        target_keys: dict[str, Any] = {}
+        sampler = None
+        if sampler_node is not None:
+            sampler_node = (
+                dict(to_plain(sampler_node)) if isinstance(to_plain(sampler_node), Mapping) else sampler_node
+            )
+            if not isinstance(sampler_node, Mapping):
+                raise LossConfigError(
+                    f"term '{name}': sampler must be a mapping like {{type: RandomSampler, "
+                    f"num: 256, pos_fraction: 0.25}}; got {sampler_node!r}."
+                )
+            sampler_node = dict(sampler_node)
+            target_keys = {k: sampler_node.pop(k) for k in SAMPLER_TARGET_KEYS if k in sampler_node}
+            try:
+                sampler = SAMPLERS.build(sampler_node, allowed_targets=allowed_targets)
+            except LossConfigError as err:
+                raise LossConfigError(f"term '{name}': sampler: {err}") from err
+        normalizer = build_normalizer(term_args.pop("normalizer", None), term=name)
+        return cls(
+            name, loss, weight=weight, sampler=sampler, normalizer=normalizer, **target_keys, **term_args
+        )
+
+    # -- phase one: route, sample, normaliser ---------------------------------------------------
+    def route(self, outputs: Any, batch: Any) -> dict[str, Any]:
+        """The loss arguments by name (``pos_mask``/``neg_mask`` included when routed)."""
+        return {
+            arg: lookup(outputs, batch, src, term=self.name, arg=arg) if isinstance(src, str) else src
+            for arg, src in self.inputs.items()
+        }
+
+    def pos_neg(self, kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Positive and negative element masks, from routed masks or class-index targets."""
+        if "pos_mask" in kwargs:
+            pos = kwargs["pos_mask"].bool()
+            neg = kwargs["neg_mask"].bool() if "neg_mask" in kwargs else ~pos
+            return pos, neg
+        target, background = self._class_target(kwargs)
+        valid = target >= 0
+        if self.ignore_index is not None:
+            valid = valid & (target != self.ignore_index)
+        return valid & (target != background), valid & (target == background)
+
+    def _class_target(self, kwargs: dict[str, Any]) -> tuple[Tensor, int]:
+        """The class-index target (first item of a ``(label, score)`` pair) and its background."""
+        target = kwargs.get("target")
+        if isinstance(target, (tuple, list)) and target:
+            target = target[0]
+        if not isinstance(target, Tensor) or target.is_floating_point() or target.dtype == torch.bool:
+            raise LossInputError(
+                f"term '{self.name}': the sampler/normaliser needs positives and negatives, but the "
+                f"target is not a class-index tensor ({_describe(target)}). Route explicit masks "
+                f"with inputs.pos_mask (and inputs.neg_mask), or drop the sampler."
+            )
+        background = (
+            self.background if self.background is not None else self._num_classes(kwargs.get("pred"), target)
+        )
+        return target, background
+
+    def _relabel_ignored(self, kwargs: dict[str, Any], counted: Tensor) -> None:
+        """Give ignored elements the background label, as detection heads do: the sampler's
+        weight is 0 there, and the loss never sees a label outside its classes."""
+        target, background = self._class_target(kwargs)
+        relabelled = torch.where(counted, target, torch.full_like(target, background))
+        original = kwargs["target"]
+        kwargs["target"] = (
+            type(original)((relabelled, *original[1:])) if isinstance(original, (tuple, list)) else relabelled
+        )
+
+    def _num_classes(self, pred: Any, target: Tensor) -> int:
+        if isinstance(pred, Tensor):
+            if pred.dim() == target.dim() + 1 and pred.shape[:-1] == target.shape:
+                return pred.shape[-1]
+            if (
+                pred.dim() == target.dim() + 1
+                and pred.shape[0] == target.shape[0]
+                and (pred.shape[2:] == target.shape[1:])
+            ):
+                return pred.shape[1]
+        raise LossInputError(
+            f"term '{self.name}': cannot tell the background class from pred {_describe(pred)} and "
+            f"target {_describe(target)}; set sampler.background to the background label."
+        )
+
+    def prepare(self, outputs: Any, batch: Any) -> TermInputs:
+        """Phase one: route the inputs, sample, and read the normaliser (not yet synced)."""
+        kwargs = self.route(outputs, batch)
+        sampler_inputs = self._take_sampler_inputs(kwargs)
+        stats: dict[str, Tensor] = {}
+        sample = None
+        if self.sampler is not None:
+            pos, neg = self.pos_neg(kwargs)
+            if "pos_mask" not in kwargs:
+                self._relabel_ignored(kwargs, pos | neg)
+            scores = self._scores(kwargs) if getattr(self.sampler, "needs_scores", False) else None
+            sample = self.sampler(pos, neg, scores, **sampler_inputs)
+            kwargs["weight"] = _combine_weight(kwargs.get("weight"), sample.weight)
+            stats["num_pos"], stats["num_neg"] = sample.num_pos, sample.num_neg
+            stats["num_sampled"] = sample.num_sampled
+        avg_factor = None
+        if self.normalizer is not None:
+            avg_factor = self._normalizer_value(kwargs, sample, outputs, batch)
+            stats["avg_factor"] = avg_factor
+        kwargs.pop("pos_mask", None)
+        kwargs.pop("neg_mask", None)
+        return TermInputs(kwargs, avg_factor, stats)
+
+    def _take_sampler_inputs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The sampler's routed inputs, detached; those the loss does not take leave ``kwargs``."""
+        taken: dict[str, Any] = {}
+        for key in self._sampler_needs():
+            value = kwargs[key] if key in self._loss_inputs else kwargs.pop(key)
+            taken[key] = value.detach() if isinstance(value, Tensor) else value
+        return taken
+
+    def _scores(self, kwargs: dict[str, Any]) -> Tensor:
+        """The term's own element-wise loss without gradient, summed to one value per element."""
+        args = {
+            k: (v.detach() if isinstance(v, Tensor) else v)
+            for k, v in kwargs.items()
+            if k not in ("pos_mask", "neg_mask", "weight")
+        }
+        with torch.no_grad():
+            scores: Tensor = self.loss(**args, reduction_override="none")
+        target = kwargs.get("target")
+        rows = target.dim() if isinstance(target, Tensor) else scores.dim()
+        return scores.flatten(rows).sum(-1) if scores.dim() > rows else scores
+
+    def _pred(self, kwargs: dict[str, Any], source: str) -> Tensor:
+        pred = kwargs.get("pred")
+        if not isinstance(pred, Tensor):
+            raise LossInputError(
+                f"term '{self.name}': normalizer '{source}' counts the elements of pred, which is "
+                f"{_describe(pred)}; route a tensor to pred or use another normalizer."
+            )
+        return pred
+
+    def _normalizer_value(self, kwargs: dict[str, Any], sample: Any, outputs: Any, batch: Any) -> Tensor:
+        assert self.normalizer is not None  # only called for a term with a normaliser
+        source = self.normalizer.source
+        pred = kwargs.get("pred")
+        device = pred.device if isinstance(pred, Tensor) else None
+        value: Any
+        if source == "num_pos":
+            value = sample.num_pos if sample is not None else self.pos_neg(kwargs)[0].sum()
+        elif source == "num_sampled":
+            if sample is not None:
+                value = sample.num_sampled
+            else:
+                pos, neg = self.pos_neg(kwargs)
+                value = pos.sum() + neg.sum()
+        elif source == "weight_sum":
+            weight = kwargs.get("weight")
+            value = (
+                weight.sum()
+                if isinstance(weight, Tensor)
+                else torch.tensor(float(self._pred(kwargs, source).numel()), device=device)
+            )
+        elif source == "numel":
+            value = torch.tensor(float(self._pred(kwargs, source).numel()), device=device)
+        elif source == "batch":
+            value = torch.tensor(float(self._pred(kwargs, source).shape[0]), device=device)
+        else:
+            value = self._key_normalizer(outputs, batch, source)
+        return torch.as_tensor(value, device=device).float()
+
+    def _key_normalizer(self, outputs: Any, batch: Any, key: str) -> Any:
+        value = lookup(outputs, batch, key, term=self.name, arg="normalizer")
+        if not _is_count(value):
+            raise LossInputError(
+                f"term '{self.name}': normalizer key '{key}' holds {_describe(value)}, not a count; "
+                "it must be a number or a 0-dim tensor."
+            )
+        return value
+
+    # -- phase two: kernel, weight, reduce -------------------------------------------------------
+    def evaluate(self, prepared: TermInputs, avg_factor: Tensor | None) -> dict[str, Tensor]:
+        """Phase two: the raw (unweighted) value of each part (``""`` for a single output)."""
+        kwargs = dict(prepared.kwargs)
+        if avg_factor is not None:
+            kwargs["avg_factor"] = avg_factor
+        try:
+            out = self.loss(**kwargs)
+        except (LossInputError, LossConfigError) as err:
+            raise type(err)(f"term '{self.name}': {err}") from err
+        parts = _split_parts(out, self.name, self._parts)
+        for part, value in parts.items():
+            if not isinstance(value, Tensor) or value.dim() != 0:
+                label = f"{self.name}.{part}" if part else self.name
+                raise LossInputError(
+                    f"term '{label}': the loss returned {_describe(value)}, not a scalar; a term "
+                    "must reduce (reduction: mean or sum), or use reduction_override only inside "
+                    "samplers."
+                )
+        names = tuple(parts)
+        if self._parts is None:
+            self._parts = names
+        elif names != self._parts:
+            raise LossInputError(
+                f"term '{self.name}': the loss returned parts {_part_list(names)}, but the term "
+                f"logs {_part_list(self._parts)}; a loss must return the same parts on every "
+                "call (declare them with part_names on the loss, or parts: [...] in the term)."
+            )
+        return parts
+
+    def connected_zero(self, outputs: Any, batch: Any) -> dict[str, Tensor]:
+        """What a skipped (lazy) step returns: zeros still connected to the inputs (and to the
+        parameters of a routed network, on its device), one per part (learned once, without
+        gradient, if the loss has not said yet)."""
+        if self._parts is None:
+            with torch.no_grad():
+                self.evaluate(self.prepare(outputs, batch), None)
+        kwargs = self.route(outputs, batch)
+        tensors = [v for v in kwargs.values() if isinstance(v, Tensor) and v.is_floating_point()]
+        # a routed network (a discriminator, a generator) counts through its parameters
+        params = [p for v in kwargs.values() if isinstance(v, nn.Module) for p in v.parameters()]
+        grads = [t for t in tensors + params if t.requires_grad] or tensors or params[:1]
+        zero = torch.stack([t.sum() * 0.0 for t in grads]).sum() if grads else torch.zeros(())
+        return {part: zero for part in (self._parts or ("",))}
+
+    def extra_repr(self) -> str:
+        extra = f", every={self.every}" if self.every > 1 else ""
+        extra += f", scale={self.scale}" if self.scale != 1.0 else ""
+        extra += "" if self.in_total else ", in_total=False"
+        extra += f", loss_name={self.log_name!r}" if self.log_name != self.name else ""
+        return f"name={self.name!r}, weight={self.weight}, inputs={self.inputs}{extra}"
+
+
+def _build_term_loss(
+    name: str, node: dict[str, Any], weight: Any, allowed: tuple[str, ...] | list[str], scope: str | None
+) -> tuple[nn.Module, Any]:
+    """Build the loss and move its scalar weight to the term.
+
+    The term's weight is ``loss_weight`` from the node, else the loss's own default
+    (``DiscShiftLoss`` defaults to 0.1). A loss that sets ``owns_loss_weight`` (GANLoss,
+    whose weight applies to the generator side only) keeps it instead.
+    """
+    try:
+        loss = build_loss(node, allowed_targets=allowed, default_scope=scope)
+    except LossConfigError as err:
+        # an unknown key may be a term-level key in the wrong place: list those too
+        hint = (
+            f" Term-level keys are: {', '.join(TERM_KEYS)}, loss_weight."
+            if ("unknown argument" in str(err))
+            else ""
+        )
+        raise LossConfigError(f"term '{name}': {err}{hint}") from err
+    if not hasattr(loss, "loss_weight"):
+        return loss, 1.0 if weight is None else weight
+    if getattr(loss, "owns_loss_weight", False):
+        if weight is not None:
+            loss.loss_weight = float(weight)
+        return loss, 1.0
+    weight = loss.loss_weight if weight is None else weight
+    loss.loss_weight = 1.0
+    return loss, weight
+
+
+def _combine_weight(weight: Tensor | None, sample_weight: Tensor) -> Tensor:
+    if weight is None:
+        return sample_weight
+    while sample_weight.dim() < weight.dim():
+        sample_weight = sample_weight.unsqueeze(-1)
+    return weight * sample_weight
+
+
+def _part_list(parts: tuple[str, ...]) -> str:
+    return "(one value)" if parts == ("",) else ", ".join(parts)
+
+
+def _split_parts(out: Any, name: str, declared: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+    """The parts of a loss's output by name; a tuple takes its declared names, if as many."""
+    if isinstance(out, Tensor):
+        return {"": out}
+    if isinstance(out, Mapping):
+        return {str(k): v for k, v in out.items()}
+    if isinstance(out, (tuple, list)):
+        if declared is not None and len(declared) == len(out) and declared != ("",):
+            return dict(zip(declared, out, strict=True))
+        return {str(i): v for i, v in enumerate(out)}
+    raise LossInputError(
+        f"term '{name}': the loss returned {type(out).__name__}; a loss returns a tensor, or a "
+        "dict/tuple of tensors (sub-terms)."
+    )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"

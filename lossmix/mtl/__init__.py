@@ -1,0 +1,1 @@
+"""Multi-task balancing: weightings, scalarizers, the aggregation node and its aggregators."""

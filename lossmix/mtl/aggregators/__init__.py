@@ -1,0 +1,98 @@
+"""Gradient aggregators as modules: one per method, built from the ``aggregation:`` node.
+
+Each is a thin module over a pure function of :mod:`lossmix.functional` (the template is
+:mod:`~lossmix.mtl.aggregators.base`, the methods :mod:`~lossmix.mtl.aggregators.methods` and
+:mod:`~lossmix.mtl.aggregators.stateful`);
+its state (GradVac's cosine targets, DB-MTL's gradient average, the random generators)
+is in buffers or the extra state, so checkpoints carry it. They live in
+:data:`~lossmix.registry.registry.AGGREGATORS` (``lossmix list`` describes them).
+
+============ ============================================ ====================== =========
+``type``     update ``d`` (rows of ``J``: task gradients)  ``Σ weights``          Gramian
+============ ============================================ ====================== =========
+sum          ``Σ g_i`` (the plain backward)                 K                      yes
+pcgrad       conflicting components projected away          ≥ K                    yes
+cagrad       best worst case in a ball around the mean      1 + c‖ḡ‖/‖Jᵀw*‖        yes
+mgda         min-norm point of the convex hull              1                      yes
+imtl_g       equal projections on the unit gradients        1                      yes
+aligned_mtl  rows made orthogonal, all of norm σ_min        scaled by σ_min        yes
+upgrad       mean of projections on the dual cone           ≥ 1                    yes
+nash_mtl     Nash bargaining ``α ⊙ Gα = 1``                 free (clipped norm)    yes
+gradvac      cosines lifted to running targets              ≈ K                    yes
+graddrop     one sign kept per coordinate                   —                      no
+db_mtl       log-loss gradients, averaged, max-norm scaled  —                      no
+============ ============================================ ====================== =========
+
+A method with a Gramian form implements :meth:`Aggregator.weights` and can run
+``on: representation``; the others override :meth:`Aggregator.combine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lossmix.errors import LossConfigError, did_you_mean
+from lossmix.mtl.aggregators.base import AGGREGATION_KEY, Aggregator, SeededAggregator
+from lossmix.mtl.aggregators.methods import (
+    IMTLG,
+    MGDA,
+    AlignedMTL,
+    CAGrad,
+    GradDrop,
+    NashMTL,
+    PCGrad,
+    Sum,
+    UPGrad,
+)
+from lossmix.mtl.aggregators.stateful import DBMTL, GradVac
+from lossmix.registry.registry import AGGREGATORS
+
+__all__ = [
+    "AGGREGATION_KEY",
+    "AGGREGATORS",
+    "DBMTL",
+    "IMTLG",
+    "MGDA",
+    "Aggregator",
+    "AlignedMTL",
+    "CAGrad",
+    "GradDrop",
+    "GradVac",
+    "NashMTL",
+    "PCGrad",
+    "SeededAggregator",
+    "Sum",
+    "UPGrad",
+    "build_aggregator",
+    "representation_methods",
+]
+
+AGGREGATORS.require_base(Aggregator)
+for _cls in (Sum, PCGrad, CAGrad, MGDA, IMTLG, AlignedMTL, UPGrad, NashMTL, GradDrop, GradVac, DBMTL):
+    AGGREGATORS.register(_cls, name=_cls.method_name)
+
+
+def representation_methods() -> list[str]:
+    """Registered methods with a Gramian form (those ``on: representation`` accepts)."""
+    return [n for n in AGGREGATORS.names() if AGGREGATORS.get(n).has_gramian_form()]
+
+
+def build_aggregator(node: Any, tasks: Sequence[str], *, allowed_targets: Sequence[str] = ()) -> Aggregator:
+    """Build from ``{type: upgrad, **args}`` (or an allowed ``_target_``) over ``tasks``."""
+    if isinstance(node, Aggregator):
+        return node
+    kind = node.get("type") if isinstance(node, Mapping) else None
+    if isinstance(kind, str) and "." not in kind and kind not in AGGREGATORS:
+        raise LossConfigError(
+            f"{AGGREGATION_KEY}: unknown type {kind!r}.{did_you_mean(kind, AGGREGATORS.names())} "
+            f"Known: {', '.join(AGGREGATORS.names())} (register your own with "
+            "@lossmix.AGGREGATORS.register())."
+        )
+    try:
+        aggregator: Aggregator = AGGREGATORS.build(node, allowed_targets=allowed_targets, tasks=list(tasks))
+    except LossConfigError as err:
+        message = str(err)
+        prefix = f"{AGGREGATION_KEY}: "
+        raise LossConfigError(message if message.startswith(prefix) else prefix + message) from err
+    return aggregator

@@ -1,0 +1,1 @@
+"""Leaves every layer may use: checks, collectives, private-API doors, random streams."""
