@@ -5,7 +5,7 @@
 True
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossmix import functional, losses, samplers
 from lossmix.errors import LossConfigError, LossInputError, LossRunError
@@ -19,10 +19,13 @@ from lossmix.registry.registry import (
     SAMPLERS,
     WEIGHTINGS,
     allow_targets,
-    allowed_targets,
+    allowed_prefixes,
     build_loss,
     build_sampler,
 )
+
+if TYPE_CHECKING:  # imported on first use (below): the engine works without Lightning
+    from lossmix.lightning.mixin import CompositeLoss
 
 __version__ = "0.1.0"
 
@@ -31,6 +34,7 @@ __all__ = [
     "LOSSES",
     "SAMPLERS",
     "WEIGHTINGS",
+    "CompositeLoss",
     "LossConfigError",
     "LossInputError",
     "LossMix",
@@ -40,7 +44,7 @@ __all__ = [
     "Term",
     "__version__",
     "allow_targets",
-    "allowed_targets",
+    "allowed_prefixes",
     "build_loss",
     "build_sampler",
     "functional",

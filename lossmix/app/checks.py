@@ -26,8 +26,7 @@ from lossmix.mix.loss_mix import AGGREGATION_KEY, WEIGHTING_KEY, LossMix
 from lossmix.mix.normalizers import build_normalizer
 from lossmix.mix.term import SAMPLER_TARGET_KEYS, TERM_KEYS
 from lossmix.reduction import REDUCTIONS
-from lossmix.registry.allowlist import allowed_targets as allowed_prefixes
-from lossmix.registry.allowlist import covers
+from lossmix.registry.allowlist import allowed_prefixes, covers
 from lossmix.registry.nodes import (
     TERM_REFS,
     env_secrets,
@@ -50,7 +49,6 @@ __all__ = [
     "import_modules",
     "iter_term_nodes",
     "one_line_error",
-    "plain",
     "term_rows",
 ]
 
@@ -65,9 +63,6 @@ _TERM_KEY_TYPES: dict[str, tuple[type, ...]] = {
     "default_scope": (str, type(None)),
 }
 _SIMPLE = (bool, int, float, str, type(None))
-
-
-plain = to_plain  # the public name this module has always had
 
 
 def iter_term_nodes(node: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
@@ -409,7 +404,7 @@ def check_loss_config(node: Any, *, allowed_targets: tuple[str, ...] | list[str]
     """
     secrets = env_secrets(node)
     with errors_hidden(secrets):
-        node = plain(node)
+        node = to_plain(node)
         # a stored node (a checkpoint's hyper-parameters) keeps ${oc.env:NAME}: read it now
         node, read = resolve_env_values(node, label=functools.partial(loss_key_label, node))
     with errors_hidden({**read, **secrets}):
@@ -433,7 +428,7 @@ def build_loss_mix(node: Any, *, allowed_targets: tuple[str, ...] | list[str] = 
 def term_rows(node: Any) -> list[dict[str, str]]:
     """One row per term for tables: term, loss, weight, inputs, sampler, normalizer, every."""
     rows = []
-    node = plain(node)
+    node = to_plain(node)
     for path, _, child in iter_term_nodes(node):
         sampler = child.get("sampler")
         normalizer = child.get("normalizer")
@@ -509,7 +504,7 @@ def explain_override_error(
         import_modules(
             lossmix_node.get("imports"), allowed_targets=trust.allowed, granted=trust.imports_granted
         )
-        loss = plain(cfg.loss)
+        loss = to_plain(cfg.loss)
         parent = loss
         for depth, part in enumerate(key.split(".")[1:-1], start=2):
             parent = parent[part]

@@ -32,7 +32,6 @@ from lossmix.app.checks import (
     explain_override_error,
     import_modules,
     one_line_error,
-    plain,
     term_rows,
 )
 from lossmix.app.hydra_nodes import check_search_path
@@ -41,7 +40,7 @@ from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.losses import loss_inputs
 from lossmix.losses.base import CALL_KEYS
 from lossmix.registry.allowlist import check_prefix
-from lossmix.registry.nodes import redact, register_resolvers, secrets_hidden
+from lossmix.registry.nodes import redact, register_resolvers, secrets_hidden, to_plain
 from lossmix.registry.registry import AGGREGATORS, LOSSES, REQUIRED, SAMPLERS, WEIGHTINGS, Registry
 from lossmix.utilities.compat import primary_search_path
 
@@ -179,7 +178,7 @@ def show_config(
         import_modules(
             lossmix_node.get("imports"), allowed_targets=trust.allowed, granted=trust.imports_granted
         )
-        loss = plain(cfg.loss)
+        loss = to_plain(cfg.loss)
         check_loss_config(cfg.loss, allowed_targets=trust.allowed)
         check_app_nodes(cfg, trust.allowed)
     console.print("[bold]loss:[/bold]")

@@ -55,7 +55,6 @@ from lossmix.app.checks import (
     explain_override_error,
     import_modules,
     one_line_error,
-    plain,
 )
 from lossmix.app.hydra_nodes import (
     COMMAND_LINE_ENV,
@@ -87,6 +86,7 @@ from lossmix.registry.nodes import (
     register_resolvers,
     replace_at,
     secrets_hidden,
+    to_plain,
 )
 from lossmix.utilities.checkpoint import bare_state_dict, state_dict_mismatch
 from lossmix.utilities.compat import (
@@ -148,7 +148,7 @@ def _model_kwargs(cfg: DictConfig, cls: Any) -> dict[str, Any]:
     """The term mapping goes to a model whose constructor takes ``loss`` (and does not get it
     from its own node)."""
     takes_loss = "loss" in inspect.signature(cls).parameters
-    return {"loss": plain(cfg.loss)} if takes_loss and "loss" not in cfg.model else {}
+    return {"loss": to_plain(cfg.loss)} if takes_loss and "loss" not in cfg.model else {}
 
 
 def build(
@@ -199,7 +199,7 @@ def build(
     compile_on = lossmix_node.get("compile")
     from lossmix.lightning.callbacks.compiled import check_compile_option  # with Lightning's import
 
-    check_compile_option(plain(compile_on) if compile_on is not None else None, "lossmix.compile")
+    check_compile_option(to_plain(compile_on) if compile_on is not None else None, "lossmix.compile")
     # The grants hold while the nodes are built (the model builds its terms in __init__);
     # they are not part of the model, so a checkpoint's hyper-parameters cannot carry them.
     with secrets_hidden(cfg), trusting(trust.allowed):
@@ -217,7 +217,7 @@ def build(
                     f"the config has no '{path}' node; add one with a _target_, "
                     f"or pass {path if path == 'model' else 'datamodule'}= to fit()."
                 )
-            check_node_values(path, plain(cfg[path]), resolve_node_class(cfg[path], path, trust.allowed))
+            check_node_values(path, to_plain(cfg[path]), resolve_node_class(cfg[path], path, trust.allowed))
         if cfg.get("seed") is not None:
             pl.seed_everything(cfg.seed, workers=True)
         # what each module built here was given, config path -> hyper-parameter path
@@ -244,7 +244,7 @@ def build(
         if preflight_on is not None:
             model.loss_preflight = preflight_on
         if compile_on is not None:
-            model.loss_compile = plain(compile_on)
+            model.loss_compile = to_plain(compile_on)
         callbacks = instantiate_children(
             cfg.get("callbacks"), "callbacks", base=bases["callbacks"], allowed=trust.allowed
         )

@@ -265,8 +265,8 @@ class Term(nn.Module):
         term_args = {k: node.pop(k) for k in TERM_KEYS if k in node}
         if term_args.pop("schedule", None) is not None:
             raise LossConfigError(
-                f"term '{name}': 'schedule' is set by the LossWeightSchedule callback "
-                "(callbacks.loss_weights.schedules), not in the term node."
+                f"term '{name}': 'schedule' is set by the LossSchedule callback "
+                "(callbacks.loss_schedule.schedules), not in the term node."
             )
         data_info = term_args.pop("data_info", None)
         if data_info is not None:

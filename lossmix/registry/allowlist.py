@@ -53,7 +53,7 @@ __all__ = [
     "FUNCTION_PREFIXES",
     "NEVER_ALLOWED",
     "allow_targets",
-    "allowed_targets",
+    "allowed_prefixes",
     "check_prefix",
     "covers",
     "resolve_target",
@@ -153,7 +153,7 @@ def allow_targets(*prefixes: str) -> None:
     Allowing a package trusts every class and function defined in it.
 
     >>> allow_targets("my_project.losses")
-    >>> "my_project.losses" in allowed_targets()
+    >>> "my_project.losses" in allowed_prefixes()
     True
     """
     for prefix in prefixes:
@@ -170,9 +170,9 @@ def trusting(prefixes: Sequence[str]) -> Iterator[None]:
     them; a checkpoint's hyper-parameters, loaded later, do not.
 
     >>> with trusting(["my_project"]):
-    ...     "my_project" in allowed_targets()
+    ...     "my_project" in allowed_prefixes()
     True
-    >>> "my_project" in allowed_targets()
+    >>> "my_project" in allowed_prefixes()
     False
     """
     saved = list(_user_allowed)
@@ -192,7 +192,7 @@ def _user_prefixes(extra: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def allowed_targets(
+def allowed_prefixes(
     extra: Sequence[str] = (), *, defaults: Sequence[str] = DEFAULT_ALLOWED_TARGETS
 ) -> tuple[str, ...]:
     """The prefixes in force: ``defaults``, :func:`allow_targets`, the environment, ``extra``."""

@@ -40,7 +40,7 @@ from lossmix.registry.allowlist import (
     DEFAULT_ALLOWED_TARGETS,
     ENV_ALLOWED_TARGETS,
     allow_targets,
-    allowed_targets,
+    allowed_prefixes,
     resolve_target,
 )
 from lossmix.registry.nodes import to_plain
@@ -57,7 +57,7 @@ __all__ = [
     "EntryInfo",
     "Registry",
     "allow_targets",
-    "allowed_targets",
+    "allowed_prefixes",
     "bind_arguments",
     "build_loss",
     "build_sampler",

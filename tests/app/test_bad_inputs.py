@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 import lossmix.train as train
 from lossmix import LossConfigError, LossInputError, LossMix, build_loss
-from lossmix.lightning import LossWeightSchedule, NonFiniteLossGuard
+from lossmix.lightning import LossSchedule, NonFiniteLossGuard
 from lossmix.losses import FunctionLoss
 from tests.lightning_models import Regressor, loader, trainer
 
@@ -77,7 +77,7 @@ CALLS = {
         "term 'reg': in_total='no' is not valid; use True or False",
     ),
     "a schedule value nan": (
-        lambda: LossWeightSchedule({"reg": {"kind": "constant", "value": math.nan}}),
+        lambda: LossSchedule({"reg": {"kind": "constant", "value": math.nan}}),
         LossConfigError,
         "schedule for term 'reg': value=nan",
     ),

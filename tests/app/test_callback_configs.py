@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from lossmix.lightning.callbacks import (
     GradientConflictMonitor,
     LossCurves,
-    LossWeightSchedule,
+    LossSchedule,
     NonFiniteLossGuard,
     TermGradientMonitor,
 )
@@ -31,7 +31,7 @@ def compose_train(tmp_path):
 @pytest.mark.parametrize(
     "option, cls",
     [
-        ("loss_weights", LossWeightSchedule),
+        ("loss_weights", LossSchedule),
         ("nonfinite_guard", NonFiniteLossGuard),
         ("grad_monitor", TermGradientMonitor),
         ("conflict_monitor", GradientConflictMonitor),

@@ -20,11 +20,11 @@ from lossmix.app.checks import (
     check_loss_config,
     import_modules,
     one_line_error,
-    plain,
     term_rows,
 )
 from lossmix.app.nodes import app_node_bases, instantiate_children, instantiate_node
 from lossmix.demo import DenseDetector, SyntheticBoxes
+from lossmix.registry.nodes import to_plain
 from lossmix.train import build
 
 TINY = ["data.num_train=8", "data.batch_size=4"]  # every data option has these two
@@ -55,7 +55,7 @@ def detector_batch():
 
 def run_mix(cfg, batch):
     """Build the model from the composed config and compute its loss on one batch."""
-    model = DenseDetector(plain(cfg.loss), num_classes=cfg.data.num_classes, stride=cfg.data.stride)
+    model = DenseDetector(to_plain(cfg.loss), num_classes=cfg.data.num_classes, stride=cfg.data.stride)
     outputs, targets = model.outputs_and_targets(batch)
     result = model.loss_mix(outputs, targets)
     assert torch.isfinite(result.total)
@@ -183,7 +183,7 @@ def test_every_sampler_option(compose_train, detector_batch, option):
 @pytest.mark.parametrize("option", options("loss/seg"))
 def test_every_segmentation_loss_option(compose_train, option):
     cfg = compose_train(f"+loss/seg@loss.seg={option}")
-    mix = build_loss_mix({"seg": plain(cfg.loss.seg)})
+    mix = build_loss_mix({"seg": to_plain(cfg.loss.seg)})
     logits = torch.randn(2, 8, 8, requires_grad=True)
     masks = (torch.rand(2, 8, 8) > 0.5).float()
     result = mix({"mask_logits": logits}, {"masks": masks})
@@ -209,7 +209,12 @@ def test_every_option_instantiates(compose_train, group, option):
     bases = app_node_bases()
     if group == "model":
         model = instantiate_node(
-            cfg.model, "model", base=bases["model"], loss=plain(cfg.loss), _recursive_=False, _convert_="all"
+            cfg.model,
+            "model",
+            base=bases["model"],
+            loss=to_plain(cfg.loss),
+            _recursive_=False,
+            _convert_="all",
         )
         assert isinstance(model, CompositeLoss)
     elif group in ("callbacks", "logger"):

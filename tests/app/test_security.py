@@ -433,7 +433,7 @@ def test_command_line_grants_hold_while_building_only(compose_train):
     cfg = compose_train(*overrides)
     _, model, _ = build(cfg, overrides=overrides)
     assert isinstance(model.loss_mix.terms["cls2"].loss, UserLoss)
-    assert "tests" not in lossmix.allowed_targets()
+    assert "tests" not in lossmix.allowed_prefixes()
 
 
 def test_app_nodes_are_checked_before_anything_is_built(compose_train, marker):

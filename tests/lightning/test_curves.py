@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 
-from lossmix.lightning import LossCurves, LossWeightSchedule, TermLogger
+from lossmix.lightning import LossCurves, LossSchedule, TermLogger
 from lossmix.lightning.callbacks import plot_loss_curves
 from tests.lightning_models import Regressor, loader, trainer
 
@@ -18,7 +18,7 @@ def test_curves_written_to_the_run_dir(tmp_path, every_epoch, capsys):
         max_epochs=2,
         log_every_n_steps=1,
         logger=logger,
-        callbacks=[curves, LossWeightSchedule({"t1": {"kind": "linear", "end": 4}})],
+        callbacks=[curves, LossSchedule({"t1": {"kind": "linear", "end": 4}})],
     )
     run.fit(Regressor(lr=0.01), loader(8, 4))
     assert curves.path == tmp_path / "run" / "version_0" / "loss_curves.png"

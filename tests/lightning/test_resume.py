@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lossmix.lightning import LossWeightSchedule, TermLogger
+from lossmix.lightning import LossSchedule, TermLogger
 from tests.lightning_models import Regressor, trainer
 
 STEPS_PER_EPOCH, K, N = 3, 4, 9  # stop mid-epoch 1; run to the end of epoch 2
@@ -70,8 +70,8 @@ class Record(L.Callback):
         self.steps[trainer.global_step - 1] = {k: v.detach().clone() for k, v in values.items()}
 
 
-def _schedule() -> LossWeightSchedule:
-    return LossWeightSchedule(
+def _schedule() -> LossSchedule:
+    return LossSchedule(
         {
             "reg": {"kind": "linear", "by": "step", "begin": 0, "end": 8},
             "mse": {"kind": "onoff", "by": "epoch", "on": 1},

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lossmix.lightning import LossWeightSchedule, TermLogger
+from lossmix.lightning import LossSchedule, TermLogger
 from lossmix.lightning.callbacks.resume import ResumableSampler
 from tests.lightning import test_resume
 from tests.lightning_models import Pairs, Regressor, trainer
@@ -54,8 +54,8 @@ class Record(L.Callback):
         self.steps[trainer.global_step - 1] = {k: v.detach().clone() for k, v in values.items()}
 
 
-def _schedule() -> LossWeightSchedule:
-    return LossWeightSchedule(
+def _schedule() -> LossSchedule:
+    return LossSchedule(
         {
             "reg": {"kind": "linear", "by": "step", "begin": 0, "end": 8, "initial": 0.2},
             "mse": {"kind": "onoff", "by": "epoch", "on": 1},

@@ -414,7 +414,7 @@ def test_bad_normalizer_inputs(bad):
             r"term 'reg': sampler",
         ),
         ({"type": "L1Loss", "sampler": {"type": "RandmSampler"}}, r"Did you mean 'RandomSampler'"),
-        ({"type": "L1Loss", "schedule": {"kind": "linear"}}, r"LossWeightSchedule"),
+        ({"type": "L1Loss", "schedule": {"kind": "linear"}}, r"LossSchedule"),
         ({"gamma": 2.0}, r"term 'reg'.*'type'"),
     ],
 )

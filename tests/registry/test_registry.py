@@ -20,7 +20,7 @@ from torch import nn
 import lossmix
 import lossmix.registry.allowlist as targets
 import lossmix.registry.registry as registry
-from lossmix import LOSSES, SAMPLERS, allow_targets, allowed_targets, build_loss, build_sampler
+from lossmix import LOSSES, SAMPLERS, allow_targets, allowed_prefixes, build_loss, build_sampler
 from lossmix.errors import LossConfigError
 from lossmix.losses import FunctionLoss, L1Loss, SmoothL1Loss, TorchLoss
 from lossmix.registry.registry import ENV_ALLOWED_TARGETS, Registry, resolve_target
@@ -390,10 +390,10 @@ def test_allowing_a_prefix_makes_a_test_function_buildable(how, monkeypatch):
     extra = []
     if how == "allow_targets":
         allow_targets(TEST_PKG)
-        assert TEST_PKG in allowed_targets()
+        assert TEST_PKG in allowed_prefixes()
     elif how == "env":
         monkeypatch.setenv(ENV_ALLOWED_TARGETS, f" numpy , {TEST_PKG}")
-        assert {TEST_PKG, "numpy"} <= set(allowed_targets())
+        assert {TEST_PKG, "numpy"} <= set(allowed_prefixes())
     else:
         extra = [TEST_PKG]
     loss = build_loss(cfg, allowed_targets=extra)
@@ -425,7 +425,7 @@ def test_prefix_matches_whole_components_only():
 def test_allow_everything_is_refused(prefix):
     with pytest.raises(LossConfigError, match="would allow everything"):
         allow_targets(prefix)
-    assert allowed_targets() == tuple(
+    assert allowed_prefixes() == tuple(
         dict.fromkeys([*targets.DEFAULT_ALLOWED_TARGETS, *targets._user_allowed])
     )
 
@@ -450,7 +450,7 @@ def test_dangerous_targets_stay_refused_when_allowed(target, prefix, how, monkey
     if how == "allow_targets":  # refused when allowed, not only when used
         with pytest.raises(LossConfigError, match=f"'{prefix}' cannot be allowed"):
             allow_targets(prefix)
-        assert prefix not in allowed_targets()
+        assert prefix not in allowed_prefixes()
     elif how == "env":
         monkeypatch.setenv(ENV_ALLOWED_TARGETS, prefix)
     else:

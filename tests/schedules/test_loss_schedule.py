@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lossmix import CompositeLoss, LossConfigError, build_loss
-from lossmix.lightning import LossSchedule, LossWeightSchedule, TermLogger
+from lossmix.lightning import LossSchedule, TermLogger
 from lossmix.lightning.callbacks.resume import ResumableSampler
 from lossmix.schedules import Schedule
 from lossmix.schedules.paths import flatten_schedules
@@ -377,10 +377,21 @@ def test_resume_mid_cycle_reproduces_every_value(tmp_path):
     assert resumed.steps == full.steps[4:]
 
 
-def test_the_old_name_still_works_and_needs_schedules():
-    assert issubclass(LossWeightSchedule, LossSchedule)
-    with pytest.raises(LossConfigError, match="LossWeightSchedule needs schedules"):
-        LossWeightSchedule({})
+def test_a_checkpoint_of_the_first_name_resumes_into_loss_schedule():
+    """lossmix 0.1 keyed this callback's state by ``LossWeightSchedule{...}``; Lightning
+    finds it through the legacy key and the values come back."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.call import _call_callbacks_load_state_dict
+
+    schedule = LossSchedule({"reg": {"kind": "linear", "end": 10}})
+    assert schedule._legacy_state_key == "LossWeightSchedule{'terms': ['reg']}"
+    old = {"callbacks": {"LossWeightSchedule{'terms': ['reg']}": {"values": {"reg": 0.7}}}}
+    _call_callbacks_load_state_dict(SimpleNamespace(callbacks=[schedule]), old)
+    assert schedule.values == {"reg": 0.7}
+
+
+def test_an_empty_schedule_schedules_nothing():
     assert LossSchedule({}).schedules == {} and LossSchedule(None).schedules == {}
     record = Record()
     trainer(max_steps=2, callbacks=[LossSchedule({}), record]).fit(Model(), loader())  # nothing scheduled

@@ -1,4 +1,4 @@
-"""LossWeightSchedule: values at chosen steps/epochs, bad input, logged weights, stable keys."""
+"""LossSchedule: values at chosen steps/epochs, bad input, logged weights, stable keys."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lossmix import LossConfigError
-from lossmix.lightning import LossWeightSchedule, TermLogger
+from lossmix.lightning import LossSchedule, TermLogger
 from lossmix.lightning.callbacks import Schedule
 from lossmix.schedules import (
     SCHEDULE_KINDS,
@@ -272,7 +272,7 @@ def test_a_new_kind_is_one_class_in_the_table(monkeypatch):
 
 
 def test_schedule_for_a_missing_term_lists_the_terms_before_training():
-    run = trainer(max_steps=1, callbacks=[LossWeightSchedule({"reg": {"kind": "constant"}})])
+    run = trainer(max_steps=1, callbacks=[LossSchedule({"reg": {"kind": "constant"}})])
     with pytest.raises(
         LossConfigError, match=r"schedule for 'reg': nothing to schedule there .* Schedulable: t0, t1\."
     ):
@@ -294,7 +294,7 @@ class Record(L.Callback):
 
 def test_schedules_drive_weights_by_step_and_epoch_and_keep_log_keys():
     record = Record()
-    schedule = LossWeightSchedule(
+    schedule = LossSchedule(
         {
             "t0": {"kind": "onoff", "by": "epoch", "last": 1},  # off, then on in epoch 2
             "t1": {"kind": "linear", "by": "step", "begin": 0, "end": 4, "final": 1.0},
@@ -314,7 +314,7 @@ def test_schedules_drive_weights_by_step_and_epoch_and_keep_log_keys():
 
 
 def test_scheduled_weight_is_logged_without_log_raw_and_state_is_plain(tmp_path):
-    schedule = LossWeightSchedule({"t1": {"kind": "constant", "value": 2.0}})
+    schedule = LossSchedule({"t1": {"kind": "constant", "value": 2.0}})
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
     run = trainer(
         max_steps=2, log_every_n_steps=1, enable_checkpointing=True, callbacks=[schedule, ckpt, TermLogger()]

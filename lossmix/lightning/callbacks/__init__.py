@@ -11,7 +11,7 @@ from lossmix.lightning.callbacks.grad_monitor import (
 )
 from lossmix.lightning.callbacks.guard import NonFiniteLoss, NonFiniteLossGuard
 from lossmix.lightning.callbacks.preflight import PreflightBatch
-from lossmix.lightning.callbacks.schedule import LossSchedule, LossWeightSchedule, Schedule
+from lossmix.lightning.callbacks.schedule import LossSchedule, Schedule
 from lossmix.lightning.callbacks.task_weighting import TaskWeightingUpdates
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "GradientConflictMonitor",
     "LossCurves",
     "LossSchedule",
-    "LossWeightSchedule",
     "NonFiniteLoss",
     "NonFiniteLossGuard",
     "PreflightBatch",

@@ -19,8 +19,8 @@ are computed on the host from the step or epoch (the trainer restores both on re
 for ``plateau``, from the monitored metric once per epoch (its state is checkpointed), and
 set before each training batch and before validation. Scheduled weights are logged as
 ``{stage}/weight/{term}``, scheduled hyper-parameters as ``train/param/{term}.{name}``.
-``LossWeightSchedule`` is the same callback under its first name (old configs and
-checkpoints keep working).
+A checkpoint of lossmix 0.1 that keyed this state by the callback's first name,
+``LossWeightSchedule``, resumes into it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from lossmix.registry.nodes import to_plain
 from lossmix.schedules import SCHEDULE_KINDS, Schedule, ScheduleKind
 from lossmix.schedules.paths import ScheduleTarget, flatten_schedules, resolve_target
 
-__all__ = ["SCHEDULE_KINDS", "LossSchedule", "LossWeightSchedule", "Schedule", "ScheduleKind"]
+__all__ = ["SCHEDULE_KINDS", "LossSchedule", "Schedule", "ScheduleKind"]
 
 
 class LossSchedule(pl.Callback):
@@ -68,6 +68,12 @@ class LossSchedule(pl.Callback):
     @property
     def state_key(self) -> str:
         return self._generate_state_key(terms=sorted(self.schedules))
+
+    @property
+    def _legacy_state_key(self) -> Any:
+        # checkpoints of lossmix 0.1 keyed a weight schedule's state by its first class
+        # name, LossWeightSchedule (Lightning looks this key up when state_key is absent)
+        return "LossWeightSchedule" + self.state_key.removeprefix(type(self).__qualname__)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not self.schedules:
@@ -158,15 +164,3 @@ class LossSchedule(pl.Callback):
         for path, state in state_dict.get("states", {}).items():
             if path in self.schedules:
                 self.schedules[path].fn.load_state_dict(state)
-
-
-class LossWeightSchedule(LossSchedule):
-    """:class:`LossSchedule` under its first name: ``schedules`` must not be empty."""
-
-    def __init__(self, schedules: Mapping[str, Any]) -> None:
-        plain = to_plain(schedules)
-        if not isinstance(plain, Mapping) or not plain:
-            raise LossConfigError(
-                f"LossWeightSchedule needs schedules: {{term: {{kind: linear, ...}}}}; got {plain!r}."
-            )
-        super().__init__(plain)
