@@ -12,7 +12,7 @@ from lossmix.lightning.callbacks import (
     TermGradientMonitor,
 )
 from lossmix.lightning.checkpoint_io import SafeCheckpointIO
-from lossmix.lightning.mixin import CompositeLoss
+from lossmix.lightning.mixin import CompositeLoss, LossState
 from lossmix.lightning.term_logger import TermLogger
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "GradientConflictMonitor",
     "LossCurves",
     "LossSchedule",
+    "LossState",
     "NonFiniteLoss",
     "NonFiniteLossGuard",
     "SafeCheckpointIO",

@@ -7,6 +7,7 @@ place that looks.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import lightning.pytorch as pl
@@ -17,6 +18,7 @@ from lossmix.lightning.term_logger import TermLogger
 from lossmix.mix.loss_mix import LossMix, LossResult
 
 __all__ = [
+    "dry_run_of",
     "find_loss_mix",
     "last_result_of",
     "loss_mix_of",
@@ -66,3 +68,10 @@ def reevaluate_tasks_of(pl_module: Any, batch: Any, batch_idx: int) -> Tensor | 
     reevaluate = getattr(pl_module, "reevaluate_tasks", None)
     losses = reevaluate(batch, batch_idx) if callable(reevaluate) else None
     return losses if isinstance(losses, Tensor) else None
+
+
+def dry_run_of(pl_module: Any) -> contextlib.AbstractContextManager[None]:
+    """The module's dry run (:meth:`~lossmix.CompositeLoss.loss_dry_run`: checked, not
+    logged, no backward or optimizer step); nothing for another module."""
+    dry_run = getattr(pl_module, "loss_dry_run", None)
+    return dry_run() if callable(dry_run) else contextlib.nullcontext()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as pl
@@ -19,7 +21,7 @@ from lossmix.lightning.term_logger import TermLogger
 from lossmix.mix.loss_mix import LossMix, LossResult
 from lossmix.utilities.compat import amp_loss_scale, batches_stepped, should_accumulate, trainer_callbacks
 
-__all__ = ["CompositeLoss"]
+__all__ = ["CompositeLoss", "LossState"]
 
 
 def _batch_size(batch: Any, outputs: Any) -> int:
@@ -53,8 +55,25 @@ class _InertOptimizer:
         return getattr(self._optimizer, name)
 
 
-def _ignore(*args: Any, **kwargs: Any) -> None:
-    """Stands in for ``self.log`` while :meth:`CompositeLoss.reevaluate_tasks` re-runs a step."""
+@dataclass
+class LossState:
+    """What a :class:`CompositeLoss` module is doing now: one object instead of private flags.
+
+    Changed only by the module's context managers (:meth:`CompositeLoss.loss_dry_run`,
+    :meth:`CompositeLoss.loss_probe`) and its own step; callbacks reach it through
+    :mod:`lossmix.lightning.access`.
+    """
+
+    #: a dry run (:class:`~lossmix.lightning.callbacks.PreflightBatch`): the step is computed
+    #: and checked, nothing is logged, backward and the optimizers are inert
+    dry_run: bool = False
+    #: a probe (:meth:`CompositeLoss.reevaluate_tasks`): the step runs for its result only,
+    #: ``self.log`` and ``self.log_dict`` do nothing
+    probing: bool = False
+    #: what the probe computed
+    probe: LossResult | None = None
+    #: the training step's result, which an ``aggregation:`` node's backward needs
+    train_result: LossResult | None = None
 
 
 class CompositeLoss:
@@ -92,9 +111,6 @@ class CompositeLoss:
     loss_preflight: bool = True
     #: ``True`` (or ``torch.compile`` options): compile ``training_step`` as one graph
     loss_compile: bool | Mapping[str, Any] = False
-    _lossmix_dry_run: bool = False
-    _lossmix_train_result: LossResult | None = None
-    _lossmix_probe: LossResult | bool | None = None
 
     def configure_loss(self, node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()) -> LossMix:
         """Build ``self.loss_mix`` from a term mapping (dict/DictConfig) or take a ``LossMix``.
@@ -169,9 +185,55 @@ class CompositeLoss:
             found.append(AccumulationScope())
         return found
 
+    # -- the module's state: a dry run, a probe ------------------------------------------------
+    @property
+    def loss_state(self) -> LossState:
+        """What the module is doing now (:class:`LossState`)."""
+        state = self.__dict__.get("_loss_state")
+        if not isinstance(state, LossState):
+            state = LossState()
+            self.__dict__["_loss_state"] = state
+        return state
+
+    @contextlib.contextmanager
+    def loss_dry_run(self) -> Iterator[None]:
+        """Inside: ``compute_loss`` checks and returns the total but logs nothing, and backward
+        and the optimizers' steps do nothing (the pre-flight batch)."""
+        state = self.loss_state
+        previous, state.dry_run = state.dry_run, True
+        try:
+            yield
+        finally:
+            state.dry_run = previous
+
+    @contextlib.contextmanager
+    def loss_probe(self) -> Iterator[LossState]:
+        """Inside: ``compute_loss`` only computes (its result lands in ``state.probe``), and
+        ``self.log``/``self.log_dict`` are silent."""
+        state = self.loss_state
+        state.probing, state.probe = True, None
+        try:
+            yield state
+        finally:
+            state.probing = False
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        """Lightning's ``self.log``, silent during :meth:`loss_probe`."""
+        if self.loss_state.probing:
+            return
+        parent: Any = super()
+        parent.log(*args, **kwargs)
+
+    def log_dict(self, *args: Any, **kwargs: Any) -> None:
+        """Lightning's ``self.log_dict``, silent during :meth:`loss_probe`."""
+        if self.loss_state.probing:
+            return
+        parent: Any = super()
+        parent.log_dict(*args, **kwargs)
+
     # -- a dry run (PreflightBatch): no backward, no optimizer step --------------------------
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        if self._lossmix_dry_run:
+        if self.loss_state.dry_run:
             return
         parent: Any = super()
         parent.manual_backward(loss, *args, **kwargs)
@@ -179,7 +241,7 @@ class CompositeLoss:
     def optimizers(self, use_pl_optimizer: bool = True) -> Any:
         parent: Any = super()
         found = parent.optimizers(use_pl_optimizer)
-        if not self._lossmix_dry_run:
+        if not self.loss_state.dry_run:
             return found
         if isinstance(found, list):
             return [_InertOptimizer(o) for o in found]
@@ -200,7 +262,8 @@ class CompositeLoss:
         if not isinstance(mix, LossMix) or mix.aggregation is None:
             ordinary()
             return
-        result, self._lossmix_train_result = self._lossmix_train_result, None
+        state = self.loss_state
+        result, state.train_result = state.train_result, None
         if result is None:
             raise RuntimeError(
                 f"{type(self).__name__}: the loss mix has an aggregation node, so the training step's "
@@ -222,18 +285,10 @@ class CompositeLoss:
         step = getattr(self, "training_step", None)
         if not callable(step):
             return None
-        self._lossmix_probe = True
-        muted = {name: getattr(self, name) for name in ("log", "log_dict")}
-        for name in muted:
-            setattr(self, name, _ignore)
-        try:
-            with torch.no_grad():
-                step(batch, batch_idx)
-        finally:
-            for name in muted:
-                delattr(self, name)
-            probe, self._lossmix_probe = self._lossmix_probe, None
-        return probe.task_losses if isinstance(probe, LossResult) else None
+        with self.loss_probe() as state, torch.no_grad():
+            step(batch, batch_idx)
+        probe, state.probe = state.probe, None
+        return probe.task_losses if probe is not None else None
 
     # -- the step ----------------------------------------------------------------------------
     def compute_loss(
@@ -259,17 +314,18 @@ class CompositeLoss:
                 f"{type(self).__name__}: call self.configure_loss(cfg) in __init__ before compute_loss()."
             )
         stage = stage or self.loss_stage()
-        if self._lossmix_probe is not None:  # reevaluate_tasks: the result only
+        state = self.loss_state
+        if state.probing:  # reevaluate_tasks: the result only
             probe: LossResult = self.loss_mix(outputs, batch, group=group)
-            self._lossmix_probe = probe
+            state.probe = probe
             return probe.total
         step = self.loss_step() if stage == "train" and self._lossmix_trainer() else None
         result: LossResult = self.loss_mix(outputs, batch, step=step, group=group)
         self.last_loss_result = result  # the dry run restores the previous one on exit
-        if self._lossmix_dry_run:  # PreflightBatch: checked, not logged
+        if state.dry_run:  # PreflightBatch: checked, not logged
             return result.total
         if step is not None:
-            self._lossmix_train_result = result
+            state.train_result = result
         logger = self.term_logger()
         if logger is not None:
             size = batch_size if batch_size is not None else _batch_size(batch, outputs)

@@ -135,7 +135,7 @@ class Model(CompositeLoss, L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.compute_loss({"logits": self.net(batch["x"])}, batch)
-        if not self._lossmix_dry_run:
+        if not self.loss_state.dry_run:
             self.factors.append(float(self.last_loss_result.stats["cls.avg_factor"]))
         return loss
 

@@ -25,7 +25,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from lossmix.lightning.access import find_loss_mix
+from lossmix.lightning.access import dry_run_of, find_loss_mix
 
 __all__ = ["PreflightBatch", "dry_run"]
 
@@ -38,13 +38,11 @@ def dry_run(pl_module: Any) -> Iterator[None]:
     mix = find_loss_mix(pl_module)
     mix_state = copy.deepcopy(mix.state_dict()) if mix is not None else None
     streams = _streams()
-    previous = getattr(pl_module, "_lossmix_dry_run", False)
     last_result = getattr(pl_module, "last_loss_result", None)
-    pl_module._lossmix_dry_run = True
     try:
-        yield
+        with dry_run_of(pl_module):
+            yield
     finally:
-        pl_module._lossmix_dry_run = previous
         pl_module.last_loss_result = last_result
         with torch.no_grad():
             for name, buffer in pl_module.named_buffers():
