@@ -370,7 +370,7 @@ class LossMix(nn.Module):
             keep = torch.ones((), dtype=torch.bool, device=device_of(p.kwargs))
             p.kwargs = {k: gate(v, keep) for k, v in p.kwargs.items()}
         parts = term.evaluate(p, avg)
-        weight = term.weight * term.scale * (term.every if step is not None and term.scale_by_every else 1)
+        weight = term.weight_at(step)
         if keep is not None:
             # a NaN or Inf weight (a schedule's) drops the term as a non-finite value does
             finite = torch.stack([torch.isfinite(v * weight).all() for v in parts.values()]).all()

@@ -28,7 +28,7 @@ from lossmix.losses.base import call_parameters
 from lossmix.mix.normalizers import MovingAverage, Normalizer, build_normalizer
 from lossmix.mix.routing import lookup
 from lossmix.registry.nodes import to_plain
-from lossmix.registry.registry import SAMPLERS, build_loss
+from lossmix.registry.registry import LOSSES, REQUIRED, SAMPLERS
 from lossmix.utilities.checks import check_bool, check_float, check_int, check_optional_int
 
 __all__ = ["TERM_KEYS", "Term", "TermInputs"]
@@ -180,6 +180,13 @@ class Term(nn.Module):
         # ``weight`` (a Python float computed from the step), and whether the weight is logged.
         self.scale = 1.0
         self.log_weight = False
+
+    def weight_at(self, step: int | None) -> float:
+        """Step 5, the term's scalar weight at ``step``: the configured ``loss_weight`` × the
+        schedule's multiplier (``scale``) × ``every`` for a lazy term that scales by it, on the
+        training steps it runs (``step`` is ``None`` outside training: no lazy factor)."""
+        lazy = self.every if step is not None and self.scale_by_every else 1
+        return self.weight * self.scale * lazy
 
     def _declared_parts(self, parts: Sequence[str] | None) -> tuple[str, ...] | None:
         declared = getattr(self.loss, "part_names", None)
@@ -509,14 +516,31 @@ class Term(nn.Module):
 def _build_term_loss(
     name: str, node: dict[str, Any], weight: Any, allowed: tuple[str, ...] | list[str], scope: str | None
 ) -> tuple[nn.Module, Any]:
-    """Build the loss and move its scalar weight to the term.
+    """Build the loss with its own scalar weight at 1 and return the term's weight (step 5).
 
     The term's weight is ``loss_weight`` from the node, else the loss's own default
-    (``DiscShiftLoss`` defaults to 0.1). A loss that sets ``owns_loss_weight`` (GANLoss,
-    whose weight applies to the generator side only) keeps it instead.
+    (``DiscShiftLoss`` defaults to 0.1), read from the loss's signature before it is built:
+    the loss is built with ``loss_weight=1``, never changed afterwards. A loss that sets
+    ``owns_loss_weight`` (GANLoss, whose weight applies to the generator side only) is
+    built with the node's weight and the term's is 1.
     """
+    chosen: list[Any] = [1.0 if weight is None else weight]
+
+    def take_weight(entry: Any, kwargs: dict[str, Any]) -> None:
+        params, _ = LOSSES.parameters(entry)
+        if "loss_weight" not in params:
+            return
+        if getattr(entry, "owns_loss_weight", False):
+            if weight is not None:
+                kwargs["loss_weight"] = weight
+            chosen[0] = 1.0
+            return
+        default = params["loss_weight"]
+        chosen[0] = (1.0 if default is REQUIRED else default) if weight is None else weight
+        kwargs["loss_weight"] = 1.0
+
     try:
-        loss = build_loss(node, allowed_targets=allowed, default_scope=scope)
+        loss = LOSSES.build(node, allowed_targets=allowed, default_scope=scope, prepare=take_weight)
     except LossConfigError as err:
         # an unknown key may be a term-level key in the wrong place: list those too
         hint = (
@@ -525,15 +549,7 @@ def _build_term_loss(
             else ""
         )
         raise LossConfigError(f"term '{name}': {err}{hint}") from err
-    if not hasattr(loss, "loss_weight"):
-        return loss, 1.0 if weight is None else weight
-    if getattr(loss, "owns_loss_weight", False):
-        if weight is not None:
-            loss.loss_weight = float(weight)
-        return loss, 1.0
-    weight = loss.loss_weight if weight is None else weight
-    loss.loss_weight = 1.0
-    return loss, weight
+    return loss, chosen[0]
 
 
 def _combine_weight(weight: Tensor | None, sample_weight: Tensor) -> Tensor:

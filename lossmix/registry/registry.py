@@ -521,12 +521,15 @@ class Registry:
         *,
         allowed_targets: Sequence[str] = (),
         default_scope: str | None = None,
+        prepare: Callable[[Any, dict[str, Any]], None] | None = None,
         **overrides: Any,
     ) -> Any:
         """Build from ``{type: Name, **kwargs}`` or ``{_target_: dotted.path, **kwargs}``.
 
         Keyword ``overrides`` win over the config's values (as in Hydra). A bare ``type`` is
         looked up in ``default_scope`` first (the node's own ``default_scope`` key wins).
+        ``prepare(entry, kwargs)`` may adjust the arguments once the entry is known (a term
+        takes the loss's ``loss_weight`` this way).
         """
         node = _to_dict(cfg, self.kind)
         node.update(overrides)
@@ -552,6 +555,8 @@ class Registry:
         obj, label = self.resolve(
             ref, extra_allowed=allowed_targets, by_name=has_type, default_scope=default_scope
         )
+        if prepare is not None:
+            prepare(obj, node)
         return self.build_resolved(obj, label, node)
 
     def build_resolved(self, obj: Any, label: str, kwargs: dict[str, Any]) -> Any:
