@@ -66,7 +66,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lossmix.errors import LossConfigError, LossInputError, did_you_mean
+from lossmix.errors import LossConfigError, LossInputError
 from lossmix.mix.routing import describe_keys, lookup
 from lossmix.mtl.aggregators import AGGREGATION_KEY, Aggregator, build_aggregator, representation_methods
 from lossmix.mtl.task_gradients import (
@@ -78,6 +78,7 @@ from lossmix.mtl.task_gradients import (
 )
 from lossmix.utilities.checks import check_choice, describe
 from lossmix.utilities.distributed import all_reduce_sum, world_size
+from lossmix.utilities.modules import trainable_parameters
 
 __all__ = ["AGGREGATION_KEY", "MODES", "GradientAggregation"]
 
@@ -170,20 +171,7 @@ class GradientAggregation(nn.Module):
         if self.on != "shared":
             return
         assert self.module is not None  # _check_mode
-        try:
-            layer = model.get_submodule(self.module)
-        except AttributeError:
-            names = [n for n, _ in model.named_modules() if n and not n.startswith("loss_mix")]
-            shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
-            raise LossConfigError(
-                f"{AGGREGATION_KEY}: module '{self.module}' is not in {type(model).__name__}."
-                f"{did_you_mean(self.module, names)} Submodules: {shown or '(none)'}."
-            ) from None
-        self._params = [p for p in layer.parameters() if p.requires_grad]
-        if not self._params:
-            raise LossConfigError(
-                f"{AGGREGATION_KEY}: module '{self.module}' has no trainable parameters to aggregate."
-            )
+        self._params = trainable_parameters(model, self.module, owner=AGGREGATION_KEY)
 
     def route(self, outputs: Any, batch: Any) -> Tensor:
         """The representation tensor named by ``input`` (``on: representation``)."""

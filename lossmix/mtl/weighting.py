@@ -39,6 +39,7 @@ from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.registry.registry import WEIGHTINGS
 from lossmix.utilities.checks import check_float, check_positive
 from lossmix.utilities.distributed import all_reduce_sum
+from lossmix.utilities.modules import trainable_parameters
 
 __all__ = [
     "WEIGHTINGS",
@@ -198,24 +199,9 @@ class GradNorm(TaskWeighting):
         self._shared_params: list[nn.Parameter] = []
 
     def bind(self, module: nn.Module) -> None:
-        try:
-            layer = module.get_submodule(self.shared)
-        except AttributeError:
-            names = [
-                n
-                for n, m in module.named_modules()
-                if n and any(p.requires_grad for p in m.parameters(recurse=False))
-            ]
-            raise LossConfigError(
-                f"{WEIGHTING_KEY}: gradnorm shared layer '{self.shared}' is not in "
-                f"{type(module).__name__}.{did_you_mean(self.shared, names)} Layers with "
-                f"parameters: {', '.join(names)}."
-            ) from None
-        self._shared_params = [p for p in layer.parameters() if p.requires_grad]
-        if not self._shared_params:
-            raise LossConfigError(
-                f"{WEIGHTING_KEY}: gradnorm shared layer '{self.shared}' has no trainable parameters."
-            )
+        self._shared_params = trainable_parameters(
+            module, self.shared, owner=f"{WEIGHTING_KEY}: gradnorm", what="shared layer"
+        )
 
     def forward(self, losses: Tensor, *, training: bool) -> tuple[Tensor, Tensor | None]:
         factors = self.weights.detach().to(losses.dtype)

@@ -10,12 +10,12 @@ import torch
 from torch import Tensor, nn
 
 import lossmix.mtl.functional as F
-from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.lightning.access import find_loss_mix, last_result_of, loss_step_of, term_logger_of
 from lossmix.mix.loss_mix import LossMix, LossResult
 from lossmix.mtl.task_gradients import task_jacobian
 from lossmix.utilities.checks import check_int
 from lossmix.utilities.compat import amp_loss_scale
+from lossmix.utilities.modules import trainable_parameters
 
 __all__ = ["GradientConflictMonitor", "TermGradientMonitor", "term_gradient_norms"]
 
@@ -48,15 +48,7 @@ def monitored_parameters(
         mix = find_loss_mix(pl_module)
         skip = {id(p) for p in mix.parameters()} if mix is not None else set()
         return [p for p in pl_module.parameters() if p.requires_grad and id(p) not in skip]
-    try:
-        layer = pl_module.get_submodule(module)
-    except AttributeError:
-        names = [n for n, _ in pl_module.named_modules() if n]
-        raise LossConfigError(
-            f"{owner}: module '{module}' is not in {type(pl_module).__name__}."
-            f"{did_you_mean(module, names)} Modules: {', '.join(names)}."
-        ) from None
-    return [p for p in layer.parameters() if p.requires_grad]
+    return trainable_parameters(pl_module, module, owner=owner)
 
 
 class _ParameterMonitor(pl.Callback):
