@@ -246,7 +246,7 @@ class LossMix(nn.Module):
                 result.skipped += tuple(f"{term.log_name}.{p}" if p else term.log_name for p in parts)
             self._record(result, owner, shared, term, parts, weight)
         if self.weighting is not None and group is None:
-            self._apply_weighting(result, owner, training=step is not None)
+            self._apply_weighting(result, training=step is not None)
         result.dynamic = tuple(k for k, t in owner.items() if t.log_weight and k not in shared)
         included = [c for k, c in result.terms.items() if k not in owner or owner[k].in_total]
         result.total = sum_of(included) if included else zero_like(result.terms)
@@ -272,12 +272,8 @@ class LossMix(nn.Module):
     # -- the backward -----------------------------------------------------------------------------
     def task_terms(self, result: LossResult) -> dict[str, list[Tensor]]:
         """Each term added to the total → its weighted contributions in ``result`` (its parts)."""
-        tasks: dict[str, list[Tensor]] = {t.name: [] for t in self.term_list() if t.in_total}
-        for key, value in result.terms.items():
-            name = key.partition(".")[0]
-            if name in tasks:
-                tasks[name].append(value)
-        return tasks
+        tasks = result.task_keys([t.name for t in self.term_list() if t.in_total])
+        return {name: [result.terms[k] for k in keys] for name, keys in tasks.items()}
 
     def backward(
         self,
@@ -349,6 +345,7 @@ class LossMix(nn.Module):
                 continue
             result.raw[key], result.terms[key], result.weights[key] = raw, contribution, weight
             owner[key] = term
+            result.term_of[key] = term.name
 
     def _evaluate(
         self, term: Term, p: TermInputs, reduced: dict[str, Tensor], step: int | None, result: LossResult
@@ -379,12 +376,12 @@ class LossMix(nn.Module):
             result.stats[f"{term.name}.{key}"] = value
         return parts, weight
 
-    def _apply_weighting(self, result: LossResult, owner: dict[str, Term], *, training: bool) -> None:
+    def _apply_weighting(self, result: LossResult, *, training: bool) -> None:
         """Multiply each task's contributions by its dynamic factor; add the regulariser."""
         weighting = self.weighting
         if weighting is None:
             return
-        keys = {name: [k for k, t in owner.items() if t.name == name] for name in weighting.tasks}
+        keys = result.task_keys(weighting.tasks)
         losses = torch.stack([torch.stack([result.terms[k] for k in keys[n]]).sum() for n in weighting.tasks])
         result.task_losses = losses.detach()
         factors, regulariser = weighting(losses, training=training)

@@ -5,6 +5,7 @@ Kept apart from :mod:`lossmix.mix.loss_mix` so the engine's module holds the mix
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ class LossResult:
             (detached), when the mix has a weighting.
         aggregation_input: the routed representation of an ``aggregation`` node with
             ``on: representation`` (training steps).
+        term_of: the term each log key of ``terms`` belongs to (``loss_l1`` → ``rec``).
     """
 
     total: Tensor
@@ -55,6 +57,12 @@ class LossResult:
     unnormalized_total: Tensor | None = None
     task_losses: Tensor | None = None
     aggregation_input: Tensor | None = None
+    term_of: dict[str, str] = field(default_factory=dict)
+
+    def task_keys(self, tasks: Sequence[str]) -> dict[str, list[str]]:
+        """Each task (a term's name) → the log keys of its contributions in :attr:`terms`
+        (its parts, under its ``loss_name`` if it has one)."""
+        return {task: [k for k, t in self.term_of.items() if t == task] for task in tasks}
 
     def __getitem__(self, name: str) -> Tensor:
         return self.terms[name]

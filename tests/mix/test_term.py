@@ -95,3 +95,20 @@ def test_a_lazy_steps_zero_is_connected_to_the_inputs():
     assert float(zero) == 0.0 and zero.requires_grad
     zero.backward()
     assert pred.grad is not None and float(pred.grad.abs().sum()) == 0.0
+
+
+def test_a_tasks_contributions_are_found_under_its_loss_name():
+    """Grouping by task goes by the term each log key belongs to, not by the key's text."""
+    from lossmix import LossMix
+
+    mix = LossMix.from_config(
+        {
+            "rec": {"type": "L1Loss", "loss_name": "loss_l1"},
+            "aux": {"type": "MSELoss", "in_total": False},
+        }
+    )
+    result = mix({"pred": torch.ones(2)}, {"target": torch.zeros(2)})
+    assert result.term_of == {"loss_l1": "rec", "aux": "aux"}
+    assert result.task_keys(["rec", "aux"]) == {"rec": ["loss_l1"], "aux": ["aux"]}
+    tasks = mix.task_terms(result)
+    assert list(tasks) == ["rec"] and tasks["rec"][0] is result.terms["loss_l1"]
