@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lossmix.errors import LossConfigError, did_you_mean
+from lossmix.errors import LossConfigError
 from lossmix.registry.registry import WEIGHTINGS
 from lossmix.utilities.checks import check_float, check_positive
 from lossmix.utilities.distributed import all_reduce_sum
@@ -257,16 +257,13 @@ def build_weighting(node: Any, tasks: Sequence[str], *, allowed_targets: Sequenc
             f"{WEIGHTING_KEY}: 'tasks' is not a key of the weighting node; the tasks are the terms "
             "added to the total."
         )
-    kind = node.get("type")
-    if isinstance(kind, str) and "." not in kind and kind not in WEIGHTINGS:
-        raise LossConfigError(
-            f"{WEIGHTING_KEY}: unknown type {kind!r}.{did_you_mean(kind, WEIGHTINGS.names())} "
-            f"Known: {', '.join(WEIGHTINGS.names())} (register your own with "
-            f"@lossmix.WEIGHTINGS.register()). ('{WEIGHTING_KEY}' is reserved for dynamic task "
-            "weighting and cannot name a term.)"
-        )
     try:
         weighting: TaskWeighting = WEIGHTINGS.build(node, allowed_targets=allowed_targets, tasks=list(tasks))
     except LossConfigError as err:
-        raise LossConfigError(f"{WEIGHTING_KEY}: {err}") from err
+        reserved = (
+            f" ('{WEIGHTING_KEY}' is reserved for dynamic task weighting and cannot name a term.)"
+            if str(err).startswith("Unknown weighting")
+            else ""
+        )
+        raise LossConfigError(f"{WEIGHTING_KEY}: {err}{reserved}") from err
     return weighting

@@ -366,7 +366,7 @@ def two_terms(aggregation):
             r"cagrad: c=1\.0 is not valid; c must be a number in \[0, 1\)",
         ),
         ({"type": "cagrad", "c": -0.1, "module": "net"}, r"c must be a number in \[0, 1\)"),
-        ({"type": "upgard", "module": "net"}, "unknown type 'upgard'.*'upgrad'"),
+        ({"type": "upgard", "module": "net"}, "aggregation: Unknown aggregator 'upgard'.*'upgrad'"),
         (
             {"type": "graddrop", "on": "representation", "input": "h"},
             "graddrop does not run on: representation.*mgda",

@@ -143,7 +143,7 @@ def test_famo_learns_after_each_optimizer_step_in_lightning():
         ({"type": "famo", "min_losses": [0.0]}, "min_losses needs one value per task"),
         ({"type": "log_loss", "eps": 0.0}, "log_loss: eps=0.0 is not valid"),
         ({"type": "rlw", "seed": -1}, "seed=-1 is not valid"),
-        ({"type": "famos"}, "unknown type 'famos'.*'famo'"),
+        ({"type": "famos"}, "weighting: Unknown weighting 'famos'.*'famo'"),
     ],
 )
 def test_bad_scalarizer_nodes(node, match):

@@ -177,7 +177,7 @@ def test_weightings_train_in_lightning_and_log_effective_weights(weighting):
         ({"type": "uncertainty", "innit": 0.5}, "unknown argument 'innit'.*'init'"),
         ({"type": "gradnorm", "shared": "trunk", "alpha": -1}, "alpha=-1 is not valid"),
         ({"type": "gradnorm"}, "needs 'shared'"),
-        ({"type": "uncertainy"}, "unknown type 'uncertainy'.*uncertainty"),
+        ({"type": "uncertainy"}, "weighting: Unknown weighting 'uncertainy'.*uncertainty"),
         ({"type": "L1Loss", "inputs": {"pred": "p", "target": "y"}}, "reserved"),
         ({"type": "dwa", "tau": 2}, "dwa: .*tau"),
     ],

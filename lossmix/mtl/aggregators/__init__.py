@@ -29,10 +29,10 @@ A method with a Gramian form implements :meth:`Aggregator.weights` and can run
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from lossmix.errors import LossConfigError, did_you_mean
+from lossmix.errors import LossConfigError
 from lossmix.mtl.aggregators.base import AGGREGATION_KEY, Aggregator, SeededAggregator
 from lossmix.mtl.aggregators.methods import (
     IMTLG,
@@ -82,13 +82,6 @@ def build_aggregator(node: Any, tasks: Sequence[str], *, allowed_targets: Sequen
     """Build from ``{type: upgrad, **args}`` (or an allowed ``_target_``) over ``tasks``."""
     if isinstance(node, Aggregator):
         return node
-    kind = node.get("type") if isinstance(node, Mapping) else None
-    if isinstance(kind, str) and "." not in kind and kind not in AGGREGATORS:
-        raise LossConfigError(
-            f"{AGGREGATION_KEY}: unknown type {kind!r}.{did_you_mean(kind, AGGREGATORS.names())} "
-            f"Known: {', '.join(AGGREGATORS.names())} (register your own with "
-            "@lossmix.AGGREGATORS.register())."
-        )
     try:
         aggregator: Aggregator = AGGREGATORS.build(node, allowed_targets=allowed_targets, tasks=list(tasks))
     except LossConfigError as err:
