@@ -20,6 +20,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from lossmix.app.compose import compose_config
 from lossmix.app.trust import AppTrust
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.mix.loss_mix import AGGREGATION_KEY, WEIGHTING_KEY, LossMix
@@ -43,7 +44,6 @@ __all__ = [
     "build_loss_mix",
     "check_loss_config",
     "check_node_values",
-    "compose_lossmix_train",
     "expected_types",
     "explain_override_error",
     "import_modules",
@@ -467,24 +467,10 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def compose_lossmix_train(overrides: Sequence[str]) -> Any:
-    """lossmix's own training config (``lossmix/conf/train.yaml``) composed with ``overrides``
-    (command-line flags such as ``-m`` left out)."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module="lossmix.conf", version_base="1.3"):
-            return compose("train", overrides=[o for o in overrides if not o.startswith("-")])
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def explain_override_error(
     err: BaseException,
     overrides: Sequence[str],
-    compose: Callable[[Sequence[str]], Any] = compose_lossmix_train,
+    compose: Callable[[Sequence[str]], Any] | None = None,
 ) -> str | None:
     """For Hydra's "Could not override 'loss.<term>.<key>'", lossmix's own message.
 
@@ -498,7 +484,7 @@ def explain_override_error(
     key = found.group(1)
     rest = [o for o in overrides if _override_key(o) != key]
     try:
-        cfg = compose(rest)
+        cfg = (compose or compose_config)(rest)
         trust = AppTrust(cfg, [o for o in rest if not o.startswith("-")])
         lossmix_node = cfg.get("lossmix") or {}
         import_modules(

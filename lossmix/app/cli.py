@@ -19,10 +19,8 @@ import inspect
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -34,19 +32,16 @@ from lossmix.app.checks import (
     one_line_error,
     term_rows,
 )
-from lossmix.app.hydra_nodes import check_search_path
+from lossmix.app.compose import compose_config
 from lossmix.app.nodes import AppTrust, check_app_nodes
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.losses import loss_inputs
 from lossmix.losses.base import CALL_KEYS
 from lossmix.registry.allowlist import check_prefix
-from lossmix.registry.nodes import redact, register_resolvers, secrets_hidden, to_plain
+from lossmix.registry.nodes import redact, secrets_hidden, to_plain
 from lossmix.registry.registry import AGGREGATORS, LOSSES, REQUIRED, SAMPLERS, WEIGHTINGS, Registry
-from lossmix.utilities.compat import primary_search_path
 
 __all__ = ["main"]
-
-CONFIG_MODULE = "lossmix.conf"
 
 
 def _console() -> Console:
@@ -114,41 +109,6 @@ def list_command(console: Console, imports: Sequence[str] = ()) -> int:
     return 0
 
 
-def compose_train_config(
-    overrides: Sequence[str],
-    config_name: str | None = None,
-    config_dir: str | None = None,
-) -> DictConfig:
-    """A config composed with ``overrides`` (Hydra's compose API): lossmix's training config
-    (``lossmix/conf/train.yaml``), or ``config_name`` from the user's ``config_dir``."""
-    from hydra import compose, initialize_config_dir, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    register_resolvers()
-    if config_dir is not None:
-        folder = Path(config_dir).expanduser().resolve()
-        if not folder.is_dir():
-            raise LossConfigError(f"--config-dir {config_dir}: no such directory.")
-        if config_name is None:
-            found = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "no .yaml file there"
-            raise LossConfigError(
-                f"--config-dir {config_dir} needs --config-name, the primary config's name (one of: {found})."
-            )
-    GlobalHydra.instance().clear()
-    try:
-        if config_dir is not None:
-            with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
-                # before Hydra imports what the primary config's search path names
-                given = any(o.lstrip("+~").startswith("hydra.searchpath") for o in overrides)
-                entries = None if given else primary_search_path(GlobalHydra.instance().hydra, config_name)
-                check_search_path(entries, user_dirs=[str(folder)], from_command_line=given)
-                return compose(config_name, overrides=list(overrides))
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            return compose(config_name or "train", overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def show_config(
     console: Console,
     overrides: Sequence[str],
@@ -165,7 +125,7 @@ def show_config(
 
     if config_dir is not None and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # the app's own packages, as `python -m` would find them
-    cfg = compose_train_config(overrides, config_name, config_dir)
+    cfg = compose_config(overrides, config_name, config_dir)
     if not cfg.get("loss"):
         raise LossConfigError(
             "the composed config has no 'loss' node; a lossmix app keeps its terms under "
@@ -323,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "config_dir": getattr(args, "config_dir", None),
         }
         message = explain_override_error(
-            err, overrides, lambda rest: compose_train_config(rest, **config)
+            err, overrides, lambda rest: compose_config(rest, **config)
         ) or one_line_error(err)
         print(f"Error: {message}", file=sys.stderr)
         return 1
