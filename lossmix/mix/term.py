@@ -27,7 +27,7 @@ from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.losses.base import call_parameters
 from lossmix.mix.normalizers import MovingAverage, Normalizer, build_normalizer
 from lossmix.mix.routing import lookup
-from lossmix.registry.nodes import to_plain
+from lossmix.registry.nodes import is_term_node, to_plain
 from lossmix.registry.registry import LOSSES, REQUIRED, SAMPLERS
 from lossmix.utilities.checks import check_bool, check_float, check_int, check_optional_int
 
@@ -263,7 +263,7 @@ class Term(nn.Module):
         """
         check_term_name(name)
         node = to_plain(node)
-        if not isinstance(node, Mapping) or not ({"type", "_target_"} & set(node)):
+        if not is_term_node(node):
             raise LossConfigError(
                 f"term '{name}': its config needs 'type' (a registered loss, e.g. type: FocalLoss)"
                 f" or '_target_'; got {node!r}."

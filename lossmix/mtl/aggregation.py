@@ -76,6 +76,7 @@ from lossmix.mtl.task_gradients import (
     task_jacobian,
     weighted_sum,
 )
+from lossmix.registry.nodes import is_term_node
 from lossmix.utilities.checks import check_choice, describe
 from lossmix.utilities.distributed import all_reduce_sum, world_size
 from lossmix.utilities.modules import trainable_parameters
@@ -143,7 +144,7 @@ class GradientAggregation(nn.Module):
         """Build from ``{type: upgrad, on: shared, module: trunk, **method args}``."""
         if isinstance(node, GradientAggregation):
             return node
-        if not isinstance(node, Mapping) or not ({"type", "_target_"} & set(node)):
+        if not is_term_node(node):
             raise LossConfigError(
                 f"{AGGREGATION_KEY}: expected e.g. {{type: upgrad, on: shared, module: trunk}}; got "
                 f"{node!r}. '{AGGREGATION_KEY}' is reserved for gradient aggregation and cannot "

@@ -29,13 +29,14 @@ The cheap scalarizers (FAMO, RLW, GLS, IMTL-L, DB-MTL's log-loss balancing) are 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError
+from lossmix.registry.nodes import is_term_node
 from lossmix.registry.registry import WEIGHTINGS
 from lossmix.utilities.checks import check_float, check_positive
 from lossmix.utilities.distributed import all_reduce_sum
@@ -247,7 +248,7 @@ def build_weighting(node: Any, tasks: Sequence[str], *, allowed_targets: Sequenc
         return node
     if isinstance(node, str):
         node = {"type": node}
-    if not isinstance(node, Mapping) or not ({"type", "_target_"} & set(node)):
+    if not is_term_node(node):
         raise LossConfigError(
             f"{WEIGHTING_KEY}: expected e.g. {{type: uncertainty}}; got {node!r}. "
             f"'{WEIGHTING_KEY}' is reserved for dynamic task weighting and cannot name a term."

@@ -74,7 +74,8 @@ def to_plain(node: Any) -> Any:
 
 
 def is_term_node(node: Any) -> bool:
-    """A term's node: a mapping with ``type`` or ``_target_``.
+    """A node that names what to build, with ``type`` or ``_target_`` (a term's, a sampler's, a
+    weighting's, an aggregation's): the one test of what such a node is.
 
     >>> is_term_node({"type": "FocalLoss"}), is_term_node({"cls": {"type": "FocalLoss"}})
     (True, False)
