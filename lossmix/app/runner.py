@@ -50,7 +50,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from lossmix.app.checks import (
-    build_loss_mix,
+    check_loss_config,
     check_node_values,
     explain_override_error,
     import_modules,
@@ -206,7 +206,9 @@ def build(
         import_modules(
             lossmix_node.get("imports"), allowed_targets=trust.allowed, granted=trust.imports_granted
         )  # the user's @LOSSES.register() calls
-        build_loss_mix(cfg.loss, allowed_targets=trust.allowed)  # every term, before anything heavy
+        # every term node against its loss's signature, building nothing: the model builds
+        # the mix once (a frozen VGG or face network is not built twice)
+        check_loss_config(cfg.loss, allowed_targets=trust.allowed)
         check_app_nodes(cfg, trust.allowed)
         needed = [p for p, given in (("data", datamodule), ("model", model)) if given is None]
         for path in [*needed, "trainer"]:
