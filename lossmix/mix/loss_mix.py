@@ -19,7 +19,6 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-import lossmix.mtl.scalarizers as _scalarizers  # noqa: F401  (registers famo, rlw, gls, imtl_l, log_loss)
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.mix.build import (
     build_parts,

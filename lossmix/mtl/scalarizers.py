@@ -34,6 +34,7 @@ from lossmix.utilities.distributed import all_reduce_sum, world_size
 __all__ = ["FAMO", "IMTLL", "GeometricLossStrategy", "LogLossBalancing", "RandomLossWeighting"]
 
 
+@WEIGHTINGS.register(name="famo")
 class FAMO(TaskWeighting):
     """FAMO (Liu et al. 2023): every task's loss should fall at the same log-rate.
 
@@ -121,6 +122,7 @@ class FAMO(TaskWeighting):
         self.logits.sub_(self.lr * corrected / spread)
 
 
+@WEIGHTINGS.register(name="rlw")
 class RandomLossWeighting(TaskWeighting):
     """RLW (Lin et al. 2022): ``λ = softmax(z)`` with ``z ~ N(0, I)`` drawn anew each training step
     (``1/K`` each in evaluation).
@@ -150,6 +152,7 @@ class RandomLossWeighting(TaskWeighting):
         self.generator.load(state.get("generator", {}))
 
 
+@WEIGHTINGS.register(name="gls")
 class GeometricLossStrategy(TaskWeighting):
     """GLS (Chennupati et al. 2019): the geometric mean ``(Π_i L_i)^{1/K}``.
 
@@ -167,6 +170,7 @@ class GeometricLossStrategy(TaskWeighting):
         return mean / (len(self.tasks) * positive), None
 
 
+@WEIGHTINGS.register(name="imtl_l")
 class IMTLL(TaskWeighting):
     """IMTL-L (Liu et al. 2021): ``Σ_i e^{s_i} L_i − s_i`` with learned scales ``s`` (init 0).
 
@@ -184,6 +188,7 @@ class IMTLL(TaskWeighting):
         return torch.exp(scales), -scales.sum()
 
 
+@WEIGHTINGS.register(name="log_loss")
 class LogLossBalancing(TaskWeighting):
     """DB-MTL's loss-scale balancing (Lin et al. 2023): the gradient of ``Σ_i log(L_i + ε)``.
 
@@ -204,10 +209,3 @@ class LogLossBalancing(TaskWeighting):
 
     def forward(self, losses: Tensor, *, training: bool) -> tuple[Tensor, Tensor | None]:
         return 1.0 / (losses.detach().clamp(min=0.0) + self.eps), None
-
-
-WEIGHTINGS.register(FAMO, name="famo")
-WEIGHTINGS.register(RandomLossWeighting, name="rlw")
-WEIGHTINGS.register(GeometricLossStrategy, name="gls")
-WEIGHTINGS.register(IMTLL, name="imtl_l")
-WEIGHTINGS.register(LogLossBalancing, name="log_loss")

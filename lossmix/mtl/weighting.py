@@ -89,6 +89,10 @@ class TaskWeighting(nn.Module, metaclass=abc.ABCMeta):
         """The task losses of the step's batch re-evaluated after the optimizer step (FAMO)."""
 
 
+WEIGHTINGS.require_base(TaskWeighting)
+
+
+@WEIGHTINGS.register(name="uncertainty")
 class UncertaintyWeighting(TaskWeighting):
     """Kendall, Gal & Cipolla (2018): total Σ ½·e^{−s_i}·L_i + ½·s_i with learned s_i = log σ_i².
 
@@ -112,6 +116,7 @@ class UncertaintyWeighting(TaskWeighting):
         return 0.5 * torch.exp(-log_vars), 0.5 * log_vars.sum()
 
 
+@WEIGHTINGS.register(name="dwa")
 class DynamicWeightAverage(TaskWeighting):
     """Liu, Johns & Davison (2019): λ_k = K·exp(w_k/T) / Σ_i exp(w_i/T), w_k = L_k(t−1)/L_k(t−2).
 
@@ -161,6 +166,7 @@ class DynamicWeightAverage(TaskWeighting):
         self.epoch_count.zero_()
 
 
+@WEIGHTINGS.register(name="gradnorm")
 class GradNorm(TaskWeighting):
     """Chen et al. (2018): weights w_i trained so each task's gradient norm on a shared layer
     follows its relative training rate.
@@ -233,12 +239,6 @@ def _grad_norm(loss: Tensor, params: list[nn.Parameter]) -> Tensor:
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
     norms = [g.detach().pow(2).sum() for g in grads if g is not None]
     return torch.stack(norms).sum().sqrt() if norms else loss.new_zeros(())
-
-
-WEIGHTINGS.require_base(TaskWeighting)
-WEIGHTINGS.register(UncertaintyWeighting, name="uncertainty")
-WEIGHTINGS.register(DynamicWeightAverage, name="dwa")
-WEIGHTINGS.register(GradNorm, name="gradnorm")
 
 
 def build_weighting(node: Any, tasks: Sequence[str], *, allowed_targets: Sequence[str] = ()) -> TaskWeighting:

@@ -68,10 +68,6 @@ __all__ = [
     "representation_methods",
 ]
 
-AGGREGATORS.require_base(Aggregator)
-for _cls in (Sum, PCGrad, CAGrad, MGDA, IMTLG, AlignedMTL, UPGrad, NashMTL, GradDrop, GradVac, DBMTL):
-    AGGREGATORS.register(_cls, name=_cls.method_name)
-
 
 def representation_methods() -> list[str]:
     """Registered methods with a Gramian form (those ``on: representation`` accepts)."""

@@ -12,6 +12,7 @@ import lossmix.mtl.functional as F
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.mtl.functional.solvers import MAX_EXACT_TASKS
 from lossmix.mtl.shared_generator import SharedGenerator
+from lossmix.registry.registry import AGGREGATORS
 
 __all__ = ["AGGREGATION_KEY", "Aggregator", "SeededAggregator", "all_finite"]
 
@@ -90,6 +91,9 @@ def all_finite(*tensors: Tensor) -> Tensor:
     """One device flag: every value finite (state updates are kept only then, so a step the
     AMP scaler skips for overflow leaves the state as it was)."""
     return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+
+
+AGGREGATORS.require_base(Aggregator)
 
 
 class SeededAggregator(Aggregator):

@@ -10,6 +10,7 @@ from torch import Tensor
 
 import lossmix.mtl.functional as F
 from lossmix.mtl.aggregators.base import AGGREGATION_KEY, Aggregator, SeededAggregator
+from lossmix.registry.registry import AGGREGATORS
 from lossmix.utilities.checks import check_bool, check_float, check_int
 
 __all__ = ["IMTLG", "MGDA", "AlignedMTL", "CAGrad", "GradDrop", "NashMTL", "PCGrad", "Sum", "UPGrad"]
@@ -17,6 +18,7 @@ __all__ = ["IMTLG", "MGDA", "AlignedMTL", "CAGrad", "GradDrop", "NashMTL", "PCGr
 _CPU = torch.device("cpu")
 
 
+@AGGREGATORS.register(name="sum")
 class Sum(Aggregator):
     """The plain sum ``d = Σ g_i`` (weights 1): the identity of the aggregation path."""
 
@@ -26,6 +28,7 @@ class Sum(Aggregator):
         return torch.ones_like(gramian[0])
 
 
+@AGGREGATORS.register(name="pcgrad")
 class PCGrad(SeededAggregator):
     """PCGrad (Yu et al. 2020): each gradient's conflicting components projected away, in random
     order (:func:`lossmix.functional.pcgrad`).
@@ -43,6 +46,7 @@ class PCGrad(SeededAggregator):
         return F.pcgrad_weights(gramian, generator=self.generator.on(_CPU))
 
 
+@AGGREGATORS.register(name="cagrad")
 class CAGrad(Aggregator):
     """CAGrad (Liu et al. 2021): the best worst-case task improvement within ``c·‖ḡ‖`` of the mean
     gradient (:func:`lossmix.functional.cagrad_weights`).
@@ -64,6 +68,7 @@ class CAGrad(Aggregator):
         return F.cagrad_weights(gramian, c=self.c, rescale=self.rescale)
 
 
+@AGGREGATORS.register(name="mgda")
 class MGDA(Aggregator):
     """MGDA (Sener & Koltun 2018; MGDA-UB ``on: representation``): the min-norm point of the
     gradients' convex hull (:func:`lossmix.functional.mgda_weights`)."""
@@ -75,6 +80,7 @@ class MGDA(Aggregator):
         return F.mgda_weights(gramian)
 
 
+@AGGREGATORS.register(name="imtl_g")
 class IMTLG(Aggregator):
     """IMTL-G (Liu et al. 2021): the combination with equal projections on every unit gradient
     (:func:`lossmix.functional.imtl_g_weights`)."""
@@ -85,6 +91,7 @@ class IMTLG(Aggregator):
         return F.imtl_g_weights(gramian)
 
 
+@AGGREGATORS.register(name="aligned_mtl")
 class AlignedMTL(Aggregator):
     """Aligned-MTL (Senushkin et al. 2023): the gradients made orthogonal with equal norms
     (:func:`lossmix.functional.aligned_mtl_weights`)."""
@@ -95,6 +102,7 @@ class AlignedMTL(Aggregator):
         return F.aligned_mtl_weights(gramian)
 
 
+@AGGREGATORS.register(name="upgrad")
 class UPGrad(Aggregator):
     """UPGrad (Quinton & Rey 2024): the mean of the gradients projected onto their dual cone, so
     no task is hurt (:func:`lossmix.functional.upgrad_weights`)."""
@@ -106,6 +114,7 @@ class UPGrad(Aggregator):
         return F.upgrad_weights(gramian)
 
 
+@AGGREGATORS.register(name="nash_mtl")
 class NashMTL(Aggregator):
     """Nash-MTL (Navon et al. 2022): the Nash bargaining solution, invariant to each task's scale
     (:func:`lossmix.functional.nash_mtl_weights`).
@@ -127,6 +136,7 @@ class NashMTL(Aggregator):
         return F.nash_mtl_weights(gramian, max_norm=self.max_norm, iterations=self.iterations)
 
 
+@AGGREGATORS.register(name="graddrop")
 class GradDrop(SeededAggregator):
     """GradDrop (Chen et al. 2020): per shared coordinate, only the gradients of one sign, drawn
     by sign purity (:func:`lossmix.functional.graddrop`).

@@ -12,6 +12,7 @@ from torch import Tensor
 
 import lossmix.mtl.functional as F
 from lossmix.mtl.aggregators.base import AGGREGATION_KEY, Aggregator, SeededAggregator, all_finite
+from lossmix.registry.registry import AGGREGATORS
 from lossmix.utilities.checks import check_float
 
 __all__ = ["DBMTL", "GradVac"]
@@ -19,6 +20,7 @@ __all__ = ["DBMTL", "GradVac"]
 _CPU = torch.device("cpu")
 
 
+@AGGREGATORS.register(name="gradvac")
 class GradVac(SeededAggregator):
     """GradVac (Wang et al. 2021), stateful: each pair's cosine raised to its running target
     (:func:`lossmix.functional.gradvac_weights`).
@@ -46,6 +48,7 @@ class GradVac(SeededAggregator):
         return weights
 
 
+@AGGREGATORS.register(name="db_mtl")
 class DBMTL(Aggregator):
     """DB-MTL (Lin et al. 2023), stateful: running log-loss gradients, each scaled to the largest norm.
 
