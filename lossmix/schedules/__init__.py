@@ -21,8 +21,8 @@ rebuild, no host sync).
 ``plateau``   × ``factor`` when ``monitor`` stops improving for ``patience`` epochs
 ============= ==========================================================================
 
-Each kind is one :class:`ScheduleKind` subclass; :data:`SCHEDULE_KINDS` maps the names to
-the classes, and a new kind is one class added to that table.
+Each kind is one :class:`ScheduleKind` subclass registered with the :func:`schedule_kind`
+decorator; :data:`SCHEDULE_KINDS` maps the names to the classes.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 
 from lossmix.errors import did_you_mean
 from lossmix.schedules.kinds import (
+    SCHEDULE_KINDS,
     ConstantSchedule,
     CosineSchedule,
     ExponentialSchedule,
@@ -41,6 +42,7 @@ from lossmix.schedules.kinds import (
     SigmoidSchedule,
     StepSchedule,
     schedule_error,
+    schedule_kind,
 )
 from lossmix.schedules.windows import CyclicalSchedule, OnOffSchedule, PlateauSchedule
 
@@ -58,24 +60,8 @@ __all__ = [
     "ScheduleKind",
     "SigmoidSchedule",
     "StepSchedule",
+    "schedule_kind",
 ]
-
-SCHEDULE_KINDS: dict[str, type[ScheduleKind]] = {
-    kind.name: kind
-    for kind in (
-        ConstantSchedule,
-        LinearSchedule,
-        CosineSchedule,
-        StepSchedule,
-        PiecewiseSchedule,
-        OnOffSchedule,
-        SigmoidSchedule,
-        ExponentialSchedule,
-        CyclicalSchedule,
-        PlateauSchedule,
-    )
-}
-"""``kind:`` name → the class that builds it; a new kind is a class added here."""
 
 
 class Schedule:

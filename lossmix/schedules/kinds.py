@@ -13,7 +13,7 @@ import bisect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, TypeGuard
+from typing import Any, ClassVar, TypeGuard, TypeVar
 
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.utilities.checks import is_number
@@ -119,6 +119,29 @@ class ScheduleKind(ABC):
         return float(value)
 
 
+_K = TypeVar("_K", bound="ScheduleKind")
+
+#: ``kind:`` name → the class that builds it, filled by :func:`schedule_kind`
+SCHEDULE_KINDS: dict[str, type[ScheduleKind]] = {}
+
+
+def schedule_kind(cls: type[_K]) -> type[_K]:
+    """Register a :class:`ScheduleKind` under its ``name`` (a class decorator, as
+    ``@LOSSES.register()`` is for losses).
+
+    Raises:
+        LossConfigError: another kind has that name.
+    """
+    if cls.name in SCHEDULE_KINDS and SCHEDULE_KINDS[cls.name] is not cls:
+        raise LossConfigError(
+            f"schedule kind '{cls.name}' is taken by {SCHEDULE_KINDS[cls.name].__name__}; give "
+            f"{cls.__name__} another name."
+        )
+    SCHEDULE_KINDS[cls.name] = cls
+    return cls
+
+
+@schedule_kind
 class ConstantSchedule(ScheduleKind):
     """``value`` (default 1) at every ``t``.
 
@@ -137,6 +160,7 @@ class ConstantSchedule(ScheduleKind):
         return self.value
 
 
+@schedule_kind
 class LinearSchedule(ScheduleKind):
     """``initial`` (default 0) at ``t ≤ begin`` (default 0) to ``final`` (default 1) at ``t ≥ end``.
 
@@ -170,6 +194,7 @@ class LinearSchedule(ScheduleKind):
         return self.initial + (self.final - self.initial) * fraction
 
 
+@schedule_kind
 class CosineSchedule(LinearSchedule):
     """The ends of ``linear``, joined along half a cosine.
 
@@ -184,6 +209,7 @@ class CosineSchedule(LinearSchedule):
         return (1.0 - math.cos(math.pi * fraction)) / 2.0
 
 
+@schedule_kind
 class SigmoidSchedule(LinearSchedule):
     """The ends of ``linear``, joined along a logistic curve of ``steepness`` (default 10).
 
@@ -213,6 +239,7 @@ class SigmoidSchedule(LinearSchedule):
         return (logistic(fraction) - low) / (high - low)
 
 
+@schedule_kind
 class ExponentialSchedule(ScheduleKind):
     """``initial × gamma^(t − begin)`` from ``begin`` (default 0), kept within ``[min, max]``.
 
@@ -247,6 +274,7 @@ class ExponentialSchedule(ScheduleKind):
         return value if self.max is None else min(value, self.max)
 
 
+@schedule_kind
 class StepSchedule(ScheduleKind):
     """``initial`` (default 1) × ``gamma`` (default 0.1) ^ (number of ``milestones`` ≤ t).
 
@@ -273,6 +301,7 @@ class StepSchedule(ScheduleKind):
         return self.initial * self.gamma ** bisect.bisect_right(self.milestones, t)
 
 
+@schedule_kind
 class PiecewiseSchedule(ScheduleKind):
     """``points: [[t0, v0], [t1, v1], ...]``, linear between, constant outside.
 

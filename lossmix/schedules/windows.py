@@ -11,11 +11,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from lossmix.schedules.kinds import ScheduleKind
+from lossmix.schedules.kinds import ScheduleKind, schedule_kind
 
 __all__ = ["CyclicalSchedule", "OnOffSchedule", "PlateauSchedule"]
 
 
+@schedule_kind
 class OnOffSchedule(ScheduleKind):
     """``value`` (default 1) from ``on`` (or for the ``last`` N epochs/steps) until ``off``, else 0.
 
@@ -59,6 +60,7 @@ class OnOffSchedule(ScheduleKind):
         return self.value if active else 0.0
 
 
+@schedule_kind
 class CyclicalSchedule(ScheduleKind):
     """Cyclical annealing (Fu et al. 2019, for a VAE's KL β): ``initial`` → ``final`` over the
     first ``ratio`` of each cycle, then ``final`` until the cycle ends.
@@ -118,6 +120,7 @@ class CyclicalSchedule(ScheduleKind):
         return self.initial + (self.final - self.initial) * fraction
 
 
+@schedule_kind
 class PlateauSchedule(ScheduleKind):
     """Multiply the value by ``factor`` when ``monitor`` stops improving (``ReduceLROnPlateau``).
 

@@ -25,6 +25,7 @@ from lossmix.schedules import (
     ScheduleKind,
     SigmoidSchedule,
     StepSchedule,
+    schedule_kind,
 )
 from tests.lightning_models import Regressor, loader, trainer
 
@@ -127,8 +128,8 @@ def test_each_kind_at_a_few_points(spec, expected):
         ({}, "unknown kind None."),
         (
             {"kind": "logistic"},
-            "unknown kind 'logistic'. Kinds: constant, linear, cosine, step, piecewise, onoff, sigmoid, "
-            "exponential, cyclical, plateau.",
+            "unknown kind 'logistic'. Kinds: constant, linear, cosine, sigmoid, exponential, step, "
+            "piecewise, onoff, cyclical, plateau.",
         ),
         ({"kind": "cosin"}, "unknown kind 'cosin'. Did you mean 'cosine'?"),
         ({"kind": "constant", "value": True}, "value=True must be a number >= 0."),
@@ -216,17 +217,17 @@ def test_onoff_last_is_resolved_into_the_spec_and_needs_the_run_length():
 
 
 def test_kind_table_and_classes():
-    assert list(SCHEDULE_KINDS) == [
+    assert sorted(SCHEDULE_KINDS) == [
         "constant",
-        "linear",
         "cosine",
-        "step",
-        "piecewise",
-        "onoff",
-        "sigmoid",
-        "exponential",
         "cyclical",
+        "exponential",
+        "linear",
+        "onoff",
+        "piecewise",
         "plateau",
+        "sigmoid",
+        "step",
     ]
     assert SCHEDULE_KINDS == {
         "constant": ConstantSchedule,
@@ -260,7 +261,13 @@ def test_a_new_kind_is_one_class_in_the_table(monkeypatch):
         def __call__(self, t):
             return 0.5 ** (t // self.every)
 
-    monkeypatch.setitem(SCHEDULE_KINDS, "halving", Halving)
+    monkeypatch.setattr("lossmix.schedules.kinds.SCHEDULE_KINDS", dict(SCHEDULE_KINDS))
+    import lossmix.schedules.kinds as kinds
+
+    monkeypatch.setattr("lossmix.schedules.SCHEDULE_KINDS", kinds.SCHEDULE_KINDS)
+    assert schedule_kind(Halving) is Halving and kinds.SCHEDULE_KINDS["halving"] is Halving
+    with pytest.raises(LossConfigError, match="schedule kind 'linear' is taken by LinearSchedule"):
+        schedule_kind(type("Other", (LinearSchedule,), {}))
     schedule = Schedule("reg", {"kind": "halving", "by": "epoch", "every": 2})
     assert [schedule(t) for t in range(5)] == [1.0, 1.0, 0.5, 0.5, 0.25]
     with pytest.raises(
