@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engine", ("lossmix.mix", "lossmix.mtl")),
     ("schedules", ("lossmix.schedules",)),
     ("lightning", ("lossmix.lightning",)),
-    ("app", ("lossmix.app", "lossmix.train", "lossmix.demo", "lossmix.conf")),
+    ("app", ("lossmix.app", "lossmix.extend", "lossmix.train", "lossmix.demo", "lossmix.conf")),
 ]
 
 
