@@ -1,4 +1,4 @@
-"""``lossmix.runner.build``: every node checked first, the loss mix built once (by the model)."""
+"""``lossmix.app.runner.build``: every node checked first, the loss mix built once (by the model)."""
 
 from __future__ import annotations
 
