@@ -20,6 +20,8 @@ first, on the value Hydra will see, after interpolation and resolvers:
 * ``hydra.job.env_set`` from a config may not set :data:`PROTECTED_ENV` variables (the
   allow-list, torch's loader switches, Python's and the dynamic loader's start-up
   variables); the command line may;
+* a config's sweep (``hydra.sweeper.params``) may not sweep Hydra's own nodes (each job's
+  logging is configured from its own composed config);
 * the launcher's shell lines (SLURM's ``setup``, ``additional_parameters``) come from the
   command line only;
 * ``hydra.overrides`` is Hydra's record of the command line: a config that sets it is
@@ -55,6 +57,7 @@ __all__ = [
     "check_logging_config",
     "check_overrides_record",
     "check_search_path",
+    "check_sweeper_params",
     "command_line_overrides",
     "record_command_line",
 ]
@@ -183,6 +186,32 @@ def check_launcher_shell(launcher: Any, overrides: Sequence[str]) -> None:
                 f"hydra.launcher.{key} is set by a config file ({launcher[key]!r}), and the cluster "
                 "runs it as shell commands or job-script lines; a config file may not. If you mean "
                 f"it, give it on the command line: 'hydra.launcher.{key}=...'."
+            )
+
+
+def check_sweeper_params(sweeper: Any, overrides: Sequence[str]) -> None:
+    """A config's sweep (``hydra.sweeper.params``) may not sweep Hydra's own nodes.
+
+    Each job of a sweep is composed again with its parameters, and Hydra configures the job's
+    logging from that job's config before any lossmix code runs; so a parameter that changes
+    ``hydra/...`` or ``hydra.*`` (``hydra/job_logging: evil``) would be applied unchecked. Such
+    a sweep is the user's only when the command line gives it (``-m hydra/job_logging=a,b``).
+
+    Raises:
+        LossConfigError: naming the parameter and where to give it instead.
+    """
+    params = sweeper.get("params") if isinstance(sweeper, Mapping) else None
+    if not isinstance(params, Mapping):
+        return
+    for key in params:
+        name = str(key).lstrip("+~")
+        if (name == "hydra" or name.startswith(("hydra.", "hydra/"))) and not _given(
+            overrides, f"hydra.sweeper.params.{key}"
+        ):
+            raise LossConfigError(
+                f"hydra.sweeper.params.{key} is set by a config file; a sweep of Hydra's own nodes "
+                "would change what Hydra builds for each job after lossmix checked it. Give it on "
+                f"the command line instead: -m {name}=<value>,<value>."
             )
 
 
@@ -458,6 +487,8 @@ def check_hydra_node(cfg: Any, overrides: Sequence[str], allowed: Sequence[str] 
                 _check_instantiated(tree, f"hydra.{key}", allowed)
                 if key == "launcher":
                     check_launcher_shell(tree, overrides)
+                if key == "sweeper":
+                    check_sweeper_params(tree, overrides)
         for key in _LOGGING:
             node = hydra.get(key)
             if node is not None:

@@ -254,6 +254,21 @@ CASES: list[tuple[str, dict[str, str], list[str]]] = [
         ["--config-dir", "exp", "--config-name", "run"],
     ),
     (
+        "a config's sweep of Hydra's job logging",
+        {
+            "exp/hydra/job_logging/evil.yaml": """
+                version: 1
+                formatters: {f: {'()': os.mkdir, path: MARKER}}
+                root: {level: INFO}
+            """,
+            "exp/run.yaml": """
+                defaults: [train, _self_]
+                hydra: {sweeper: {params: {hydra/job_logging: evil}}}
+            """,
+        },
+        ["-m", "--config-dir", "exp", "--config-name", "run"],
+    ),
+    (
         "the own app: nested interpolation in hydra.callbacks",
         {},
         [
@@ -379,6 +394,7 @@ def test_each_route_names_what_it_refuses(hostile_runs):
         "a logging factory in the config dir": "hydra.job_logging.formatters.f.(): _target_='os.mkdir'",
         "a logging handler class from the working directory": "class='evilmod.Handler' is refused",
         "a logging ext:// import": "ext:// imports the module",
+        "a config's sweep of Hydra's job logging": "params.hydra/job_logging is set by a config",
     }
     for name, text in expected.items():
         assert text in results[name]["stderr"], results[name]
