@@ -353,9 +353,7 @@ class LossMix(nn.Module):
         avg = reduced.get(term.name, p.avg_factor)
         if avg is not None and term.normalizer is not None:
             p.stats["count"] = avg  # synced, not yet clamped: what a window sums
-            avg = term.normalizer.clamp(avg)
-            if term.normalizer_ema is not None and step is not None:  # training: smoothed
-                avg = term.normalizer_ema(avg, step)
+            avg = term.normalizer.finish(avg, step)  # floored; smoothed in training
             p.stats["avg_factor"] = avg
         if self.keep_inputs:
             result.inputs[term.name] = p.kwargs

@@ -28,52 +28,221 @@ update of one step on the N micro-batches together: each term is divided by the 
 summed over the window (synced, then clamped) instead of by each micro-batch's own; see
 :class:`~lossmix.lightning.callbacks.AccumulationScope` for when that is exact and what it
 costs (``scope: step``, the default, is the micro-batch's own value).
+
+Step 4 has this one owner: a :class:`Normalizer` reads its source's value
+(:meth:`Normalizer.read`; each built-in source is a function registered with
+:func:`normalizer_source`), floors it and smooths it (:meth:`Normalizer.finish`, its moving
+average a child module in the term's checkpoint); :class:`~lossmix.mix.LossMix` only batches
+the collective of the synced ones into one call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lossmix.errors import LossConfigError, did_you_mean
+from lossmix.errors import LossConfigError, LossInputError, did_you_mean
+from lossmix.mix.routing import lookup
 from lossmix.utilities.checks import check_bool, check_float
 from lossmix.utilities.distributed import all_reduce_mean
 
-__all__ = ["BUILTIN_NORMALIZERS", "MovingAverage", "Normalizer", "all_reduce_mean", "build_normalizer"]
+__all__ = [
+    "BUILTIN_NORMALIZERS",
+    "MovingAverage",
+    "Normalizer",
+    "NormalizerInputs",
+    "all_reduce_mean",
+    "build_normalizer",
+    "normalizer_source",
+]
 
-BUILTIN_NORMALIZERS: tuple[str, ...] = ("num_pos", "num_sampled", "weight_sum", "numel", "batch")
-_COUNTS = ("num_pos", "num_sampled", "numel", "batch")
 _KEYS = ("type", "sync", "min", "key", "ema", "init", "scope")
 SCOPES = ("step", "accumulation")
 KEY_TYPE = "key"
 
 
 @dataclass(frozen=True)
-class Normalizer:
-    """Where a term's ``avg_factor`` comes from, whether it is averaged over ranks, its floor."""
+class NormalizerInputs:
+    """What a normaliser's source reads in phase one of a term."""
 
-    source: str
-    sync: bool = False
-    min: float = 1.0
-    #: the moving average's momentum (``None``: the step's own value)
-    ema: float | None = None
-    #: the moving average's start (``None``: the first value)
-    init: float | None = None
-    #: ``step`` (each micro-batch's value) or ``accumulation`` (the window's summed value)
-    scope: str = "step"
+    term: str
+    kwargs: Mapping[str, Any]
+    sample: Any
+    outputs: Any
+    batch: Any
+    #: the positive and negative masks (a sampler's, routed ones, or from class indices)
+    pos_neg: Callable[[], tuple[Tensor, Tensor]]
+
+
+Source = Callable[[NormalizerInputs], Any]
+#: built-in source name → the function that reads its value (filled by :func:`normalizer_source`)
+_SOURCES: dict[str, Source] = {}
+#: the sources that count elements (their floor defaults to 1; a sum's to 1e-6)
+_COUNTS: set[str] = set()
+
+
+def normalizer_source(name: str, *, count: bool = True) -> Callable[[Source], Source]:
+    """Register a built-in normaliser source under ``name`` (a decorator, as ``@LOSSES.register()``
+    is for losses); ``count`` says its value counts elements (floored at 1 by default)."""
+
+    def register(fn: Source) -> Source:
+        if name in _SOURCES:
+            raise LossConfigError(f"normaliser source '{name}' is registered already.")
+        _SOURCES[name] = fn
+        if count:
+            _COUNTS.add(name)
+        return fn
+
+    return register
+
+
+def _pred(inputs: NormalizerInputs, source: str) -> Tensor:
+    pred = inputs.kwargs.get("pred")
+    if not isinstance(pred, Tensor):
+        raise LossInputError(
+            f"term '{inputs.term}': normalizer '{source}' counts the elements of pred, which is "
+            f"{_describe(pred)}; route a tensor to pred or use another normalizer."
+        )
+    return pred
+
+
+@normalizer_source("num_pos")
+def _num_pos(inputs: NormalizerInputs) -> Any:
+    return inputs.sample.num_pos if inputs.sample is not None else inputs.pos_neg()[0].sum()
+
+
+@normalizer_source("num_sampled")
+def _num_sampled(inputs: NormalizerInputs) -> Any:
+    if inputs.sample is not None:
+        return inputs.sample.num_sampled
+    pos, neg = inputs.pos_neg()
+    return pos.sum() + neg.sum()
+
+
+@normalizer_source("weight_sum", count=False)
+def _weight_sum(inputs: NormalizerInputs) -> Any:
+    weight = inputs.kwargs.get("weight")
+    if isinstance(weight, Tensor):
+        return weight.sum()
+    pred = _pred(inputs, "weight_sum")
+    return torch.tensor(float(pred.numel()), device=pred.device)
+
+
+@normalizer_source("numel")
+def _numel(inputs: NormalizerInputs) -> Any:
+    pred = _pred(inputs, "numel")
+    return torch.tensor(float(pred.numel()), device=pred.device)
+
+
+@normalizer_source("batch")
+def _batch(inputs: NormalizerInputs) -> Any:
+    pred = _pred(inputs, "batch")
+    return torch.tensor(float(pred.shape[0]), device=pred.device)
+
+
+BUILTIN_NORMALIZERS: tuple[str, ...] = tuple(_SOURCES)
+
+
+def _is_count(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return value.dim() == 0
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
+class Normalizer(nn.Module):
+    """Step 4's divisor of one term: its source, its floor, its moving average.
+
+    Args:
+        source: a built-in name (:data:`BUILTIN_NORMALIZERS`) or an input key holding a count.
+        sync: average the value over distributed ranks (one collective per step for all
+            synced normalisers, batched by :class:`~lossmix.mix.LossMix`).
+        min: the floor.
+        ema: the moving average's momentum (``None``: the step's own value).
+        init: the moving average's start (``None``: the first value).
+        scope: ``step`` (each micro-batch's value) or ``accumulation`` (the window's summed
+            value, see :class:`~lossmix.lightning.callbacks.AccumulationScope`).
+
+    The moving average is the child module ``moving`` (checkpointed with the term).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        sync: bool = False,
+        min: float = 1.0,
+        ema: float | None = None,
+        init: float | None = None,
+        scope: str = "step",
+    ) -> None:
+        super().__init__()
+        self.source, self.sync, self.min = source, sync, min
+        self.ema, self.init, self.scope = ema, init, scope
+        self.moving = MovingAverage(ema, init) if ema is not None else None
+
+    def _spec(self) -> tuple[Any, ...]:
+        return (self.source, self.sync, self.min, self.ema, self.init, self.scope)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Normalizer) and self._spec() == other._spec()
+
+    __hash__ = nn.Module.__hash__
 
     @property
     def is_key(self) -> bool:
         """True when the value is read from an input key rather than computed."""
-        return self.source not in BUILTIN_NORMALIZERS
+        return self.source not in _SOURCES
+
+    @property
+    def counts_positives(self) -> bool:
+        """True when the value needs positives and negatives (``num_pos``, ``num_sampled``)."""
+        return self.source in ("num_pos", "num_sampled")
+
+    def read(self, inputs: NormalizerInputs) -> Tensor:
+        """The step's raw value (not yet synced, floored or smoothed), as a float tensor."""
+        pred = inputs.kwargs.get("pred")
+        device = pred.device if isinstance(pred, Tensor) else None
+        fn = _SOURCES.get(self.source)
+        value = fn(inputs) if fn is not None else self._read_key(inputs)
+        return torch.as_tensor(value, device=device).float()
+
+    def _read_key(self, inputs: NormalizerInputs) -> Any:
+        value = lookup(inputs.outputs, inputs.batch, self.source, term=inputs.term, arg="normalizer")
+        if not _is_count(value):
+            raise LossInputError(
+                f"term '{inputs.term}': normalizer key '{self.source}' holds {_describe(value)}, not "
+                "a count; it must be a number or a 0-dim tensor."
+            )
+        return value
 
     def clamp(self, value: Tensor) -> Tensor:
         """Apply the floor (no host sync)."""
         return value.clamp(min=self.min)
+
+    def finish(self, value: Tensor, step: int | None) -> Tensor:
+        """The divisor from the (synced) value: floored, then smoothed on training steps."""
+        value = self.clamp(value)
+        if self.moving is not None and step is not None:
+            value = self.moving(value, step)
+        return value
+
+    def extra_repr(self) -> str:
+        shown = [f"source={self.source!r}"]
+        shown += [f"sync={self.sync}"] if self.sync else []
+        shown += [f"min={self.min}", f"scope={self.scope!r}"]
+        shown += [f"ema={self.ema}, init={self.init}"] if self.ema is not None else []
+        return ", ".join(shown)
 
 
 def _source(node: Mapping[str, Any], term: str) -> str:
@@ -91,11 +260,11 @@ def _source(node: Mapping[str, Any], term: str) -> str:
         raise LossConfigError(
             f"term '{term}': normalizer key: {node['key']!r} goes with type: key, not type: {kind}."
         )
-    hint = did_you_mean(kind, BUILTIN_NORMALIZERS)
-    if kind not in BUILTIN_NORMALIZERS and hint:
+    hint = did_you_mean(kind, tuple(_SOURCES))
+    if kind not in _SOURCES and hint:
         raise LossConfigError(
             f"term '{term}': normalizer '{kind}' is not a built-in normaliser.{hint} Built-in: "
-            f"{', '.join(BUILTIN_NORMALIZERS)}; for an input key of that name write "
+            f"{', '.join(tuple(_SOURCES))}; for an input key of that name write "
             f"{{type: key, key: {kind}}}."
         )
     return str(kind)
@@ -105,7 +274,7 @@ def build_normalizer(node: Any, *, term: str) -> Normalizer | None:
     """Build from ``"num_pos"`` or ``{type: num_pos, sync: true, min: 1}``; ``None`` passes through.
 
     >>> build_normalizer({"type": "num_pos", "sync": True}, term="cls")
-    Normalizer(source='num_pos', sync=True, min=1.0, ema=None, init=None, scope='step')
+    Normalizer(source='num_pos', sync=True, min=1.0, scope='step')
     >>> build_normalizer({"type": "num_pos", "ema": 0.9, "init": 100}, term="cls").ema
     0.9
     """
@@ -116,14 +285,14 @@ def build_normalizer(node: Any, *, term: str) -> Normalizer | None:
     if not isinstance(node, Mapping):
         raise LossConfigError(
             f"term '{term}': normalizer={node!r} is not valid; give a name such as 'num_pos' or "
-            f"{{type: num_pos, sync: true}}. Built-in names: {', '.join(BUILTIN_NORMALIZERS)}, "
+            f"{{type: num_pos, sync: true}}. Built-in names: {', '.join(tuple(_SOURCES))}, "
             "or an input key holding a count."
         )
     unknown = [k for k in node if k not in _KEYS]
     if unknown or "type" not in node or not isinstance(node["type"], str) or not node["type"]:
         raise LossConfigError(
             f"term '{term}': normalizer {dict(node)!r} is not valid; its keys are {list(_KEYS)} "
-            f"with type one of {', '.join(BUILTIN_NORMALIZERS)}, or type: key with key: <input key>."
+            f"with type one of {', '.join(tuple(_SOURCES))}, or type: key with key: <input key>."
         )
     source = _source(node, term)
     floor = node.get("min", 1.0 if source in _COUNTS else 1e-6)
@@ -154,7 +323,7 @@ def build_normalizer(node: Any, *, term: str) -> Normalizer | None:
             f"{label} has ema and scope: accumulation; the window's summed count already steadies "
             "the divisor: keep one of them."
         )
-    return Normalizer(source=source, sync=sync, min=floor, ema=ema, init=init, scope=scope)
+    return Normalizer(source, sync=sync, min=floor, ema=ema, init=init, scope=scope)
 
 
 class MovingAverage(nn.Module):

@@ -17,7 +17,6 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import Any
 
 import torch
@@ -25,7 +24,7 @@ from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.losses.base import call_parameters
-from lossmix.mix.normalizers import MovingAverage, Normalizer, build_normalizer
+from lossmix.mix.normalizers import Normalizer, NormalizerInputs, build_normalizer
 from lossmix.mix.routing import lookup
 from lossmix.registry.nodes import is_term_node, to_plain
 from lossmix.registry.registry import LOSSES, REQUIRED, SAMPLERS
@@ -77,12 +76,6 @@ class TermInputs:
     kwargs: dict[str, Any]
     avg_factor: Tensor | None = None
     stats: dict[str, Tensor] = field(default_factory=dict)
-
-
-def _is_count(value: Any) -> bool:
-    if isinstance(value, Tensor):
-        return value.dim() == 0
-    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 class Term(nn.Module):
@@ -143,13 +136,8 @@ class Term(nn.Module):
         self.log_name = self.name if loss_name is None else _check_log_name(name, loss_name)
         self.loss = loss
         self.sampler = sampler
+        # step 4's owner: source, value, floor and moving average (a child: checkpointed)
         self.normalizer = normalizer
-        # the normaliser's moving average over training steps (a checkpointed buffer), if any
-        self.normalizer_ema = (
-            MovingAverage(normalizer.ema, normalizer.init)
-            if normalizer is not None and normalizer.ema is not None
-            else None
-        )
         label = f"term '{name}'"
         self.weight = check_float(label, "loss_weight", weight)
         if self.weight < 0 and not check_bool(label, "allow_negative", allow_negative):
@@ -245,7 +233,7 @@ class Term(nn.Module):
         return dict(inputs)
 
     def _counts_pos(self) -> bool:
-        return self.normalizer is not None and self.normalizer.source in ("num_pos", "num_sampled")
+        return self.normalizer is not None and self.normalizer.counts_positives
 
     # -- building -----------------------------------------------------------------------------
     @classmethod
@@ -413,52 +401,17 @@ class Term(nn.Module):
         rows = target.dim() if isinstance(target, Tensor) else scores.dim()
         return scores.flatten(rows).sum(-1) if scores.dim() > rows else scores
 
-    def _pred(self, kwargs: dict[str, Any], source: str) -> Tensor:
-        pred = kwargs.get("pred")
-        if not isinstance(pred, Tensor):
-            raise LossInputError(
-                f"term '{self.name}': normalizer '{source}' counts the elements of pred, which is "
-                f"{_describe(pred)}; route a tensor to pred or use another normalizer."
-            )
-        return pred
-
     def _normalizer_value(self, kwargs: dict[str, Any], sample: Any, outputs: Any, batch: Any) -> Tensor:
         assert self.normalizer is not None  # only called for a term with a normaliser
-        source = self.normalizer.source
-        pred = kwargs.get("pred")
-        device = pred.device if isinstance(pred, Tensor) else None
-        value: Any
-        if source == "num_pos":
-            value = sample.num_pos if sample is not None else self.pos_neg(kwargs)[0].sum()
-        elif source == "num_sampled":
-            if sample is not None:
-                value = sample.num_sampled
-            else:
-                pos, neg = self.pos_neg(kwargs)
-                value = pos.sum() + neg.sum()
-        elif source == "weight_sum":
-            weight = kwargs.get("weight")
-            value = (
-                weight.sum()
-                if isinstance(weight, Tensor)
-                else torch.tensor(float(self._pred(kwargs, source).numel()), device=device)
-            )
-        elif source == "numel":
-            value = torch.tensor(float(self._pred(kwargs, source).numel()), device=device)
-        elif source == "batch":
-            value = torch.tensor(float(self._pred(kwargs, source).shape[0]), device=device)
-        else:
-            value = self._key_normalizer(outputs, batch, source)
-        return torch.as_tensor(value, device=device).float()
+        inputs = NormalizerInputs(self.name, kwargs, sample, outputs, batch, lambda: self.pos_neg(kwargs))
+        return self.normalizer.read(inputs)
 
-    def _key_normalizer(self, outputs: Any, batch: Any, key: str) -> Any:
-        value = lookup(outputs, batch, key, term=self.name, arg="normalizer")
-        if not _is_count(value):
-            raise LossInputError(
-                f"term '{self.name}': normalizer key '{key}' holds {_describe(value)}, not a count; "
-                "it must be a number or a 0-dim tensor."
-            )
-        return value
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        # checkpoints before the normaliser owned its moving average kept it as normalizer_ema
+        old = prefix + "normalizer_ema."
+        for key in [k for k in state_dict if k.startswith(old)]:
+            state_dict[prefix + "normalizer.moving." + key[len(old) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     # -- phase two: kernel, weight, reduce -------------------------------------------------------
     def evaluate(self, prepared: TermInputs, avg_factor: Tensor | None) -> dict[str, Tensor]:

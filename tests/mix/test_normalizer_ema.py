@@ -58,7 +58,7 @@ def test_the_average_follows_detectron2s_sequence_and_divides_the_loss():
         by_hand = plain(batch["scores"], batch["labels"], avg_factor=torch.tensor(value))
         torch.testing.assert_close(result.terms["cls"], by_hand)
     term = losses.find_term("cls")
-    assert float(term.normalizer_ema.pending) == pytest.approx(expected[-1], rel=1e-6)
+    assert float(term.normalizer.moving.pending) == pytest.approx(expected[-1], rel=1e-6)
 
 
 def test_without_init_the_first_value_starts_it_and_evaluation_uses_the_batchs_own_count():
@@ -171,9 +171,10 @@ def test_a_resumed_run_continues_the_average(tmp_path):
         trainer(max_steps=6).fit(resumed, loader(), ckpt_path=next(tmp_path.glob("*.ckpt")))
     assert resumed.factors == full.factors[3:]
     saved = torch.load(next(tmp_path.glob("*.ckpt")), weights_only=True)["state_dict"]
-    assert {"loss_mix.terms.cls.normalizer_ema.value", "loss_mix.terms.cls.normalizer_ema.pending"} <= set(
-        saved
-    )
+    assert {
+        "loss_mix.terms.cls.normalizer.moving.value",
+        "loss_mix.terms.cls.normalizer.moving.pending",
+    } <= set(saved)
 
 
 # -- DDP: the count averaged over ranks first, so every rank keeps the same average -------------
@@ -195,7 +196,7 @@ class WriteFactors(L.Callback):
 
     def on_fit_end(self, trainer, pl_module):
         path = Path(self.out) / f"rank{trainer.global_rank}.json"
-        ema = pl_module.loss_mix.find_term("cls").normalizer_ema
+        ema = pl_module.loss_mix.find_term("cls").normalizer.moving
         path.write_text(json.dumps({"factors": pl_module.factors, "pending": float(ema.pending)}))
 
 
@@ -225,4 +226,4 @@ def test_a_dry_run_leaves_the_average_as_it_was():
     first = batch_with(2)
     result = model.loss_mix({"logits": first["scores"]}, {"labels": first["labels"]}, step=0)
     assert float(result.stats["cls.avg_factor"]) == pytest.approx(100 * 0.9 + 2 * 0.1)
-    assert float(term.normalizer_ema.value) == 100.0
+    assert float(term.normalizer.moving.value) == 100.0

@@ -83,3 +83,21 @@ def test_the_floor_and_the_moving_average():
     assert float(ema(torch.tensor(4.0), 0)) == 4.0  # no init: the first value
     assert float(ema(torch.tensor(8.0), 1)) == 6.0
     assert float(ema(torch.tensor(0.0), 1)) == 4.0  # the same step again: the step's mean
+
+
+def test_the_normaliser_owns_its_moving_average_and_reads_old_checkpoints():
+    term = Term.from_config("t", {"type": "L1Loss", "normalizer": {"type": "numel", "ema": 0.5}})
+    assert isinstance(term.normalizer.moving, MovingAverage)
+    state = term.state_dict()
+    assert "normalizer.moving.value" in state and not any("normalizer_ema" in k for k in state)
+    old = {k.replace("normalizer.moving.", "normalizer_ema."): v.clone() for k, v in state.items()}
+    old["normalizer_ema.value"].fill_(7.0)  # a checkpoint written before the move
+    fresh = Term.from_config("t", {"type": "L1Loss", "normalizer": {"type": "numel", "ema": 0.5}})
+    fresh.load_state_dict(old)
+    assert float(fresh.normalizer.moving.value) == 7.0
+
+
+def test_finish_floors_then_smooths_in_training_only():
+    normalizer = build_normalizer({"type": "numel", "ema": 0.5, "init": 10.0, "min": 2.0}, term="t")
+    assert float(normalizer.finish(torch.tensor(0.0), None)) == 2.0  # evaluation: floored only
+    assert float(normalizer.finish(torch.tensor(0.0), 0)) == 6.0  # 0.5·10 + 0.5·2
