@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.mix.routing import lookup
-from lossmix.utilities.checks import check_bool, check_float
+from lossmix.utilities.checks import check_bool, check_float, describe_value
 from lossmix.utilities.distributed import all_reduce_mean
 
 __all__ = [
@@ -106,7 +106,7 @@ def _pred(inputs: NormalizerInputs, source: str) -> Tensor:
     if not isinstance(pred, Tensor):
         raise LossInputError(
             f"term '{inputs.term}': normalizer '{source}' counts the elements of pred, which is "
-            f"{_describe(pred)}; route a tensor to pred or use another normalizer."
+            f"{describe_value(pred)}; route a tensor to pred or use another normalizer."
         )
     return pred
 
@@ -152,12 +152,6 @@ def _is_count(value: Any) -> bool:
     if isinstance(value, Tensor):
         return value.dim() == 0
     return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return f"a {type(value).__name__}"
 
 
 class Normalizer(nn.Module):
@@ -221,7 +215,7 @@ class Normalizer(nn.Module):
         value = lookup(inputs.outputs, inputs.batch, self.source, term=inputs.term, arg="normalizer")
         if not _is_count(value):
             raise LossInputError(
-                f"term '{inputs.term}': normalizer key '{self.source}' holds {_describe(value)}, not "
+                f"term '{inputs.term}': normalizer key '{self.source}' holds {describe_value(value)}, not "
                 "a count; it must be a number or a 0-dim tensor."
             )
         return value

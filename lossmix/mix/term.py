@@ -28,7 +28,8 @@ from lossmix.mix.normalizers import Normalizer, NormalizerInputs, build_normaliz
 from lossmix.mix.routing import lookup
 from lossmix.registry.nodes import is_term_node, to_plain
 from lossmix.registry.registry import LOSSES, REQUIRED, SAMPLERS
-from lossmix.utilities.checks import check_bool, check_float, check_int, check_optional_int
+from lossmix.samplers.labels import positives_and_negatives, relabel_ignored
+from lossmix.utilities.checks import check_bool, check_float, check_int, check_optional_int, describe_value
 
 __all__ = ["TERM_KEYS", "Term", "TermInputs"]
 
@@ -305,56 +306,9 @@ class Term(nn.Module):
         }
 
     def pos_neg(self, kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """Positive and negative element masks, from routed masks or class-index targets."""
-        if "pos_mask" in kwargs:
-            pos = kwargs["pos_mask"].bool()
-            neg = kwargs["neg_mask"].bool() if "neg_mask" in kwargs else ~pos
-            return pos, neg
-        target, background = self._class_target(kwargs)
-        valid = target >= 0
-        if self.ignore_index is not None:
-            valid = valid & (target != self.ignore_index)
-        return valid & (target != background), valid & (target == background)
-
-    def _class_target(self, kwargs: dict[str, Any]) -> tuple[Tensor, int]:
-        """The class-index target (first item of a ``(label, score)`` pair) and its background."""
-        target = kwargs.get("target")
-        if isinstance(target, (tuple, list)) and target:
-            target = target[0]
-        if not isinstance(target, Tensor) or target.is_floating_point() or target.dtype == torch.bool:
-            raise LossInputError(
-                f"term '{self.name}': the sampler/normaliser needs positives and negatives, but the "
-                f"target is not a class-index tensor ({_describe(target)}). Route explicit masks "
-                f"with inputs.pos_mask (and inputs.neg_mask), or drop the sampler."
-            )
-        background = (
-            self.background if self.background is not None else self._num_classes(kwargs.get("pred"), target)
-        )
-        return target, background
-
-    def _relabel_ignored(self, kwargs: dict[str, Any], counted: Tensor) -> None:
-        """Give ignored elements the background label, as detection heads do: the sampler's
-        weight is 0 there, and the loss never sees a label outside its classes."""
-        target, background = self._class_target(kwargs)
-        relabelled = torch.where(counted, target, torch.full_like(target, background))
-        original = kwargs["target"]
-        kwargs["target"] = (
-            type(original)((relabelled, *original[1:])) if isinstance(original, (tuple, list)) else relabelled
-        )
-
-    def _num_classes(self, pred: Any, target: Tensor) -> int:
-        if isinstance(pred, Tensor):
-            if pred.dim() == target.dim() + 1 and pred.shape[:-1] == target.shape:
-                return pred.shape[-1]
-            if (
-                pred.dim() == target.dim() + 1
-                and pred.shape[0] == target.shape[0]
-                and (pred.shape[2:] == target.shape[1:])
-            ):
-                return pred.shape[1]
-        raise LossInputError(
-            f"term '{self.name}': cannot tell the background class from pred {_describe(pred)} and "
-            f"target {_describe(target)}; set sampler.background to the background label."
+        """Positive and negative element masks (:func:`~lossmix.samplers.labels.positives_and_negatives`)."""
+        return positives_and_negatives(
+            kwargs, term=self.name, background=self.background, ignore_index=self.ignore_index
         )
 
     def prepare(self, outputs: Any, batch: Any) -> TermInputs:
@@ -366,7 +320,7 @@ class Term(nn.Module):
         if self.sampler is not None:
             pos, neg = self.pos_neg(kwargs)
             if "pos_mask" not in kwargs:
-                self._relabel_ignored(kwargs, pos | neg)
+                relabel_ignored(kwargs, pos | neg, term=self.name, background=self.background)
             scores = self._scores(kwargs) if getattr(self.sampler, "needs_scores", False) else None
             sample = self.sampler(pos, neg, scores, **sampler_inputs)
             kwargs["weight"] = _combine_weight(kwargs.get("weight"), sample.weight)
@@ -428,7 +382,7 @@ class Term(nn.Module):
             if not isinstance(value, Tensor) or value.dim() != 0:
                 label = f"{self.name}.{part}" if part else self.name
                 raise LossInputError(
-                    f"term '{label}': the loss returned {_describe(value)}, not a scalar; a term "
+                    f"term '{label}': the loss returned {describe_value(value)}, not a scalar; a term "
                     "must reduce (reduction: mean or sum), or use reduction_override only inside "
                     "samplers."
                 )
@@ -531,9 +485,3 @@ def _split_parts(out: Any, name: str, declared: tuple[str, ...] | None = None) -
         f"term '{name}': the loss returned {type(out).__name__}; a loss returns a tensor, or a "
         "dict/tuple of tensors (sub-terms)."
     )
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return f"a {type(value).__name__}"

@@ -32,6 +32,7 @@ __all__ = [
     "check_same_shape",
     "class_vector",
     "describe",
+    "describe_value",
     "is_number",
 ]
 
@@ -252,3 +253,14 @@ def class_vector(owner: str, name: str, value: Sequence[float] | Tensor | None) 
     if not bool(torch.isfinite(vector).all()) or bool((vector < 0).any()):
         raise LossConfigError(f"{owner}: {name} entries must be finite numbers >= 0; got {value!r}.")
     return vector
+
+
+def describe_value(value: Any) -> str:
+    """A value as an error message names it: a tensor's dtype and shape, else its type.
+
+    >>> describe_value(torch.zeros(2, 3)), describe_value([1])
+    ('a torch.float32 tensor of shape (2, 3)', 'a list')
+    """
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
