@@ -1,17 +1,14 @@
 """Everything you subclass or decorate to extend lossmix, importable from one place.
 
-============================  ====================================  =========================
-to add                        subclass                              and register with
-============================  ====================================  =========================
-a loss (steps 2–4)            :class:`WeightedLoss` (one hook:      ``@LOSSES.register()``
-                              ``elementwise``), or a kernel with
-                              :func:`weighted_loss`
-a sampler (step 1)            :class:`BaseSampler`                  ``@SAMPLERS.register()``
-a dynamic task weighting      :class:`TaskWeighting`                ``@WEIGHTINGS.register()``
-a gradient aggregator         :class:`Aggregator` (or               ``@AGGREGATORS.register()``
-                              :class:`SeededAggregator`)
-a schedule kind               :class:`ScheduleKind`                 ``@schedule_kind``
-============================  ====================================  =========================
+* a loss (steps 2–4): subclass :class:`WeightedLoss` (one hook, ``elementwise``) or wrap a
+  kernel with :func:`weighted_loss`; register with ``@LOSSES.register()``;
+* a sampler (step 1): :class:`BaseSampler`, ``@SAMPLERS.register()``;
+* a normaliser source (step 4): a function of :class:`NormalizerInputs`,
+  ``@normalizer_source("name")``;
+* a dynamic task weighting: :class:`TaskWeighting`, ``@WEIGHTINGS.register()``;
+* a gradient aggregator: :class:`Aggregator` (or :class:`SeededAggregator`),
+  ``@AGGREGATORS.register()``;
+* a schedule kind: :class:`ScheduleKind`, ``@schedule_kind``.
 
 The template gives every loss the five-step contract (``weight``, ``avg_factor``,
 ``reduction_override``, ``loss_weight``); decorate the class with ``@LOSSES.register()`` to
@@ -28,6 +25,7 @@ name it in a term node (``type: HalfL1``):
 """
 
 from lossmix.losses.base import WeightedLoss
+from lossmix.mix.normalizers import NormalizerInputs, normalizer_source
 from lossmix.mtl.aggregators.base import Aggregator, SeededAggregator
 from lossmix.mtl.weighting import TaskWeighting
 from lossmix.reduction import weighted_loss
@@ -42,10 +40,12 @@ __all__ = [
     "WEIGHTINGS",
     "Aggregator",
     "BaseSampler",
+    "NormalizerInputs",
     "ScheduleKind",
     "SeededAggregator",
     "TaskWeighting",
     "WeightedLoss",
+    "normalizer_source",
     "schedule_kind",
     "weighted_loss",
 ]
