@@ -23,9 +23,16 @@ from typing import Any
 from lossmix.app.compose import compose_config
 from lossmix.app.trust import AppTrust
 from lossmix.errors import LossConfigError, did_you_mean
+from lossmix.mix.keys import (
+    SAMPLER_TARGET_KEYS,
+    TERM_KEY_TYPES,
+    TERM_KEYS,
+    check_normalized_reduction,
+    check_sampler_node,
+    routing_of,
+)
 from lossmix.mix.loss_mix import AGGREGATION_KEY, WEIGHTING_KEY, LossMix
 from lossmix.mix.normalizers import build_normalizer
-from lossmix.mix.term import SAMPLER_TARGET_KEYS, TERM_KEYS
 from lossmix.reduction import REDUCTIONS
 from lossmix.registry.allowlist import allowed_prefixes, covers
 from lossmix.registry.nodes import (
@@ -53,15 +60,6 @@ __all__ = [
 ]
 
 _HYDRA_KEYS = ("_recursive_", "_convert_")
-_TERM_KEY_TYPES: dict[str, tuple[type, ...]] = {
-    "loss_weight": (float,),
-    "every": (int,),
-    "scale_by_every": (bool,),
-    "in_total": (bool,),
-    "allow_negative": (bool,),
-    "loss_name": (str,),
-    "default_scope": (str, type(None)),
-}
 _SIMPLE = (bool, int, float, str, type(None))
 
 
@@ -351,18 +349,14 @@ def _check_term(
     scope = node.get(DEFAULT_SCOPE_KEY, default_scope)
     if scope is not None:
         LOSSES.check_scope(scope, owner=f"{label} (loss.{path}.{DEFAULT_SCOPE_KEY})")
-    if node.get("inputs") is not None and node.get("data_info") is not None:
-        raise LossConfigError(
-            f"{label}: give inputs or data_info (MMagic's spelling of inputs), not both: drop "
-            f"loss.{path}.data_info or loss.{path}.inputs."
-        )
+    routing_of(name, node.get("inputs"), node.get("data_info"), path=path)
     obj, loss_name = _resolve(LOSSES, node, label, allowed_targets, scope)
     label = f"term '{name}' ({loss_name})"
     params, var_kw = LOSSES.parameters(obj)
     term_keys = tuple(k for k in TERM_KEYS if k != "schedule")
     _check_keys(label, f"loss.{path}", node, params, (*term_keys, "loss_weight"), var_kw)
     defaults = {**params, "every": 1, "scale_by_every": True, "in_total": True}
-    _check_types(label, f"loss.{path}", node, defaults, {**expected_types(LOSSES, obj), **_TERM_KEY_TYPES})
+    _check_types(label, f"loss.{path}", node, defaults, {**expected_types(LOSSES, obj), **TERM_KEY_TYPES})
     reduction, normalizer = node.get("reduction", "mean"), node.get("normalizer")
     if "reduction" in params and reduction not in REDUCTIONS:
         raise LossConfigError(
@@ -370,20 +364,11 @@ def _check_term(
             f"{did_you_mean(str(reduction), REDUCTIONS)} e.g. loss.{path}.reduction=mean."
         )
     build_normalizer(normalizer, term=name)  # a misspelt name is refused here, before training
-    if normalizer is not None and reduction != "mean":
-        source = normalizer.get("type") if isinstance(normalizer, Mapping) else normalizer
-        raise LossConfigError(
-            f"{label}: reduction={reduction!r} cannot be divided by the normalizer "
-            f"'{source}', which needs reduction=mean; for a plain {reduction}, drop the "
-            f"normalizer too: loss.{path}.reduction={reduction} loss.{path}.normalizer=null."
-        )
+    source = normalizer.get("type") if isinstance(normalizer, Mapping) else normalizer
+    check_normalized_reduction(label, source, reduction, path=path)
     sampler = node.get("sampler")
     if isinstance(sampler, Mapping):
-        if not is_term_node(sampler):
-            raise LossConfigError(
-                f"{label}: sampler needs 'type', e.g. +sampler@loss.{path}.sampler=random; got "
-                f"{dict(sampler)!r}."
-            )
+        sampler = check_sampler_node(label, sampler, path=path)
         s_obj, s_name = _resolve(SAMPLERS, sampler, f"{label} sampler", allowed_targets)
         s_label, s_path = f"{label} sampler ({s_name})", f"loss.{path}.sampler"
         s_params, s_var_kw = SAMPLERS.parameters(s_obj)

@@ -24,6 +24,13 @@ from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.losses.base import call_parameters
+from lossmix.mix.keys import (
+    SAMPLER_TARGET_KEYS,
+    TERM_KEYS,
+    check_normalized_reduction,
+    check_sampler_node,
+    routing_of,
+)
 from lossmix.mix.normalizers import Normalizer, NormalizerInputs, build_normalizer
 from lossmix.mix.routing import lookup
 from lossmix.registry.nodes import is_term_node, to_plain
@@ -31,23 +38,8 @@ from lossmix.registry.registry import LOSSES, REQUIRED, SAMPLERS
 from lossmix.samplers.labels import positives_and_negatives, relabel_ignored
 from lossmix.utilities.checks import check_bool, check_float, check_int, check_optional_int, describe_value
 
-__all__ = ["TERM_KEYS", "Term", "TermInputs"]
+__all__ = ["Term", "TermInputs"]
 
-TERM_KEYS: tuple[str, ...] = (
-    "inputs",
-    "data_info",
-    "loss_name",
-    "default_scope",
-    "sampler",
-    "normalizer",
-    "every",
-    "scale_by_every",
-    "in_total",
-    "parts",
-    "allow_negative",
-    "schedule",
-)
-SAMPLER_TARGET_KEYS = ("background", "ignore_index")
 _NOT_ROUTABLE = ("avg_factor", "reduction_override", "self")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -159,11 +151,11 @@ class Term(nn.Module):
         self.ignore_index = check_optional_int(label, "ignore_index", ignore_index)
         self._loss_inputs = frozenset(call_parameters(loss))
         self.inputs = self._check_inputs(inputs)
-        if normalizer is not None and getattr(loss, "reduction", "mean") != "mean":
-            raise LossConfigError(
-                f"term '{name}': normalizer '{normalizer.source}' divides a sum, which needs "
-                f"reduction='mean' (got {loss.reduction!r}); drop the normalizer or the reduction."
-            )
+        check_normalized_reduction(
+            f"term '{name}'",
+            None if normalizer is None else normalizer.source,
+            getattr(loss, "reduction", "mean"),
+        )
         self._parts = self._declared_parts(parts)
         # Changed through LossMix.set_scale / LossMix.track_weight: a schedule's multiplier of
         # ``weight`` (a Python float computed from the step), and whether the weight is logged.
@@ -264,13 +256,7 @@ class Term(nn.Module):
                 f"term '{name}': 'schedule' is set by the LossSchedule callback "
                 "(callbacks.loss_schedule.schedules), not in the term node."
             )
-        data_info = term_args.pop("data_info", None)
-        if data_info is not None:
-            if term_args.get("inputs") is not None:
-                raise LossConfigError(
-                    f"term '{name}': give inputs or data_info (MMagic's spelling of inputs), not both."
-                )
-            term_args["inputs"] = data_info
+        term_args["inputs"] = routing_of(name, term_args.get("inputs"), term_args.pop("data_info", None))
         scope = term_args.pop("default_scope", default_scope)
         weight = node.pop("loss_weight", None)
         loss, weight = _build_term_loss(name, node, weight, allowed_targets, scope)
@@ -278,15 +264,7 @@ class Term(nn.Module):
         target_keys: dict[str, Any] = {}
         sampler = None
         if sampler_node is not None:
-            sampler_node = (
-                dict(to_plain(sampler_node)) if isinstance(to_plain(sampler_node), Mapping) else sampler_node
-            )
-            if not isinstance(sampler_node, Mapping):
-                raise LossConfigError(
-                    f"term '{name}': sampler must be a mapping like {{type: RandomSampler, "
-                    f"num: 256, pos_fraction: 0.25}}; got {sampler_node!r}."
-                )
-            sampler_node = dict(sampler_node)
+            sampler_node = check_sampler_node(f"term '{name}'", to_plain(sampler_node))
             target_keys = {k: sampler_node.pop(k) for k in SAMPLER_TARGET_KEYS if k in sampler_node}
             try:
                 sampler = SAMPLERS.build(sampler_node, allowed_targets=allowed_targets)
