@@ -22,7 +22,7 @@ from lossmix.losses.wrappers import FunctionLoss, TorchLoss
 from lossmix.mix.loss_mix import LossMix
 from lossmix.mix.term import Term
 
-__all__ = ["ScheduleTarget", "flatten_schedules", "resolve_target", "schedulable"]
+__all__ = ["SchedulePath", "flatten_schedules", "resolve_path", "schedulable"]
 
 _NOT_SCHEDULED = ("reduction", "loss_weight")
 
@@ -88,7 +88,7 @@ def schedulable(mix: LossMix) -> list[str]:
 
 
 @dataclass
-class ScheduleTarget:
+class SchedulePath:
     """One resolved path: the term, and (for a hyper-parameter) where its value lives."""
 
     path: str
@@ -131,7 +131,7 @@ def _term_and_rest(mix: LossMix, parts: list[str]) -> tuple[str, Term, list[str]
         return None
 
 
-def resolve_target(mix: LossMix, path: str) -> ScheduleTarget:
+def resolve_path(mix: LossMix, path: str) -> SchedulePath:
     """The target ``path`` names in ``mix``.
 
     Raises:
@@ -141,14 +141,14 @@ def resolve_target(mix: LossMix, path: str) -> ScheduleTarget:
     if found is not None:
         name, term, rest = found
         if not rest:
-            return ScheduleTarget(path, name, log_name=name)
+            return SchedulePath(path, name, log_name=name)
         if rest[0] == "sampler" and len(rest) == 2 and term.sampler is not None:
             if rest[1] in _float_params(term.sampler, type(term.sampler)):
-                return ScheduleTarget(path, name, rest[1], term.sampler, f"{name}.sampler.{rest[1]}")
+                return SchedulePath(path, name, rest[1], term.sampler, f"{name}.sampler.{rest[1]}")
         elif len(rest) == 1:
             owner, cls = _owner_of(term.loss)
             if rest[0] in _float_params(owner, cls):
-                return ScheduleTarget(path, name, rest[0], owner, f"{name}.{rest[0]}")
+                return SchedulePath(path, name, rest[0], owner, f"{name}.{rest[0]}")
     options = schedulable(mix)
     raise LossConfigError(
         f"schedule for '{path}': nothing to schedule there (a term's weight, or a float "

@@ -35,7 +35,7 @@ from lossmix.errors import LossConfigError
 from lossmix.lightning.access import loss_mix_of, loss_step_of, term_logger_of
 from lossmix.registry.nodes import to_plain
 from lossmix.schedules import SCHEDULE_KINDS, Schedule, ScheduleKind
-from lossmix.schedules.paths import ScheduleTarget, flatten_schedules, resolve_target
+from lossmix.schedules.paths import SchedulePath, flatten_schedules, resolve_path
 
 __all__ = ["SCHEDULE_KINDS", "LossSchedule", "Schedule", "ScheduleKind"]
 
@@ -63,7 +63,7 @@ class LossSchedule(pl.Callback):
             )
         self.schedules = {path: Schedule(path, spec) for path, spec in flatten_schedules(schedules).items()}
         self.values: dict[str, float] = {}
-        self.targets: dict[str, ScheduleTarget] = {}
+        self.targets: dict[str, SchedulePath] = {}
 
     @property
     def state_key(self) -> str:
@@ -80,7 +80,7 @@ class LossSchedule(pl.Callback):
             return
         mix = loss_mix_of(pl_module, needed_by=type(self).__name__)
         for path, schedule in self.schedules.items():
-            target = self.targets[path] = resolve_target(mix, path)
+            target = self.targets[path] = resolve_path(mix, path)
             if target.param is None:
                 mix.track_weight(target.term)
             schedule.resolve_last(trainer.max_epochs if schedule.by == "epoch" else trainer.max_steps)
