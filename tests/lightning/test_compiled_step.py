@@ -88,7 +88,7 @@ def test_a_step_that_cannot_be_one_graph_says_why():
         ({"mode": "fast"}, "mode='fast' is not valid"),
         ({"fullgraph": "no"}, "fullgraph='no' is not valid"),
         (
-            {"options": {"cpp.cxx": ["/tmp/x"]}},
+            {"options": {"cpp.cxx": ["my-compiler"]}},
             r"'options' \(Inductor's settings\) cannot come from a config",
         ),
     ],
