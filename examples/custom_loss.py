@@ -6,10 +6,10 @@ The losses live in a module of "user code", ``lossmix/demo/custom_losses.py``
 (any importable module of yours works the same way)::
 
     from lossmix import LOSSES
-    from lossmix.losses import WeightedLoss
+    from lossmix.losses import BaseLoss
 
     @LOSSES.register()
-    class LogCoshDiceLoss(WeightedLoss):          # log(cosh(1 − Dice)), Jadon 2020
+    class LogCoshDiceLoss(BaseLoss):          # log(cosh(1 − Dice)), Jadon 2020
         def __init__(self, *, eps=1.0, reduction="mean", loss_weight=1.0): ...
         def elementwise(self, pred, target): ...  # one value per sample
 

@@ -1,22 +1,22 @@
 """Everything you subclass or decorate to extend lossmix, importable from one place.
 
-* a loss (steps 2–4): subclass :class:`WeightedLoss` (one hook, ``elementwise``) or wrap a
+* a loss (steps 2–4): subclass :class:`BaseLoss` (one hook, ``elementwise``) or wrap a
   kernel with :func:`weighted_loss`; register with ``@LOSSES.register()``;
 * a sampler (step 1): :class:`BaseSampler`, ``@SAMPLERS.register()``;
 * a normaliser source (step 4): a function of :class:`NormalizerInputs`,
   ``@normalizer_source("name")``;
-* a dynamic task weighting: :class:`TaskWeighting`, ``@WEIGHTINGS.register()``;
-* a gradient aggregator: :class:`Aggregator` (or :class:`SeededAggregator`),
+* a dynamic task weighting: :class:`BaseWeighting`, ``@WEIGHTINGS.register()``;
+* a gradient aggregator: :class:`BaseAggregator` (or :class:`SeededAggregator`),
   ``@AGGREGATORS.register()``;
-* a schedule kind: :class:`ScheduleKind`, ``@schedule_kind``.
+* a schedule kind: :class:`BaseScheduleKind`, ``@schedule_kind``.
 
 The template gives every loss the five-step contract (``weight``, ``avg_factor``,
 ``reduction_override``, ``loss_weight``); decorate the class with ``@LOSSES.register()`` to
 name it in a term node (``type: HalfL1``):
 
 >>> import torch
->>> from lossmix.extend import WeightedLoss
->>> class HalfL1(WeightedLoss):
+>>> from lossmix.extend import BaseLoss
+>>> class HalfL1(BaseLoss):
 ...     def elementwise(self, pred, target):
 ...         return (pred - target).abs() / 2
 >>> loss = HalfL1(reduction="sum")
@@ -24,27 +24,27 @@ name it in a term node (``type: HalfL1``):
 0.5
 """
 
-from lossmix.losses.base import WeightedLoss
+from lossmix.losses.base import BaseLoss
 from lossmix.mix.normalizers import NormalizerInputs, normalizer_source
-from lossmix.mtl.aggregators.base import Aggregator, SeededAggregator
-from lossmix.mtl.weighting import TaskWeighting
+from lossmix.mtl.aggregators.base import BaseAggregator, SeededAggregator
+from lossmix.mtl.weighting import BaseWeighting
 from lossmix.reduction import weighted_loss
 from lossmix.registry.registry import AGGREGATORS, LOSSES, SAMPLERS, WEIGHTINGS
 from lossmix.samplers.base import BaseSampler
-from lossmix.schedules.kinds import ScheduleKind, schedule_kind
+from lossmix.schedules.kinds import BaseScheduleKind, schedule_kind
 
 __all__ = [
     "AGGREGATORS",
     "LOSSES",
     "SAMPLERS",
     "WEIGHTINGS",
-    "Aggregator",
+    "BaseAggregator",
+    "BaseLoss",
     "BaseSampler",
+    "BaseScheduleKind",
+    "BaseWeighting",
     "NormalizerInputs",
-    "ScheduleKind",
     "SeededAggregator",
-    "TaskWeighting",
-    "WeightedLoss",
     "normalizer_source",
     "schedule_kind",
     "weighted_loss",

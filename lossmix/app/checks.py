@@ -13,39 +13,26 @@ from __future__ import annotations
 
 import functools
 import importlib
-import inspect
 import re
-import types
-import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from lossmix.app.compose import compose_config
 from lossmix.app.trust import AppTrust
-from lossmix.errors import LossConfigError, did_you_mean
-from lossmix.mix.keys import (
-    SAMPLER_TARGET_KEYS,
-    TERM_KEY_TYPES,
-    TERM_KEYS,
-    check_normalized_reduction,
-    check_sampler_node,
-    routing_of,
-)
+from lossmix.errors import LossConfigError
+from lossmix.mix.keys import check_term_node
 from lossmix.mix.loss_mix import AGGREGATION_KEY, WEIGHTING_KEY, LossMix
-from lossmix.mix.normalizers import build_normalizer
-from lossmix.reduction import REDUCTIONS
 from lossmix.registry.allowlist import allowed_prefixes, covers
 from lossmix.registry.nodes import (
-    TERM_REFS,
     env_secrets,
     errors_hidden,
     is_group_node,
-    is_term_node,
     loss_key_label,
     resolve_env_values,
     to_plain,
 )
-from lossmix.registry.registry import DEFAULT_SCOPE_KEY, LOSSES, REQUIRED, SAMPLERS, Registry
+from lossmix.registry.registry import DEFAULT_SCOPE_KEY, LOSSES
+from lossmix.registry.signature import check_node_values, expected_types
 
 __all__ = [
     "build_loss_mix",
@@ -58,9 +45,6 @@ __all__ = [
     "one_line_error",
     "term_rows",
 ]
-
-_HYDRA_KEYS = ("_recursive_", "_convert_")
-_SIMPLE = (bool, int, float, str, type(None))
 
 
 def iter_term_nodes(node: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
@@ -150,232 +134,6 @@ def _check_importable(name: str, allowed: Sequence[str], granted: Sequence[str])
     )
 
 
-# -- expected types ---------------------------------------------------------------------------
-def _hint_types(hint: Any) -> tuple[type, ...] | None:
-    """The simple types a hint allows, plus ``object`` for anything richer; None: anything."""
-    if hint is Any or hint is inspect.Parameter.empty:
-        return None
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is types.UnionType:
-        found: list[type] = []
-        for arg in typing.get_args(hint):
-            sub = _hint_types(arg)
-            if sub is None:
-                return None
-            found += sub
-        return tuple(dict.fromkeys(found))
-    if origin is typing.Literal:
-        return tuple(dict.fromkeys(type(v) for v in typing.get_args(hint)))
-    if hint is None or hint is type(None):
-        return (type(None),)
-    if hint in _SIMPLE:
-        return (hint,)
-    return (object,)
-
-
-def _default_types(default: Any) -> tuple[type, ...] | None:
-    if default is REQUIRED or default is None:
-        return None
-    if isinstance(default, bool):
-        return (bool,)
-    if isinstance(default, (int, float)):
-        return (float,)
-    if isinstance(default, str):
-        return (str,)
-    return (object,)
-
-
-def _init_hints(obj: Any) -> dict[str, Any]:
-    target = obj.__init__ if inspect.isclass(obj) else obj
-    try:
-        return typing.get_type_hints(target)
-    except Exception:  # unresolvable forward references: fall back to the defaults
-        return {}
-
-
-def expected_types(registry: Registry, obj: Any) -> dict[str, tuple[type, ...] | None]:
-    """Argument → allowed simple types (``object``: lists/dicts too; None: anything).
-
-    >>> from lossmix import LOSSES
-    >>> expected_types(LOSSES, LOSSES.get("FocalLoss"))["gamma"]
-    (<class 'float'>,)
-    """
-    params, _ = registry.parameters(obj)
-    hints = _init_hints(obj)
-    found: dict[str, tuple[type, ...] | None] = {}
-    for name, default in params.items():
-        found[name] = _hint_types(hints[name]) if name in hints else _default_types(default)
-    if "reduction" in found and "reduction" not in hints:
-        found["reduction"] = (str,)
-    if "loss_weight" in found and "loss_weight" not in hints:
-        found["loss_weight"] = (float,)
-    return found
-
-
-def check_node_values(path: str, node: Mapping[str, Any], obj: Any) -> None:
-    """Check a node's simple values against the annotations of ``obj``'s constructor.
-
-    For the app's nodes (``trainer.max_epochs=abc``): the message names the node's key, the
-    value's type and what the argument takes, before the constructor fails deeper.
-    """
-    found, takes_any = Registry("node").parameters(obj)
-    params = dict(found)
-    unknown = [k for k in node if not str(k).startswith("_") and k not in params]
-    if unknown and not takes_any:
-        key = unknown[0]
-        name = getattr(obj, "__name__", str(obj))
-        raise LossConfigError(
-            f"{path}: unknown key '{key}' ({path}.{key}); {name} does not take it."
-            f"{did_you_mean(str(key), list(params))} Valid keys: {', '.join(params)}."
-        )
-    hints = _init_hints(obj)
-    types_ = {
-        name: _hint_types(hints[name]) if name in hints else _default_types(default)
-        for name, default in params.items()
-    }
-    for key, allowed in types_.items():
-        if key in node and allowed is not None and not _fits(node[key], allowed):
-            raise LossConfigError(
-                f"{path}.{key}={node[key]!r} is a {type(node[key]).__name__}, but {key} expects "
-                f"{_type_names(allowed)}; e.g. {path}.{key}={_example(allowed, params.get(key))}."
-            )
-
-
-def _literal(value: Any) -> str:
-    """``value`` as it is written on the command line (``null``, ``true``, ``2.0``)."""
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    return str(value)
-
-
-def _example(allowed: tuple[type, ...], default: Any) -> str:
-    if default is not REQUIRED and default is not None:
-        return str(default)
-    return {bool: "true", int: "1", float: "1.0", str: "name"}.get(allowed[0], "null")
-
-
-def _fits(value: Any, allowed: tuple[type, ...] | None) -> bool:
-    if allowed is None:
-        return True
-    if isinstance(value, bool):
-        return bool in allowed
-    if isinstance(value, int):
-        return int in allowed or float in allowed
-    if isinstance(value, (float, str)) or value is None:
-        return type(value) in allowed
-    return object in allowed
-
-
-def _type_names(allowed: tuple[type, ...]) -> str:
-    names = {
-        bool: "bool (true/false)",
-        int: "int",
-        float: "float",
-        str: "str",
-        type(None): "null",
-        object: "a list or mapping",
-    }
-    return " or ".join(names[t] for t in allowed)
-
-
-# -- the checks --------------------------------------------------------------------------------
-def _resolve(
-    registry: Registry,
-    node: Mapping[str, Any],
-    label: str,
-    allowed_targets: tuple[str, ...],
-    default_scope: str | None = None,
-) -> tuple[Any, str]:
-    ref = node.get("type", node.get("_target_"))
-    try:
-        obj, name = registry.resolve(
-            ref, extra_allowed=allowed_targets, by_name="type" in node, default_scope=default_scope
-        )
-    except LossConfigError as err:
-        raise LossConfigError(f"{label}: {err}") from err
-    scoped = registry.split_scoped(name)
-    return obj, name if scoped is not None else name.rsplit(".", 1)[-1]
-
-
-def _check_keys(
-    label: str,
-    path: str,
-    node: Mapping[str, Any],
-    valid: dict[str, Any],
-    extra: tuple[str, ...],
-    var_kw: bool,
-    *,
-    extra_name: str = "term keys",
-) -> None:
-    extra = tuple(k for k in extra if k not in valid)
-    for key in node:
-        if key in valid or key in extra or key in TERM_REFS or key in _HYDRA_KEYS or var_kw:
-            continue
-        own = ", ".join(valid) or "(none)"
-        also = f"; {extra_name}: {', '.join(extra)}" if extra else ""
-        raise LossConfigError(
-            f"{label}: unknown key '{key}' ({path}.{key}).{did_you_mean(key, [*valid, *extra])} "
-            f"Valid keys: {own}{also}."
-        )
-
-
-def _check_types(
-    label: str,
-    path: str,
-    node: Mapping[str, Any],
-    params: dict[str, Any],
-    types_: dict[str, tuple[type, ...] | None],
-) -> None:
-    for key, allowed in types_.items():
-        if key in node and allowed is not None and not _fits(node[key], allowed):
-            value, default = node[key], params.get(key, REQUIRED)
-            shown = _literal(default)
-            example = "" if default is REQUIRED else f" (default {shown}): e.g. {path}.{key}={shown}"
-            raise LossConfigError(
-                f"{label}: {key}={value!r} is a {type(value).__name__}, but {key} expects "
-                f"{_type_names(allowed)}{example}."
-            )
-
-
-def _check_term(
-    path: str, name: str, node: Any, allowed_targets: tuple[str, ...], default_scope: str | None = None
-) -> None:
-    label = f"term '{name}'"
-    if not is_term_node(node):
-        raise LossConfigError(
-            f"{label} (loss.{path}): needs 'type' (a registered loss, e.g. type: FocalLoss) or "
-            f"'_target_' (a dotted path); got {node!r}."
-        )
-    scope = node.get(DEFAULT_SCOPE_KEY, default_scope)
-    if scope is not None:
-        LOSSES.check_scope(scope, owner=f"{label} (loss.{path}.{DEFAULT_SCOPE_KEY})")
-    routing_of(name, node.get("inputs"), node.get("data_info"), path=path)
-    obj, loss_name = _resolve(LOSSES, node, label, allowed_targets, scope)
-    label = f"term '{name}' ({loss_name})"
-    params, var_kw = LOSSES.parameters(obj)
-    term_keys = tuple(k for k in TERM_KEYS if k != "schedule")
-    _check_keys(label, f"loss.{path}", node, params, (*term_keys, "loss_weight"), var_kw)
-    defaults = {**params, "every": 1, "scale_by_every": True, "in_total": True}
-    _check_types(label, f"loss.{path}", node, defaults, {**expected_types(LOSSES, obj), **TERM_KEY_TYPES})
-    reduction, normalizer = node.get("reduction", "mean"), node.get("normalizer")
-    if "reduction" in params and reduction not in REDUCTIONS:
-        raise LossConfigError(
-            f"{label}: reduction={reduction!r} is not valid; use one of {list(REDUCTIONS)}."
-            f"{did_you_mean(str(reduction), REDUCTIONS)} e.g. loss.{path}.reduction=mean."
-        )
-    build_normalizer(normalizer, term=name)  # a misspelt name is refused here, before training
-    source = normalizer.get("type") if isinstance(normalizer, Mapping) else normalizer
-    check_normalized_reduction(label, source, reduction, path=path)
-    sampler = node.get("sampler")
-    if isinstance(sampler, Mapping):
-        sampler = check_sampler_node(label, sampler, path=path)
-        s_obj, s_name = _resolve(SAMPLERS, sampler, f"{label} sampler", allowed_targets)
-        s_label, s_path = f"{label} sampler ({s_name})", f"loss.{path}.sampler"
-        s_params, s_var_kw = SAMPLERS.parameters(s_obj)
-        _check_keys(s_label, s_path, sampler, s_params, SAMPLER_TARGET_KEYS, s_var_kw, extra_name="also")
-        _check_types(s_label, s_path, sampler, s_params, expected_types(SAMPLERS, s_obj))
-
-
 def check_loss_config(node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()) -> None:
     """Check every term node's keys and simple value types against its loss (and sampler).
 
@@ -401,7 +159,7 @@ def check_loss_config(node: Any, *, allowed_targets: tuple[str, ...] | list[str]
         if scope is not None:
             LOSSES.check_scope(scope, owner=f"loss.{DEFAULT_SCOPE_KEY}")
         for path, name, child in iter_term_nodes(node):
-            _check_term(path, name, child, tuple(allowed_targets), scope)
+            check_term_node(path, name, child, allowed_targets=tuple(allowed_targets), default_scope=scope)
 
 
 def build_loss_mix(node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()) -> LossMix:

@@ -9,7 +9,7 @@ say ``type: LogCoshDiceLoss``; the training app imports it when the config lists
 
 ``examples/custom_loss.py`` uses it from plain Python.
 
-* :class:`LogCoshDiceLoss` (Jadon 2020): a :class:`~lossmix.losses.WeightedLoss`
+* :class:`LogCoshDiceLoss` (Jadon 2020): a :class:`~lossmix.losses.BaseLoss`
   subclass, so it gets lossmix's ``weight``/``avg_factor``/``reduction``/``loss_weight``.
 * :func:`soft_l1`: a plain element-wise function; registering it makes a loss of it
   with the same arguments.
@@ -21,14 +21,14 @@ import torch
 from torch import Tensor
 
 from lossmix import LOSSES
-from lossmix.losses import WeightedLoss
+from lossmix.losses import BaseLoss
 from lossmix.losses.base import check_positive
 
 __all__ = ["LogCoshDiceLoss", "soft_l1"]
 
 
 @LOSSES.register()
-class LogCoshDiceLoss(WeightedLoss):
+class LogCoshDiceLoss(BaseLoss):
     """log(cosh(1 − Dice)) per sample: Dice's optimum with a smoother gradient.
 
     Dice = (2·Σ p·t + eps) / (Σ p + Σ t + eps) with p = sigmoid(pred), summed over

@@ -13,13 +13,12 @@ from lossmix.functional.adversarial import (
     disc_shift_loss,
     discriminator_gradients,
     gan_loss,
+    gaussian_blur,
+    gaussian_kernel,
     interpolate_samples,
     r1_penalty,
     tv_differences,
     wgan_gp_penalty,
-)
-from lossmix.functional.asymmetric import (
-    asymmetric_loss,
 )
 from lossmix.functional.class_balance import (
     CLASS_WEIGHT_METHODS,
@@ -42,11 +41,6 @@ from lossmix.functional.dice import (
     jaccard_loss,
     overlap_inputs,
     tversky_loss,
-)
-from lossmix.functional.embedding import (
-    hard_triplet_loss,
-    knowledge_distillation_kl_div,
-    multi_pos_cross_entropy,
 )
 from lossmix.functional.focal import (
     distribution_focal_loss,
@@ -76,17 +70,8 @@ from lossmix.functional.heatmap import (
     gaussian_focal_loss,
     match_indices,
 )
-from lossmix.functional.image import (
-    CRITERIA,
-    alpha_composite,
-    check_criterion,
-    feature_distance,
-    gaussian_blur,
-    gaussian_kernel,
-    gram_matrix,
-    psnr_loss,
-    rgb_to_y,
-    sobel_gradients,
+from lossmix.functional.imbalanced import (
+    asymmetric_loss,
 )
 from lossmix.functional.iou import (
     IOU_MODES,
@@ -94,11 +79,9 @@ from lossmix.functional.iou import (
     bounded_iou_loss,
     ciou_loss,
     diou_loss,
+    eiou_loss,
     giou_loss,
     iou_loss,
-)
-from lossmix.functional.iou_shape import (
-    eiou_loss,
     siou_loss,
 )
 from lossmix.functional.long_tail import (
@@ -112,18 +95,25 @@ from lossmix.functional.lovasz import (
     lovasz_hinge,
     lovasz_softmax,
 )
-from lossmix.functional.path import (
+from lossmix.functional.path_regularizer import (
     moved_path_mean,
     path_gradients,
     path_length_penalty,
     path_lengths,
 )
+from lossmix.functional.perceptual import CRITERIA, check_criterion, feature_distance, gram_matrix
+from lossmix.functional.pixel import alpha_composite, psnr_loss, rgb_to_y, sobel_gradients
 from lossmix.functional.regression import (
     balanced_l1_loss,
     charbonnier_loss,
     l1_loss,
     mse_loss,
     smooth_l1_loss,
+)
+from lossmix.functional.tracking import (
+    hard_triplet_loss,
+    knowledge_distillation_kl_div,
+    multi_pos_cross_entropy,
 )
 
 __all__ = [

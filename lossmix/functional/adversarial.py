@@ -17,7 +17,6 @@ import torch.nn.functional as TF
 from torch import Tensor
 
 from lossmix.errors import LossConfigError, did_you_mean
-from lossmix.functional.image import gaussian_blur
 
 __all__ = [
     "GAN_TYPES",
@@ -27,6 +26,8 @@ __all__ = [
     "disc_shift_loss",
     "discriminator_gradients",
     "gan_loss",
+    "gaussian_blur",
+    "gaussian_kernel",
     "interpolate_samples",
     "r1_penalty",
     "tv_differences",
@@ -267,3 +268,34 @@ def discriminator_gradients(discriminator: Any, inputs: Tensor, *, loss_scaler: 
     if loss_scaler is not None:
         grad = grad / loss_scaler.scale(torch.ones((), device=grad.device))
     return grad
+
+
+def gaussian_kernel(
+    size: int, sigma: float, *, dtype: torch.dtype = torch.float32, device: torch.device | None = None
+) -> Tensor:
+    r"""A normalised ``(size, size)`` Gaussian: :math:`g_i g_j` with
+    :math:`g_i \propto \exp(-(i - \lfloor size/2 \rfloor)^2 / 2\sigma^2)`, :math:`\sum g = 1`.
+
+    >>> gaussian_kernel(3, 1.0).sum()
+    tensor(1.)
+    """
+    work = torch.float64 if dtype == torch.float64 else torch.float32  # half precision would lose the tails
+    offsets = torch.arange(size, dtype=work, device=device) - size // 2  # made on the device
+    g = torch.exp(-(offsets**2) / (2.0 * sigma**2))
+    g = g / g.sum()
+    return torch.outer(g, g).to(dtype)
+
+
+def gaussian_blur(image: Tensor, *, size: int = 71, sigma: float = 10.0) -> Tensor:
+    r"""Blur every channel with :func:`gaussian_kernel` and zero padding ``(size - 1) // 2``:
+    MMagic's ``GaussianBlur`` (71 × 71, σ = 10), the soft fake label of AOT-GAN's ``smgan``.
+
+    Shapes: ``(N, C, H, W)``; returns the same shape (``size`` odd).
+
+    >>> gaussian_blur(torch.ones(1, 1, 3, 3), size=3, sigma=100.0)[0, 0, 1, 1]
+    tensor(1.0000)
+    """
+    channels = image.shape[1]
+    kernel = gaussian_kernel(size, sigma, dtype=image.dtype, device=image.device)
+    kernel = kernel.view(1, 1, size, size).repeat(channels, 1, 1, 1)
+    return TF.conv2d(image, kernel, padding=(size - 1) // 2, groups=channels)

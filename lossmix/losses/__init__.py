@@ -10,7 +10,7 @@ from lossmix.losses.adversarial import (
     MaskedTVLoss,
     R1GradientPenalty,
 )
-from lossmix.losses.base import WeightedLoss
+from lossmix.losses.base import BaseLoss
 from lossmix.losses.cross_entropy import (
     CrossEntropyLoss,
 )
@@ -117,6 +117,7 @@ __all__ = [
     "AssociativeEmbeddingLoss",
     "AsymmetricLoss",
     "BalancedL1Loss",
+    "BaseLoss",
     "BoundedIoULoss",
     "CIoULoss",
     "CLIPLoss",
@@ -175,6 +176,5 @@ __all__ = [
     "TripletLoss",
     "TverskyLoss",
     "VarifocalLoss",
-    "WeightedLoss",
     "loss_inputs",
 ]

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lossmix.errors import LossInputError
 from lossmix.functional import adversarial as F
-from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.losses.base import BaseLoss, ElementLoss
 from lossmix.reduction import mask_reduce_loss
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import check_float, check_same_shape
@@ -44,7 +44,7 @@ def _check_mask(owner: str, mask: Tensor, data: Tensor, *, channels_ok: bool = T
         )
 
 
-class AdversarialLoss(WeightedLoss):
+class AdversarialLoss(BaseLoss):
     """Base of the losses on discriminator outputs: ``pred`` is ``D(x)``, no target tensor."""
 
 
@@ -144,7 +144,7 @@ class GANLoss(AdversarialLoss):
         )
 
 
-class GradientPenalty(WeightedLoss):
+class GradientPenalty(BaseLoss):
     """Base of the gradient penalties: the discriminator is routed like any input.
 
     The kernel computes ``g = ∂ΣD(x)/∂x`` (``create_graph=True``) and the penalty per
@@ -293,7 +293,7 @@ class DiscShiftLoss(AdversarialLoss):
 
 
 @LOSSES.register()
-class MaskedTVLoss(WeightedLoss):
+class MaskedTVLoss(BaseLoss):
     """Masked total variation: masked L1 between vertical and horizontal neighbours (MMagic).
 
     ``forward(pred, mask=None, reduction_override=None)`` with ``pred`` ``(N, C, H, W)``

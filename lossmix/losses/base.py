@@ -1,4 +1,4 @@
-"""The one loss template: every lossmix loss runs through :meth:`WeightedLoss.forward`.
+"""The one loss template: every lossmix loss runs through :meth:`BaseLoss.forward`.
 
 A loss is ``scale × reduce(weight × kernel(inputs))`` and its ``forward`` is always::
 
@@ -8,18 +8,18 @@ A loss is ``scale × reduce(weight × kernel(inputs))`` and its ``forward`` is a
 Subclasses never re-write ``forward`` (defining one raises ``TypeError``); they say
 what differs through hooks:
 
-* :meth:`~WeightedLoss.elementwise` (required) is the kernel. **Its signature is the
+* :meth:`~BaseLoss.elementwise` (required) is the kernel. **Its signature is the
   loss's inputs**: ``(pred, target)`` for most losses, ``(pred, target_is_real,
   is_disc)`` for a GAN objective, ``(discriminator, real_data, mask)`` for a gradient
   penalty. It returns the element-wise loss, or an :class:`ElementLoss` that adds the
   loss's own element weights and denominator (``(loss, count)``: a masked mean), or a
-  mapping/tuple of those (sub-terms, named by :attr:`~WeightedLoss.part_names`). A
+  mapping/tuple of those (sub-terms, named by :attr:`~BaseLoss.part_names`). A
   kernel that declares a ``weight`` parameter receives the caller's weight and applies
   it itself (GHM-C's label weights, MMagic's masked means, the mask head's labels).
-* :meth:`~WeightedLoss.prepare_weight` shapes the caller's weight (one per row, FSAF's
+* :meth:`~BaseLoss.prepare_weight` shapes the caller's weight (one per row, FSAF's
   reshape, the IoU family's ``mean(-1)``).
-* :meth:`~WeightedLoss.check_call` validates a call (``avg_factor`` with ``'sum'``).
-* :meth:`~WeightedLoss.output_scale` is the factor of step 5 (``loss_weight``; a GAN
+* :meth:`~BaseLoss.check_call` validates a call (``avg_factor`` with ``'sum'``).
+* :meth:`~BaseLoss.output_scale` is the factor of step 5 (``loss_weight``; a GAN
   loss's discriminator side is never scaled).
 
 The call convention is MMDetection's: ``loss(*inputs, weight=None, avg_factor=None,
@@ -51,8 +51,8 @@ from lossmix.utilities.checks import (
 
 __all__ = [
     "CALL_KEYS",
+    "BaseLoss",
     "ElementLoss",
-    "WeightedLoss",
     "call_parameters",
     "check_class_indices",
     "check_positive",
@@ -112,7 +112,7 @@ def _spec_of(kernel: Any) -> _Spec:
     )
 
 
-class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
+class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
     """Base class of every loss: ``forward`` = kernel → element weight → reduce → scale.
 
     Args:
@@ -213,9 +213,9 @@ class WeightedLoss(nn.Module, metaclass=abc.ABCMeta):
     # -- the template -----------------------------------------------------------------------
     @classmethod
     def _spec(cls) -> _Spec:
-        spec = WeightedLoss._specs.get(cls)
+        spec = BaseLoss._specs.get(cls)
         if spec is None:
-            spec = WeightedLoss._specs[cls] = _spec_of(cls.elementwise)
+            spec = BaseLoss._specs[cls] = _spec_of(cls.elementwise)
         return spec
 
     @classmethod
@@ -405,7 +405,7 @@ def call_parameters(module: nn.Module) -> dict[str, inspect.Parameter]:
     A lossmix loss answers from its kernel's signature; any other module from its
     ``forward``.
     """
-    if isinstance(module, WeightedLoss):
+    if isinstance(module, BaseLoss):
         return module.input_parameters()
     params = dict(inspect.signature(module.forward).parameters)
     return {k: p for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}

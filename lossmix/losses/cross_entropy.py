@@ -17,7 +17,7 @@ from lossmix.functional.cross_entropy import (
     sigmoid_cross_entropy,
 )
 from lossmix.functional.fused import fused_applies, fused_cross_entropy
-from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.losses.base import BaseLoss, ElementLoss
 from lossmix.losses.class_balance import ClassCountsMixin, class_weight_argument
 from lossmix.reduction import AvgFactor
 from lossmix.registry.registry import LOSSES
@@ -36,7 +36,7 @@ IGNORE_INDEX = -100  # torch's and MMDetection's default when ignore_index is No
 
 
 @LOSSES.register()
-class CrossEntropyLoss(ClassCountsMixin, WeightedLoss):
+class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
     """Softmax, sigmoid or mask cross-entropy with MMDetection's arguments and normalisation.
 
     * **softmax** (default): :func:`lossmix.functional.cross_entropy`, one value per

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from lossmix.errors import LossInputError
 from lossmix.functional import adversarial as FA
-from lossmix.losses.base import WeightedLoss
+from lossmix.losses.base import BaseLoss
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import check_choice, check_int
 
@@ -40,7 +40,7 @@ def _bce(x: Tensor, real: bool) -> Tensor:
 
 
 @LOSSES.register(scopes=("mmagic",))
-class AdvLoss(WeightedLoss):
+class AdvLoss(BaseLoss):
     """DeblurGAN-v2's discriminator and generator losses (MMagic's ``AdvLoss``).
 
     ``forward(net, fakeB, realB, model='discriminator')``, with ``net`` the discriminator,

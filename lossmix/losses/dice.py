@@ -15,7 +15,7 @@ from torch import Tensor
 
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import dice as F
-from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.losses.base import BaseLoss, ElementLoss
 from lossmix.reduction import apply_weight
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import (
@@ -32,7 +32,7 @@ __all__ = ["EMPTY_TARGET_POLICIES", "DiceLoss", "JaccardLoss", "OverlapLoss", "T
 EMPTY_TARGET_POLICIES: tuple[str, ...] = ("smooth", "zero", "skip")
 
 
-class OverlapLoss(WeightedLoss):
+class OverlapLoss(BaseLoss):
     """Shared machinery of the overlap losses: inputs, units, ``ignore_index``, empty targets.
 
     **Inputs.** ``use_sigmoid=True`` (MMDetection): ``pred`` ``(N, *)`` logits and

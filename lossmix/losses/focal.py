@@ -11,7 +11,7 @@ from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import focal as F
 from lossmix.functional.cross_entropy import one_hot_targets
 from lossmix.functional.fused import fused_applies, fused_sigmoid_focal_loss
-from lossmix.losses.base import WeightedLoss
+from lossmix.losses.base import BaseLoss
 from lossmix.losses.class_balance import ClassCountsMixin, ClassWeightSpec, class_weight_argument
 from lossmix.losses.cross_entropy import IGNORE_INDEX
 from lossmix.registry.registry import LOSSES
@@ -37,7 +37,7 @@ def _check_sigmoid_only(owner: str, use_sigmoid: bool) -> None:
 
 
 @LOSSES.register()
-class FocalLoss(ClassCountsMixin, WeightedLoss):
+class FocalLoss(ClassCountsMixin, BaseLoss):
     """Focal loss: sigmoid (RetinaNet, MMDetection's ``FocalLoss``) or softmax.
 
     * ``use_sigmoid=True`` (default): :func:`lossmix.functional.sigmoid_focal_loss` per
@@ -167,7 +167,7 @@ class FocalLoss(ClassCountsMixin, WeightedLoss):
 
 
 @LOSSES.register()
-class VarifocalLoss(WeightedLoss):
+class VarifocalLoss(BaseLoss):
     """Varifocal loss (VarifocalNet), see :func:`lossmix.functional.varifocal_loss`.
 
     Shapes: ``pred``, ``target`` (IoU-aware scores, 0 for negatives): ``(N, C)``.
@@ -205,7 +205,7 @@ class VarifocalLoss(WeightedLoss):
 
 
 @LOSSES.register()
-class QualityFocalLoss(WeightedLoss):
+class QualityFocalLoss(BaseLoss):
     """Quality focal loss (GFL), see :func:`lossmix.functional.quality_focal_loss`, summed
     over classes: one value per row.
 
@@ -266,7 +266,7 @@ class QualityFocalLoss(WeightedLoss):
 
 
 @LOSSES.register()
-class DistributionFocalLoss(WeightedLoss):
+class DistributionFocalLoss(BaseLoss):
     """Distribution focal loss (GFL), see :func:`lossmix.functional.distribution_focal_loss`.
 
     Targets outside ``[0, n]`` are clamped to it (MMDetection would index out of range

@@ -12,7 +12,7 @@ from torch import Tensor
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import ghm as F
 from lossmix.functional.cross_entropy import one_hot_targets
-from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.losses.base import BaseLoss, ElementLoss
 from lossmix.reduction import AvgFactor
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import check_float, check_index_or_dense_target, check_int
@@ -30,7 +30,7 @@ def _index_or_dense_target(owner: str, pred: Tensor, target: Tensor) -> Tensor:
 
 
 @LOSSES.register()
-class GHMC(WeightedLoss):
+class GHMC(BaseLoss):
     """Gradient harmonized classification loss, see :func:`lossmix.functional.ghmc_weights`.
 
     The sigmoid BCE of every element is weighted by the inverse density of its
@@ -127,7 +127,7 @@ class GHMC(WeightedLoss):
 
 
 @LOSSES.register()
-class GHMR(WeightedLoss):
+class GHMR(BaseLoss):
     """Gradient harmonized regression loss, see :func:`lossmix.functional.ghmr_weights`.
 
     The authentic smooth L1 (:func:`lossmix.functional.asl1_loss`) of every element is

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from lossmix.errors import LossInputError
 from lossmix.functional import heatmap as F
-from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.losses.base import BaseLoss, ElementLoss
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import check_float, check_positive, check_same_shape
 
@@ -18,7 +18,7 @@ __all__ = ["AssociativeEmbeddingLoss", "GaussianFocalLoss"]
 
 
 @LOSSES.register()
-class GaussianFocalLoss(WeightedLoss):
+class GaussianFocalLoss(BaseLoss):
     """Focal loss on Gaussian heatmaps (CornerNet, CenterNet), see
     :func:`lossmix.functional.gaussian_focal_loss`.
 
@@ -112,7 +112,7 @@ class GaussianFocalLoss(WeightedLoss):
 
 
 @LOSSES.register()
-class AssociativeEmbeddingLoss(WeightedLoss):
+class AssociativeEmbeddingLoss(BaseLoss):
     """CornerNet's corner grouping loss, see :func:`lossmix.functional.associative_embedding_loss`.
 
     Called as MMDetection's ``loss(tl_embedding, br_embedding, match)`` and returns the

@@ -16,7 +16,7 @@ import torch.nn.functional as TF
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError
-from lossmix.losses.base import WeightedLoss
+from lossmix.losses.base import BaseLoss
 from lossmix.losses.encoders import build_encoder
 from lossmix.losses.perceptual import check_rgb
 from lossmix.registry.registry import LOSSES
@@ -26,7 +26,7 @@ __all__ = ["CLIPLoss", "FaceIdLoss"]
 
 
 @LOSSES.register(scopes=("mmagic",))
-class FaceIdLoss(WeightedLoss):
+class FaceIdLoss(BaseLoss):
     """Identity loss (MMagic's ``FaceIdLoss``): 1 − ⟨f̂(x), f̂(y)⟩ of unit face embeddings, per sample.
 
     :math:`\\hat f` is the face network's embedding, L2-normalised (ArcFace's backbone ends
@@ -76,7 +76,7 @@ class FaceIdLoss(WeightedLoss):
 
 
 @LOSSES.register(scopes=("mmagic",))
-class CLIPLoss(WeightedLoss):
+class CLIPLoss(BaseLoss):
     """StyleCLIP's text-image loss (MMagic's ``CLIPLoss``): 1 − cos(E_I(x'), E_T(t)) per image and text.
 
     :math:`x'` is the image upsampled ``scale_factor`` times (nearest) and average-pooled with

@@ -16,9 +16,9 @@ import torch.nn.functional as TF
 from torch import Tensor
 
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.functional import asymmetric as FA
 from lossmix.functional import class_balance as FB
-from lossmix.losses.base import WeightedLoss
+from lossmix.functional import imbalanced as FA
+from lossmix.losses.base import BaseLoss
 from lossmix.losses.class_balance import (
     DATAMODULE,
     ClassCountsMixin,
@@ -40,7 +40,7 @@ __all__ = ["AsymmetricLoss", "LDAMLoss", "LogitAdjustedLoss"]
 _IGNORE = -100
 
 
-class _CountsLoss(ClassCountsMixin, WeightedLoss):
+class _CountsLoss(ClassCountsMixin, BaseLoss):
     """A softmax cross-entropy on logits adjusted by the class counts (not registered)."""
 
     def register_counts(
@@ -185,7 +185,7 @@ class LogitAdjustedLoss(_CountsLoss):
 
 
 @LOSSES.register()
-class AsymmetricLoss(WeightedLoss):
+class AsymmetricLoss(BaseLoss):
     """Asymmetric loss for multi-label classification, see :func:`lossmix.functional.asymmetric_loss`.
 
     The authors' implementation returns the sum over every element: ``reduction='sum'``.

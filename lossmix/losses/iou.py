@@ -16,16 +16,15 @@ from torch import Tensor
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.functional import iou as F
-from lossmix.functional import iou_shape
 from lossmix.functional.fused import fused_applies, fused_giou_loss
-from lossmix.losses.base import WeightedLoss, check_positive
+from lossmix.losses.base import BaseLoss, check_positive
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import check_bool, check_fused
 
 __all__ = ["BoundedIoULoss", "CIoULoss", "DIoULoss", "EIoULoss", "GIoULoss", "IoULoss", "SIoULoss"]
 
 
-class _BoxLoss(WeightedLoss):
+class _BoxLoss(BaseLoss):
     """Box shape checks, MMDetection's weight rule and the empty-input zero (not registered)."""
 
     shapes: ClassVar[dict[str, str]] = {
@@ -232,7 +231,7 @@ class EIoULoss(_BoxLoss):
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         self.check_boxes(pred, target)
-        return iou_shape.eiou_loss(pred, target, smooth_point=self.smooth_point, eps=self.eps)
+        return F.eiou_loss(pred, target, smooth_point=self.smooth_point, eps=self.eps)
 
     def extra_repr(self) -> str:
         return f"smooth_point={self.smooth_point}, " + super().extra_repr()
@@ -257,7 +256,7 @@ class SIoULoss(_BoxLoss):
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         self.check_boxes(pred, target)
-        return iou_shape.siou_loss(pred, target, eps=self.eps, neg_gamma=self.neg_gamma)
+        return F.siou_loss(pred, target, eps=self.eps, neg_gamma=self.neg_gamma)
 
     def extra_repr(self) -> str:
         return f"neg_gamma={self.neg_gamma}, " + super().extra_repr()

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import long_tail as F
-from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.losses.base import BaseLoss, ElementLoss
 from lossmix.reduction import apply_weight
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import check_bool, check_class_indices, check_float, check_int, check_positive
@@ -34,7 +34,7 @@ def _sigmoid_only(owner: str, use_sigmoid: object, wanted: bool) -> None:
 
 
 @LOSSES.register()
-class SeesawLoss(WeightedLoss):
+class SeesawLoss(BaseLoss):
     """Seesaw loss for long-tailed instance segmentation, see :func:`lossmix.functional.seesaw_logits`.
 
     ``pred`` has ``num_classes + 2`` channels: the class logits, then two objectness
@@ -149,7 +149,7 @@ class SeesawLoss(WeightedLoss):
 
 
 @LOSSES.register()
-class EQLV2Loss(WeightedLoss):
+class EQLV2Loss(BaseLoss):
     """Equalization loss v2, see :func:`lossmix.functional.eqlv2_weights`.
 
     ``pred`` has ``num_classes + 1`` sigmoid logits, the last an objectness (background)

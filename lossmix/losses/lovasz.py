@@ -13,7 +13,7 @@ from torch import Tensor
 
 from lossmix.errors import LossInputError
 from lossmix.functional import lovasz as FL
-from lossmix.losses.base import WeightedLoss
+from lossmix.losses.base import BaseLoss
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import (
     check_bool,
@@ -40,7 +40,7 @@ def _per_image_or_batch(loss: Tensor, per_image: bool, images: int) -> Tensor:
 
 
 @LOSSES.register()
-class LovaszSoftmaxLoss(WeightedLoss):
+class LovaszSoftmaxLoss(BaseLoss):
     """Lovász-softmax loss for segmentation, see :func:`lossmix.functional.lovasz_softmax`.
 
     Args:
@@ -102,7 +102,7 @@ class LovaszSoftmaxLoss(WeightedLoss):
 
 
 @LOSSES.register()
-class LovaszHingeLoss(WeightedLoss):
+class LovaszHingeLoss(BaseLoss):
     """Binary Lovász hinge loss, see :func:`lossmix.functional.lovasz_hinge`.
 
     Args:

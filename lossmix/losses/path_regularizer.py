@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from lossmix.errors import LossInputError
-from lossmix.functional import path as FP
-from lossmix.losses.base import WeightedLoss
+from lossmix.functional import path_regularizer as FP
+from lossmix.losses.base import BaseLoss
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import check_bool, check_float, check_int
 from lossmix.utilities.distributed import all_reduce_mean
@@ -27,13 +27,13 @@ __all__ = ["GeneratorPathRegularizer"]
 
 
 @LOSSES.register()
-class GeneratorPathRegularizer(WeightedLoss):
+class GeneratorPathRegularizer(BaseLoss):
     """Path-length regularisation of a StyleGAN2 generator (MMagic's ``gen_path_regularizer``).
 
     ``forward(generator, num_batches, *, loss_scaler=None)``: the generator is called as
     MMagic calls it, ``generator(None, num_batches=n, return_latents=True)``, and returns
     ``{'fake_img': x, 'latent': w}`` with ``w`` ``(n, L, D)`` (or ``(n, D)``) in the graph of
-    ``x``. Then (:mod:`lossmix.functional.path`):
+    ``x``. Then (:mod:`lossmix.functional.path_regularizer`):
 
     .. math::
         a_i = \\sqrt{\\operatorname{mean}_\\ell \\textstyle\\sum_d (J_w^\\top y)_{i\\ell d}^2},\\quad

@@ -19,8 +19,8 @@ import torch.nn.functional as TF
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.functional import image as FI
-from lossmix.losses.base import WeightedLoss
+from lossmix.functional import perceptual as FI
+from lossmix.losses.base import BaseLoss
 from lossmix.losses.encoders import LightCNNFeatures, VGGFeatures, build_encoder, check_vgg_type
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import check_bool, check_float, check_same_shape
@@ -54,7 +54,7 @@ def _zeros_like_rows(value: Tensor) -> Tensor:
 
 
 @LOSSES.register(scopes=("mmagic",))
-class PerceptualLoss(WeightedLoss):
+class PerceptualLoss(BaseLoss):
     """VGG perceptual loss and Gram-matrix style loss (MMagic's ``PerceptualLoss``); parts
     ``percep`` and ``style``.
 
@@ -177,7 +177,7 @@ class PerceptualLoss(WeightedLoss):
 
 
 @LOSSES.register(scopes=("mmagic",))
-class TransferalPerceptualLoss(WeightedLoss):
+class TransferalPerceptualLoss(BaseLoss):
     """TTSR's transferal perceptual loss (MMagic's ``TransferalPerceptualLoss``).
 
     .. math::
@@ -246,7 +246,7 @@ class TransferalPerceptualLoss(WeightedLoss):
 
 
 @LOSSES.register(scopes=("mmagic",))
-class LightCNNFeatureLoss(WeightedLoss):
+class LightCNNFeatureLoss(BaseLoss):
     """DIC-GAN's face-feature loss (MMagic's ``LightCNNFeatureLoss``): the per-sample mean
     L1/MSE between LightCNN features of ``pred`` and ``gt`` (detached).
 

@@ -17,9 +17,9 @@ from typing import ClassVar
 from torch import Tensor
 
 from lossmix.errors import LossInputError
-from lossmix.functional import image as FI
+from lossmix.functional import pixel as FI
 from lossmix.functional import regression as FR
-from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.losses.base import BaseLoss, ElementLoss
 from lossmix.losses.regression import masked_mean_loss
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import check_bool, check_positive, check_same_shape
@@ -45,7 +45,7 @@ def _check_images(owner: str, *images: Tensor) -> None:
             )
 
 
-class MaskedMeanLoss(WeightedLoss):
+class MaskedMeanLoss(BaseLoss):
     """Base of MMagic's masked-mean losses: a mask ``weight`` divides ``'mean'`` by its sum.
 
     Args:
@@ -122,7 +122,7 @@ class MaskedMSELoss(MaskedMeanLoss):
 
 
 @LOSSES.register(scopes=("mmagic",))
-class PSNRLoss(WeightedLoss):
+class PSNRLoss(BaseLoss):
     """HINet's PSNR loss (MMagic's ``PSNRLoss``), see :func:`lossmix.functional.psnr_loss`.
 
     ``'none'`` gives one value per sample ``(N,)``; its mean is MMagic's number
@@ -157,7 +157,7 @@ class PSNRLoss(WeightedLoss):
 
 
 @LOSSES.register(scopes=("mmagic",))
-class GradientLoss(WeightedLoss):
+class GradientLoss(BaseLoss):
     """Sobel-gradient L1 of matting (MMagic's ``GradientLoss``), see
     :func:`lossmix.functional.sobel_gradients`.
 

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from lossmix.errors import LossInputError
 from lossmix.functional import regression as F
-from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.losses.base import BaseLoss, ElementLoss
 from lossmix.reduction import mask_reduce_loss
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import check_bool, check_positive, check_same_shape
@@ -17,7 +17,7 @@ __all__ = ["BalancedL1Loss", "CharbonnierLoss", "L1Loss", "MSELoss", "SmoothL1Lo
 
 
 @LOSSES.register()
-class L1Loss(WeightedLoss):
+class L1Loss(BaseLoss):
     """Absolute error, see :func:`lossmix.functional.l1_loss` (MMDetection's ``L1Loss``).
 
     Shapes: ``pred``, ``target``, ``weight``: ``(*)``, the same shape.
@@ -36,7 +36,7 @@ class L1Loss(WeightedLoss):
 
 
 @LOSSES.register()
-class MSELoss(WeightedLoss):
+class MSELoss(BaseLoss):
     """Squared error, see :func:`lossmix.functional.mse_loss` (MMDetection's ``MSELoss``)."""
 
     shapes: ClassVar[dict[str, str]] = {
@@ -52,7 +52,7 @@ class MSELoss(WeightedLoss):
 
 
 @LOSSES.register()
-class SmoothL1Loss(WeightedLoss):
+class SmoothL1Loss(BaseLoss):
     """Smooth L1 with threshold ``beta > 0``, see :func:`lossmix.functional.smooth_l1_loss`."""
 
     shapes: ClassVar[dict[str, str]] = {
@@ -72,7 +72,7 @@ class SmoothL1Loss(WeightedLoss):
 
 
 @LOSSES.register()
-class BalancedL1Loss(WeightedLoss):
+class BalancedL1Loss(BaseLoss):
     """Balanced L1 of Libra R-CNN, see :func:`lossmix.functional.balanced_l1_loss`."""
 
     shapes: ClassVar[dict[str, str]] = {
@@ -102,7 +102,7 @@ class BalancedL1Loss(WeightedLoss):
 
 
 @LOSSES.register()
-class CharbonnierLoss(WeightedLoss):
+class CharbonnierLoss(BaseLoss):
     """Charbonnier loss with MMagic's masked mean, see :func:`lossmix.functional.charbonnier_loss`.
 
     With a ``weight`` (a mask ``(N, 1, H, W)`` or ``(N, C, H, W)``) and
@@ -139,11 +139,11 @@ class CharbonnierLoss(WeightedLoss):
 
 
 def masked_mean_loss(
-    owner: WeightedLoss, loss: Tensor, weight: Tensor | None, *, sample_wise: bool
+    owner: BaseLoss, loss: Tensor, weight: Tensor | None, *, sample_wise: bool
 ) -> ElementLoss:
     """MMagic's masked mean as an :class:`ElementLoss`: a weight with the loss's number of
     dims is a mask whose (channel-expanded) sum divides ``'mean'``; any other weight follows
-    MMDetection's rule (:meth:`WeightedLoss.prepare_weight`, a mean over all elements)."""
+    MMDetection's rule (:meth:`BaseLoss.prepare_weight`, a mean over all elements)."""
     if weight is None or weight.dim() != loss.dim():
         return ElementLoss(loss, None if weight is None else owner.prepare_weight(weight, loss))
     try:

@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.functional import embedding as F
+from lossmix.functional import tracking as F
 from lossmix.functional.regression import mse_loss
-from lossmix.losses.base import ElementLoss, WeightedLoss
+from lossmix.losses.base import BaseLoss, ElementLoss
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import check_bool, check_float, check_int, check_positive, check_same_shape
 from lossmix.utilities.rng import SeededGenerator
@@ -27,7 +27,7 @@ __all__ = [
 
 
 @LOSSES.register()
-class TripletLoss(WeightedLoss):
+class TripletLoss(BaseLoss):
     """Batch-hard triplet loss (ReID), see :func:`lossmix.functional.hard_triplet_loss`.
 
     MMDetection's ``TripletLoss(margin=0.3, loss_weight=1.0, hard_mining=True)`` is the
@@ -75,7 +75,7 @@ class TripletLoss(WeightedLoss):
 
 
 @LOSSES.register()
-class MultiPosCrossEntropyLoss(WeightedLoss):
+class MultiPosCrossEntropyLoss(BaseLoss):
     """QDTrack's multi-positive cross-entropy, see :func:`lossmix.functional.multi_pos_cross_entropy`.
 
     Shapes: ``pred`` (similarity scores) and ``target`` (1 for a positive, 0 for a
@@ -97,7 +97,7 @@ class MultiPosCrossEntropyLoss(WeightedLoss):
 
 
 @LOSSES.register()
-class MarginL2Loss(WeightedLoss):
+class MarginL2Loss(BaseLoss):
     """QDTrack's squared error on similarities with margins and negative mining (MMDetection's).
 
     For targets 1 (positive) and 0 (negative) among the elements of ``weight > 0``:
@@ -197,7 +197,7 @@ class L2Loss(MarginL2Loss):
 
 
 @LOSSES.register()
-class KnowledgeDistillationKLDivLoss(WeightedLoss):
+class KnowledgeDistillationKLDivLoss(BaseLoss):
     """LD's distillation loss, see :func:`lossmix.functional.knowledge_distillation_kl_div`.
 
     Args:

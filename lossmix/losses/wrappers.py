@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.losses.base import WeightedLoss, shapes_from_docstring
+from lossmix.losses.base import BaseLoss, shapes_from_docstring
 from lossmix.registry.registry import LOSSES, bind_arguments, check_keys, signature_parameters
 
 __all__ = ["FunctionLoss", "LossInput", "TorchLoss", "loss_inputs"]
@@ -76,7 +76,7 @@ def _shape(value: Any) -> str:
     return f"of shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
 
 
-class TorchLoss(WeightedLoss):
+class TorchLoss(BaseLoss):
     """Wrap a ``torch.nn`` loss class so it gets ``weight``/``avg_factor``/``loss_weight``.
 
     The wrapped loss is built with ``reduction='none'``; lossmix then weights
@@ -117,7 +117,7 @@ class TorchLoss(WeightedLoss):
         return _call_kernel(self.loss_name, self.loss, pred, target)
 
 
-class FunctionLoss(WeightedLoss):
+class FunctionLoss(BaseLoss):
     """Make a plain function ``fn(pred, target, **kwargs) -> Tensor`` a lossmix loss.
 
     If ``fn`` takes a ``reduction`` argument (``torch.nn.functional.l1_loss``)
@@ -233,8 +233,8 @@ def loss_inputs(entry: Any) -> list[LossInput]:
     >>> [(i.name, i.required) for i in loss_inputs(GIoULoss)][:3]
     [('pred', True), ('target', True), ('weight', False)]
     """
-    if inspect.isclass(entry) and issubclass(entry, WeightedLoss):
-        cls: type[WeightedLoss] = entry
+    if inspect.isclass(entry) and issubclass(entry, BaseLoss):
+        cls: type[BaseLoss] = entry
         shapes = entry.input_shapes()
     else:
         cls = TorchLoss if is_torch_loss(entry) else FunctionLoss

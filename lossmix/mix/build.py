@@ -9,7 +9,7 @@ from typing import Any
 from lossmix.errors import LossConfigError
 from lossmix.mix.term import Term
 from lossmix.mtl.aggregation import AGGREGATION_KEY, GradientAggregation
-from lossmix.mtl.weighting import WEIGHTING_KEY, TaskWeighting, build_weighting
+from lossmix.mtl.weighting import WEIGHTING_KEY, BaseWeighting, build_weighting
 from lossmix.registry.nodes import is_group_node, is_term_node
 from lossmix.registry.registry import DEFAULT_SCOPE_KEY, LOSSES
 
@@ -18,7 +18,7 @@ __all__ = ["build_parts", "check_aggregation", "check_shared_log_names", "check_
 
 def build_parts(
     node: Any, allowed_targets: tuple[str, ...]
-) -> tuple[dict[str, Term | dict[str, Term]], TaskWeighting | None, GradientAggregation | None]:
+) -> tuple[dict[str, Term | dict[str, Term]], BaseWeighting | None, GradientAggregation | None]:
     """The terms (and groups), weighting and aggregation a plain loss node describes."""
     if not isinstance(node, Mapping):
         raise LossConfigError(
@@ -37,7 +37,7 @@ def build_parts(
     }  # None: a removed term
     groups = [n for n, t in built.items() if not isinstance(t, Term)]
     tasks = [n for n, t in built.items() if isinstance(t, Term) and t.in_total]
-    weighting: TaskWeighting | None = None
+    weighting: BaseWeighting | None = None
     aggregation: GradientAggregation | None = None
     for key, what, value in (
         (WEIGHTING_KEY, "dynamic task weighting", weighting_node),
@@ -64,7 +64,7 @@ def _build_child(
         return Term.from_config(name, child, allowed_targets=allowed, default_scope=scope)
     if is_group_node(child):
         return {
-            n: Term.from_config(n, c, allowed_targets=allowed, default_scope=scope)
+            n: Term.from_config(n, c, allowed_targets=allowed, default_scope=scope, path=f"{name}.{n}")
             for n, c in child.items()
             if c is not None
         }
@@ -81,7 +81,7 @@ def _flat(owner: str, what: str, groups: Sequence[str]) -> None:
         )
 
 
-def check_weighting(weighting: TaskWeighting | None, terms: Sequence[Term], groups: Sequence[str]) -> None:
+def check_weighting(weighting: BaseWeighting | None, terms: Sequence[Term], groups: Sequence[str]) -> None:
     """A weighting's tasks are terms of a flat mix, added to the total, each with its own log key."""
     if weighting is None:
         return

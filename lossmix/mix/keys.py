@@ -8,11 +8,15 @@ rules, so a rule and its message exist once. A rule takes the config ``path`` of
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lossmix.errors import LossConfigError
-from lossmix.registry.nodes import is_term_node
+from lossmix.errors import LossConfigError, did_you_mean
+from lossmix.mix.normalizers import build_normalizer
+from lossmix.reduction import REDUCTIONS
+from lossmix.registry.nodes import TERM_REFS, is_term_node
+from lossmix.registry.registry import DEFAULT_SCOPE_KEY, LOSSES, SAMPLERS, Registry
+from lossmix.registry.signature import check_value_types, expected_types
 
 __all__ = [
     "SAMPLER_TARGET_KEYS",
@@ -20,6 +24,7 @@ __all__ = [
     "TERM_KEY_TYPES",
     "check_normalized_reduction",
     "check_sampler_node",
+    "check_term_node",
     "routing_of",
 ]
 
@@ -48,6 +53,7 @@ TERM_KEY_TYPES: dict[str, tuple[type, ...]] = {
     "loss_name": (str,),
     "default_scope": (str, type(None)),
 }
+_HYDRA_KEYS = ("_recursive_", "_convert_")
 #: keys of a term's ``sampler`` node that tell how class-index targets give positives
 SAMPLER_TARGET_KEYS: tuple[str, ...] = ("background", "ignore_index")
 
@@ -93,3 +99,103 @@ def check_sampler_node(label: str, sampler: Any, *, path: str | None = None) -> 
         shown = dict(sampler) if isinstance(sampler, Mapping) else sampler
         raise LossConfigError(f"{label}: sampler needs 'type', e.g. {example}; got {shown!r}.")
     return dict(sampler)
+
+
+def _resolve(
+    registry: Registry,
+    node: Mapping[str, Any],
+    label: str,
+    allowed_targets: tuple[str, ...],
+    default_scope: str | None = None,
+) -> tuple[Any, str]:
+    ref = node.get("type", node.get("_target_"))
+    try:
+        obj, name = registry.resolve(
+            ref, extra_allowed=allowed_targets, by_name="type" in node, default_scope=default_scope
+        )
+    except LossConfigError as err:
+        raise LossConfigError(f"{label}: {err}") from err
+    scoped = registry.split_scoped(name)
+    return obj, name if scoped is not None else name.rsplit(".", 1)[-1]
+
+
+def _check_keys(
+    label: str,
+    path: str,
+    node: Mapping[str, Any],
+    valid: dict[str, Any],
+    extra: tuple[str, ...],
+    var_kw: bool,
+    *,
+    extra_name: str = "term keys",
+) -> None:
+    extra = tuple(k for k in extra if k not in valid)
+    for key in node:
+        if key in valid or key in extra or key in TERM_REFS or key in _HYDRA_KEYS or var_kw:
+            continue
+        own = ", ".join(valid) or "(none)"
+        also = f"; {extra_name}: {', '.join(extra)}" if extra else ""
+        raise LossConfigError(
+            f"{label}: unknown key '{key}' ({path}.{key}).{did_you_mean(key, [*valid, *extra])} "
+            f"Valid keys: {own}{also}."
+        )
+
+
+def check_term_node(
+    path: str,
+    name: str,
+    node: Any,
+    *,
+    allowed_targets: Sequence[str] = (),
+    default_scope: str | None = None,
+) -> None:
+    """The whole schema of one term node, checked without building anything.
+
+    Its term-level keys and their types (:data:`TERM_KEY_TYPES`), the routing, the loss's
+    and sampler's own keys and simple value types (read from their constructors), the
+    reduction, the normaliser's name and the rules between them. ``path`` is the term's
+    place in the loss config (``cls``, ``gen.adv``); every message names the override that
+    fixes it.
+
+    >>> check_term_node("cls", "cls", {"type": "FocalLoss", "gama": 1.5})
+    Traceback (most recent call last):
+    ...
+    lossmix.errors.LossConfigError: term 'cls' (FocalLoss): unknown key 'gama' ... 'gamma'? ...
+    """
+    allowed_targets = tuple(allowed_targets)
+    label = f"term '{name}'"
+    if not is_term_node(node):
+        raise LossConfigError(
+            f"{label} (loss.{path}): needs 'type' (a registered loss, e.g. type: FocalLoss) or "
+            f"'_target_' (a dotted path); got {node!r}."
+        )
+    scope = node.get(DEFAULT_SCOPE_KEY, default_scope)
+    if scope is not None:
+        LOSSES.check_scope(scope, owner=f"{label} (loss.{path}.{DEFAULT_SCOPE_KEY})")
+    routing_of(name, node.get("inputs"), node.get("data_info"), path=path)
+    obj, loss_name = _resolve(LOSSES, node, label, allowed_targets, scope)
+    label = f"term '{name}' ({loss_name})"
+    params, var_kw = LOSSES.parameters(obj)
+    term_keys = tuple(k for k in TERM_KEYS if k != "schedule")
+    _check_keys(label, f"loss.{path}", node, params, (*term_keys, "loss_weight"), var_kw)
+    defaults = {**params, "every": 1, "scale_by_every": True, "in_total": True}
+    check_value_types(
+        label, f"loss.{path}", node, defaults, {**expected_types(LOSSES, obj), **TERM_KEY_TYPES}
+    )
+    reduction, normalizer = node.get("reduction", "mean"), node.get("normalizer")
+    if "reduction" in params and reduction not in REDUCTIONS:
+        raise LossConfigError(
+            f"{label}: reduction={reduction!r} is not valid; use one of {list(REDUCTIONS)}."
+            f"{did_you_mean(str(reduction), REDUCTIONS)} e.g. loss.{path}.reduction=mean."
+        )
+    build_normalizer(normalizer, term=name)  # a misspelt name is refused here, before training
+    source = normalizer.get("type") if isinstance(normalizer, Mapping) else normalizer
+    check_normalized_reduction(label, source, reduction, path=path)
+    sampler = node.get("sampler")
+    if isinstance(sampler, Mapping):
+        sampler = check_sampler_node(label, sampler, path=path)
+        s_obj, s_name = _resolve(SAMPLERS, sampler, f"{label} sampler", allowed_targets)
+        s_label, s_path = f"{label} sampler ({s_name})", f"loss.{path}.sampler"
+        s_params, s_var_kw = SAMPLERS.parameters(s_obj)
+        _check_keys(s_label, s_path, sampler, s_params, SAMPLER_TARGET_KEYS, s_var_kw, extra_name="also")
+        check_value_types(s_label, s_path, sampler, s_params, expected_types(SAMPLERS, s_obj))

@@ -30,7 +30,7 @@ from lossmix.mix.build import (
 from lossmix.mix.result import LossResult, device_of, gate, sum_of, zero_like
 from lossmix.mix.term import Term, TermInputs, check_term_name
 from lossmix.mtl.aggregation import AGGREGATION_KEY, GradientAggregation
-from lossmix.mtl.weighting import WEIGHTING_KEY, TaskWeighting
+from lossmix.mtl.weighting import WEIGHTING_KEY, BaseWeighting
 from lossmix.reduction import EPS32
 from lossmix.registry.nodes import env_secrets, errors_hidden, loss_key_label, resolve_env_values, to_plain
 from lossmix.utilities.checks import check_choice, check_float
@@ -63,7 +63,7 @@ class LossMix(nn.Module):
 
     terms: nn.ModuleDict
     groups: nn.ModuleDict
-    weighting: TaskWeighting | None
+    weighting: BaseWeighting | None
     aggregation: GradientAggregation | None
     drop_nonfinite: bool
     keep_inputs: bool
@@ -72,7 +72,7 @@ class LossMix(nn.Module):
         self,
         terms: Mapping[str, Term | Mapping[str, Term]],
         *,
-        weighting: TaskWeighting | None = None,
+        weighting: BaseWeighting | None = None,
         aggregation: GradientAggregation | None = None,
     ) -> None:
         super().__init__()

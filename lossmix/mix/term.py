@@ -29,11 +29,12 @@ from lossmix.mix.keys import (
     TERM_KEYS,
     check_normalized_reduction,
     check_sampler_node,
+    check_term_node,
     routing_of,
 )
 from lossmix.mix.normalizers import Normalizer, NormalizerInputs, build_normalizer
 from lossmix.mix.routing import lookup
-from lossmix.registry.nodes import is_term_node, to_plain
+from lossmix.registry.nodes import to_plain
 from lossmix.registry.registry import LOSSES, REQUIRED, SAMPLERS
 from lossmix.samplers.labels import positives_and_negatives, relabel_ignored
 from lossmix.utilities.checks import check_bool, check_float, check_int, check_optional_int, describe_value
@@ -100,7 +101,7 @@ class Term(nn.Module):
             Terms of one group sharing a log key are added into one logged value.
 
     The log keys are known before the first step: a lossmix loss declares its parts
-    (``WeightedLoss.part_names``; ``("",)``: one value), and so may any module; else they
+    (``BaseLoss.part_names``; ``("",)``: one value), and so may any module; else they
     are ``parts`` or, if not given, learned once from the first evaluation (on a lazy
     step it skips, the loss is evaluated once without gradient to learn them). A
     later call returning other parts is an error.
@@ -237,18 +238,20 @@ class Term(nn.Module):
         *,
         allowed_targets: tuple[str, ...] | list[str] = (),
         default_scope: str | None = None,
+        path: str | None = None,
     ) -> Term:
         """Build a term from its config node (a dict or DictConfig).
 
-        ``default_scope`` (the mix's) applies unless the node sets its own.
+        The node is first checked against the term schema
+        (:func:`~lossmix.mix.keys.check_term_node`; ``path`` is its place in the loss
+        config, ``gen.adv``, default the name). ``default_scope`` (the mix's) applies unless
+        the node sets its own.
         """
         check_term_name(name)
         node = to_plain(node)
-        if not is_term_node(node):
-            raise LossConfigError(
-                f"term '{name}': its config needs 'type' (a registered loss, e.g. type: FocalLoss)"
-                f" or '_target_'; got {node!r}."
-            )
+        check_term_node(
+            path or name, name, node, allowed_targets=allowed_targets, default_scope=default_scope
+        )
         node = dict(node)
         term_args = {k: node.pop(k) for k in TERM_KEYS if k in node}
         if term_args.pop("schedule", None) is not None:

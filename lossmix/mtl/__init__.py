@@ -5,12 +5,12 @@ scalarizers) and :data:`~lossmix.AGGREGATORS`, as importing :mod:`lossmix.losses
 ``LOSSES``: every entry registers itself with its registry's decorator where it is defined.
 """
 
-from lossmix.mtl.aggregators import Aggregator, SeededAggregator, build_aggregator
+from lossmix.mtl.aggregators import BaseAggregator, SeededAggregator, build_aggregator
 from lossmix.mtl.scalarizers import FAMO, IMTLL, GeometricLossStrategy, LogLossBalancing, RandomLossWeighting
 from lossmix.mtl.weighting import (
+    BaseWeighting,
     DynamicWeightAverage,
     GradNorm,
-    TaskWeighting,
     UncertaintyWeighting,
     build_weighting,
 )
@@ -18,14 +18,14 @@ from lossmix.mtl.weighting import (
 __all__ = [
     "FAMO",
     "IMTLL",
-    "Aggregator",
+    "BaseAggregator",
+    "BaseWeighting",
     "DynamicWeightAverage",
     "GeometricLossStrategy",
     "GradNorm",
     "LogLossBalancing",
     "RandomLossWeighting",
     "SeededAggregator",
-    "TaskWeighting",
     "UncertaintyWeighting",
     "build_aggregator",
     "build_weighting",

@@ -68,7 +68,7 @@ from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.mix.routing import describe_keys, lookup
-from lossmix.mtl.aggregators import AGGREGATION_KEY, Aggregator, build_aggregator, representation_methods
+from lossmix.mtl.aggregators import AGGREGATION_KEY, BaseAggregator, build_aggregator, representation_methods
 from lossmix.mtl.task_gradients import (
     flat_gradients,
     loss_coefficients,
@@ -90,7 +90,7 @@ class GradientAggregation(nn.Module):
     """Which gradients are aggregated, how, and the backward that does it.
 
     Args:
-        aggregator: the method (:class:`~lossmix.mtl.aggregators.Aggregator`).
+        aggregator: the method (:class:`~lossmix.mtl.aggregators.BaseAggregator`).
         on: ``shared`` (the parameters of ``module``) or ``representation`` (the tensor
             ``input``).
         module: the shared submodule's name in the model (``model.get_submodule``).
@@ -99,7 +99,7 @@ class GradientAggregation(nn.Module):
 
     def __init__(
         self,
-        aggregator: Aggregator,
+        aggregator: BaseAggregator,
         *,
         on: str = "shared",
         module: str | None = None,

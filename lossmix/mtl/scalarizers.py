@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError
 from lossmix.mtl.shared_generator import SharedGenerator
-from lossmix.mtl.weighting import WEIGHTING_KEY, TaskWeighting
+from lossmix.mtl.weighting import WEIGHTING_KEY, BaseWeighting
 from lossmix.registry.registry import WEIGHTINGS
 from lossmix.utilities.checks import check_float
 from lossmix.utilities.distributed import all_reduce_sum, world_size
@@ -35,7 +35,7 @@ __all__ = ["FAMO", "IMTLL", "GeometricLossStrategy", "LogLossBalancing", "Random
 
 
 @WEIGHTINGS.register(name="famo")
-class FAMO(TaskWeighting):
+class FAMO(BaseWeighting):
     """FAMO (Liu et al. 2023): every task's loss should fall at the same log-rate.
 
     The step's gradient is that of ``Σ_i z_i log(L_i − b_i + ε) / c`` with
@@ -123,7 +123,7 @@ class FAMO(TaskWeighting):
 
 
 @WEIGHTINGS.register(name="rlw")
-class RandomLossWeighting(TaskWeighting):
+class RandomLossWeighting(BaseWeighting):
     """RLW (Lin et al. 2022): ``λ = softmax(z)`` with ``z ~ N(0, I)`` drawn anew each training step
     (``1/K`` each in evaluation).
 
@@ -153,7 +153,7 @@ class RandomLossWeighting(TaskWeighting):
 
 
 @WEIGHTINGS.register(name="gls")
-class GeometricLossStrategy(TaskWeighting):
+class GeometricLossStrategy(BaseWeighting):
     """GLS (Chennupati et al. 2019): the geometric mean ``(Π_i L_i)^{1/K}``.
 
     Factors ``λ_i = GLS / (K L_i)`` (detached) give that value and that gradient exactly,
@@ -171,7 +171,7 @@ class GeometricLossStrategy(TaskWeighting):
 
 
 @WEIGHTINGS.register(name="imtl_l")
-class IMTLL(TaskWeighting):
+class IMTLL(BaseWeighting):
     """IMTL-L (Liu et al. 2021): ``Σ_i e^{s_i} L_i − s_i`` with learned scales ``s`` (init 0).
 
     At the optimum ``e^{s_i} L_i = 1``: every task's scaled loss is balanced. The factor is
@@ -189,7 +189,7 @@ class IMTLL(TaskWeighting):
 
 
 @WEIGHTINGS.register(name="log_loss")
-class LogLossBalancing(TaskWeighting):
+class LogLossBalancing(BaseWeighting):
     """DB-MTL's loss-scale balancing (Lin et al. 2023): the gradient of ``Σ_i log(L_i + ε)``.
 
     Factors ``1 / (L_i + ε)`` (detached): each task's gradient is divided by its loss, so

@@ -45,9 +45,9 @@ from lossmix.utilities.modules import trainable_parameters
 __all__ = [
     "WEIGHTINGS",
     "WEIGHTING_KEY",
+    "BaseWeighting",
     "DynamicWeightAverage",
     "GradNorm",
-    "TaskWeighting",
     "UncertaintyWeighting",
     "build_weighting",
 ]
@@ -55,7 +55,7 @@ __all__ = [
 WEIGHTING_KEY = "weighting"
 
 
-class TaskWeighting(nn.Module, metaclass=abc.ABCMeta):
+class BaseWeighting(nn.Module, metaclass=abc.ABCMeta):
     """Base class: ``forward(losses, training=...) -> (factors, regulariser or None)``.
 
     Args:
@@ -89,11 +89,11 @@ class TaskWeighting(nn.Module, metaclass=abc.ABCMeta):
         """The task losses of the step's batch re-evaluated after the optimizer step (FAMO)."""
 
 
-WEIGHTINGS.require_base(TaskWeighting)
+WEIGHTINGS.require_base(BaseWeighting)
 
 
 @WEIGHTINGS.register(name="uncertainty")
-class UncertaintyWeighting(TaskWeighting):
+class UncertaintyWeighting(BaseWeighting):
     """Kendall, Gal & Cipolla (2018): total Σ ½·e^{−s_i}·L_i + ½·s_i with learned s_i = log σ_i².
 
     The factor is ½·e^{−s_i}; the regulariser ½·Σ s_i is logged as
@@ -117,7 +117,7 @@ class UncertaintyWeighting(TaskWeighting):
 
 
 @WEIGHTINGS.register(name="dwa")
-class DynamicWeightAverage(TaskWeighting):
+class DynamicWeightAverage(BaseWeighting):
     """Liu, Johns & Davison (2019): λ_k = K·exp(w_k/T) / Σ_i exp(w_i/T), w_k = L_k(t−1)/L_k(t−2).
 
     ``L_k(t)`` is the mean of task k's training loss over epoch t, summed on the
@@ -167,7 +167,7 @@ class DynamicWeightAverage(TaskWeighting):
 
 
 @WEIGHTINGS.register(name="gradnorm")
-class GradNorm(TaskWeighting):
+class GradNorm(BaseWeighting):
     """Chen et al. (2018): weights w_i trained so each task's gradient norm on a shared layer
     follows its relative training rate.
 
@@ -241,10 +241,10 @@ def _grad_norm(loss: Tensor, params: list[nn.Parameter]) -> Tensor:
     return torch.stack(norms).sum().sqrt() if norms else loss.new_zeros(())
 
 
-def build_weighting(node: Any, tasks: Sequence[str], *, allowed_targets: Sequence[str] = ()) -> TaskWeighting:
+def build_weighting(node: Any, tasks: Sequence[str], *, allowed_targets: Sequence[str] = ()) -> BaseWeighting:
     """Build from ``{type: uncertainty | dwa | gradnorm, **args}`` (or an allowed ``_target_``)
     over ``tasks``."""
-    if isinstance(node, TaskWeighting):
+    if isinstance(node, BaseWeighting):
         return node
     if isinstance(node, str):
         node = {"type": node}
@@ -259,7 +259,7 @@ def build_weighting(node: Any, tasks: Sequence[str], *, allowed_targets: Sequenc
             "added to the total."
         )
     try:
-        weighting: TaskWeighting = WEIGHTINGS.build(node, allowed_targets=allowed_targets, tasks=list(tasks))
+        weighting: BaseWeighting = WEIGHTINGS.build(node, allowed_targets=allowed_targets, tasks=list(tasks))
     except LossConfigError as err:
         reserved = (
             f" ('{WEIGHTING_KEY}' is reserved for dynamic task weighting and cannot name a term.)"

@@ -21,7 +21,7 @@ rebuild, no host sync).
 ``plateau``   × ``factor`` when ``monitor`` stops improving for ``patience`` epochs
 ============= ==========================================================================
 
-Each kind is one :class:`ScheduleKind` subclass registered with the :func:`schedule_kind`
+Each kind is one :class:`BaseScheduleKind` subclass registered with the :func:`schedule_kind`
 decorator; :data:`SCHEDULE_KINDS` maps the names to the classes.
 """
 
@@ -33,12 +33,12 @@ from typing import Any
 from lossmix.errors import did_you_mean
 from lossmix.schedules.kinds import (
     SCHEDULE_KINDS,
+    BaseScheduleKind,
     ConstantSchedule,
     CosineSchedule,
     ExponentialSchedule,
     LinearSchedule,
     PiecewiseSchedule,
-    ScheduleKind,
     SigmoidSchedule,
     StepSchedule,
     schedule_error,
@@ -48,6 +48,7 @@ from lossmix.schedules.windows import CyclicalSchedule, OnOffSchedule, PlateauSc
 
 __all__ = [
     "SCHEDULE_KINDS",
+    "BaseScheduleKind",
     "ConstantSchedule",
     "CosineSchedule",
     "CyclicalSchedule",
@@ -57,7 +58,6 @@ __all__ = [
     "PiecewiseSchedule",
     "PlateauSchedule",
     "Schedule",
-    "ScheduleKind",
     "SigmoidSchedule",
     "StepSchedule",
     "schedule_kind",
@@ -90,7 +90,7 @@ class Schedule:
             )
         if self.by not in ("step", "epoch"):
             raise schedule_error(term, f"by={self.by!r}; use 'step' or 'epoch'.")
-        self.fn: ScheduleKind = kind_class(term, spec)
+        self.fn: BaseScheduleKind = kind_class(term, spec)
         self.spec = self.fn.spec  # one dict: what a kind resolves is what state_dict saves
 
     @property

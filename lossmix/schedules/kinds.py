@@ -1,6 +1,6 @@
 """Schedule kinds that are a pure function of ``t`` (a step or an epoch index).
 
-Each kind is one :class:`ScheduleKind` subclass: its constructor checks its own keys, and
+Each kind is one :class:`BaseScheduleKind` subclass: its constructor checks its own keys, and
 ``kind(t)`` gives the value. Being pure functions of ``t`` (a Python int the trainer
 restores), they cost no host sync and resume exactly. The kinds driven by a window of the
 run or by a metric (``onoff``, ``cyclical``, ``plateau``) are in
@@ -19,12 +19,12 @@ from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.utilities.checks import is_number
 
 __all__ = [
+    "BaseScheduleKind",
     "ConstantSchedule",
     "CosineSchedule",
     "ExponentialSchedule",
     "LinearSchedule",
     "PiecewiseSchedule",
-    "ScheduleKind",
     "SigmoidSchedule",
     "StepSchedule",
     "schedule_error",
@@ -56,7 +56,7 @@ def _is_pairs(points: object) -> TypeGuard[Sequence[Sequence[Any]]]:
     )
 
 
-class ScheduleKind(ABC):
+class BaseScheduleKind(ABC):
     """One kind of schedule: the constructor checks its keys, ``kind(t)`` is the value.
 
     A subclass sets :attr:`name` (its ``kind:`` in a config) and :attr:`keys` (the keys
@@ -119,14 +119,14 @@ class ScheduleKind(ABC):
         return float(value)
 
 
-_K = TypeVar("_K", bound="ScheduleKind")
+_K = TypeVar("_K", bound="BaseScheduleKind")
 
 #: ``kind:`` name → the class that builds it, filled by :func:`schedule_kind`
-SCHEDULE_KINDS: dict[str, type[ScheduleKind]] = {}
+SCHEDULE_KINDS: dict[str, type[BaseScheduleKind]] = {}
 
 
 def schedule_kind(cls: type[_K]) -> type[_K]:
-    """Register a :class:`ScheduleKind` under its ``name`` (a class decorator, as
+    """Register a :class:`BaseScheduleKind` under its ``name`` (a class decorator, as
     ``@LOSSES.register()`` is for losses).
 
     Raises:
@@ -142,7 +142,7 @@ def schedule_kind(cls: type[_K]) -> type[_K]:
 
 
 @schedule_kind
-class ConstantSchedule(ScheduleKind):
+class ConstantSchedule(BaseScheduleKind):
     """``value`` (default 1) at every ``t``.
 
     >>> ConstantSchedule("reg", {"value": 0.5})(7)
@@ -161,7 +161,7 @@ class ConstantSchedule(ScheduleKind):
 
 
 @schedule_kind
-class LinearSchedule(ScheduleKind):
+class LinearSchedule(BaseScheduleKind):
     """``initial`` (default 0) at ``t ≤ begin`` (default 0) to ``final`` (default 1) at ``t ≥ end``.
 
     >>> ramp = LinearSchedule("reg", {"begin": 2, "end": 6, "initial": 1.0, "final": 3.0})
@@ -240,7 +240,7 @@ class SigmoidSchedule(LinearSchedule):
 
 
 @schedule_kind
-class ExponentialSchedule(ScheduleKind):
+class ExponentialSchedule(BaseScheduleKind):
     """``initial × gamma^(t − begin)`` from ``begin`` (default 0), kept within ``[min, max]``.
 
     ``gamma < 1`` decays (``ExponentialLR``), ``gamma > 1`` grows; ``min`` (default 0) and
@@ -275,7 +275,7 @@ class ExponentialSchedule(ScheduleKind):
 
 
 @schedule_kind
-class StepSchedule(ScheduleKind):
+class StepSchedule(BaseScheduleKind):
     """``initial`` (default 1) × ``gamma`` (default 0.1) ^ (number of ``milestones`` ≤ t).
 
     >>> decay = StepSchedule("reg", {"milestones": [2, 5], "gamma": 0.5, "initial": 4.0})
@@ -302,7 +302,7 @@ class StepSchedule(ScheduleKind):
 
 
 @schedule_kind
-class PiecewiseSchedule(ScheduleKind):
+class PiecewiseSchedule(BaseScheduleKind):
     """``points: [[t0, v0], [t1, v1], ...]``, linear between, constant outside.
 
     >>> curve = PiecewiseSchedule("reg", {"points": [[0, 0.0], [10, 1.0], [20, 0.5]]})

@@ -11,13 +11,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from lossmix.schedules.kinds import ScheduleKind, schedule_kind
+from lossmix.schedules.kinds import BaseScheduleKind, schedule_kind
 
 __all__ = ["CyclicalSchedule", "OnOffSchedule", "PlateauSchedule"]
 
 
 @schedule_kind
-class OnOffSchedule(ScheduleKind):
+class OnOffSchedule(BaseScheduleKind):
     """``value`` (default 1) from ``on`` (or for the ``last`` N epochs/steps) until ``off``, else 0.
 
     ``last: N`` becomes ``on: total − N`` (also written to :attr:`spec`) in
@@ -61,7 +61,7 @@ class OnOffSchedule(ScheduleKind):
 
 
 @schedule_kind
-class CyclicalSchedule(ScheduleKind):
+class CyclicalSchedule(BaseScheduleKind):
     """Cyclical annealing (Fu et al. 2019, for a VAE's KL β): ``initial`` → ``final`` over the
     first ``ratio`` of each cycle, then ``final`` until the cycle ends.
 
@@ -121,7 +121,7 @@ class CyclicalSchedule(ScheduleKind):
 
 
 @schedule_kind
-class PlateauSchedule(ScheduleKind):
+class PlateauSchedule(BaseScheduleKind):
     """Multiply the value by ``factor`` when ``monitor`` stops improving (``ReduceLROnPlateau``).
 
     Starts at ``initial`` (default 1). After each new value of the monitored metric (the

@@ -74,7 +74,7 @@ CALLS = {
     "in_total as a string": (
         lambda: LossMix.from_config({"reg": {"type": "L1Loss", "in_total": "no"}}),
         LossConfigError,
-        "term 'reg': in_total='no' is not valid; use True or False",
+        r"term 'reg' \(L1Loss\): in_total='no' is a str, but in_total expects bool.*loss.reg.in_total=true",
     ),
     "a schedule value nan": (
         lambda: LossSchedule({"reg": {"kind": "constant", "value": math.nan}}),

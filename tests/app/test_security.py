@@ -249,7 +249,7 @@ def test_samplers_and_weightings_build_classes_of_their_kind(marker):
     message = refused(
         LossMix.from_config, {"a": {"type": "L1Loss"}, "weighting": {"type": "lossmix.losses.L1Loss"}}
     )
-    assert "must be a subclass of lossmix.mtl.weighting.TaskWeighting" in message
+    assert "must be a subclass of lossmix.mtl.weighting.BaseWeighting" in message
 
 
 def test_loss_functions_only_from_function_packages(marker):

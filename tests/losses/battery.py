@@ -1,4 +1,4 @@
-"""The battery every ``WeightedLoss`` goes through, driven by per-family ``LossCase`` lists.
+"""The battery every ``BaseLoss`` goes through, driven by per-family ``LossCase`` lists.
 
 A family file (``tests/losses/cases_<family>.py``) exposes ``CASES: list[LossCase]``;
 ``test_battery.py`` runs every generic property below on every case. Family-specific

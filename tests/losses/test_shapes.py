@@ -10,14 +10,14 @@ import pytest
 from torch import Tensor
 
 import lossmix  # noqa: F401  (fills the registry)
-from lossmix.losses import WeightedLoss, loss_inputs
+from lossmix.losses import BaseLoss, loss_inputs
 from lossmix.losses.base import shapes_from_docstring
 from lossmix.registry.registry import LOSSES
 
 NAMES = sorted(LOSSES.names())
 
 
-def unknown_keys(cls: type[WeightedLoss]) -> list[str]:
+def unknown_keys(cls: type[BaseLoss]) -> list[str]:
     """The keys of ``cls.shapes`` that are neither a call input nor ``returns``."""
     return sorted(set(cls.shapes) - set(cls.input_parameters()) - {"returns"})
 
@@ -31,7 +31,7 @@ def test_every_input_is_described(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_declared_shapes_name_call_inputs(name):
     entry = LOSSES.get(name)
-    if not (inspect.isclass(entry) and issubclass(entry, WeightedLoss)):
+    if not (inspect.isclass(entry) and issubclass(entry, BaseLoss)):
         pytest.skip("not a lossmix loss class")
     unknown = unknown_keys(entry)
     assert not unknown, (
@@ -40,7 +40,7 @@ def test_declared_shapes_name_call_inputs(name):
 
 
 def test_a_misspelt_shapes_key_is_caught():
-    class Typo(WeightedLoss):
+    class Typo(BaseLoss):
         shapes: ClassVar[dict[str, str]] = {"pred": "(N,) float", "targte": "(N,) float", "returns": "(N,)"}
 
         def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix import LOSSES, LossConfigError, LossInputError, LossMix, Term, build_loss
-from lossmix.losses import CrossEntropyLoss, FunctionLoss, L1Loss, TorchLoss, WeightedLoss
+from lossmix.losses import BaseLoss, CrossEntropyLoss, FunctionLoss, L1Loss, TorchLoss
 from lossmix.losses.base import ElementLoss, call_parameters
 
 EPS = torch.finfo(torch.float32).eps
@@ -26,7 +26,7 @@ def registry_snapshot():
 def test_a_loss_cannot_rewrite_forward():
     with pytest.raises(TypeError, match="defines forward"):
 
-        class Sneaky(WeightedLoss):
+        class Sneaky(BaseLoss):
             def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
                 return pred - target
 
@@ -34,7 +34,7 @@ def test_a_loss_cannot_rewrite_forward():
                 return pred.sum()
 
 
-class Masked(WeightedLoss):
+class Masked(BaseLoss):
     """A loss whose kernel returns its own weights and denominator (a masked mean)."""
 
     def elementwise(self, pred: Tensor, target: Tensor) -> ElementLoss:
@@ -124,7 +124,7 @@ def test_accelerator_errors_propagate_and_shape_errors_are_explained():
 
 def test_a_constructors_own_type_error_is_not_a_config_error(registry_snapshot):
     @LOSSES.register()
-    class Broken(WeightedLoss):
+    class Broken(BaseLoss):
         def __init__(self, *, size: int = 3, reduction: str = "mean", loss_weight: float = 1.0) -> None:
             super().__init__(reduction=reduction, loss_weight=loss_weight)
             self.buffer = torch.zeros(size) + "text"  # a bug in the loss itself
@@ -144,7 +144,7 @@ def two_parts(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
     return {"abs": (pred - target).abs().mean(), "sq": (pred - target).pow(2).mean()}
 
 
-class DeclaredParts(WeightedLoss):
+class DeclaredParts(BaseLoss):
     part_names = ("abs", "sq")
 
     def elementwise(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:

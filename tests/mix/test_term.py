@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from lossmix import LossConfigError, LossInputError
-from lossmix.losses import WeightedLoss
+from lossmix.losses import BaseLoss
 from lossmix.mix import Term
 from lossmix.registry.allowlist import trusting
 
 
-class RecordedLoss(WeightedLoss):
+class RecordedLoss(BaseLoss):
     """Records the ``loss_weight`` it was built with (a test double)."""
 
     built_with: ClassVar[list[float]] = []

@@ -407,7 +407,7 @@ def test_a_term_named_aggregation_is_refused():
 
 
 def test_aggregator_targets_must_be_aggregators():
-    with pytest.raises(LossConfigError, match="subclass of lossmix.mtl.aggregators.base.Aggregator"):
+    with pytest.raises(LossConfigError, match="subclass of lossmix.mtl.aggregators.base.BaseAggregator"):
         build_aggregator({"_target_": "lossmix.losses.L1Loss"}, ["a", "b"])
 
 

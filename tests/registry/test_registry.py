@@ -68,7 +68,7 @@ def scaled_power(pred, target, *, scale: float = 1.0, power: int = 2):
 
 def test_register_class_defaults_to_its_name():
     @LOSSES.register()
-    class ZzTestLoss(lossmix.losses.WeightedLoss):
+    class ZzTestLoss(lossmix.losses.BaseLoss):
         """A test loss."""
 
         def elementwise(self, pred, target):

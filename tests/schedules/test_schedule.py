@@ -14,6 +14,7 @@ from lossmix.lightning import LossSchedule, TermLogger
 from lossmix.lightning.callbacks import Schedule
 from lossmix.schedules import (
     SCHEDULE_KINDS,
+    BaseScheduleKind,
     ConstantSchedule,
     CosineSchedule,
     CyclicalSchedule,
@@ -22,7 +23,6 @@ from lossmix.schedules import (
     OnOffSchedule,
     PiecewiseSchedule,
     PlateauSchedule,
-    ScheduleKind,
     SigmoidSchedule,
     StepSchedule,
     schedule_kind,
@@ -250,7 +250,7 @@ def test_kind_table_and_classes():
 
 
 def test_a_new_kind_is_one_class_in_the_table(monkeypatch):
-    class Halving(ScheduleKind):
+    class Halving(BaseScheduleKind):
         name = "halving"
         keys = frozenset({"every"})
 

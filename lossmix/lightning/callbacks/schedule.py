@@ -34,10 +34,10 @@ import torch
 from lossmix.errors import LossConfigError
 from lossmix.lightning.access import loss_mix_of, loss_step_of, term_logger_of
 from lossmix.registry.nodes import to_plain
-from lossmix.schedules import SCHEDULE_KINDS, Schedule, ScheduleKind
+from lossmix.schedules import SCHEDULE_KINDS, BaseScheduleKind, Schedule
 from lossmix.schedules.paths import SchedulePath, flatten_schedules, resolve_path
 
-__all__ = ["SCHEDULE_KINDS", "LossSchedule", "Schedule", "ScheduleKind"]
+__all__ = ["SCHEDULE_KINDS", "BaseScheduleKind", "LossSchedule", "Schedule"]
 
 
 class LossSchedule(pl.Callback):

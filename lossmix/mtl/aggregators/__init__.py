@@ -23,8 +23,8 @@ graddrop     one sign kept per coordinate                   —                 
 db_mtl       log-loss gradients, averaged, max-norm scaled  —                      no
 ============ ============================================ ====================== =========
 
-A method with a Gramian form implements :meth:`Aggregator.weights` and can run
-``on: representation``; the others override :meth:`Aggregator.combine`.
+A method with a Gramian form implements :meth:`BaseAggregator.weights` and can run
+``on: representation``; the others override :meth:`BaseAggregator.combine`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lossmix.errors import LossConfigError
-from lossmix.mtl.aggregators.base import AGGREGATION_KEY, Aggregator, SeededAggregator
+from lossmix.mtl.aggregators.base import AGGREGATION_KEY, BaseAggregator, SeededAggregator
 from lossmix.mtl.aggregators.methods import (
     IMTLG,
     MGDA,
@@ -54,8 +54,8 @@ __all__ = [
     "DBMTL",
     "IMTLG",
     "MGDA",
-    "Aggregator",
     "AlignedMTL",
+    "BaseAggregator",
     "CAGrad",
     "GradDrop",
     "GradVac",
@@ -74,12 +74,16 @@ def representation_methods() -> list[str]:
     return [n for n in AGGREGATORS.names() if AGGREGATORS.get(n).has_gramian_form()]
 
 
-def build_aggregator(node: Any, tasks: Sequence[str], *, allowed_targets: Sequence[str] = ()) -> Aggregator:
+def build_aggregator(
+    node: Any, tasks: Sequence[str], *, allowed_targets: Sequence[str] = ()
+) -> BaseAggregator:
     """Build from ``{type: upgrad, **args}`` (or an allowed ``_target_``) over ``tasks``."""
-    if isinstance(node, Aggregator):
+    if isinstance(node, BaseAggregator):
         return node
     try:
-        aggregator: Aggregator = AGGREGATORS.build(node, allowed_targets=allowed_targets, tasks=list(tasks))
+        aggregator: BaseAggregator = AGGREGATORS.build(
+            node, allowed_targets=allowed_targets, tasks=list(tasks)
+        )
     except LossConfigError as err:
         message = str(err)
         prefix = f"{AGGREGATION_KEY}: "

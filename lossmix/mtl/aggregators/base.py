@@ -14,12 +14,12 @@ from lossmix.mtl.functional.solvers import MAX_EXACT_TASKS
 from lossmix.mtl.shared_generator import SharedGenerator
 from lossmix.registry.registry import AGGREGATORS
 
-__all__ = ["AGGREGATION_KEY", "Aggregator", "SeededAggregator", "all_finite"]
+__all__ = ["AGGREGATION_KEY", "BaseAggregator", "SeededAggregator", "all_finite"]
 
 AGGREGATION_KEY = "aggregation"
 
 
-class Aggregator(nn.Module):
+class BaseAggregator(nn.Module):
     """Base class: ``forward(jacobian, losses=None) -> update`` for a task Jacobian ``(K, D)``.
 
     The template checks the shapes, detaches, and calls :meth:`combine`, whose default is
@@ -64,7 +64,7 @@ class Aggregator(nn.Module):
     @classmethod
     def has_gramian_form(cls) -> bool:
         """Whether the update is ``weights(J Jᵀ) @ J`` (so it can run ``on: representation``)."""
-        return cls.weights is not Aggregator.weights
+        return cls.weights is not BaseAggregator.weights
 
     def forward(self, jacobian: Tensor, losses: Tensor | None = None) -> Tensor:
         """The update ``(D,)`` for ``jacobian`` ``(K, D)`` (and the task ``losses`` ``(K,)``)."""
@@ -93,10 +93,10 @@ def all_finite(*tensors: Tensor) -> Tensor:
     return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
 
 
-AGGREGATORS.require_base(Aggregator)
+AGGREGATORS.require_base(BaseAggregator)
 
 
-class SeededAggregator(Aggregator):
+class SeededAggregator(BaseAggregator):
     """An aggregator that draws from a :class:`~lossmix.mtl.shared_generator.SharedGenerator`."""
 
     def __init__(self, tasks: Sequence[str], *, seed: int) -> None:

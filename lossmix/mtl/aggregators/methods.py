@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 import lossmix.mtl.functional as F
-from lossmix.mtl.aggregators.base import AGGREGATION_KEY, Aggregator, SeededAggregator
+from lossmix.mtl.aggregators.base import AGGREGATION_KEY, BaseAggregator, SeededAggregator
 from lossmix.registry.registry import AGGREGATORS
 from lossmix.utilities.checks import check_bool, check_float, check_int
 
@@ -19,7 +19,7 @@ _CPU = torch.device("cpu")
 
 
 @AGGREGATORS.register(name="sum")
-class Sum(Aggregator):
+class Sum(BaseAggregator):
     """The plain sum ``d = Σ g_i`` (weights 1): the identity of the aggregation path."""
 
     method_name = "sum"
@@ -47,7 +47,7 @@ class PCGrad(SeededAggregator):
 
 
 @AGGREGATORS.register(name="cagrad")
-class CAGrad(Aggregator):
+class CAGrad(BaseAggregator):
     """CAGrad (Liu et al. 2021): the best worst-case task improvement within ``c·‖ḡ‖`` of the mean
     gradient (:func:`lossmix.functional.cagrad_weights`).
 
@@ -69,7 +69,7 @@ class CAGrad(Aggregator):
 
 
 @AGGREGATORS.register(name="mgda")
-class MGDA(Aggregator):
+class MGDA(BaseAggregator):
     """MGDA (Sener & Koltun 2018; MGDA-UB ``on: representation``): the min-norm point of the
     gradients' convex hull (:func:`lossmix.functional.mgda_weights`)."""
 
@@ -81,7 +81,7 @@ class MGDA(Aggregator):
 
 
 @AGGREGATORS.register(name="imtl_g")
-class IMTLG(Aggregator):
+class IMTLG(BaseAggregator):
     """IMTL-G (Liu et al. 2021): the combination with equal projections on every unit gradient
     (:func:`lossmix.functional.imtl_g_weights`)."""
 
@@ -92,7 +92,7 @@ class IMTLG(Aggregator):
 
 
 @AGGREGATORS.register(name="aligned_mtl")
-class AlignedMTL(Aggregator):
+class AlignedMTL(BaseAggregator):
     """Aligned-MTL (Senushkin et al. 2023): the gradients made orthogonal with equal norms
     (:func:`lossmix.functional.aligned_mtl_weights`)."""
 
@@ -103,7 +103,7 @@ class AlignedMTL(Aggregator):
 
 
 @AGGREGATORS.register(name="upgrad")
-class UPGrad(Aggregator):
+class UPGrad(BaseAggregator):
     """UPGrad (Quinton & Rey 2024): the mean of the gradients projected onto their dual cone, so
     no task is hurt (:func:`lossmix.functional.upgrad_weights`)."""
 
@@ -115,7 +115,7 @@ class UPGrad(Aggregator):
 
 
 @AGGREGATORS.register(name="nash_mtl")
-class NashMTL(Aggregator):
+class NashMTL(BaseAggregator):
     """Nash-MTL (Navon et al. 2022): the Nash bargaining solution, invariant to each task's scale
     (:func:`lossmix.functional.nash_mtl_weights`).
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 import lossmix.mtl.functional as F
-from lossmix.mtl.aggregators.base import AGGREGATION_KEY, Aggregator, SeededAggregator, all_finite
+from lossmix.mtl.aggregators.base import AGGREGATION_KEY, BaseAggregator, SeededAggregator, all_finite
 from lossmix.registry.registry import AGGREGATORS
 from lossmix.utilities.checks import check_float
 
@@ -49,7 +49,7 @@ class GradVac(SeededAggregator):
 
 
 @AGGREGATORS.register(name="db_mtl")
-class DBMTL(Aggregator):
+class DBMTL(BaseAggregator):
     """DB-MTL (Lin et al. 2023), stateful: running log-loss gradients, each scaled to the largest norm.
 
     The log-loss gradients ``∇log(L_i + ε)`` are averaged as ``ĝ ← g + (β / t^σ)(ĝ − g)``
