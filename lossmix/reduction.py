@@ -12,12 +12,12 @@ deliberate departures that never change a finite result:
 
 Table (``eps = torch.finfo(torch.float32).eps``):
 
-============  ===============  =========================  ====================
-avg_factor    ``'none'``       ``'mean'``                 ``'sum'``
-============  ===============  =========================  ====================
-None          weighted tensor  ``loss.mean()`` (numel)    ``loss.sum()``
-given         weighted tensor  ``sum / (avg_factor+eps)`` ``ValueError``
-============  ===============  =========================  ====================
+============  ===============  ============================  ====================
+avg_factor    ``'none'``       ``'mean'``                    ``'sum'``
+============  ===============  ============================  ====================
+None          weighted tensor  ``loss.mean()`` (numel)       ``loss.sum()``
+given         weighted tensor  ``sum / (avg_factor + eps)``  ``ValueError``
+============  ===============  ============================  ====================
 """
 
 from __future__ import annotations

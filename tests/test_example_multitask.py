@@ -19,7 +19,7 @@ def test_multitask_example(weighting, tmp_path, monkeypatch):
     assert {"train/loss/depth_epoch", "train/loss/cls_epoch"} <= set(metrics)
     if weighting != "none":
         assert {"train/weight/depth", "train/weight/cls"} <= set(metrics)
-    # the raw values the README's table quotes: each task's own loss, beside the weighted one
+    # the raw values the table in docs/multitask.md quotes: each task's own loss, beside the weighted one
     assert {"val/raw/cls", "val/raw/depth", "val/loss/cls"} <= set(metrics)
     assert metrics["first_step/raw/depth"] > 1e4  # the regression task's scale, from the first step
     if weighting == "none":

@@ -1,4 +1,4 @@
-"""The layers as the README draws them: no lossmix module imports a higher layer.
+"""The layers as docs/development.md draws them: no lossmix module imports a higher layer.
 
 Every ``import`` and ``from ... import`` in a module counts, at module level or inside a
 function (a lazy import is still a dependency).
@@ -46,7 +46,7 @@ def layer_of(module: str) -> int:
     for index, (_, prefixes) in enumerate(LAYERS):
         if any(module == p or module.startswith(p + ".") for p in prefixes):
             return index
-    raise AssertionError(f"{module} is in no layer; add it to LAYERS (and to the README)")
+    raise AssertionError(f"{module} is in no layer; add it to LAYERS (and to docs/development.md)")
 
 
 def modules() -> list[tuple[str, Path]]:
@@ -105,9 +105,9 @@ def test_every_module_is_in_a_layer():
             layer_of(module)
 
 
-def test_the_readme_lists_the_layers_in_this_order():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("### Layers", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_list_the_layers_in_this_order():
+    readme = (Path(__file__).parent.parent / "docs" / "development.md").read_text()
+    section = readme.split("## Layers", 1)[1].split("\n## ", 1)[0]
     positions = [section.find(f"`{prefixes[0].removeprefix('lossmix.')}") for _, prefixes in LAYERS]
     assert all(p >= 0 for p in positions), positions
     assert positions == sorted(positions)

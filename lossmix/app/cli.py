@@ -19,12 +19,12 @@ import inspect
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from lossmix.app.catalog import catalog_entries, input_names
 from lossmix.app.checks import (
     check_loss_config,
     explain_override_error,
@@ -36,7 +36,6 @@ from lossmix.app.compose import compose_config
 from lossmix.app.nodes import AppTrust, check_app_nodes
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.losses import loss_inputs
-from lossmix.losses.base import CALL_KEYS
 from lossmix.registry.allowlist import check_prefix
 from lossmix.registry.nodes import redact, secrets_hidden, to_plain
 from lossmix.registry.registry import AGGREGATORS, LOSSES, REQUIRED, SAMPLERS, WEIGHTINGS, Registry
@@ -52,13 +51,6 @@ def _console() -> Console:
     return Console(width=int(os.environ.get("COLUMNS") or 160))
 
 
-def _input_names(entry: Any) -> str:
-    """``pred, target, ignore_index?``: a loss's own inputs (``?``: optional)."""
-    return ", ".join(
-        i.name + ("" if i.required else "?") for i in loss_inputs(entry) if i.name not in CALL_KEYS
-    )
-
-
 def _registry_table(registry: Registry, title: str, inputs: bool = False) -> Table:
     """One row per entry: its name (never broken), then its inputs, arguments and summary
     stacked in one column that wraps at any width (80 columns included)."""
@@ -66,11 +58,11 @@ def _registry_table(registry: Registry, title: str, inputs: bool = False) -> Tab
     table.add_column("name", style="bold", no_wrap=True)
     details = "arguments (defaults) · summary"
     table.add_column(f"inputs · {details}" if inputs else details)
-    for info in registry.describe_all():
-        name = info.name + ("\n" + "\n".join(info.aliases) if info.aliases else "")
-        lines = [info.format_params() or "no arguments", info.summary]
+    for entry in catalog_entries(registry):
+        name = entry.name + ("\n" + "\n".join(entry.info.aliases) if entry.info.aliases else "")
+        lines = [entry.format_params(), entry.info.summary]
         if inputs:
-            lines.insert(0, f"inputs: {_input_names(registry.get(info.name))}")
+            lines.insert(0, f"inputs: {input_names(entry.inputs)}")
         table.add_row(name, Text("\n".join(lines), overflow="fold"))
     return table
 

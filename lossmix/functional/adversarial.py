@@ -83,7 +83,7 @@ def gan_loss(
     wgan                −s·x                                same
     wgan-logistic-ns    softplus(−s·x)                      same
     hinge               relu(1 − s·x)                       −x
-    l1                  \|x − y\|                          same
+    l1                  \|x − y\|                           same
     smgan               (x − y)², fake: y = blur(mask)      (x − y)²
     ==================  ==================================  ==================
 

@@ -46,17 +46,17 @@ class AdvLoss(BaseLoss):
     ``forward(net, fakeB, realB, model='discriminator')``, with ``net`` the discriminator,
     D_f = D(fake) (the fake detached on the discriminator's side) and D_r = D(real):
 
-    ========  ============================================  ============================================
-    type      ``model='discriminator'``                     ``model='generator'``
-    ========  ============================================  ============================================
-    gan       ½(BCE(D_f, 0) + BCE(D_r, 1))                  BCE(D_f, 1)
-    lsgan     ½(mean|D_f| + mean|D_r − 1|) (MMagic's l1)    mean|D_f − 1|
-    wgan-gp   mean D_f − mean D_r + 10·GP (per pixel)       −mean D_f
-    ragan     ½(BCE(D_r − P̄_f, 1) + BCE(D_f − P̄_r, 0))      ½(BCE(D_r − P̄_f, 0) + BCE(D_f − P̄_r, 1))
-    ragan-ls  ½(mean(D_r − P̄_f − 1)² + mean(D_f − P̄_r + 1)²)  ½(mean(D_r − P̄_f + 1)² + mean(D_f − P̄_r − 1)²)
-    ========  ============================================  ============================================
+    ========  ==============================================  ==============================================
+    type      ``model='discriminator'``                       ``model='generator'``
+    ========  ==============================================  ==============================================
+    gan       ½(BCE(D_f, 0) + BCE(D_r, 1))                    BCE(D_f, 1)
+    lsgan     ½(mean|D_f| + mean|D_r − 1|) (MMagic's l1)      mean|D_f − 1|
+    wgan-gp   mean D_f − mean D_r + 10·GP (per pixel)         −mean D_f
+    ragan     ½(BCE(D_r − M_f, 1) + BCE(D_f − M_r, 0))        ½(BCE(D_r − M_f, 0) + BCE(D_f − M_r, 1))
+    ragan-ls  ½(mean(D_r − M_f − 1)² + mean(D_f − M_r + 1)²)  ½(mean(D_r − M_f + 1)² + mean(D_f − M_r − 1)²)
+    ========  ==============================================  ==============================================
 
-    :math:`\\bar P_f`, :math:`\\bar P_r` are the means of the pools of the last ``pool_size``
+    ``M_f``, ``M_r`` are the means of the pools of the last ``pool_size``
     samples' outputs, which the discriminator's side updates with this batch first (the
     generator's reads them; empty pools read 0, where MMagic fails). The value is already
     reduced (MMagic's), so ``reduction`` leaves it as is.

@@ -71,7 +71,7 @@ class MaskedMeanLoss(BaseLoss):
 @LOSSES.register()
 @LOSSES.register(name="L1Loss", scopes=("mmagic",), default=False)
 class MaskedL1Loss(MaskedMeanLoss):
-    """MMagic's ``L1Loss`` (``mmagic.L1Loss``): |p − t| with a masked mean (the mask sum divides).
+    """MMagic's ``L1Loss`` (``mmagic.L1Loss``): ``|p − t|`` with a masked mean (the mask sum divides).
 
     Shapes: ``pred``, ``target`` ``(N, C, H, W)`` (any same shape); ``weight`` ``(N, 1, H, W)``
     or ``(N, C, H, W)``: ``'mean'`` is :math:`\\sum |p - t| w / (\\sum w + 10^{-12})`, the sum

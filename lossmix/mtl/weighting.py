@@ -173,7 +173,7 @@ class GradNorm(BaseWeighting):
 
     With G_i = ‖∇_W(w_i·L_i)‖₂ on the shared layer W, Ḡ = mean_i G_i,
     r_i = (L_i/L_i(0)) / mean_j(L_j/L_j(0)):
-    L_grad = Σ_i |G_i − Ḡ·r_i^α|, with the target Ḡ·r_i^α held constant. The task
+    ``L_grad = Σ_i |G_i − Ḡ·r_i^α|``, with the target Ḡ·r_i^α held constant. The task
     losses use w detached, and L_grad depends on w only, so adding it to the total
     lets the optimizer update w from L_grad alone (DDP averages its gradient like any
     other). After each optimizer step w is renormalised to Σw = K. Cost: one extra

@@ -7,19 +7,19 @@ hyper-parameter (``cls.gamma``, ``kd.temperature``, ``cls.sampler.pos_fraction``
 the value, set on the module before each step (the loss reads it at its next call: no
 rebuild, no host sync).
 
-============= ==========================================================================
-``constant``  ``value``
-``linear``    ``initial`` at ``t ≤ begin`` to ``final`` at ``t ≥ end``, linearly
-``cosine``    the same ends, along half a cosine
-``sigmoid``   the same ends, along a logistic curve (``steepness``)
+=============== ==========================================================================
+``constant``    ``value``
+``linear``      ``initial`` at ``t ≤ begin`` to ``final`` at ``t ≥ end``, linearly
+``cosine``      the same ends, along half a cosine
+``sigmoid``     the same ends, along a logistic curve (``steepness``)
 ``exponential`` ``initial × gamma^(t − begin)``, within ``[min, max]``
-``step``      ``initial × gamma^(number of milestones ≤ t)``
-``piecewise`` ``points: [[t0, v0], [t1, v1], ...]``, linear between, constant outside
-``onoff``     ``value`` from ``on`` (or for the ``last`` N epochs/steps) until ``off``
-``cyclical``  ``initial`` → ``final`` over the first ``ratio`` of each ``period`` (or of
-              ``cycles`` cycles of the run), then ``final`` (Fu et al. 2019)
-``plateau``   × ``factor`` when ``monitor`` stops improving for ``patience`` epochs
-============= ==========================================================================
+``step``        ``initial × gamma^(number of milestones ≤ t)``
+``piecewise``   ``points: [[t0, v0], [t1, v1], ...]``, linear between, constant outside
+``onoff``       ``value`` from ``on`` (or for the ``last`` N epochs/steps) until ``off``
+``cyclical``    ``initial`` → ``final`` over the first ``ratio`` of each ``period`` (or of
+                ``cycles`` cycles of the run), then ``final`` (Fu et al. 2019)
+``plateau``     × ``factor`` when ``monitor`` stops improving for ``patience`` epochs
+=============== ==========================================================================
 
 Each kind is one :class:`BaseScheduleKind` subclass registered with the :func:`schedule_kind`
 decorator; :data:`SCHEDULE_KINDS` maps the names to the classes.

@@ -1,4 +1,4 @@
-"""The README's "Use lossmix in your own Hydra app", as a user builds it: ``examples/own_app``
+"""The docs' "Your own Hydra app" (docs/hydra-app.md), as a user builds it: ``examples/own_app``
 (its own model, data and config directory, lossmix's groups on the search path, the app
 decorated with ``lossmix.app.runner.hydra_app``) gets the shipped app's one-line errors,
 pre-flight check, outputs and resume. One subprocess run (the real entry point); the rest

@@ -577,10 +577,10 @@ def test_lossmix_show_checks_the_search_path_before_composing(tmp_path, monkeypa
     assert not marker.exists() and "evilpkg" not in sys.modules
 
 
-def test_the_readme_quotes_the_real_message(hostile_runs):
+def test_the_docs_quote_the_real_message(hostile_runs):
     _, results = hostile_runs
     line = results["nested interpolation in hydra.callbacks"]["stderr"].strip()
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
     assert f"```text\n{line}\n```" in readme
 
 

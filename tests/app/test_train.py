@@ -168,7 +168,7 @@ def test_log_raw_from_the_command_line(tmp_path, capsys):
 
 
 def test_the_slurm_recipe_composes(capsys, monkeypatch):
-    """The README's SLURM command, printed with --cfg hydra (Hydra refuses -m with --cfg, so
+    """The SLURM command of docs/scaling.md, printed with --cfg hydra (Hydra refuses -m with --cfg, so
     without -m and the sweep), and its launcher built as Hydra will build it."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     recipe = [

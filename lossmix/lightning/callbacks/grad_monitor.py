@@ -113,15 +113,15 @@ class GradientConflictMonitor(_ParameterMonitor):
     model outside the loss mix), one per term added to the total, and their Gramian
     ``G = J Jᵀ`` (:func:`lossmix.functional.gradient_conflicts`):
 
-    ================================== =====================================================
-    key                                value
-    ================================== =====================================================
-    ``train/grad_cosine/{a}_vs_{b}``   ``cos(g_a, g_b)`` (negative: the tasks conflict)
+    =================================== =====================================================
+    key                                 value
+    =================================== =====================================================
+    ``train/grad_cosine/{a}_vs_{b}``    ``cos(g_a, g_b)`` (negative: the tasks conflict)
     ``train/grad_magnitude/{a}_vs_{b}`` ``2‖g_a‖‖g_b‖ / (‖g_a‖² + ‖g_b‖²)`` (1: equal norms)
-    ``train/grad_condition/gramian``   ``λ_max / λ_min`` of ``G`` (``inf``: dependent gradients)
-    ``train/grad_share/{task}``        ``⟨g_i, Σg⟩ / ‖Σg‖²``, the task's share of the summed
-                                       gradient (the shares add up to 1)
-    ================================== =====================================================
+    ``train/grad_condition/gramian``    ``λ_max / λ_min`` of ``G`` (``inf``: dependent gradients)
+    ``train/grad_share/{task}``         ``⟨g_i, Σg⟩ / ‖Σg‖²``, the task's share of the summed
+                                        gradient (the shares add up to 1)
+    =================================== =====================================================
 
     Each value is computed with one ``torch.autograd.grad`` per task (the graph is kept for
     the step's own backward; under AMP the losses are scaled like the step's, then

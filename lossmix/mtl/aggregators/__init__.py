@@ -7,9 +7,9 @@ its state (GradVac's cosine targets, DB-MTL's gradient average, the random gener
 is in buffers or the extra state, so checkpoints carry it. They live in
 :data:`~lossmix.registry.registry.AGGREGATORS` (``lossmix list`` describes them).
 
-============ ============================================ ====================== =========
+============ ============================================= ====================== =========
 ``type``     update ``d`` (rows of ``J``: task gradients)  ``Σ weights``          Gramian
-============ ============================================ ====================== =========
+============ ============================================= ====================== =========
 sum          ``Σ g_i`` (the plain backward)                 K                      yes
 pcgrad       conflicting components projected away          ≥ K                    yes
 cagrad       best worst case in a ball around the mean      1 + c‖ḡ‖/‖Jᵀw*‖        yes
@@ -21,7 +21,7 @@ nash_mtl     Nash bargaining ``α ⊙ Gα = 1``                 free (clipped no
 gradvac      cosines lifted to running targets              ≈ K                    yes
 graddrop     one sign kept per coordinate                   —                      no
 db_mtl       log-loss gradients, averaged, max-norm scaled  —                      no
-============ ============================================ ====================== =========
+============ ============================================= ====================== =========
 
 A method with a Gramian form implements :meth:`BaseAggregator.weights` and can run
 ``on: representation``; the others override :meth:`BaseAggregator.combine`.
