@@ -3,7 +3,8 @@
 * ```python: executed as written, in order, one namespace per page, in a fresh working
   directory (Sybil's ``PythonCodeBlockParser``);
 * ```yaml: loaded (OmegaConf, YAML 1.1 as Hydra reads it); a block with a ``loss`` node or a
-  term node is checked against the term schema, as the app checks it before training;
+  term node is checked against the term schema, as the app checks it before training, and
+  built (``LossMix.from_config``);
 * ```bash: each command (``\\`` continuations joined, ``&&`` chains split, comments dropped)
   is composed (``python -m lossmix.train ...``: Hydra's compose API with lossmix's checks, a
   sweep by its first value), run (``lossmix list|show ...``) or skipped with the reason
@@ -75,11 +76,13 @@ def _tested_by(script: str) -> str | None:
     """The test file that runs an example script (its path or name appears there)."""
     path = Path(script)
     key = path.stem if path.parent.name == "examples" else path.parent.name  # examples/own_app/...
-    for test in sorted((ROOT / "tests").rglob("test_*.py")):
-        text = test.read_text(encoding="utf-8")
-        names = (path.as_posix(), f'"{key}"', f"{key}.py", f"import {key}\n")
-        if any(name in text for name in names):
-            return test.relative_to(ROOT).as_posix()
+    tests = sorted((ROOT / "tests").rglob("test_*.py"))
+    texts = {test: test.read_text(encoding="utf-8") for test in tests}
+    # the strongest evidence first: the path itself, an import of the script, its folder's name
+    for name in (path.as_posix(), f"import {key}\n", f"{key}.py", f'"{key}"'):
+        for test, text in texts.items():
+            if name in text:
+                return test.relative_to(ROOT).as_posix()
     return None
 
 
@@ -239,7 +242,7 @@ def run_app(argv: list[str], tmp: Path) -> str:
 def count(pages: Sequence[Path] = PAGES) -> Counter[str]:
     """Blocks and commands by what the test does with them."""
     found: Counter[str] = Counter()
-    fence = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
+    fence = re.compile(r"^```(\S*)\n(.*?)^```", re.M | re.S)
     for page in pages:
         for language, body in fence.findall(page.read_text(encoding="utf-8")):
             if language == "python":
@@ -252,6 +255,8 @@ def count(pages: Sequence[Path] = PAGES) -> Counter[str]:
                 for command in shell_plan(body):
                     label = {"compose": "shell commands composed", "run": "shell commands run"}
                     found[label.get(command.kind, f"shell commands skipped: {command.reason}")] += 1
+            elif language.startswith("{"):
+                found["Sphinx directives (rendered by the site build)"] += 1
             else:
                 found[f"shown only ({language or 'no language'})"] += 1
     return found

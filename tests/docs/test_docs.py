@@ -30,15 +30,18 @@ from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser  # noq
 def _yaml(example: Any) -> None:
     from omegaconf import OmegaConf
 
+    from lossmix import LossMix
     from lossmix.app.checks import check_loss_config
     from lossmix.mix.keys import check_term_node
     from lossmix.registry.nodes import is_term_node, to_plain
 
     node = to_plain(OmegaConf.create(example.parsed))
     if isinstance(node, dict) and isinstance(node.get("loss"), dict):
-        check_loss_config(node["loss"])
+        check_loss_config(node["loss"])  # checked as the app checks it, then built
+        LossMix.from_config(node["loss"])
     elif is_term_node(node):
         check_term_node("term", "term", node)
+        LossMix.from_config({"term": node})
 
 
 def _bash(example: Any) -> None:
@@ -96,7 +99,8 @@ def restored_registries() -> Any:
 @pytest.mark.usefixtures("restored_registries")
 @pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
 def test_every_block_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The page's blocks, in order, in one namespace, in a fresh working directory."""
+    """The page's blocks, in order, in one namespace, in a fresh working directory: python run,
+    yaml loaded, checked and built, bash composed or run, console run and its output compared."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("COLUMNS", "200")  # quoted tables: one line per row
