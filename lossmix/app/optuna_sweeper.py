@@ -68,16 +68,23 @@ def distribution_of(key: str, value: Any) -> Any:
     if isinstance(value, IntervalSweep):
         log = "log" in value.tags
         start, end = value.start, value.end
+        if start is None or end is None:
+            raise LossConfigError(f"{key}: an interval sweep needs both bounds, e.g. interval(0.1, 10).")
         if isinstance(start, int) and isinstance(end, int):
             return IntDistribution(start, end, log=log)
         return FloatDistribution(float(start), float(end), log=log)
     if isinstance(value, RangeSweep):
         if value.shuffle or value.start is None or value.stop is None:
             raise LossConfigError(f"{key}: a sweep range needs a start and a stop and no shuffle.")
-        step = value.step or 1
-        return IntDistribution(int(value.start), int(value.stop) - int(step), step=int(step))
+        start, stop, step = int(value.start), int(value.stop), int(value.step or 1)
+        if stop <= start or step < 1:
+            raise LossConfigError(f"{key}: range({start}, {stop}, {step}) holds no value to sample.")
+        last = start + (stop - 1 - start) // step * step  # range's end is exclusive
+        return IntDistribution(start, last, step=step)
     if isinstance(value, ChoiceSweep):
-        return CategoricalDistribution([v for v in value.list])
+        return CategoricalDistribution(
+            [v if isinstance(v, (bool, int, float, str)) else str(v) for v in value.list]
+        )
     return None
 
 
@@ -106,7 +113,7 @@ def search_space(
         if found is not None:
             space[key] = found
         else:
-            fixed.append(override.input_line)
+            fixed.append(str(override.input_line))
     if not space:
         low, high = float(weights.get("low", 0.1)), float(weights.get("high", 10.0))
         if not 0 < low < high:
@@ -201,7 +208,13 @@ class OptunaSweeper(_hydra_sweeper_base()):  # type: ignore[misc]  # Hydra's Swe
 
     def sweep(self, arguments: list[str]) -> Any:
         """Ask, launch, tell until the study holds ``n_trials`` trials; then the Pareto front."""
-        import optuna
+        try:
+            import optuna
+        except ImportError:
+            raise LossConfigError(
+                "hydra/sweeper=lossmix_optuna needs Optuna, which is not installed: "
+                "pip install 'lossmix[sweep]'."
+            ) from None
 
         from lossmix.app.pareto_report import write_pareto_report
         from lossmix.app.sweep_trial import open_storage
@@ -216,7 +229,7 @@ class OptunaSweeper(_hydra_sweeper_base()):  # type: ignore[misc]  # Hydra's Swe
             study_name=self.study_name,
             storage=open_storage(url),
             sampler=_sampler(self.sampler),
-            directions=directions,
+            directions=[optuna.study.StudyDirection[d.upper()] for d in directions],
             load_if_exists=True,
         )
         if not self.storage:

@@ -140,7 +140,7 @@ def multirun_job_relaunch() -> Any:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         yield
         return
-    hydra = HydraConfig.get()
+    hydra: Any = HydraConfig.get()  # a DictConfig at run time
     saved_argv, saved_dir = sys.argv, hydra.run.dir
     sys.argv = [sys.argv[0], *hydra.overrides.task]
     with read_write(hydra):
