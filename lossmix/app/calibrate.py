@@ -357,6 +357,9 @@ def calibrate(
         raise LossConfigError(f"--batches {batches} is not valid; measure at least 1 batch.")
     if by not in STATISTICS:
         raise LossConfigError(f"--by {by!r} is not valid; use one of: {', '.join(STATISTICS)}.")
+    loss = cfg.get("loss") or {}
+    if shares:  # before anything is built: a share for a term the config does not have
+        _target_shares([str(k) for k, v in loss.items() if v is not None and v.get("in_total", True)], shares)
     cfg = cfg.copy()
     with tempfile.TemporaryDirectory(prefix="lossmix-calibrate-") as scratch:
         OmegaConf.update(cfg, "paths.output_dir", scratch, force_add=True)

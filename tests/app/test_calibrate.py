@@ -11,6 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from lossmix.app import cli
 from lossmix.app.calibrate import (
     CalibrationResult,
     TermStatistics,
@@ -97,6 +98,17 @@ def test_a_named_shared_module_and_a_bad_one():
         calibrate(compose_config(SMALL), batches=1, shared="trunks")
     with pytest.raises(LossConfigError, match=r"term 'reg': its gradient reaches none of the --shared"):
         calibrate(compose_config(SMALL), batches=1, shared="cls_head")
+
+
+def test_the_command_prints_the_shares_and_writes_the_weights(tmp_path, capsys):
+    out = tmp_path / "weights.yaml"
+    assert cli.main(["calibrate", "--batches", "1", "--by", "loss", "--out", str(out), *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert "Dominant term today: " in printed and "grad share" in printed
+    line = OmegaConf.load(out).overrides
+    assert line.startswith("loss.cls.loss_weight=") and line in printed.replace("\n", " ")
+    assert cli.main(["calibrate", "--share", "cls=1", *SMALL]) == 1
+    assert capsys.readouterr().err.startswith("Error: --share gives no share for term(s) reg, ctr; give")
 
 
 def _shares_while_training(weights: dict[str, float] | None, steps: int = 6) -> dict[str, float]:
