@@ -29,6 +29,7 @@ prunes, and writes the final objectives into the study.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,11 +125,15 @@ def search_space(
     return space, fixed
 
 
-def _sampler(node: Mapping[str, Any] | None) -> Any:
+def _sampler(node: Mapping[str, Any] | None, shared: bool = False) -> Any:
+    """The sampler ``node`` names. On a shared storage, its seed is offset by the SLURM array
+    task's id (else the process id), so sweepers sharing a study propose different weights."""
     import optuna
 
     options = dict(node or {})
     name = str(options.pop("name", "nsgaii"))
+    if shared and options.get("seed") is not None:
+        options["seed"] = int(options["seed"]) + int(os.environ.get("SLURM_ARRAY_TASK_ID") or os.getpid())
     kinds = {
         "nsgaii": optuna.samplers.NSGAIISampler,
         "tpe": optuna.samplers.TPESampler,
@@ -228,7 +233,7 @@ class OptunaSweeper(_hydra_sweeper_base()):  # type: ignore[misc]  # Hydra's Swe
         study = optuna.create_study(
             study_name=self.study_name,
             storage=open_storage(url),
-            sampler=_sampler(self.sampler),
+            sampler=_sampler(self.sampler, shared=bool(self.storage)),
             directions=[optuna.study.StudyDirection[d.upper()] for d in directions],
             load_if_exists=True,
         )

@@ -72,6 +72,19 @@ def test_bad_sweeper_settings_are_one_line_errors(call, match):
         call()
 
 
+def test_sweepers_sharing_a_study_do_not_propose_the_same_weights(monkeypatch):
+    from optuna.distributions import FloatDistribution
+
+    def first_proposal(task: str, shared: bool) -> float:
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", task)
+        study = optuna.create_study(sampler=_sampler({"name": "random", "seed": 42}, shared=shared))
+        return study.ask({"w": FloatDistribution(0.1, 10, log=True)}).params["w"]
+
+    assert first_proposal("0", shared=False) == first_proposal("1", shared=False)  # seeded: reproducible
+    assert first_proposal("0", shared=True) != first_proposal("1", shared=True)
+    assert first_proposal("1", shared=True) == first_proposal("1", shared=True)
+
+
 @pytest.mark.parametrize(
     ("value", "direction", "startup", "pruned"),
     [
