@@ -12,16 +12,9 @@ import torch
 from omegaconf import OmegaConf
 
 from lossmix.app import cli
-from lossmix.app.calibrate import (
-    CalibrationResult,
-    TermStatistics,
-    calibrate,
-    calibrated_weights,
-    parse_shares,
-    reduce_statistics,
-    term_statistics,
-)
+from lossmix.app.calibrate import CalibrationResult, calibrate, calibrated_weights, parse_shares
 from lossmix.app.compose import compose_config
+from lossmix.app.term_statistics import TermStatistics, reduce_statistics, term_statistics
 from lossmix.errors import LossConfigError
 
 SMALL = ["data.num_train=64", "data.num_val=16", "data.batch_size=16"]
@@ -146,7 +139,7 @@ def test_training_with_the_calibrated_weights_gives_more_equal_gradient_shares(d
 _RANK = textwrap.dedent(
     """
     import sys, torch, torch.distributed as dist
-    from lossmix.app.calibrate import reduce_statistics
+    from lossmix.app.term_statistics import reduce_statistics
     rank, init = int(sys.argv[1]), sys.argv[2]
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     # rank 0 measured 2 batches, rank 1 measured 1: the mean is over the 3 batches
