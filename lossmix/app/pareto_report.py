@@ -39,8 +39,13 @@ def _plot(study: Any, objectives: Sequence[str], path: Path) -> None:
         axes.set_ylabel(objectives[0])
     else:
         axes.plot([t.values[0] for t in done], [t.values[1] for t in done], "o", color="0.6", label="trials")
+        joined = "o-" if len(objectives) == 2 else "o"  # a front of 3+ objectives is no curve in 2-D
         axes.plot(
-            [t.values[0] for t in front], [t.values[1] for t in front], "o-", color="C3", label="Pareto front"
+            [t.values[0] for t in front],
+            [t.values[1] for t in front],
+            joined,
+            color="C3",
+            label="Pareto front",
         )
         for t in front:
             axes.annotate(
@@ -53,7 +58,8 @@ def _plot(study: Any, objectives: Sequence[str], path: Path) -> None:
         axes.set_xlabel(objectives[0])
         axes.set_ylabel(objectives[1])
     axes.legend()
-    axes.set_title(f"{len(done)} finished trials, {len(front)} on the front")
+    shown = "" if len(objectives) <= 2 else f" (first 2 of {len(objectives)} objectives)"
+    axes.set_title(f"{len(done)} finished trials, {len(front)} on the front{shown}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

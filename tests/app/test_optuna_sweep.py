@@ -17,6 +17,7 @@ optuna = pytest.importorskip("optuna", reason="the sweep needs optuna: pip insta
 import lossmix.train as train  # noqa: E402
 from lossmix.app.hydra_nodes import check_hydra_node  # noqa: E402
 from lossmix.app.optuna_sweeper import OptunaSweeper, _sampler, _tell, search_space  # noqa: E402
+from lossmix.app.pareto_report import write_pareto_report  # noqa: E402
 from lossmix.app.sweep_trial import (  # noqa: E402
     INTERMEDIATE,
     PRUNED,
@@ -124,6 +125,24 @@ def test_a_trial_worse_than_the_median_is_pruned_and_told_so(tmp_path):
     _tell(study, trial, SimpleNamespace(return_value=None), ["val/loss"])
     frozen = study.trials[trial.number]
     assert frozen.state == optuna.trial.TrialState.PRUNED and frozen.user_attrs[PRUNED] == 4
+
+
+@pytest.mark.parametrize("objectives", [["a"], ["a", "b", "c"]])
+def test_the_pareto_report_of_one_and_of_three_objectives(tmp_path, capsys, objectives):
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(directions=["minimize"] * len(objectives))
+    points = [(1.0, 3.0, 1.0), (2.0, 2.0, 2.0), (3.0, 3.0, 3.0)]  # the third is dominated
+    for point in points:
+        trial = study.ask({"w": FloatDistribution(0.1, 10)})
+        study.tell(trial, list(point[: len(objectives)]))
+    rows = write_pareto_report(study, objectives, tmp_path)
+    assert [r["trial"] for r in rows] == ([0] if len(objectives) == 1 else [0, 1])
+    assert (tmp_path / "pareto_front.png").stat().st_size > 0
+    assert (tmp_path / "pareto_front.csv").read_text().splitlines()[0] == ",".join(
+        ["trial", "w", *objectives]
+    )
+    assert "Pareto front" in capsys.readouterr().out
 
 
 class Interrupted(BaseException):
