@@ -61,11 +61,12 @@ def _reached(value: Tensor, params: Sequence[nn.Parameter]) -> list[Tensor | Non
     return list(torch.autograd.grad(value, params, retain_graph=True, allow_unused=True))
 
 
-def reduce_statistics(sums: Tensor, count: int) -> Tensor:
+def reduce_statistics(sums: Tensor, count: int, device: torch.device | None = None) -> Tensor:
     """Means over batches and ranks: ``sums`` (any shape) summed over ranks with one
-    collective and divided by the total number of batches (``count`` on each rank, summed)."""
-    packed = torch.cat([sums.double().flatten(), torch.tensor([float(count)], dtype=torch.float64)])
-    total = all_reduce_sum(packed.to(sums.device))
+    collective (on ``device``: NCCL reduces CUDA tensors only) and divided by the total number
+    of batches (``count`` on each rank, summed). Returned on the CPU."""
+    packed = torch.cat([sums.double().flatten().cpu(), torch.tensor([float(count)], dtype=torch.float64)])
+    total = all_reduce_sum(packed.to(device or sums.device)).cpu()
     return (total[:-1] / total[-1].clamp(min=1.0)).reshape(sums.shape)
 
 
@@ -127,7 +128,7 @@ def term_statistics(
         count += 1
     if count == 0 or selected is None:
         raise LossConfigError("calibrate got no batch; the datamodule's train_dataloader is empty.")
-    means = reduce_statistics(sums, count).tolist()
+    means = reduce_statistics(sums, count, params[0].device if params else None).tolist()
     found = [TermStatistics(t.name, float(t.weight), means[0][i], means[1][i]) for i, t in enumerate(terms)]
     return found, tuple(named[i][0] for i in sorted(selected))
 

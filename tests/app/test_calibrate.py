@@ -84,13 +84,27 @@ def test_the_demo_detectors_shares_and_weights(demo, tmp_path):
     assert calibrate(compose_config(SMALL), batches=3).weights == demo.weights
 
 
-def test_a_named_shared_module_and_a_bad_one():
-    found = calibrate(compose_config(SMALL), batches=1, shared="trunk.3", by="loss")
-    assert found.shared and all(n.startswith("trunk.3.") for n in found.shared)
+@pytest.fixture(scope="module")
+def detector():
+    """The demo detector as the app builds it, and its first training batch."""
+    from lossmix.app.runner import build
+
+    cfg = compose_config(SMALL)
+    cfg.paths.output_dir = os.devnull
+    datamodule, model, _ = build(cfg, [])
+    datamodule.setup("fit")
+    return model, [next(iter(datamodule.train_dataloader()))]
+
+
+def test_a_named_shared_module_and_a_bad_one(detector):
+    model, batches = detector
+    _, shared = term_statistics(model, batches, shared="trunk.3")
+    assert shared and all(n.startswith("trunk.3.") for n in shared)
     with pytest.raises(LossConfigError, match=r"shared module 'trunks' is not in DenseDetector"):
-        calibrate(compose_config(SMALL), batches=1, shared="trunks")
+        term_statistics(model, batches, shared="trunks")
     with pytest.raises(LossConfigError, match=r"term 'reg': its gradient reaches none of the --shared"):
-        calibrate(compose_config(SMALL), batches=1, shared="cls_head")
+        term_statistics(model, batches, shared="cls_head")
+    assert all(p.grad is None for p in model.parameters())  # measured, nothing accumulated
 
 
 def test_the_command_prints_the_shares_and_writes_the_weights(tmp_path, capsys):
