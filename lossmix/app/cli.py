@@ -8,6 +8,10 @@
 * ``lossmix show [--config-dir DIR --config-name NAME] [overrides...]``: compose the training
   config (``lossmix/conf/train.yaml``, or your app's own) with Hydra overrides, as the app
   would, check the terms, and print the ``loss`` node as YAML and a table of its terms.
+* ``lossmix calibrate [--batches N] [--by grad_norm|loss] [--share cls=0.5,...] [--shared MODULE]
+  [overrides...]``: measure each term's value and gradient norm on a few batches of the app,
+  print the shares (which term dominates) and the weights that balance them, as an override
+  line and a YAML file (:mod:`lossmix.app.calibrate`).
 
 Errors print one ``Error: ...`` line and exit with status 1.
 """
@@ -254,7 +258,44 @@ def _parser() -> argparse.ArgumentParser:
         help="a package your app allows in Python (lossmix.allow_targets), so its _target_ "
         "nodes are checked; run from the directory it imports from; repeatable",
     )
+    _calibrate_parser(commands)
     return parser
+
+
+def _calibrate_parser(commands: Any) -> None:
+    from lossmix.app.calibrate import STATISTICS
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="the term weights that balance the mix, measured on a few batches (no training)",
+        description="Run N training batches of the app (the same overrides as python -m "
+        "lossmix.train, no optimizer step), measure each term's raw value and gradient norm on "
+        "the shared parameters, print the shares and the weights that equalise them, and write "
+        "them as YAML.",
+    )
+    calibrate.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="Hydra overrides, as for the app")
+    calibrate.add_argument("--batches", type=int, default=8, help="batches to average over (default 8)")
+    calibrate.add_argument(
+        "--by", choices=STATISTICS, default="grad_norm", help="the statistic to equalise (default grad_norm)"
+    )
+    calibrate.add_argument(
+        "--share",
+        default=None,
+        metavar="TERM=S,...",
+        help="target shares instead of equal ones, e.g. cls=0.5,reg=0.25,ctr=0.25",
+    )
+    calibrate.add_argument(
+        "--shared",
+        default=None,
+        metavar="MODULE",
+        help="the submodule whose parameters are shared "
+        "(default: the parameters every term's gradient reaches)",
+    )
+    calibrate.add_argument(
+        "--out", default="calibration.yaml", help="the YAML file written (default calibration.yaml)"
+    )
+    calibrate.add_argument("--config-dir", "-cd", default=None, help="your app's config directory")
+    calibrate.add_argument("--config-name", "-cn", default=None, help="the primary config's name")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -267,9 +308,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return list_command(console, args.imports)
+        if args.command == "calibrate":
+            from lossmix.app.calibrate import run_command
+
+            return run_command(
+                console,
+                args.overrides,
+                batches=args.batches,
+                by=args.by,
+                share=args.share,
+                shared=args.shared,
+                out=args.out,
+                config_name=args.config_name,
+                config_dir=args.config_dir,
+            )
         return show_command(console, args.items, args.config_name, args.config_dir, args.allow)
     except (CompactHydraException, OmegaConfBaseException, LossConfigError, LossInputError) as err:
-        overrides = getattr(args, "items", [])
+        overrides = getattr(args, "items", None) or getattr(args, "overrides", [])
         config = {
             "config_name": getattr(args, "config_name", None),
             "config_dir": getattr(args, "config_dir", None),

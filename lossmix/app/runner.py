@@ -94,6 +94,7 @@ from lossmix.utilities.compat import (
     default_checkpoint_io,
     edit_saved_checkpoints,
     fit_in_each_rank,
+    multirun_job_relaunch,
     parse_hydra_argv,
     replace_initial_hparams,
     single_run_overrides,
@@ -447,10 +448,12 @@ def fit(
     with redacting(env_secrets(cfg)), _write_failures_reported(out), _run_lock(out):
         datamodule, model, trainer = build(cfg, overrides, model=model, datamodule=datamodule)
         try:
-            # weights_only passed explicitly: no environment variable turns it off
-            _fit_reporting_ranks(
-                trainer, out, model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
-            )
+            # weights_only passed explicitly: no environment variable turns it off; in a sweep's
+            # job, ddp's extra ranks run this job (its sampled values), not the sweep again
+            with multirun_job_relaunch():
+                _fit_reporting_ranks(
+                    trainer, out, model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
+                )
         except (RuntimeError, KeyError) as err:
             refused = _refused_checkpoint(err, trainer, ckpt_path, type(model).__name__)
             if refused is None:

@@ -26,6 +26,7 @@ __all__ = [
     "fit_in_each_rank",
     "hide_lightning_mid_epoch_warning",
     "logging_due",
+    "multirun_job_relaunch",
     "parse_hydra_argv",
     "replace_initial_hparams",
     "resumed_mid_epoch",
@@ -116,6 +117,40 @@ def fit_in_each_rank(trainer: Any, wrap: Callable[[Callable[..., Any]], Callable
     picklable callable. Calling this again replaces the earlier wrapper (no nesting).
     """
     trainer._fit_impl = wrap(functools.partial(type(trainer)._fit_impl, trainer))
+
+
+@contextlib.contextmanager
+def multirun_job_relaunch() -> Any:
+    """Inside the block, Lightning's ``ddp`` launcher starts the other ranks of *this* job.
+
+    Lightning re-runs ``sys.argv`` for each extra rank, with ``hydra.run.dir=<hydra.run.dir>``
+    (``_hydra_subprocess_cmd``). In a job of a Hydra multirun that command line is the whole
+    sweep (``-m`` and its sweeps), so each rank would run a sweep of its own and sample its
+    own parameters. Here, in a multirun job, the command line is the job's own overrides
+    (``hydra.overrides.task``: the sampled values included) and ``hydra.run.dir`` is the
+    job's output directory: every rank composes the job's config, in the job's directory.
+    Outside a multirun job it changes nothing.
+    """
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        yield
+        return
+    hydra: Any = HydraConfig.get()  # a DictConfig at run time
+    saved_argv, saved_dir = sys.argv, hydra.run.dir
+    sys.argv = [sys.argv[0], *hydra.overrides.task]
+    with read_write(hydra):
+        hydra.run.dir = hydra.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        with read_write(hydra):
+            hydra.run.dir = saved_dir
 
 
 #: The start of Lightning's warning on a mid-epoch resume of a loader it cannot restore

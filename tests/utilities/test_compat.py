@@ -76,3 +76,32 @@ def test_lightning_private_apis_lossmix_reads():
     assert [s[0] for s in seen] == [0, 1, 2, 3]  # counted after on_train_batch_end
     assert [s[1] for s in seen] == [False, True, False, True]  # every 2nd optimizer step
     assert not any(s[2] for s in seen) and all(s[3] >= 1 for s in seen)
+
+
+def test_in_a_multirun_job_lightnings_ddp_relaunch_runs_the_job_not_the_sweep(tmp_path, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+    from lightning.pytorch.strategies.launchers.subprocess_script import _hydra_subprocess_cmd
+    from omegaconf import open_dict
+
+    cfg, _ = compose("-m", "loss.cls.loss_weight=0.1,10")
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = ["loss.cls.loss_weight=0.1", "trainer=ddp"]
+        cfg.hydra.runtime.output_dir = str(tmp_path / "3")
+        cfg.hydra.runtime.cwd = str(tmp_path)
+        cfg.hydra.run.dir = "outputs/now"
+    HydraConfig.instance().set_config(cfg)
+    monkeypatch.setattr("sys.argv", ["train.py", "-m", "loss.cls.loss_weight=0.1,10"])
+    try:
+        before, _ = _hydra_subprocess_cmd(local_rank=1)
+        with compat.multirun_job_relaunch():
+            command, _ = _hydra_subprocess_cmd(local_rank=1)
+        after, _ = _hydra_subprocess_cmd(local_rank=1)
+    finally:
+        HydraConfig.instance().cfg = None
+    start = before.index("-m", 2)  # after `python -m <main module>`: the command line it re-runs
+    assert before[start:][:2] == ["-m", "loss.cls.loss_weight=0.1,10"]  # Lightning alone: the sweep again
+    assert 'hydra.run.dir="outputs/now"' in before
+    assert command[start:][:2] == ["loss.cls.loss_weight=0.1", "trainer=ddp"]  # this job's overrides
+    assert "-m" not in command[start:] and "loss.cls.loss_weight=0.1,10" not in command
+    assert f'hydra.run.dir="{tmp_path / "3"}"' in command  # into the job's own directory
+    assert after == before  # restored
