@@ -125,7 +125,9 @@ def first_of_sweeps(overrides: Sequence[str]) -> list[str]:
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     out = []
     for text, override in zip(overrides, parsed, strict=True):
-        if override.is_sweep_override():
+        if override.is_interval_sweep():  # interval(0.1, 10): a value inside it
+            out.append(f"{override.get_key_element()}={override.value().start}")
+        elif override.is_sweep_override():
             first = next(iter(override.sweep_string_iterator()))
             out.append(f"{override.get_key_element()}={first}")
         else:
