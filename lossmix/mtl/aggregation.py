@@ -300,7 +300,7 @@ class GradientAggregation(nn.Module):
         if engine is not None:
             try:
                 if self._jacobian is None and not accumulating and world_size() == 1:
-                    why = engine.unaccounted(loss)
+                    why = engine.unaccounted([t for group in tasks for t in group])
                     if why is None:
                         self._gramian(engine, tasks, coefficients, run, scale)
                         return

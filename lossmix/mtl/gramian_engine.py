@@ -19,7 +19,7 @@ where the tasks' gradients enter it). At the backward:
    and everything else its ordinary gradient.
 
 Before using the result, host-side walks of the autograd graph (no device sync) check that
-every path from the loss to a shared parameter enters through a root and reaches the
+every path from a task term to a shared parameter enters through a root and reaches the
 parameter only inside its own module's recorded call; a graph that does not (weights tied
 to a head, a parameter used outside its module, a compiled trunk whose hooks did not run)
 is reported, and the caller takes the Jacobian path.
@@ -164,9 +164,10 @@ class GramianEngine:
         return list(self._record.roots)
 
     # -- checking ----------------------------------------------------------------------------
-    def unaccounted(self, loss: Tensor) -> str | None:
-        """Why the recorded calls do not account for every path from ``loss`` to a shared
-        parameter (``None`` when they do): a walk over the autograd graph on the host."""
+    def unaccounted(self, terms: Sequence[Tensor]) -> str | None:
+        """Why the recorded calls do not account for every path from the task ``terms`` to a
+        shared parameter (``None`` when they do): walks over the autograd graph on the host.
+        (What else in the loss reaches the parameters keeps its ordinary gradient.)"""
         record = self._record
         if not record.roots:
             return "the shared module's forward was not recorded (compiled, or run without grad)"
@@ -178,7 +179,7 @@ class GramianEngine:
             for edge in call.outputs:
                 owners.setdefault(edge.node, set()).update(id(p) for p in self._own[id(call.module)])
         roots = {edge.node for edge in record.roots}
-        if self._reached(loss.grad_fn, roots):
+        if any(self._reached(t.grad_fn, roots) for t in terms):
             return "a shared parameter is reached other than through the shared module's outputs"
         for start in roots | set(owners):
             if not self._reached(start, set(owners) - {start}) <= owners.get(start, set()):
