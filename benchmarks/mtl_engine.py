@@ -16,6 +16,7 @@ Usage: ``python benchmarks/mtl_engine.py [--batch 64] [--rounds 7] [--steps 10] 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -40,7 +41,7 @@ class Trunk(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for a, b in zip(WIDTHS, WIDTHS[1:], strict=False):
+        for a, b in itertools.pairwise(WIDTHS):
             layers += [nn.Linear(a, b), nn.Tanh()]
         self.trunk = nn.Sequential(*layers)
         self.heads = nn.ModuleList(nn.Linear(WIDTHS[-1], 1) for _ in range(K))
@@ -51,7 +52,9 @@ class Trunk(nn.Module):
 
 
 def loss_node(method: str | None, engine: str) -> dict:
-    node: dict = {f"t{i}": {"type": "MSELoss", "inputs": {"pred": f"p{i}", "target": f"y{i}"}} for i in range(K)}
+    node: dict = {
+        f"t{i}": {"type": "MSELoss", "inputs": {"pred": f"p{i}", "target": f"y{i}"}} for i in range(K)
+    }
     if method is not None:
         node["aggregation"] = {"type": method, "on": "shared", "module": "trunk", "engine": engine}
     return node
@@ -60,7 +63,9 @@ def loss_node(method: str | None, engine: str) -> dict:
 class Variant:
     """One model, loss mix and optimizer; :meth:`step` runs one training step."""
 
-    def __init__(self, method: str | None, engine: str, batch: int, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, method: str | None, engine: str, batch: int, dtype: torch.dtype = torch.float32
+    ) -> None:
         torch.manual_seed(0)
         self.model = Trunk().to(dtype)
         self.mix = LossMix.from_config(loss_node(method, engine))
@@ -107,7 +112,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--steps", type=int, default=10, help="steps per variant per round")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a busy machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1: steadier on a busy machine)"
+    )
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -132,7 +139,7 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     for label in labels:
-        method, engine = (label.split(" (") + [""])[:2]
+        method, engine = [*label.split(" ("), ""][:2]
         engine = engine.rstrip(")")
         agg = variants[label].mix.aggregation
         route = agg.last_route if agg is not None else "plain backward"

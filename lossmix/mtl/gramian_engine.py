@@ -219,7 +219,9 @@ class GramianEngine:
                     batched[i] = seed
                     outputs.append(term)
                     seeds.append(batched)
-        edges = list(dict.fromkeys([*self._record.roots, *(e for c in self._record.calls for e in c.outputs)]))
+        edges = list(
+            dict.fromkeys([*self._record.roots, *(e for c in self._record.calls for e in c.outputs)])
+        )
         if not outputs:
             return {}
         grads = torch.autograd.grad(

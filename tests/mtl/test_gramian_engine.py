@@ -21,7 +21,9 @@ DT = torch.float64
 GRAMIAN_METHODS = [n for n in AGGREGATORS.names() if AGGREGATORS.get(n).has_gramian_form()]
 
 
-@pytest.mark.parametrize("rows, width_in, width_out", [(6, 40, 40), (50, 3, 4)], ids=["activations", "formed"])
+@pytest.mark.parametrize(
+    "rows, width_in, width_out", [(6, 40, 40), (50, 3, 4)], ids=["activations", "formed"]
+)
 @pytest.mark.parametrize("weight, bias", [(True, True), (True, False), (False, True)])
 def test_linear_gramian_equals_the_formed_gradients(rows, width_in, width_out, weight, bias):
     a, g = torch.randn(2, rows, width_in, dtype=DT), torch.randn(3, 2, rows, width_out, dtype=DT)
@@ -53,7 +55,7 @@ class Net(nn.Module):
         return out
 
 
-def mix_for(method: str, engine: str, regulariser: bool = False) -> LossMix:
+def mix_for(method: str, engine: str) -> LossMix:
     node: dict = {f"t{i}": {"type": "MSELoss", "inputs": {"pred": f"p{i}", "target": "y"}} for i in range(3)}
     node["aggregation"] = {"type": method, "on": "shared", "module": "trunk", "engine": engine}
     return LossMix.from_config(node)
@@ -113,7 +115,12 @@ def test_the_engine_gramian_is_the_jacobians():
     engine = mix.aggregation._gramian_engine
     gramian = engine.gramian(engine.task_gradients(tasks, ones), 3)
     params = list(net.trunk.parameters())
-    jacobian = torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(t[0], params, retain_graph=True)]) for t in tasks])
+    jacobian = torch.stack(
+        [
+            torch.cat([g.flatten() for g in torch.autograd.grad(t[0], params, retain_graph=True)])
+            for t in tasks
+        ]
+    )
     torch.testing.assert_close(gramian, F.gramian(jacobian))
 
 
