@@ -31,6 +31,7 @@ without parameter gradients, plus the Gramian contractions.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,11 @@ from torch import Tensor, nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["GramianEngine", "linear_gramian"]
+__all__ = ["MAX_RECORDED", "GramianEngine", "linear_gramian"]
+
+#: Outputs of the shared module kept between two backwards (forwards with grad enabled that no
+#: ``mix.backward`` consumes are dropped beyond this; that step then takes the Jacobian path).
+MAX_RECORDED = 64
 
 
 def linear_gramian(inputs: Tensor, grads: Tensor, *, weight: bool = True, bias: bool = True) -> Tensor:
@@ -107,6 +112,24 @@ class _Call:
 class _Record:
     calls: list[_Call] = field(default_factory=list)
     roots: list[GradientEdge] = field(default_factory=list)
+    overflowed: bool = False
+
+
+class _Hook:
+    """A forward hook that reaches its engine through a weak reference, so a model outliving its
+    loss mix does not keep an engine recording (pickled and copied with the engine itself)."""
+
+    def __init__(self, engine: GramianEngine | None, kind: str) -> None:
+        self.engine = None if engine is None else weakref.ref(engine)
+        self.kind = kind
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        engine = None if self.engine is None else self.engine()
+        if engine is not None:
+            (engine._on_call if self.kind == "call" else engine._on_root)(module, args, output)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Hook, (None if self.engine is None else self.engine(), self.kind))
 
 
 class GramianEngine:
@@ -119,17 +142,17 @@ class GramianEngine:
     """
 
     def __init__(self, shared: nn.Module, params: Sequence[nn.Parameter]) -> None:
-        self._ids = {id(p) for p in params}
-        self._own: dict[int, list[nn.Parameter]] = {}
+        self._params = list(params)  # objects, not ids: a pickled or copied engine has new ones
+        self._own: dict[nn.Module, list[nn.Parameter]] = {}
         self._handles: list[RemovableHandle] = []
         self._record = _Record()
         self.recording = True
         for module in shared.modules():
-            own = [p for p in module.parameters(recurse=False) if id(p) in self._ids]
+            own = [p for p in module.parameters(recurse=False) if any(p is q for q in self._params)]
             if own:
-                self._own[id(module)] = own
-                self._handles.append(module.register_forward_hook(self._on_call))
-        self._handles.append(shared.register_forward_hook(self._on_root))
+                self._own[module] = own
+                self._handles.append(module.register_forward_hook(_Hook(self, "call")))
+        self._handles.append(shared.register_forward_hook(_Hook(self, "root")))
 
     # -- recording ---------------------------------------------------------------------------
     def _on_call(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -144,8 +167,11 @@ class GramianEngine:
         self._record.calls.append(call)
 
     def _on_root(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if self.recording and torch.is_grad_enabled():
-            self._record.roots.extend(get_gradient_edge(t) for t in _tensors(output) if t.requires_grad)
+        if not (self.recording and torch.is_grad_enabled()):
+            return
+        if len(self._record.roots) >= MAX_RECORDED:  # forwards that no backward consumed: drop them
+            self._record = _Record(overflowed=True)
+        self._record.roots.extend(get_gradient_edge(t) for t in _tensors(output) if t.requires_grad)
 
     def clear(self) -> None:
         """Drop what the last forward recorded (after each backward)."""
@@ -169,25 +195,30 @@ class GramianEngine:
         shared parameter (``None`` when they do): walks over the autograd graph on the host.
         (What else in the loss reaches the parameters keeps its ordinary gradient.)"""
         record = self._record
+        if record.overflowed:
+            return f"more than {MAX_RECORDED} outputs of the shared module recorded since the last backward"
         if not record.roots:
             return "the shared module's forward was not recorded (compiled, or run without grad)"
         for call in record.calls:
             if call.inputs is not None and call.inputs._version != call.version:
                 return f"the input of {type(call.module).__name__} was modified in place"
+        ids = {id(p) for p in self._params}
         owners: dict[Any, set[int]] = {}
         for call in record.calls:
             for edge in call.outputs:
-                owners.setdefault(edge.node, set()).update(id(p) for p in self._own[id(call.module)])
+                owners.setdefault(edge.node, set()).update(id(p) for p in self._own[call.module])
         roots = {edge.node for edge in record.roots}
-        if any(self._reached(t.grad_fn, roots) for t in terms):
+        if any(self._reached(t.grad_fn, roots, ids) for t in terms):
             return "a shared parameter is reached other than through the shared module's outputs"
         for start in roots | set(owners):
-            if not self._reached(start, set(owners) - {start}) <= owners.get(start, set()):
+            if not self._reached(start, set(owners) - {start}, ids) <= owners.get(start, set()):
                 return "a shared parameter is used outside the forward of the module that owns it"
         return None
 
-    def _reached(self, start: Any, stops: set[Any]) -> set[int]:
-        """The shared parameters reached from the node ``start`` without passing ``stops``."""
+    @staticmethod
+    def _reached(start: Any, stops: set[Any], ids: set[int]) -> set[int]:
+        """The ids (in ``ids``) of the parameters reached from the node ``start`` without
+        passing ``stops``."""
         found: set[int] = set()
         seen: set[Any] = set()
         stack = [start]
@@ -197,7 +228,7 @@ class GramianEngine:
                 continue
             seen.add(node)
             variable = getattr(node, "variable", None)
-            if variable is not None and id(variable) in self._ids:
+            if variable is not None and id(variable) in ids:
                 found.add(id(variable))
             stack.extend(fn for fn, _ in node.next_functions)
         return found
@@ -244,7 +275,7 @@ class GramianEngine:
 
     def _module_gramian(self, calls: list[_Call], grads: dict[GradientEdge, Tensor]) -> Tensor | None:
         module = calls[0].module
-        own = self._own[id(module)]
+        own = self._own[module]
         live = [(call, grads[call.outputs[0]]) for call in calls if call.outputs[0] in grads]
         if not live:
             return None
