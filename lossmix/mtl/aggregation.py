@@ -11,15 +11,30 @@ aggregator sees the gradients in the loss's own units.
 ========================= ====================================== ================================
 mode                      what is aggregated                     extra cost per step
 ========================= ====================================== ================================
-``on: shared``            the gradients of ``module``'s          K backward passes through the
-                          parameters (K×D); every other          shared part, K×D memory; DDP:
-                          parameter gets its ordinary gradient   one all-reduce of (K+1)·D + K
-                                                                 numbers per optimizer step
+``on: shared``            the gradients of ``module``'s          Gramian methods, one process, no
+                          parameters (K×D); every other          accumulation: one batched backward
+                          parameter gets its ordinary gradient   to the shared module's activations
+                                                                 and the Gramian contractions, K×
+                                                                 activations memory (the Gramian
+                                                                 engine); otherwise K backward
+                                                                 passes through the shared part,
+                                                                 K×D memory; DDP: one all-reduce of
+                                                                 (K+1)·D + K numbers per step
 ``on: representation``    the gradients w.r.t. the routed        K backward passes through the
                           ``input`` tensor (MGDA-UB): the        heads only; DDP: one all-reduce
                           encoder below gets one aggregated      of K² numbers per micro-batch
                           gradient in the one backward
 ========================= ====================================== ================================
+
+**The Gramian engine** (:mod:`lossmix.mtl.gramian_engine`, ``engine: auto`` or ``gramian``):
+for a method with a Gramian form, ``on: shared`` computes ``G = J Jᵀ`` module by module
+without forming ``J``, the weights from it, and lets the one ordinary backward carry
+``Σ_k w_k ∇L_k`` into the shared module. It gives the Jacobian path's update (to rounding);
+the Jacobian path is taken instead under gradient accumulation (the window's Gramian needs
+the micro-batches' cross terms), under DDP (the Gramian of the ranks' mean Jacobian needs
+the cross-rank terms ``J_r J_sᵀ``, which no K×K reduction carries), and, with a warning,
+when the graph does not let the engine account for every shared parameter.
+``engine: jacobian`` always takes the Jacobian path.
 
 **What the shared parameters get.** Exactly ``update`` (times the AMP scale), written over
 the plain gradient the ordinary backward left there (it still runs, for the heads and for
@@ -60,6 +75,7 @@ Example (plain PyTorch):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -69,6 +85,7 @@ from torch import Tensor, nn
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.mix.routing import describe_keys, lookup
 from lossmix.mtl.aggregators import AGGREGATION_KEY, BaseAggregator, build_aggregator, representation_methods
+from lossmix.mtl.gramian_engine import GramianEngine
 from lossmix.mtl.task_gradients import (
     flat_gradients,
     loss_coefficients,
@@ -81,9 +98,10 @@ from lossmix.utilities.checks import check_choice, describe
 from lossmix.utilities.distributed import all_reduce_sum, world_size
 from lossmix.utilities.modules import trainable_parameters
 
-__all__ = ["AGGREGATION_KEY", "MODES", "GradientAggregation"]
+__all__ = ["AGGREGATION_KEY", "ENGINES", "MODES", "GradientAggregation"]
 
 MODES: tuple[str, ...] = ("shared", "representation")
+ENGINES: tuple[str, ...] = ("auto", "gramian", "jacobian")
 
 
 class GradientAggregation(nn.Module):
@@ -95,6 +113,9 @@ class GradientAggregation(nn.Module):
             ``input``).
         module: the shared submodule's name in the model (``model.get_submodule``).
         input: the key of the shared representation in the outputs or the batch.
+        engine: ``on: shared``'s route: ``auto`` (the Gramian engine for a method with a
+            Gramian form), ``gramian`` (the same, and an error for a method without one) or
+            ``jacobian`` (always the K×D task Jacobian).
     """
 
     def __init__(
@@ -104,12 +125,18 @@ class GradientAggregation(nn.Module):
         on: str = "shared",
         module: str | None = None,
         input: str | None = None,
+        engine: str = "auto",
     ) -> None:
         super().__init__()
         self.aggregator = aggregator
         self.on = check_choice(AGGREGATION_KEY, "on", on, MODES)
+        self.engine = check_choice(AGGREGATION_KEY, "engine", engine, ENGINES)
         self.module, self.input = module, input
         self._check_mode()
+        self._gramian_engine: GramianEngine | None = None
+        self._warned: set[str] = set()
+        #: the route the last ``on: shared`` backward took: ``gramian`` or ``jacobian``
+        self.last_route: str | None = None
         self._params: list[nn.Parameter] = []
         self._jacobian: Tensor | None = None
         self._losses: Tensor | None = None
@@ -123,12 +150,23 @@ class GradientAggregation(nn.Module):
                     f"{AGGREGATION_KEY}: on: shared needs 'module', the shared submodule of your model "
                     f"(e.g. {{type: {method}, on: shared, module: trunk}}), and no 'input'."
                 )
+            if self.engine == "gramian" and not self.aggregator.has_gramian_form():
+                raise LossConfigError(
+                    f"{AGGREGATION_KEY}: {method} has no Gramian form, so engine: gramian cannot "
+                    f"compute it; use engine: jacobian (or auto), or one of "
+                    f"{', '.join(representation_methods())}."
+                )
         else:
             if not isinstance(self.input, str) or not self.input or self.module is not None:
                 raise LossConfigError(
                     f"{AGGREGATION_KEY}: on: representation needs 'input', the key of the shared "
                     f"features the heads consume (e.g. {{type: {method}, on: representation, input: "
                     "features}), and no 'module'."
+                )
+            if self.engine != "auto":
+                raise LossConfigError(
+                    f"{AGGREGATION_KEY}: 'engine' chooses how on: shared computes the task "
+                    f"gradients; on: representation has one route. Remove engine: {self.engine}."
                 )
             if not self.aggregator.has_gramian_form():
                 raise LossConfigError(
@@ -157,8 +195,13 @@ class GradientAggregation(nn.Module):
                 "the terms added to the total."
             )
         on, module, key = node.pop("on", "shared"), node.pop("module", None), node.pop("input", None)
+        engine = node.pop("engine", "auto")
         return cls(
-            build_aggregator(node, tasks, allowed_targets=allowed_targets), on=on, module=module, input=key
+            build_aggregator(node, tasks, allowed_targets=allowed_targets),
+            on=on,
+            module=module,
+            input=key,
+            engine=engine,
         )
 
     @property
@@ -168,11 +211,17 @@ class GradientAggregation(nn.Module):
 
     # -- finding what the step needs ----------------------------------------------------------
     def bind(self, model: nn.Module) -> None:
-        """Find ``module``'s trainable parameters in ``model`` (``on: shared``)."""
+        """Find ``module``'s trainable parameters in ``model`` (``on: shared``), and hook the
+        Gramian engine on it (``engine: auto`` or ``gramian`` with a Gramian-form method)."""
         if self.on != "shared":
             return
         assert self.module is not None  # _check_mode
         self._params = trainable_parameters(model, self.module, owner=AGGREGATION_KEY)
+        if self._gramian_engine is not None:
+            self._gramian_engine.remove()
+            self._gramian_engine = None
+        if self.engine != "jacobian" and self.aggregator.has_gramian_form():
+            self._gramian_engine = GramianEngine(model.get_submodule(self.module), self._params)
 
     def route(self, outputs: Any, batch: Any) -> Tensor:
         """The representation tensor named by ``input`` (``on: representation``)."""
@@ -247,6 +296,18 @@ class GradientAggregation(nn.Module):
                 f"{AGGREGATION_KEY}: not bound to a model; call mix.aggregation.bind(model) (the "
                 "Lightning callback does it in setup)."
             )
+        engine = self._gramian_engine
+        if engine is not None:
+            try:
+                if self._jacobian is None and not accumulating and world_size() == 1:
+                    why = engine.unaccounted([t for group in tasks for t in group])
+                    if why is None:
+                        self._gramian(engine, tasks, coefficients, run, scale)
+                        return
+                    self._warn(why)
+            finally:
+                engine.clear()
+        self.last_route = "jacobian"
         if self._jacobian is None:  # the window's first micro-batch: keep what is already there
             held = [p.grad for p in params]
             self._other = None if all(g is None for g in held) else flat_gradients(held, params).clone()
@@ -284,6 +345,48 @@ class GradientAggregation(nn.Module):
             else:
                 param.grad.copy_(piece)
 
+    def _gramian(
+        self,
+        engine: GramianEngine,
+        tasks: list[list[Tensor]],
+        coefficients: list[list[Tensor]],
+        run: Callable[[], None],
+        scale: Tensor | float,
+    ) -> None:
+        """The Gramian engine's step: ``w = weights(G)``, and the one ordinary backward with
+        ``Σ_k (w_k − 1) g_k`` added to the gradient entering the shared module at each root
+        (the tasks' part ``Σ_k g_k`` of that gradient becomes ``Σ_k w_k g_k``; the rest stays)."""
+        engine.recording = False  # modules re-run inside a backward (checkpointing) are not calls
+        try:
+            grads = engine.task_gradients(tasks, coefficients)
+            gramian = engine.gramian(grads, len(tasks))
+            weights = self.aggregator.weights(gramian / torch.as_tensor(scale, dtype=torch.float64) ** 2)
+            extra: dict[Any, dict[int, Tensor]] = {}
+            for edge in engine.roots:
+                if edge in grads:
+                    g = grads[edge]
+                    shift = (weights.to(g.device, g.dtype) - 1.0) @ g.flatten(1)
+                    extra.setdefault(edge.node, {})[edge.output_nr] = shift.view(g.shape[1:])
+            handles = [node.register_prehook(_adding(shifts)) for node, shifts in extra.items()]
+            try:
+                run()
+            finally:
+                for handle in handles:
+                    handle.remove()
+        finally:
+            engine.recording = True
+        self.last_route = "gramian"
+
+    def _warn(self, why: str) -> None:
+        if why not in self._warned:
+            self._warned.add(why)
+            warnings.warn(
+                f"{AGGREGATION_KEY}: the Gramian engine cannot account for module "
+                f"'{self.module}' ({why}); this step and such steps take the Jacobian path "
+                "(exact, K backward passes). Set engine: jacobian to silence this.",
+                stacklevel=4,
+            )
+
     def _representation(
         self,
         loss: Tensor,
@@ -312,4 +415,17 @@ class GradientAggregation(nn.Module):
 
     def extra_repr(self) -> str:
         where = f"module={self.module!r}" if self.on == "shared" else f"input={self.input!r}"
-        return f"on={self.on!r}, {where}"
+        engine = f", engine={self.engine!r}" if self.engine != "auto" else ""
+        return f"on={self.on!r}, {where}{engine}"
+
+
+def _adding(shifts: dict[int, Tensor]) -> Callable[[tuple[Tensor | None, ...]], tuple[Tensor | None, ...]]:
+    """A node pre-hook adding ``shifts[i]`` to the gradient of the node's output ``i``."""
+
+    def hook(grad_outputs: tuple[Tensor | None, ...]) -> tuple[Tensor | None, ...]:
+        return tuple(
+            g if g is None or i not in shifts else g + shifts[i].to(g.dtype)
+            for i, g in enumerate(grad_outputs)
+        )
+
+    return hook

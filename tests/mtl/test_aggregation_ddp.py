@@ -1,7 +1,7 @@
 """DDP with 2 CPU processes (gloo, ddp_spawn) and gradient accumulation: both ranks hold identical
 parameters, equal (to 1e-6, float64) to one process on the concatenated batch, for one method of
-each mode; and the aggregation costs one collective per optimizer step (shared) or per
-micro-batch (representation)."""
+each mode (and, without accumulation, one process taking the Gramian engine's route); and the
+aggregation costs one collective per optimizer step (shared) or per micro-batch (representation)."""
 
 from __future__ import annotations
 
@@ -52,13 +52,13 @@ class Dump(L.Callback):
         Path(self.out, f"rank{rank}.json").write_text(json.dumps({"params": params, "counts": self.counts}))
 
 
-def run(aggregation: dict, devices: int, batch: int, out: Path) -> None:
+def run(aggregation: dict, devices: int, batch: int, out: Path, window: int = WINDOW) -> None:
     trainer = L.Trainer(
         accelerator="cpu",
         devices=devices,
         strategy="ddp_spawn" if devices > 1 else "auto",
         max_steps=STEPS,
-        accumulate_grad_batches=WINDOW,
+        accumulate_grad_batches=window,
         log_every_n_steps=1000,
         logger=False,
         enable_checkpointing=False,
@@ -67,24 +67,27 @@ def run(aggregation: dict, devices: int, batch: int, out: Path) -> None:
         callbacks=[Dump(str(out))],
         use_distributed_sampler=False,
     )
-    n = 2 * STEPS * WINDOW * BATCH
+    n = 2 * STEPS * window * BATCH
     data = DataLoader(Pairs(n), batch_size=batch, sampler=Interleaved(n))
     trainer.fit(SharedTrunk(aggregation, dtype=torch.float64), data)
 
 
 @pytest.mark.parametrize(
-    "aggregation, per_step",
+    "aggregation, window, per_step",
     [
-        ({"type": "upgrad", "on": "shared", "module": "trunk"}, 1),
-        ({"type": "aligned_mtl", "on": "representation", "input": "features"}, WINDOW),
+        ({"type": "upgrad", "on": "shared", "module": "trunk"}, WINDOW, 1),
+        ({"type": "aligned_mtl", "on": "representation", "input": "features"}, WINDOW, WINDOW),
+        ({"type": "mgda", "on": "shared", "module": "trunk"}, 1, 1),  # one process: the Gramian engine
     ],
-    ids=["shared-upgrad", "representation-aligned_mtl"],
+    ids=["shared-upgrad", "representation-aligned_mtl", "shared-mgda-no-accumulation"],
 )
-def test_ranks_agree_with_each_other_and_with_one_process_on_the_whole_batch(tmp_path, aggregation, per_step):
+def test_ranks_agree_with_each_other_and_with_one_process_on_the_whole_batch(
+    tmp_path, aggregation, window, per_step
+):
     (tmp_path / "ddp").mkdir()
     (tmp_path / "one").mkdir()
-    run(aggregation, 2, BATCH, tmp_path / "ddp")
-    run(aggregation, 1, 2 * BATCH, tmp_path / "one")
+    run(aggregation, 2, BATCH, tmp_path / "ddp", window)
+    run(aggregation, 1, 2 * BATCH, tmp_path / "one", window)
     ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in range(2)]
     single = json.loads((tmp_path / "one" / "rank0.json").read_text())
     assert ranks[0]["params"] == ranks[1]["params"]  # bit for bit
