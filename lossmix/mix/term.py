@@ -42,6 +42,9 @@ from lossmix.utilities.checks import check_bool, check_float, check_int, check_o
 __all__ = ["Term", "TermInputs"]
 
 _NOT_ROUTABLE = ("avg_factor", "reduction_override", "self")
+#: the largest ``every``: a longer lazy interval is a typo (``10**12`` scales the weight by 1e12)
+MAX_EVERY = 1_000_000
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -145,7 +148,18 @@ class Term(nn.Module):
                 UserWarning,
                 stacklevel=2,
             )
+        if abs(self.weight) > _FLOAT32_MAX:
+            raise LossConfigError(
+                f"{label}: loss_weight={weight!r} overflows float32 (largest {_FLOAT32_MAX:.3g}): the "
+                "term would be inf; give a weight of a sensible size (the losses are float32)."
+            )
         self.every = check_int(label, "every", every, min=1)
+        if self.every > MAX_EVERY:
+            raise LossConfigError(
+                f"{label}: every={every!r} is too large (at most {MAX_EVERY:,}); a lazy term runs every "
+                "k-th step with its weight x k (MMagic's r1_interval is 16): give the interval in steps."
+            )
+        self.allow_negative = bool(allow_negative)
         self.scale_by_every = check_bool(label, "scale_by_every", scale_by_every)
         self.in_total = check_bool(label, "in_total", in_total)
         self.background = check_optional_int(label, "background", background)
@@ -340,6 +354,24 @@ class Term(nn.Module):
         assert self.normalizer is not None  # only called for a term with a normaliser
         inputs = NormalizerInputs(self.name, kwargs, sample, outputs, batch, lambda: self.pos_neg(kwargs))
         return self.normalizer.read(inputs)
+
+    def invalid_inputs(self, kwargs: Mapping[str, Any], count: Tensor | None) -> Tensor | None:
+        """A device flag (no host sync): the element weight has a negative value (the term would
+        be maximised; ``allow_negative: true`` accepts it) or the normaliser's (synced) value can
+        not divide the term; ``None`` when nothing is checked. :meth:`LossMix.mix` turns a
+        flagged term into NaN, which the non-finite guard stops at and
+        :meth:`LossResult.check_finite` explains."""
+        flags: list[Tensor] = []
+        weight = kwargs.get("weight")
+        if not self.allow_negative and isinstance(weight, Tensor) and weight.numel():
+            flags.append((weight < 0).any())
+        if count is not None and self.normalizer is not None:
+            zero = self.normalizer.invalid(count)
+            if zero is not None:
+                flags.append(zero)
+        if not flags:
+            return None
+        return flags[0] if len(flags) == 1 else torch.stack(flags).any()
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
         # checkpoints before the normaliser owned its moving average kept it as normalizer_ema
