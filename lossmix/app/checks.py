@@ -272,8 +272,30 @@ _PLUGINS = {
 }
 
 
+def _yaml_error(err: BaseException) -> str | None:
+    """A YAML file's own mistake (PyYAML's marked error: a duplicate key, a bad indent) as
+    ``file, line N: problem; fix``, or ``None`` for another error."""
+    import yaml
+
+    if not isinstance(err, yaml.MarkedYAMLError):
+        return None
+    mark = err.problem_mark
+    where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "a config file"
+    problem = " ".join(str(err.problem or err).split())
+    if problem.startswith("found duplicate key"):
+        key = problem.removeprefix("found duplicate key").strip()
+        return (
+            f"{where}: the key '{key}' is given twice in one mapping; keep one of them (YAML "
+            "allows a key once)."
+        )
+    return f"{where}: {problem} (the file is not valid YAML); fix the file."
+
+
 def one_line_error(err: BaseException) -> str:
     """A user-facing error on one line: Hydra's multi-line texts folded, causes appended."""
+    found = _yaml_error(err)
+    if found is not None:
+        return found
     text = str(err)
     missing = _MISSING.search(text)
     if missing:

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
@@ -69,6 +70,7 @@ from lossmix.app.nodes import (
     AppTrust,
     app_node_bases,
     check_app_nodes,
+    check_app_values,
     check_shared_hparams,
     instantiate_children,
     instantiate_node,
@@ -110,6 +112,7 @@ _OWN_FULL_ERROR = "_LOSSMIX_SET_HYDRA_FULL_ERROR"
 # and a run that cannot go on (a write failed, the run directory is in use)
 USER_ERRORS = (
     CompactHydraException,
+    yaml.YAMLError,  # a config file that is not valid YAML (a duplicate key)
     OmegaConfBaseException,
     LossConfigError,
     LossInputError,
@@ -210,6 +213,7 @@ def build(
         # the mix once (a frozen VGG or face network is not built twice)
         check_loss_config(cfg.loss, allowed_targets=trust.allowed)
         check_app_nodes(cfg, trust.allowed)
+        check_app_values(cfg)
         needed = [p for p, given in (("data", datamodule), ("model", model)) if given is None]
         for path in [*needed, "trainer"]:
             if cfg.get(path) is None:

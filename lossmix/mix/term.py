@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
-from lossmix.losses.base import call_parameters
+from lossmix.losses.base import call_parameters, check_tensor_input, tensor_parameters
 from lossmix.mix.keys import (
     SAMPLER_TARGET_KEYS,
     TERM_KEYS,
@@ -165,6 +165,7 @@ class Term(nn.Module):
         self.background = check_optional_int(label, "background", background)
         self.ignore_index = check_optional_int(label, "ignore_index", ignore_index)
         self._loss_inputs = frozenset(call_parameters(loss))
+        self._tensor_inputs = tensor_parameters(call_parameters(loss))
         self.inputs = self._check_inputs(inputs)
         check_normalized_reduction(
             f"term '{name}'",
@@ -294,11 +295,18 @@ class Term(nn.Module):
 
     # -- phase one: route, sample, normaliser ---------------------------------------------------
     def route(self, outputs: Any, batch: Any) -> dict[str, Any]:
-        """The loss arguments by name (``pos_mask``/``neg_mask`` included when routed)."""
-        return {
-            arg: lookup(outputs, batch, src, term=self.name, arg=arg) if isinstance(src, str) else src
-            for arg, src in self.inputs.items()
-        }
+        """The loss arguments by name (``pos_mask``/``neg_mask`` included when routed); an input
+        the loss takes as a tensor is checked to be one (a host-side type check, no sync)."""
+        routed = {}
+        for arg, src in self.inputs.items():
+            if not isinstance(src, str):
+                routed[arg] = src
+                continue
+            value = routed[arg] = lookup(outputs, batch, src, term=self.name, arg=arg)
+            optional = self._tensor_inputs.get(arg)
+            if optional is not None:
+                check_tensor_input(f"term '{self.name}'", arg, value, optional=optional, key=src)
+        return routed
 
     def pos_neg(self, kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """Positive and negative element masks (:func:`~lossmix.samplers.labels.positives_and_negatives`)."""
