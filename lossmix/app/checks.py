@@ -43,6 +43,7 @@ __all__ = [
     "import_modules",
     "iter_term_nodes",
     "one_line_error",
+    "quoted_integer_keys",
     "term_rows",
 ]
 
@@ -221,6 +222,9 @@ def explain_override_error(
     config by default, a user's app passes its own) and checks the term with the key
     added, which names the term, the valid keys and the closest one.
     """
+    quoted = quoted_integer_keys(err, overrides)
+    if quoted is not None:
+        return quoted
     found = re.match(r"Could not override '(loss\.[^']+)'", str(err))
     if not found:
         return None
@@ -245,6 +249,31 @@ def explain_override_error(
         return str(explained)
     except Exception:  # the original message is still right; only the hint is lost
         return None
+    return None
+
+
+_QUOTED_INT_KEY = re.compile(r"""([{,]\s*)(['"])(-?\d+)\2(\s*:)""")
+
+
+def quoted_integer_keys(err: BaseException, overrides: Sequence[str]) -> str | None:
+    """For Hydra's grammar error on a dict with quoted integer keys (MMagic's
+    ``layer_weights={'2': 0.1}``), the override written as Hydra reads it (``{2: 0.1}``).
+
+    >>> from hydra.errors import OverrideParseException
+    >>> quoted_integer_keys(OverrideParseException("", "no viable"), ["x={'2': 0.1}"])  # doctest: +ELLIPSIS
+    "override x={'2': 0.1}: Hydra's override grammar takes no quoted dict keys; write x={2: 0.1} ..."
+    """
+    from hydra.errors import OverrideParseException
+
+    if not isinstance(err, OverrideParseException):
+        return None
+    for override in overrides:
+        fixed = _QUOTED_INT_KEY.sub(r"\1\3\4", override)
+        if fixed != override:
+            return (
+                f"override {override}: Hydra's override grammar takes no quoted dict keys; write "
+                f"{fixed} (MMagic's '2' keys are read as integers there, which the loss accepts)."
+            )
     return None
 
 

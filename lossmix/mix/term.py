@@ -277,7 +277,7 @@ class Term(nn.Module):
         term_args["inputs"] = routing_of(name, term_args.get("inputs"), term_args.pop("data_info", None))
         scope = term_args.pop("default_scope", default_scope)
         weight = node.pop("loss_weight", None)
-        loss, weight = _build_term_loss(name, node, weight, allowed_targets, scope)
+        loss, weight = _build_term_loss(name, node, weight, allowed_targets, scope, term_args["inputs"])
         sampler_node = term_args.pop("sampler", None)
         target_keys: dict[str, Any] = {}
         sampler = None
@@ -442,7 +442,12 @@ class Term(nn.Module):
 
 
 def _build_term_loss(
-    name: str, node: dict[str, Any], weight: Any, allowed: tuple[str, ...] | list[str], scope: str | None
+    name: str,
+    node: dict[str, Any],
+    weight: Any,
+    allowed: tuple[str, ...] | list[str],
+    scope: str | None,
+    inputs: Any = None,
 ) -> tuple[nn.Module, Any]:
     """Build the loss with its own scalar weight at 1 and return the term's weight (step 5).
 
@@ -450,15 +455,19 @@ def _build_term_loss(
     (``DiscShiftLoss`` defaults to 0.1), read from the loss's signature before it is built:
     the loss is built with ``loss_weight=1``, never changed afterwards. A loss that sets
     ``owns_loss_weight`` (GANLoss, whose weight applies to the generator side only) is
-    built with the node's weight and the term's is 1.
+    built with the node's weight and the term's is 1 when its side is routed from a key; a
+    term whose side is a constant (``is_disc`` not routed, or ``is_disc: false``: the
+    generator's) holds the weight as every other term does, so its raw value is unweighted.
     """
+    side = inputs.get("is_disc", False) if isinstance(inputs, Mapping) else False
+    generator_side = side is False
     chosen: list[Any] = [1.0 if weight is None else weight]
 
     def take_weight(entry: Any, kwargs: dict[str, Any]) -> None:
         params, _ = LOSSES.parameters(entry)
         if "loss_weight" not in params:
             return
-        if getattr(entry, "owns_loss_weight", False):
+        if getattr(entry, "owns_loss_weight", False) and not generator_side:
             if weight is not None:
                 kwargs["loss_weight"] = weight
             chosen[0] = 1.0
