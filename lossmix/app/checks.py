@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -79,8 +81,8 @@ def import_modules(names: Any, *, allowed_targets: Sequence[str] = (), granted: 
 
     Args:
         names: dotted module names (a list, a ListConfig, or None for none), e.g.
-            ``["my_project.losses"]``; each must be importable (installed, or on
-            ``sys.path``/``PYTHONPATH``).
+            ``["my_project.losses"]``; each must be importable (installed, on
+            ``sys.path``/``PYTHONPATH``, or in the current directory, as ``python -m`` finds it).
         allowed_targets: extra trusted prefixes.
         granted: module names the user gave explicitly.
 
@@ -108,6 +110,7 @@ def import_modules(names: Any, *, allowed_targets: Sequence[str] = (), granted: 
                 "letters, digits and underscores, parts separated by dots)."
             )
         _check_importable(name, allowed, granted)
+        _current_directory_on_path()
         try:
             importlib.import_module(name)
         except Exception as err:  # the user's module: any error in it is a configuration error
@@ -115,6 +118,15 @@ def import_modules(names: Any, *, allowed_targets: Sequence[str] = (), granted: 
             raise LossConfigError(
                 f"lossmix.imports: could not import module '{name}': {type(err).__name__}: {first}"
             ) from err
+
+
+def _current_directory_on_path() -> None:
+    """Let an allowed or granted module of the current directory be found, as ``python -m``
+    finds it (the ``lossmix`` command and ``python my_app.py`` put only the script's
+    directory on ``sys.path``); appended, so it shadows no installed package."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
 
 
 def _check_importable(name: str, allowed: Sequence[str], granted: Sequence[str]) -> None:
