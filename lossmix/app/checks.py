@@ -316,7 +316,7 @@ _PLUGINS = {
 def _yaml_error(err: BaseException) -> str | None:
     """A YAML file's own mistake (PyYAML's marked error: a duplicate key, a bad indent) as
     ``file, line N: problem; fix``, or ``None`` for another error."""
-    import yaml
+    import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs
 
     if not isinstance(err, yaml.MarkedYAMLError):
         return None

@@ -306,7 +306,7 @@ def check_app_values(cfg: Any) -> None:
     lossmix.errors.LossConfigError: data.batch_size=0 is not valid; it counts samples per batch: ...
     """
     for (node, key), (least, meaning) in APP_VALUE_RULES.items():
-        parent = cfg.get(node) if hasattr(cfg, "get") else None
+        parent: Any = cfg.get(node) if hasattr(cfg, "get") else None
         value = parent.get(key) if hasattr(parent, "get") else None
         if isinstance(value, int) and not isinstance(value, bool) and value < least:
             raise LossConfigError(

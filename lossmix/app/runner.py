@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs (types-PyYAML is no dependency)
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
@@ -261,6 +261,7 @@ def build(
         out = run_dir(cfg)
         callbacks, loggers = _with_outputs(callbacks, loggers, out)
         trainer_node = cfg.get("trainer")
+        callbacks, terminal = _with_terminal_callbacks(callbacks, trainer_node)
         trainer = (
             instantiate_node(
                 trainer_node,
@@ -269,9 +270,10 @@ def build(
                 allowed=trust.allowed,
                 callbacks=callbacks,
                 logger=loggers,
+                **terminal,
             )
             if trainer_node is not None
-            else pl.Trainer(callbacks=callbacks, logger=loggers)
+            else pl.Trainer(callbacks=callbacks, logger=loggers, **terminal)
         )
         _keep_interpolations(cfg, trainer, given)
     _install_checkpoint_io(trainer, allow_nonfinite=allow_nonfinite)
@@ -384,6 +386,25 @@ def _with_outputs(callbacks: list[Any], loggers: list[Any], out: Path) -> tuple[
             ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0),
         ]
     return callbacks, loggers
+
+
+def _with_terminal_callbacks(callbacks: list[Any], trainer_node: Any) -> tuple[list[Any], dict[str, Any]]:
+    """Lightning's default rich bar and model summary, as lossmix's: the bar without
+    ``Epoch 0/-2`` under ``max_epochs: -1``, the summary after the pre-flight check (so its
+    error is printed alone); unless the config chose its own or none."""
+    from lightning.pytorch.callbacks import ModelSummary, ProgressBar
+
+    from lossmix.lightning.callbacks.terminal import EpochProgressBar, late_model_summary
+
+    def enabled(key: str) -> bool:
+        return (trainer_node.get(key, True) if trainer_node is not None else True) is not False
+
+    if enabled("enable_progress_bar") and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks = [*callbacks, EpochProgressBar()]
+    if enabled("enable_model_summary") and not any(isinstance(c, ModelSummary) for c in callbacks):
+        # Lightning's own summary off (it would say it found ours), ours in its place
+        return [*callbacks, late_model_summary()], {"enable_model_summary": False}
+    return callbacks, {}
 
 
 def checkpoint_path(cfg: DictConfig) -> str | None:

@@ -179,7 +179,7 @@ class ClassCountsMixin(nn.Module):
 
     def _apply(self, fn: Any, recurse: bool = True) -> Any:
         # after .to()/.double()/.half(): each per-class buffer from its exact values, in its new dtype
-        module = super()._apply(fn, recurse)
+        module = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]  # torch's is untyped
         for name, exact in self.__dict__.get("_exact_class_values", {}).items():
             buffer = getattr(self, name, None)
             if isinstance(buffer, Tensor) and buffer.is_floating_point():

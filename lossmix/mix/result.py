@@ -124,10 +124,10 @@ class LossResult:
                 f"{float(weight.min()):.4g}), which would maximise the term; give weights >= 0, or "
                 "add allow_negative: true to the term if that is meant."
             )
-        count = self.stats.get(f"{term}.count")
-        if count is not None and (not bool(torch.isfinite(count).all()) or bool((count <= 0).any())):
+        divisor = self.stats.get(f"{term}.count")
+        if divisor is not None and (not bool(torch.isfinite(divisor).all()) or bool((divisor <= 0).any())):
             return (
-                f"its normalizer read {_shown(count)}; a normaliser must be a finite count > 0: fix "
+                f"its normalizer read {_shown(divisor)}; a normaliser must be a finite count > 0: fix "
                 "the key's value, or floor it with normalizer: {type: key, key: <key>, min: 1} "
                 "(MMDetection's max(num_pos, 1))."
             )
