@@ -284,7 +284,8 @@ def quoted_integer_keys(err: BaseException, overrides: Sequence[str]) -> str | N
         if fixed != override:
             return (
                 f"override {override}: Hydra's override grammar takes no quoted dict keys; write "
-                f"{fixed} (MMagic's '2' keys are read as integers there, which the loss accepts)."
+                f"{fixed} (the keys become integers, which lossmix's losses take in place of MMagic's "
+                "strings)."
             )
     return None
 
