@@ -699,6 +699,39 @@ def _full_error_wanted() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1" and _OWN_FULL_ERROR not in os.environ
 
 
+_HELP_FLAGS = {"--help", "-h"}
+
+
+def _help_sees_searchpath(argv: list[str], where: dict[str, Any]) -> list[str]:
+    """``argv`` for ``--help`` with the one directory the primary config's ``hydra.searchpath``
+    adds (lossmix's groups, ``pkg://lossmix.conf``) given as ``--config-dir``, so Hydra's
+    "Configuration groups" lists them too (it reads groups from the search path it starts with,
+    not the one the config extends). Unchanged when the command line names a config directory,
+    the config adds none or several, or it does not compose (Hydra then says why)."""
+    if "--config-dir" in argv or "-cd" in argv or any(a.startswith("--config-dir=") for a in argv):
+        return argv
+    try:
+        composed = compose_like_hydra_main([a for a in argv if a not in _HELP_FLAGS], **where)
+    except Exception:  # the help is still printed, with the app's own groups
+        return argv
+    entries = [] if composed is None else list(composed[0].hydra.get("searchpath") or [])
+    dirs = [d for d in map(_search_dir, entries) if d is not None]
+    return [*argv, "--config-dir", dirs[0]] if len(dirs) == 1 else argv
+
+
+def _search_dir(entry: Any) -> str | None:
+    """A search path entry's directory: ``file://DIR``, or ``pkg://lossmix.conf`` (lossmix's own
+    configs; another package is not imported to find it)."""
+    text = str(entry)
+    if text.startswith("file://"):
+        return text[len("file://") :]
+    if text.rstrip("/") == "pkg://lossmix.conf":
+        import lossmix.conf
+
+        return str(Path(lossmix.conf.__file__).parent)
+    return None
+
+
 def hydra_app(
     config_path: str | None = None, config_name: str | None = None, *, version_base: str = "1.3"
 ) -> Callable[[Callable[[DictConfig], _R]], Callable[[], None]]:
@@ -750,6 +783,9 @@ def hydra_app(
 
         def main() -> None:
             argv = sys.argv[1:]
+            if _HELP_FLAGS & set(argv):  # Hydra lists only the groups of the app's own directory
+                argv = _help_sees_searchpath(argv, where)
+                sys.argv = [sys.argv[0], *argv]
             if _full_error_wanted():
                 saved = os.environ.get(COMMAND_LINE_ENV)
                 try:

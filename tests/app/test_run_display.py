@@ -11,6 +11,7 @@ from lossmix.app.runner import _with_terminal_callbacks
 from lossmix.errors import LossInputError
 from lossmix.lightning import TermLogger
 from lossmix.lightning.callbacks.terminal import EpochProgressBar, epoch_description, late_model_summary
+from tests.app.test_own_app import app  # noqa: F401  # the fixture: the example app in this process
 from tests.lightning_models import Regressor, loader, trainer
 
 ROUTE = {"pred": "pred", "target": "y"}
@@ -66,3 +67,11 @@ def test_a_spawned_runs_summary_comes_back_in_callback_metrics():
     main = SimpleNamespace(callbacks=[TermLogger()], callback_metrics=dict(run.callback_metrics))
     assert summary_rows(main, model) == summary_rows(run, model)
     assert all(r["train"] == r["train"] for r in summary_rows(main, model))  # not NaN: shown, not '-'
+
+
+def test_own_apps_help_lists_lossmixs_config_groups(app, capsys):  # noqa: F811
+    assert app(["--help"]) == 0
+    out = capsys.readouterr().out
+    groups = out.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert "loss/reg: giou, huber, l1, smooth_l1" in groups  # the app's option beside lossmix's
+    assert "trainer: cpu, ddp, ddp_spawn" in groups and "sampler: ohem" in groups
