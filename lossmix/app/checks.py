@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -43,6 +45,7 @@ __all__ = [
     "import_modules",
     "iter_term_nodes",
     "one_line_error",
+    "quoted_integer_keys",
     "term_rows",
 ]
 
@@ -78,8 +81,8 @@ def import_modules(names: Any, *, allowed_targets: Sequence[str] = (), granted: 
 
     Args:
         names: dotted module names (a list, a ListConfig, or None for none), e.g.
-            ``["my_project.losses"]``; each must be importable (installed, or on
-            ``sys.path``/``PYTHONPATH``).
+            ``["my_project.losses"]``; each must be importable (installed, on
+            ``sys.path``/``PYTHONPATH``, or in the current directory, as ``python -m`` finds it).
         allowed_targets: extra trusted prefixes.
         granted: module names the user gave explicitly.
 
@@ -107,6 +110,7 @@ def import_modules(names: Any, *, allowed_targets: Sequence[str] = (), granted: 
                 "letters, digits and underscores, parts separated by dots)."
             )
         _check_importable(name, allowed, granted)
+        _current_directory_on_path()
         try:
             importlib.import_module(name)
         except Exception as err:  # the user's module: any error in it is a configuration error
@@ -114,6 +118,15 @@ def import_modules(names: Any, *, allowed_targets: Sequence[str] = (), granted: 
             raise LossConfigError(
                 f"lossmix.imports: could not import module '{name}': {type(err).__name__}: {first}"
             ) from err
+
+
+def _current_directory_on_path() -> None:
+    """Let an allowed or granted module of the current directory be found, as ``python -m``
+    finds it (the ``lossmix`` command and ``python my_app.py`` put only the script's
+    directory on ``sys.path``); appended, so it shadows no installed package."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
 
 
 def _check_importable(name: str, allowed: Sequence[str], granted: Sequence[str]) -> None:
@@ -221,6 +234,9 @@ def explain_override_error(
     config by default, a user's app passes its own) and checks the term with the key
     added, which names the term, the valid keys and the closest one.
     """
+    quoted = quoted_integer_keys(err, overrides)
+    if quoted is not None:
+        return quoted
     found = re.match(r"Could not override '(loss\.[^']+)'", str(err))
     if not found:
         return None
@@ -248,6 +264,32 @@ def explain_override_error(
     return None
 
 
+_QUOTED_INT_KEY = re.compile(r"""([{,]\s*)(['"])(-?\d+)\2(\s*:)""")
+
+
+def quoted_integer_keys(err: BaseException, overrides: Sequence[str]) -> str | None:
+    """For Hydra's grammar error on a dict with quoted integer keys (MMagic's
+    ``layer_weights={'2': 0.1}``), the override written as Hydra reads it (``{2: 0.1}``).
+
+    >>> from hydra.errors import OverrideParseException
+    >>> quoted_integer_keys(OverrideParseException("", "no viable"), ["x={'2': 0.1}"])  # doctest: +ELLIPSIS
+    "override x={'2': 0.1}: Hydra's override grammar takes no quoted dict keys; write x={2: 0.1} ..."
+    """
+    from hydra.errors import OverrideParseException
+
+    if not isinstance(err, OverrideParseException):
+        return None
+    for override in overrides:
+        fixed = _QUOTED_INT_KEY.sub(r"\1\3\4", override)
+        if fixed != override:
+            return (
+                f"override {override}: Hydra's override grammar takes no quoted dict keys; write "
+                f"{fixed} (the keys become integers, which lossmix's losses take in place of MMagic's "
+                "strings)."
+            )
+    return None
+
+
 def _null_parent_hint(parent: str, key: str) -> str:
     if parent.endswith(".sampler"):
         return (
@@ -272,8 +314,30 @@ _PLUGINS = {
 }
 
 
+def _yaml_error(err: BaseException) -> str | None:
+    """A YAML file's own mistake (PyYAML's marked error: a duplicate key, a bad indent) as
+    ``file, line N: problem; fix``, or ``None`` for another error."""
+    import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs
+
+    if not isinstance(err, yaml.MarkedYAMLError):
+        return None
+    mark = err.problem_mark
+    where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "a config file"
+    problem = " ".join(str(err.problem or err).split())
+    if problem.startswith("found duplicate key"):
+        key = problem.removeprefix("found duplicate key").strip()
+        return (
+            f"{where}: the key '{key}' is given twice in one mapping; keep one of them (YAML "
+            "allows a key once)."
+        )
+    return f"{where}: {problem} (the file is not valid YAML); fix the file."
+
+
 def one_line_error(err: BaseException) -> str:
     """A user-facing error on one line: Hydra's multi-line texts folded, causes appended."""
+    found = _yaml_error(err)
+    if found is not None:
+        return found
     text = str(err)
     missing = _MISSING.search(text)
     if missing:

@@ -3,7 +3,8 @@
 * ``lossmix list``: every registered loss (with its inputs), sampler, task weighting and
   gradient aggregator with its arguments, defaults and one-line summary, and the loss scopes
   (``mmagic.L1Loss``: the same name with another library's numbers).
-* ``lossmix show NAME``: one registered loss, sampler or weighting: its docstring (the
+* ``lossmix show [--import MODULE] NAME``: any entry ``lossmix list`` lists (a loss,
+  sampler, weighting, aggregator or schedule kind, your own after ``--import``): its docstring (the
   formula), the keys of its node, and for a loss each input with its shape and dtype.
 * ``lossmix show [--config-dir DIR --config-name NAME] [overrides...]``: compose the training
   config (``lossmix/conf/train.yaml``, or your app's own) with Hydra overrides, as the app
@@ -44,6 +45,7 @@ from lossmix.losses import loss_inputs
 from lossmix.registry.allowlist import check_prefix
 from lossmix.registry.nodes import redact, secrets_hidden, to_plain
 from lossmix.registry.registry import AGGREGATORS, LOSSES, REQUIRED, SAMPLERS, WEIGHTINGS, Registry
+from lossmix.schedules.kinds import SCHEDULE_KINDS
 
 __all__ = ["main"]
 
@@ -96,6 +98,7 @@ def list_command(console: Console, imports: Sequence[str] = ()) -> int:
     console.print(_registry_table(SAMPLERS, f"Samplers ({len(SAMPLERS)})"))
     console.print(_registry_table(WEIGHTINGS, f"Task weightings ({len(WEIGHTINGS)})"))
     console.print(_registry_table(AGGREGATORS, f"Gradient aggregators ({len(AGGREGATORS)})"))
+    console.print(_schedule_kind_table())
     console.print(
         "Use one in a term node with `type: <name>` (a scoped one with `type: mmagic.<Name>`, or "
         "`default_scope: mmagic` on the term or the whole loss node); any torch.nn loss with "
@@ -138,7 +141,6 @@ def show_config(
         loss = to_plain(cfg.loss)
         check_loss_config(cfg.loss, allowed_targets=trust.allowed)
         check_app_nodes(cfg, trust.allowed)
-    console.print("[bold]loss:[/bold]")
     text = OmegaConf.to_yaml(OmegaConf.create({"loss": loss}))
     console.print(redact(text, trust.secrets), markup=False, highlight=False)
     table = Table(title="Terms")
@@ -151,22 +153,67 @@ def show_config(
     return 0
 
 
+_REGISTRIES = (LOSSES, SAMPLERS, WEIGHTINGS, AGGREGATORS)
+
+
 def _registry_of(name: str) -> Registry | None:
-    for registry in (LOSSES, SAMPLERS, WEIGHTINGS):
+    for registry in _REGISTRIES:
         if name in registry:
             return registry
     return None
 
 
+def _schedule_kind_table() -> Table:
+    table = Table(title=f"Schedule kinds ({len(SCHEDULE_KINDS)})", show_lines=True)
+    table.add_column("kind", style="bold", no_wrap=True)
+    table.add_column("keys · summary")
+    for name, cls in SCHEDULE_KINDS.items():
+        table.add_row(
+            name, Text(f"{_kind_arguments(cls) or 'no arguments'}\n{_summary(cls)}", overflow="fold")
+        )
+    return table
+
+
+def _kind_arguments(cls: Any) -> str:
+    """A schedule kind's keys besides ``kind`` and ``by`` (its docstring gives the defaults)."""
+    return ", ".join(sorted(cls.keys))
+
+
+def _summary(obj: Any) -> str:
+    return (inspect.getdoc(obj) or "").split("\n", 1)[0]
+
+
+def show_schedule_kind(console: Console, name: str) -> int:
+    """Describe one schedule kind: its docstring and the keys of its ``schedules`` entry."""
+    cls = SCHEDULE_KINDS[name]
+    console.print(
+        f"[bold]{name}[/bold]  schedule kind ({cls.__module__}.{cls.__qualname__})", highlight=False
+    )
+    console.print()
+    console.print(inspect.getdoc(cls) or "", markup=False, highlight=False)
+    console.print()
+    console.print(
+        f"Keys of a callbacks.loss_schedule.schedules entry: kind: {name}, by (step | epoch), "
+        f"{_kind_arguments(cls) or '(no others)'}.",
+        markup=False,
+        highlight=False,
+    )
+    return 0
+
+
 def show_entry(console: Console, name: str) -> int:
-    """Describe one registered loss, sampler or task weighting: what it computes, the keys
-    its term node takes, and (a loss) each input with its shape and dtype."""
+    """Describe one entry that ``lossmix list`` lists (a loss, sampler, task weighting or
+    scalarizer, gradient aggregator, schedule kind): what it computes, the keys its node
+    takes, and (a loss) each input with its shape and dtype."""
     registry = _registry_of(name)
+    if registry is None and name in SCHEDULE_KINDS:
+        return show_schedule_kind(console, name)
     if registry is None:
-        names = [*LOSSES.names(), *SAMPLERS.names(), *WEIGHTINGS.names()]
+        names = [*(n for r in _REGISTRIES for n in r.names()), *SCHEDULE_KINDS]
         raise LossConfigError(
-            f"'{name}' is no registered loss, sampler or task weighting, nor a Hydra override "
-            f"(key=value).{did_you_mean(name, names)} `lossmix list` shows them all."
+            f"'{name}' is no registered loss, sampler, task weighting, gradient aggregator or schedule "
+            f"kind, nor a Hydra override (key=value).{did_you_mean(name, names)} `lossmix list` shows "
+            "them all."
         )
     info = registry.describe(name)
     entry = registry.get(name)
@@ -205,8 +252,12 @@ def show_command(
     config_name: str | None = None,
     config_dir: str | None = None,
     allow: Sequence[str] = (),
+    imports: Sequence[str] = (),
 ) -> int:
-    """``lossmix show NAME`` describes an entry; ``lossmix show [overrides]`` a config."""
+    """``lossmix show NAME`` describes an entry; ``lossmix show [overrides]`` a config. The
+    ``imports`` (``--import MODULE``, named on the command line: trusted) are imported first,
+    so the user's own registered losses can be shown."""
+    import_modules(list(imports), granted=list(imports))
     names = [i for i in items if "=" not in i and not i.startswith(("~", "+", "-"))]
     if names:
         if len(items) > 1 or config_dir is not None or config_name is not None:
@@ -246,6 +297,15 @@ def _parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="NAME | OVERRIDE",
         help="a registered name, or Hydra overrides, e.g. loss/cls=ce loss.cls.loss_weight=0.5",
+    )
+    show.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module first (your own losses: lossmix show --import my_losses MyLoss); "
+        "a module of the current directory is found; repeatable",
     )
     show.add_argument("--config-dir", "-cd", default=None, help="your app's config directory")
     show.add_argument(
@@ -323,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config_name=args.config_name,
                 config_dir=args.config_dir,
             )
-        return show_command(console, args.items, args.config_name, args.config_dir, args.allow)
+        return show_command(console, args.items, args.config_name, args.config_dir, args.allow, args.imports)
     except (CompactHydraException, OmegaConfBaseException, LossConfigError, LossInputError) as err:
         overrides = getattr(args, "items", None) or getattr(args, "overrides", [])
         config = {

@@ -27,6 +27,7 @@ __all__ = [
     "AppTrust",
     "app_target",
     "check_app_nodes",
+    "check_app_values",
     "check_children",
     "check_node_targets",
     "check_shared_hparams",
@@ -283,6 +284,35 @@ def check_app_nodes(cfg: Any, allowed: Sequence[str] = ()) -> None:
             child = group.get(name)
             if child is not None and hasattr(child, "get") and "_target_" in child:
                 check_node_targets(child, f"{path}.{name}", base=bases[path], allowed=allowed)
+
+
+#: (node, key) → (least value, what the value means): values of the shipped nodes that Torch or
+#: Lightning would refuse only deep inside (a traceback) or not at all (a modulo by zero)
+APP_VALUE_RULES: dict[tuple[str, str], tuple[int, str]] = {
+    ("data", "batch_size"): (1, "samples per batch"),
+    ("data", "num_workers"): (0, "loader processes, 0 loads in the main process"),
+    ("trainer", "accumulate_grad_batches"): (1, "batches per optimizer step, 1 for none"),
+    ("trainer", "log_every_n_steps"): (1, "steps between logged values"),
+}
+
+
+def check_app_values(cfg: Any) -> None:
+    """Refuse an integer of :data:`APP_VALUE_RULES` below its least value, naming the key and
+    a valid value (``data.batch_size=0`` is ``Error: data.batch_size=0 ...``).
+
+    >>> check_app_values({"data": {"batch_size": 0}})
+    Traceback (most recent call last):
+    ...
+    lossmix.errors.LossConfigError: data.batch_size=0 is not valid; it counts samples per batch: ...
+    """
+    for (node, key), (least, meaning) in APP_VALUE_RULES.items():
+        parent: Any = cfg.get(node) if hasattr(cfg, "get") else None
+        value = parent.get(key) if hasattr(parent, "get") else None
+        if isinstance(value, int) and not isinstance(value, bool) and value < least:
+            raise LossConfigError(
+                f"{node}.{key}={value} is not valid; it counts {meaning}: give an integer >= {least} "
+                f"(e.g. {node}.{key}={least})."
+            )
 
 
 def resolve_node_class(node: Any, path: str, allowed: Sequence[str] = ()) -> Any:

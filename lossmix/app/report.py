@@ -66,10 +66,14 @@ def summary_rows(trainer: Any, model: Any) -> list[dict[str, Any]]:
     """Per group: a row per term (weight, raw and weighted train means, validation, share) and
     a total row; from the last training epoch's :attr:`TermLogger.epoch_summary`."""
     from lossmix.lightning import TermLogger
+    from lossmix.lightning.term_logger import summary_from_metrics
 
     logger = next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, TermLogger)), None)
     summary = logger.epoch_summary.get("train", {}) if logger is not None else {}
     metrics = trainer.callback_metrics
+    # a spawned run (strategy=ddp_spawn) trained in other processes: their summary came back
+    # in callback_metrics
+    summary = summary or summary_from_metrics(metrics, "train")
     rows = _term_rows(model, summary, metrics)
     out: list[dict[str, Any]] = []
     for group in dict.fromkeys(r["group"] for r in rows):

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs (types-PyYAML is no dependency)
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
@@ -69,6 +70,7 @@ from lossmix.app.nodes import (
     AppTrust,
     app_node_bases,
     check_app_nodes,
+    check_app_values,
     check_shared_hparams,
     instantiate_children,
     instantiate_node,
@@ -111,6 +113,7 @@ _OWN_FULL_ERROR = "_LOSSMIX_SET_HYDRA_FULL_ERROR"
 # and a run that cannot go on (a write failed, the run directory is in use)
 USER_ERRORS = (
     CompactHydraException,
+    yaml.YAMLError,  # a config file that is not valid YAML (a duplicate key)
     OmegaConfBaseException,
     LossConfigError,
     LossInputError,
@@ -211,6 +214,7 @@ def build(
         # the mix once (a frozen VGG or face network is not built twice)
         check_loss_config(cfg.loss, allowed_targets=trust.allowed)
         check_app_nodes(cfg, trust.allowed)
+        check_app_values(cfg)
         needed = [p for p, given in (("data", datamodule), ("model", model)) if given is None]
         for path in [*needed, "trainer"]:
             if cfg.get(path) is None:
@@ -258,6 +262,7 @@ def build(
         out = run_dir(cfg)
         callbacks, loggers = _with_outputs(callbacks, loggers, out)
         trainer_node = cfg.get("trainer")
+        callbacks, terminal = _with_terminal_callbacks(callbacks, trainer_node)
         trainer = (
             instantiate_node(
                 trainer_node,
@@ -266,9 +271,10 @@ def build(
                 allowed=trust.allowed,
                 callbacks=callbacks,
                 logger=loggers,
+                **terminal,
             )
             if trainer_node is not None
-            else pl.Trainer(callbacks=callbacks, logger=loggers)
+            else pl.Trainer(callbacks=callbacks, logger=loggers, **terminal)
         )
         _keep_interpolations(cfg, trainer, given)
     _install_checkpoint_io(trainer, allow_nonfinite=allow_nonfinite)
@@ -381,6 +387,25 @@ def _with_outputs(callbacks: list[Any], loggers: list[Any], out: Path) -> tuple[
             ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0),
         ]
     return callbacks, loggers
+
+
+def _with_terminal_callbacks(callbacks: list[Any], trainer_node: Any) -> tuple[list[Any], dict[str, Any]]:
+    """Lightning's default rich bar and model summary, as lossmix's: the bar without
+    ``Epoch 0/-2`` under ``max_epochs: -1``, the summary after the pre-flight check (so its
+    error is printed alone); unless the config chose its own or none."""
+    from lightning.pytorch.callbacks import ModelSummary, ProgressBar
+
+    from lossmix.lightning.callbacks.terminal import EpochProgressBar, late_model_summary
+
+    def enabled(key: str) -> bool:
+        return (trainer_node.get(key, True) if trainer_node is not None else True) is not False
+
+    if enabled("enable_progress_bar") and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks = [*callbacks, EpochProgressBar()]
+    if enabled("enable_model_summary") and not any(isinstance(c, ModelSummary) for c in callbacks):
+        # Lightning's own summary off (it would say it found ours), ours in its place
+        return [*callbacks, late_model_summary()], {"enable_model_summary": False}
+    return callbacks, {}
 
 
 def checkpoint_path(cfg: DictConfig) -> str | None:
@@ -677,6 +702,39 @@ def _full_error_wanted() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1" and _OWN_FULL_ERROR not in os.environ
 
 
+_HELP_FLAGS = {"--help", "-h"}
+
+
+def _help_sees_searchpath(argv: list[str], where: dict[str, Any]) -> list[str]:
+    """``argv`` for ``--help`` with the one directory the primary config's ``hydra.searchpath``
+    adds (lossmix's groups, ``pkg://lossmix.conf``) given as ``--config-dir``, so Hydra's
+    "Configuration groups" lists them too (it reads groups from the search path it starts with,
+    not the one the config extends). Unchanged when the command line names a config directory,
+    the config adds none or several, or it does not compose (Hydra then says why)."""
+    if "--config-dir" in argv or "-cd" in argv or any(a.startswith("--config-dir=") for a in argv):
+        return argv
+    try:
+        composed = compose_like_hydra_main([a for a in argv if a not in _HELP_FLAGS], **where)
+    except Exception:  # the help is still printed, with the app's own groups
+        return argv
+    entries = [] if composed is None else list(composed[0].hydra.get("searchpath") or [])
+    dirs = [d for d in map(_search_dir, entries) if d is not None]
+    return [*argv, "--config-dir", dirs[0]] if len(dirs) == 1 else argv
+
+
+def _search_dir(entry: Any) -> str | None:
+    """A search path entry's directory: ``file://DIR``, or ``pkg://lossmix.conf`` (lossmix's own
+    configs; another package is not imported to find it)."""
+    text = str(entry)
+    if text.startswith("file://"):
+        return text[len("file://") :]
+    if text.rstrip("/") == "pkg://lossmix.conf":
+        import lossmix.conf
+
+        return str(Path(lossmix.conf.__file__).parent)
+    return None
+
+
 def hydra_app(
     config_path: str | None = None, config_name: str | None = None, *, version_base: str = "1.3"
 ) -> Callable[[Callable[[DictConfig], _R]], Callable[[], None]]:
@@ -728,6 +786,9 @@ def hydra_app(
 
         def main() -> None:
             argv = sys.argv[1:]
+            if _HELP_FLAGS & set(argv):  # Hydra lists only the groups of the app's own directory
+                argv = _help_sees_searchpath(argv, where)
+                sys.argv = [sys.argv[0], *argv]
             if _full_error_wanted():
                 saved = os.environ.get(COMMAND_LINE_ENV)
                 try:

@@ -38,7 +38,19 @@ from lossmix.utilities.checks import check_int
 from lossmix.utilities.compat import fast_dev_run, logging_due, resumed_mid_epoch
 from lossmix.utilities.distributed import all_reduce_sum, collective_count, world_size
 
-__all__ = ["TermBuffer", "TermLogger", "all_reduce_sum", "collective_count", "downsample"]
+__all__ = [
+    "SUMMARY_PREFIX",
+    "TermBuffer",
+    "TermLogger",
+    "all_reduce_sum",
+    "collective_count",
+    "downsample",
+    "summary_from_metrics",
+]
+
+#: the prefix of the epoch summary's entries in ``trainer.callback_metrics``
+#: (read back by :func:`summary_from_metrics`)
+SUMMARY_PREFIX = "lossmix_summary/"
 
 
 def downsample(series: list[list[float]]) -> list[list[float]]:
@@ -279,6 +291,7 @@ class TermLogger(pl.Callback):
         for b in buffers:
             b.reset_epoch()
         self._log(pl_module, buffers, means, suffix=suffix, on_step=False)
+        _publish_summary(pl_module, stage, self.epoch_summary[stage])
         for listener in self._epoch_listeners:
             listener(stage, self.epoch_summary[stage])
 
@@ -368,3 +381,28 @@ def _last_step(trainer: pl.Trainer) -> bool:
 
 def _as_tensor(value: Any, like: Tensor) -> Tensor:
     return value if isinstance(value, Tensor) else like.new_tensor(float(value))
+
+
+def _publish_summary(
+    pl_module: pl.LightningModule, stage: str, summary: Mapping[str, tuple[float, float]]
+) -> None:
+    """The epoch summary into ``trainer.callback_metrics`` (already read: no sync), the one
+    dict a spawned process (``strategy=ddp_spawn``) sends back to the main process, whose own
+    :class:`TermLogger` never saw a step."""
+    trainer = getattr(pl_module, "_trainer", None)
+    if trainer is None:
+        return
+    metrics = trainer.callback_metrics
+    for key, (mean, count) in summary.items():
+        metrics[f"{SUMMARY_PREFIX}{stage}/{key}"] = torch.tensor([mean, count], dtype=torch.float64)
+
+
+def summary_from_metrics(metrics: Mapping[str, Any], stage: str) -> dict[str, tuple[float, float]]:
+    """``{key: (mean, count)}`` of ``stage`` from ``callback_metrics`` (what a spawned run sent back)."""
+    prefix = f"{SUMMARY_PREFIX}{stage}/"
+    found: dict[str, tuple[float, float]] = {}
+    for name, value in metrics.items():
+        if name.startswith(prefix):
+            mean, count = torch.as_tensor(value).tolist()
+            found[name[len(prefix) :]] = (float(mean), float(count))
+    return found

@@ -57,7 +57,9 @@ __all__ = [
     "check_class_indices",
     "check_positive",
     "check_same_shape",
+    "check_tensor_input",
     "shapes_from_docstring",
+    "tensor_parameters",
 ]
 
 CALL_KEYS: tuple[str, ...] = ("weight", "avg_factor", "reduction_override")
@@ -133,6 +135,11 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
         fixed_params: float arguments the loss turns into something else once, at
             construction (LDAM's margins from ``max_m``): a schedule may not set them (every
             other float argument kept as an attribute is read at each call, so a schedule can).
+        integer_pred: an integer ``pred`` (similarity counts, MMDetection's tests' int64
+            costs) is cast to the default float dtype instead of refused.
+        call_order: the order of ``weight``, ``avg_factor``, ``reduction_override`` when given
+            positionally after the inputs (MMDetection's ``DiceLoss`` takes
+            ``reduction_override`` before ``avg_factor``).
         shapes: what each call input is, ``{argument: "shape dtype, meaning"}`` (``returns``:
             the ``'none'`` output), shown by ``lossmix show NAME``; a loss that declares none
             is described from its docstring's ``Shapes:`` sentence.
@@ -144,7 +151,10 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
     weight_aliases: ClassVar[tuple[str, ...]] = ()
     reshape_weight_by_numel: ClassVar[bool] = False
     bool_targets: ClassVar[bool] = False
+    call_order: ClassVar[tuple[str, ...]] = CALL_KEYS
+    integer_pred: ClassVar[bool] = False
     _specs: ClassVar[dict[type, _Spec]] = {}
+    _tensor_specs: ClassVar[dict[type, dict[str, bool]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -219,6 +229,15 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
         return spec
 
     @classmethod
+    def _tensor_inputs(cls) -> dict[str, bool]:
+        found = BaseLoss._tensor_specs.get(cls)
+        if found is None:
+            found = BaseLoss._tensor_specs[cls] = tensor_parameters(
+                {p.name: p for p in cls._spec().parameters}
+            )
+        return found
+
+    @classmethod
     def input_parameters(cls) -> dict[str, inspect.Parameter]:
         """The arguments a call takes: the kernel's inputs, then ``weight``, ``avg_factor``,
         ``reduction_override`` (what :class:`~lossmix.Term` routes)."""
@@ -250,9 +269,22 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
             return self.reduction
         return check_reduction(reduction_override, owner=f"{self.loss_name} reduction_override")
 
-    def _check_tensors(self, inputs: Mapping[str, Any], weight: Tensor | None) -> None:
-        """Dtypes and devices that no kernel could use, named before a deep torch error."""
+    def _check_tensors(self, inputs: dict[str, Any], weight: Tensor | None) -> None:
+        """Types, dtypes and devices that no kernel could use, named before a deep torch error
+        (an integer ``pred`` of a loss with :attr:`integer_pred` is cast in ``inputs``)."""
+        for arg, optional in type(self)._tensor_inputs().items():
+            if arg in inputs:
+                check_tensor_input(self.loss_name, arg, inputs[arg], optional=optional)
+        if weight is not None:
+            check_tensor_input(self.loss_name, "weight", weight, optional=True)
         pred, target = inputs.get("pred"), inputs.get("target")
+        if (
+            self.integer_pred
+            and isinstance(pred, Tensor)
+            and not pred.is_floating_point()
+            and pred.dtype != torch.bool
+        ):
+            pred = inputs["pred"] = pred.to(torch.get_default_dtype())
         if isinstance(pred, Tensor) and not pred.is_floating_point():
             raise LossInputError(
                 f"{self.loss_name}: pred is {describe(pred)}; predictions and logits must be floating "
@@ -272,6 +304,19 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
             raise LossInputError(
                 f"{self.loss_name}: the inputs are on different devices ({where}); move them to "
                 "one device (the model's)."
+            )
+
+    def _check_call_values(self, avg_factor: Any, reduction_override: Any) -> None:
+        """A string where ``avg_factor`` goes (a reduction passed in its place), or a number
+        where ``reduction_override`` goes, named with the order this loss takes them in."""
+        wrong = isinstance(avg_factor, str) or not (
+            reduction_override is None or isinstance(reduction_override, str)
+        )
+        if wrong:
+            order = ", ".join((*self._spec().positional, *self.call_order))
+            raise LossInputError(
+                f"{self.loss_name}: avg_factor={avg_factor!r}, reduction_override={reduction_override!r}: "
+                f"a positional call takes ({order}); pass reduction_override='sum' by keyword."
             )
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -315,13 +360,18 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
         inputs, rest = self._bind(args, kwargs)
         if len(rest) > len(CALL_KEYS):
             raise LossInputError(f"{self.loss_name}: too many positional arguments.")
-        given: list[Any] = [weight, avg_factor, reduction_override]
-        for index, value in enumerate(rest):
-            if given[index] is not None:
-                raise LossInputError(f"{self.loss_name}: '{CALL_KEYS[index]}' is given twice.")
-            given[index] = value
-        weight, avg_factor = given[0], given[1]
-        reduction = self.resolve_reduction(given[2])
+        given: dict[str, Any] = {
+            "weight": weight,
+            "avg_factor": avg_factor,
+            "reduction_override": reduction_override,
+        }
+        for key, value in zip(self.call_order, rest, strict=False):
+            if given[key] is not None:
+                raise LossInputError(f"{self.loss_name}: '{key}' is given twice.")
+            given[key] = value
+        weight, avg_factor = given["weight"], given["avg_factor"]
+        self._check_call_values(avg_factor, given["reduction_override"])
+        reduction = self.resolve_reduction(given["reduction_override"])
         self._check_tensors(inputs, weight)
         self.check_call(reduction, avg_factor, weight, inputs)
         if self._spec().takes_weight:
@@ -409,3 +459,51 @@ def call_parameters(module: nn.Module) -> dict[str, inspect.Parameter]:
         return module.input_parameters()
     params = dict(inspect.signature(module.forward).parameters)
     return {k: p for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+_TENSOR = re.compile(r"^(?:torch\.)?Tensor(?P<optional>\s*\|\s*None)?$")
+
+
+def tensor_parameters(params: Mapping[str, inspect.Parameter]) -> dict[str, bool]:
+    """The arguments annotated ``Tensor`` (→ ``False``) or ``Tensor | None`` (→ ``True``: may
+    be ``None``), and ``weight`` (a tensor or ``None``), read once from a signature."""
+    found: dict[str, bool] = {}
+    for name, param in params.items():
+        annotation = param.annotation
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        match = _TENSOR.match(text) if annotation is not Tensor else None
+        if annotation is Tensor or match is not None:
+            found[name] = bool(match and match.group("optional"))
+    if "weight" in params:
+        found["weight"] = True
+    return found
+
+
+def check_tensor_input(owner: str, arg: str, value: Any, *, optional: bool, key: str | None = None) -> None:
+    """Refuse a value no kernel can take as a tensor input (a list, dict, number, string,
+    NumPy array, ``None`` for a required input, a sparse tensor), naming the input and its key.
+
+    >>> check_tensor_input("L1Loss", "pred", [1.0], optional=False, key="box")
+    Traceback (most recent call last):
+    ...
+    lossmix.errors.LossInputError: L1Loss: input 'pred' (key 'box') is a list, not a dense tensor; ...
+    """
+    if isinstance(value, Tensor):
+        if value.layout is torch.strided:
+            return
+        problem, fix = f"a sparse tensor ({value.layout})", "convert it with .to_dense()"
+    elif value is None:
+        if optional:
+            return
+        problem, fix = "None", "route a tensor to it (the model's output or the batch's key)"
+    else:
+        numpy = type(value).__module__ == "numpy"
+        name = f"numpy.{type(value).__name__}" if numpy else type(value).__name__
+        problem = f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+        fix = (
+            "convert it with torch.as_tensor(...) in the model or the data pipeline"
+            if numpy or isinstance(value, (list, tuple, int, float))
+            else "route the key holding the tensor itself (a nested key is reached as 'head.cls')"
+        )
+    where = f" (key '{key}')" if key is not None else ""
+    raise LossInputError(f"{owner}: input '{arg}'{where} is {problem}, not a dense tensor; {fix}.")

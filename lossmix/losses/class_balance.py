@@ -114,7 +114,10 @@ def class_weight_argument(
 ) -> tuple[Tensor | None, ClassWeightSpec | None]:
     """``(vector, pending)``: a per-class vector now, or a spec waiting for the datamodule's counts."""
     if not isinstance(value, Mapping):
-        return class_vector(owner, name, value), None
+        vector = class_vector(owner, name, value)
+        # the config's own numbers, exact: register_class_buffer keeps them beside the buffer
+        exact = torch.as_tensor(value, dtype=torch.float64).detach().clone() if vector is not None else None
+        return exact, None
     spec, counts = _parse_spec(owner, name, value)
     if isinstance(counts, str):
         if counts != DATAMODULE:
@@ -136,7 +139,14 @@ class ClassCountsMixin(nn.Module):
     def register_class_buffer(
         self, name: str, value: Tensor | None, from_counts: Callable[[Tensor], Tensor] | None = None
     ) -> None:
-        """Register buffer ``name`` (not persistent: it derives from the config or the data)."""
+        """Register buffer ``name`` (not persistent: it derives from the config or the data).
+
+        The exact values are kept beside it (float64, on the CPU), so a module converted to
+        another dtype (``.double()``, Lightning's ``precision="64-true"``) gets them in that
+        dtype instead of the float32 buffer's rounding of them."""
+        self._keep_exact(name, value)
+        if value is not None and value.is_floating_point():
+            value = value.to(torch.get_default_dtype())
         self.register_buffer(name, value, persistent=False)
         pending: dict[str, Callable[[Tensor], Tensor]] = self.__dict__.setdefault("_waiting_for_counts", {})
         if from_counts is not None:
@@ -154,8 +164,27 @@ class ClassCountsMixin(nn.Module):
         pending: dict[str, Callable[[Tensor], Tensor]] = self.__dict__.get("_waiting_for_counts", {})
         device = next((b.device for b in self.buffers() if b is not None), torch.device("cpu"))
         for name, compute in list(pending.items()):
-            setattr(self, name, compute(checked).to(device))
+            vector = compute(checked)
+            self._keep_exact(name, vector)
+            dtype = next(
+                (b.dtype for b in self.buffers() if b.is_floating_point()), torch.get_default_dtype()
+            )
+            setattr(self, name, vector.to(dtype).to(device))
             del pending[name]
+
+    def _keep_exact(self, name: str, value: Tensor | None) -> None:
+        exact: dict[str, Tensor] = self.__dict__.setdefault("_exact_class_values", {})
+        if value is not None and value.is_floating_point():
+            exact[name] = value.detach().to("cpu", torch.float64)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        # after .to()/.double()/.half(): each per-class buffer from its exact values, in its new dtype
+        module = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]  # torch's is untyped
+        for name, exact in self.__dict__.get("_exact_class_values", {}).items():
+            buffer = getattr(self, name, None)
+            if isinstance(buffer, Tensor) and buffer.is_floating_point():
+                setattr(self, name, exact.to(buffer.dtype).to(buffer.device))
+        return module
 
     def class_buffer(self, name: str, num_classes: int, *, label: str | None = None) -> Tensor | None:
         """Buffer ``name`` (the argument ``label``) checked against ``num_classes``; an error

@@ -199,8 +199,11 @@ class DiceLoss(OverlapLoss):
     naive form ``d = (2Σpt + eps) / (Σp + Σt + eps)``, inputs flattened per sample.
     lossmix adds ``use_sigmoid=False`` (softmax, per class, then the class mean),
     ``per_class``, ``ignore_index`` and ``empty_target``, described in
-    :class:`OverlapLoss` together with the input shapes.
+    :class:`OverlapLoss` together with the input shapes. As in MMDetection, a positional
+    call takes ``(pred, target, weight, reduction_override, avg_factor)``.
     """
+
+    call_order = ("weight", "reduction_override", "avg_factor")
 
     def __init__(
         self,

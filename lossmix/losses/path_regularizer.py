@@ -119,6 +119,10 @@ class GeneratorPathRegularizer(BaseLoss):
                 )
             grad = FP.path_gradients(out["fake_img"], out["latent"], loss_scaler=loss_scaler)
         lengths = FP.path_lengths(grad)
+        if _more_precise(lengths.dtype, self.mean_path_length.dtype):
+            # a float64 generator keeps a float64 running mean (a float32 buffer would round it
+            # on every step and drift from the generator's own arithmetic)
+            self.mean_path_length = self.mean_path_length.to(lengths.dtype)
         moved = FP.moved_path_mean(lengths, self.mean_path_length.to(lengths.dtype), decay=self.decay)
         if self.sync_mean_buffer:
             (synced,) = all_reduce_mean([moved.detach()])
@@ -136,3 +140,10 @@ class GeneratorPathRegularizer(BaseLoss):
             f"pl_batch_shrink={self.pl_batch_shrink}, decay={self.decay}, "
             f"pl_batch_size={self.pl_batch_size}, " + super().extra_repr()
         )
+
+
+def _more_precise(dtype: torch.dtype, than: torch.dtype) -> bool:
+    """Whether floating ``dtype`` carries more mantissa bits than floating ``than``."""
+    if not (dtype.is_floating_point and than.is_floating_point):
+        return False
+    return torch.finfo(dtype).eps < torch.finfo(than).eps

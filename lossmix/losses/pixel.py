@@ -12,11 +12,12 @@ MMagic and are registered under their bare names and in the ``mmagic`` scope.
 from __future__ import annotations
 
 import abc
+import warnings
 from typing import ClassVar
 
 from torch import Tensor
 
-from lossmix.errors import LossInputError
+from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional import pixel as FI
 from lossmix.functional import regression as FR
 from lossmix.losses.base import BaseLoss, ElementLoss
@@ -121,39 +122,73 @@ class MaskedMSELoss(MaskedMeanLoss):
         return self.masked(FR.mse_loss(pred, target), weight)
 
 
-@LOSSES.register(scopes=("mmagic",))
+@LOSSES.register()
 class PSNRLoss(BaseLoss):
-    """HINet's PSNR loss (MMagic's ``PSNRLoss``), see :func:`lossmix.functional.psnr_loss`.
+    """HINet's PSNR loss, see :func:`lossmix.functional.psnr_loss`.
 
     ``'none'`` gives one value per sample ``(N,)``; its mean is MMagic's number
-    (``0`` for an error of 1, ``-80`` for identical images). ``toY=True`` scores the luma
-    channel of RGB in ``[0, 1]`` (:func:`lossmix.functional.rgb_to_y`), as HINet and the
-    argument's documentation say; MMagic's module accepts it but ignores it.
+    (``0`` for an error of 1, ``-80`` for identical images). ``luma=True`` scores the luma
+    channel of RGB in ``[0, 1]`` (:func:`lossmix.functional.rgb_to_y`), as HINet's ``toY``
+    does. MMagic's ``PSNRLoss`` accepts ``toY`` but ignores it, so ``toY: true`` is refused
+    here (it would differ from MMagic by up to 5 dB): write ``luma: true``, or use
+    ``mmagic.PSNRLoss`` (:class:`MMagicPSNRLoss`) for MMagic's numbers.
 
-    Shapes: ``pred``, ``target`` ``(N, C, H, W)`` (``C = 3`` with ``toY``); ``weight`` ``(N,)``.
+    Shapes: ``pred``, ``target`` ``(N, C, H, W)`` (``C = 3`` with ``luma``); ``weight`` ``(N,)``.
     """
 
     shapes: ClassVar[dict[str, str]] = {
-        "pred": "(N, C, H, W) float images, in [0, 1] for -PSNR in dB; RGB (C = 3) in [0, 1] with toY",
+        "pred": "(N, C, H, W) float images, in [0, 1] for -PSNR in dB; RGB (C = 3) in [0, 1] with luma",
         "target": "(N, C, H, W) float images, pred's shape and range",
         "weight": "(N,) float, one per sample",
         "returns": "(N,), 10 log10(MSE + 1e-8) per sample (-PSNR in dB for data in [0, 1])",
     }
 
-    def __init__(self, *, toY: bool = False, reduction: str = "mean", loss_weight: float = 1.0) -> None:
+    def __init__(
+        self, *, luma: bool = False, toY: bool = False, reduction: str = "mean", loss_weight: float = 1.0
+    ) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
-        self.toY = check_bool(self.loss_name, "toY", toY)
+        self.luma = check_bool(self.loss_name, "luma", luma)
+        if self._refuses_to_y(check_bool(self.loss_name, "toY", toY)):
+            raise LossConfigError(
+                f"{self.loss_name}: toY=True is MMagic's argument, which MMagic's PSNRLoss ignores (it "
+                "scores every channel); write luma: true to score the luma channel, or type: "
+                "mmagic.PSNRLoss for MMagic's numbers."
+            )
+
+    def _refuses_to_y(self, to_y: bool) -> bool:
+        return to_y
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         check_same_shape(self.loss_name, pred, target)
         _check_images(self.loss_name, pred)
-        if self.toY:
+        if self.luma:
             if pred.shape[1] != 3:
                 raise LossInputError(
-                    f"{self.loss_name}: toY needs RGB images (N, 3, H, W); got {tuple(pred.shape)}."
+                    f"{self.loss_name}: luma needs RGB images (N, 3, H, W); got {tuple(pred.shape)}."
                 )
             pred, target = FI.rgb_to_y(pred), FI.rgb_to_y(target)
         return FI.psnr_loss(pred, target)
+
+    def extra_repr(self) -> str:
+        return ("luma=True, " if self.luma else "") + super().extra_repr()
+
+
+@LOSSES.register(name="PSNRLoss", scopes=("mmagic",), default=False)
+class MMagicPSNRLoss(PSNRLoss):
+    """MMagic's ``PSNRLoss`` (``mmagic.PSNRLoss``): :class:`PSNRLoss` that accepts ``toY`` and,
+    as MMagic does, ignores it (every channel is scored; warned once). ``luma=True`` still
+    scores the luma channel.
+    """
+
+    def _refuses_to_y(self, to_y: bool) -> bool:
+        if to_y:
+            warnings.warn(
+                "mmagic.PSNRLoss: toY=True is ignored, as in MMagic (every channel is scored); "
+                "write luma: true to score the luma channel.",
+                UserWarning,
+                stacklevel=4,
+            )
+        return False
 
 
 @LOSSES.register(scopes=("mmagic",))

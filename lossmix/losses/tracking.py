@@ -79,11 +79,14 @@ class MultiPosCrossEntropyLoss(BaseLoss):
     """QDTrack's multi-positive cross-entropy, see :func:`lossmix.functional.multi_pos_cross_entropy`.
 
     Shapes: ``pred`` (similarity scores) and ``target`` (1 for a positive, 0 for a
-    negative) ``(N, C)``; ``weight`` one per row ``(N,)``.
+    negative) ``(N, C)``; ``weight`` one per row ``(N,)``. An integer ``pred`` is cast to
+    the default float dtype, as MMDetection's own test passes one.
     """
 
+    integer_pred = True
+
     shapes: ClassVar[dict[str, str]] = {
-        "pred": "(N, C) float similarity scores",
+        "pred": "(N, C) float (or integer, cast) similarity scores",
         "target": "(N, C) int64 or float labels, pred's shape: >= 1 positive, 0 negative, < 0 neither",
         "weight": "(N,) float, one per row",
         "returns": "(N,), one per row (0 for a row without positives or negatives)",

@@ -15,7 +15,7 @@ from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.mix.normalizers import build_normalizer
 from lossmix.reduction import REDUCTIONS
 from lossmix.registry.nodes import TERM_REFS, is_term_node
-from lossmix.registry.registry import DEFAULT_SCOPE_KEY, LOSSES, SAMPLERS, Registry
+from lossmix.registry.registry import DEFAULT_SCOPE_KEY, LOSSES, SAMPLERS, Registry, declare_term_keys
 from lossmix.registry.signature import check_value_types, expected_types
 
 __all__ = [
@@ -43,6 +43,7 @@ TERM_KEYS: tuple[str, ...] = (
     "allow_negative",
     "schedule",
 )
+declare_term_keys(TERM_KEYS)
 #: the simple types of the term-level keys a config may give
 TERM_KEY_TYPES: dict[str, tuple[type, ...]] = {
     "loss_weight": (float,),
@@ -141,6 +142,49 @@ def _check_keys(
         )
 
 
+#: MMagic StyleGAN2's lazy-regulariser weights → the interval keys that go with them
+_MMAGIC_LAZY = {"r1_loss_weight": ("r1_interval", "d_reg_interval"), "g_reg_weight": ("g_reg_interval",)}
+
+
+def check_mmagic_lazy_keys(label: str, path: str, node: Mapping[str, Any]) -> None:
+    """MMagic's ``r1_loss_weight``/``g_reg_weight`` (and their intervals) in a term node: the
+    lossmix spelling, with the numbers. MMagic's weight already holds the × interval
+    (``r1_loss_weight = 10/2 × 16 = 80``) while ``every: k`` multiplies ``loss_weight`` by k
+    itself (``scale_by_every: true``), so ``loss_weight`` is the MMagic weight / interval.
+
+    >>> check_mmagic_lazy_keys("term 'r1'", "r1", {"r1_loss_weight": 80, "r1_interval": 16})
+    Traceback (most recent call last):
+    ...
+    lossmix.errors.LossConfigError: term 'r1': r1_loss_weight is MMagic's weight x r1_interval; write ...
+    """
+    for weight_key, interval_keys in _MMAGIC_LAZY.items():
+        interval_key = next((k for k in interval_keys if k in node), interval_keys[0])
+        if weight_key not in node and interval_key not in node:
+            continue
+        weight, interval = node.get(weight_key), node.get(interval_key, node.get("every"))
+        if weight_key not in node:
+            every = interval if isinstance(interval, int) else f"<{interval_key}>"
+            raise LossConfigError(
+                f"{label}: {interval_key} is MMagic's lazy interval; write loss.{path}.every={every} and "
+                f"loss.{path}.loss_weight=<MMagic's {weight_key} / {interval_key}> (every: k multiplies "
+                f"loss_weight by k itself), and drop {interval_key}."
+            )
+        numbers = isinstance(weight, (int, float)) and isinstance(interval, int) and interval > 0
+        if numbers:
+            quotient = weight / interval
+            shown = int(quotient) if float(quotient).is_integer() else quotient
+            fix = f"loss.{path}.loss_weight={shown} loss.{path}.every={interval}"
+        else:
+            fix = (
+                f"loss.{path}.loss_weight=<{weight_key} / {interval_key}> loss.{path}.every=<{interval_key}>"
+            )
+        raise LossConfigError(
+            f"{label}: {weight_key} is MMagic's weight x {interval_key}; write {fix} (every: k runs the "
+            f"term every k-th step and multiplies loss_weight by k itself, scale_by_every: true), and "
+            f"drop {weight_key}" + (f" and {interval_key}." if interval_key in node else ".")
+        )
+
+
 def check_term_node(
     path: str,
     name: str,
@@ -177,6 +221,8 @@ def check_term_node(
     label = f"term '{name}' ({loss_name})"
     params, var_kw = LOSSES.parameters(obj)
     term_keys = tuple(k for k in TERM_KEYS if k != "schedule")
+    if not var_kw:
+        check_mmagic_lazy_keys(label, path, {k: v for k, v in node.items() if k not in params})
     _check_keys(label, f"loss.{path}", node, params, (*term_keys, "loss_weight"), var_kw)
     defaults = {**params, "every": 1, "scale_by_every": True, "in_total": True}
     check_value_types(

@@ -114,9 +114,10 @@ class LossMix(nn.Module):
         self.aggregation = aggregation
         for name in weighting.tasks if weighting is not None else ():
             self.track_weight(name)
-        # What set_guard chooses: drop non-finite terms ('zero') / keep routed inputs ('raise').
+        # What set_guard chooses: drop non-finite terms ('zero') / keep routed inputs ('raise',
+        # and by default, so that LossResult.check_finite can name the input: references only).
         self.drop_nonfinite = False
-        self.keep_inputs = False
+        self.keep_inputs = True
 
     # -- what callbacks may change ----------------------------------------------------------
     def set_scale(self, name: str, value: float) -> None:
@@ -351,6 +352,7 @@ class LossMix(nn.Module):
     ) -> tuple[dict[str, Tensor], float]:
         """Phase two of one computed term: its parts and its scalar weight this step."""
         avg = reduced.get(term.name, p.avg_factor)
+        invalid = term.invalid_inputs(p.kwargs, avg)
         if avg is not None and term.normalizer is not None:
             p.stats["count"] = avg  # synced, not yet clamped: what a window sums
             avg = term.normalizer.finish(avg, step)  # floored; smoothed in training
@@ -364,6 +366,8 @@ class LossMix(nn.Module):
             keep = torch.ones((), dtype=torch.bool, device=device_of(p.kwargs))
             p.kwargs = {k: gate(v, keep) for k, v in p.kwargs.items()}
         parts = term.evaluate(p, avg)
+        if invalid is not None:  # refused values (a negative element weight, a zero normaliser)
+            parts = {k: torch.where(invalid, torch.full_like(v, float("nan")), v) for k, v in parts.items()}
         weight = term.weight_at(step)
         if keep is not None:
             # a NaN or Inf weight (a schedule's) drops the term as a non-finite value does

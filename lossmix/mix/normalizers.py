@@ -179,9 +179,13 @@ class Normalizer(nn.Module):
         ema: float | None = None,
         init: float | None = None,
         scope: str = "step",
+        refuse_zero: bool = False,
     ) -> None:
         super().__init__()
         self.source, self.sync, self.min = source, sync, min
+        #: a value <= 0 makes the term NaN instead of dividing by the floor (a key normaliser
+        #: without its own ``min``: a count of 0 divided by 1e-6 would scale the term by 1e6)
+        self.refuse_zero = refuse_zero
         self.ema, self.init, self.scope = ema, init, scope
         self.moving = MovingAverage(ema, init) if ema is not None else None
 
@@ -219,6 +223,12 @@ class Normalizer(nn.Module):
                 "a count; it must be a number or a 0-dim tensor."
             )
         return value
+
+    def invalid(self, value: Tensor) -> Tensor | None:
+        """A device flag: the (synced) value can not divide the term, or ``None`` when any value
+        is floored (no host sync). A key normaliser without its own ``min`` refuses a value
+        <= 0, which the floor of ``1e-6`` would turn into a ×1e6 scale."""
+        return (value <= 0).any() if self.refuse_zero else None
 
     def clamp(self, value: Tensor) -> Tensor:
         """Apply the floor (no host sync)."""
@@ -317,7 +327,8 @@ def build_normalizer(node: Any, *, term: str) -> Normalizer | None:
             f"{label} has ema and scope: accumulation; the window's summed count already steadies "
             "the divisor: keep one of them."
         )
-    return Normalizer(source, sync=sync, min=floor, ema=ema, init=init, scope=scope)
+    refuse_zero = source not in _SOURCES and "min" not in node
+    return Normalizer(source, sync=sync, min=floor, ema=ema, init=init, scope=scope, refuse_zero=refuse_zero)
 
 
 class MovingAverage(nn.Module):

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
-from lossmix.losses.base import call_parameters
+from lossmix.losses.base import call_parameters, check_tensor_input, tensor_parameters
 from lossmix.mix.keys import (
     SAMPLER_TARGET_KEYS,
     TERM_KEYS,
@@ -42,6 +42,9 @@ from lossmix.utilities.checks import check_bool, check_float, check_int, check_o
 __all__ = ["Term", "TermInputs"]
 
 _NOT_ROUTABLE = ("avg_factor", "reduction_override", "self")
+#: the largest ``every``: a longer lazy interval is a typo (``10**12`` scales the weight by 1e12)
+MAX_EVERY = 1_000_000
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -145,12 +148,24 @@ class Term(nn.Module):
                 UserWarning,
                 stacklevel=2,
             )
+        if abs(self.weight) > _FLOAT32_MAX:
+            raise LossConfigError(
+                f"{label}: loss_weight={weight!r} overflows float32 (largest {_FLOAT32_MAX:.3g}): the "
+                "term would be inf; give a weight of a sensible size (the losses are float32)."
+            )
         self.every = check_int(label, "every", every, min=1)
+        if self.every > MAX_EVERY:
+            raise LossConfigError(
+                f"{label}: every={every!r} is too large (at most {MAX_EVERY:,}); a lazy term runs every "
+                "k-th step with its weight x k (MMagic's r1_interval is 16): give the interval in steps."
+            )
+        self.allow_negative = bool(allow_negative)
         self.scale_by_every = check_bool(label, "scale_by_every", scale_by_every)
         self.in_total = check_bool(label, "in_total", in_total)
         self.background = check_optional_int(label, "background", background)
         self.ignore_index = check_optional_int(label, "ignore_index", ignore_index)
         self._loss_inputs = frozenset(call_parameters(loss))
+        self._tensor_inputs = tensor_parameters(call_parameters(loss))
         self.inputs = self._check_inputs(inputs)
         check_normalized_reduction(
             f"term '{name}'",
@@ -262,7 +277,7 @@ class Term(nn.Module):
         term_args["inputs"] = routing_of(name, term_args.get("inputs"), term_args.pop("data_info", None))
         scope = term_args.pop("default_scope", default_scope)
         weight = node.pop("loss_weight", None)
-        loss, weight = _build_term_loss(name, node, weight, allowed_targets, scope)
+        loss, weight = _build_term_loss(name, node, weight, allowed_targets, scope, term_args["inputs"])
         sampler_node = term_args.pop("sampler", None)
         target_keys: dict[str, Any] = {}
         sampler = None
@@ -280,11 +295,18 @@ class Term(nn.Module):
 
     # -- phase one: route, sample, normaliser ---------------------------------------------------
     def route(self, outputs: Any, batch: Any) -> dict[str, Any]:
-        """The loss arguments by name (``pos_mask``/``neg_mask`` included when routed)."""
-        return {
-            arg: lookup(outputs, batch, src, term=self.name, arg=arg) if isinstance(src, str) else src
-            for arg, src in self.inputs.items()
-        }
+        """The loss arguments by name (``pos_mask``/``neg_mask`` included when routed); an input
+        the loss takes as a tensor is checked to be one (a host-side type check, no sync)."""
+        routed = {}
+        for arg, src in self.inputs.items():
+            if not isinstance(src, str):
+                routed[arg] = src
+                continue
+            value = routed[arg] = lookup(outputs, batch, src, term=self.name, arg=arg)
+            optional = self._tensor_inputs.get(arg)
+            if optional is not None:
+                check_tensor_input(f"term '{self.name}'", arg, value, optional=optional, key=src)
+        return routed
 
     def pos_neg(self, kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """Positive and negative element masks (:func:`~lossmix.samplers.labels.positives_and_negatives`)."""
@@ -340,6 +362,24 @@ class Term(nn.Module):
         assert self.normalizer is not None  # only called for a term with a normaliser
         inputs = NormalizerInputs(self.name, kwargs, sample, outputs, batch, lambda: self.pos_neg(kwargs))
         return self.normalizer.read(inputs)
+
+    def invalid_inputs(self, kwargs: Mapping[str, Any], count: Tensor | None) -> Tensor | None:
+        """A device flag (no host sync): the element weight has a negative value (the term would
+        be maximised; ``allow_negative: true`` accepts it) or the normaliser's (synced) value can
+        not divide the term; ``None`` when nothing is checked. :meth:`LossMix.mix` turns a
+        flagged term into NaN, which the non-finite guard stops at and
+        :meth:`LossResult.check_finite` explains."""
+        flags: list[Tensor] = []
+        weight = kwargs.get("weight")
+        if not self.allow_negative and isinstance(weight, Tensor) and weight.numel():
+            flags.append((weight < 0).any())
+        if count is not None and self.normalizer is not None:
+            zero = self.normalizer.invalid(count)
+            if zero is not None:
+                flags.append(zero)
+        if not flags:
+            return None
+        return flags[0] if len(flags) == 1 else torch.stack(flags).any()
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
         # checkpoints before the normaliser owned its moving average kept it as normalizer_ema
@@ -402,7 +442,12 @@ class Term(nn.Module):
 
 
 def _build_term_loss(
-    name: str, node: dict[str, Any], weight: Any, allowed: tuple[str, ...] | list[str], scope: str | None
+    name: str,
+    node: dict[str, Any],
+    weight: Any,
+    allowed: tuple[str, ...] | list[str],
+    scope: str | None,
+    inputs: Any = None,
 ) -> tuple[nn.Module, Any]:
     """Build the loss with its own scalar weight at 1 and return the term's weight (step 5).
 
@@ -410,15 +455,19 @@ def _build_term_loss(
     (``DiscShiftLoss`` defaults to 0.1), read from the loss's signature before it is built:
     the loss is built with ``loss_weight=1``, never changed afterwards. A loss that sets
     ``owns_loss_weight`` (GANLoss, whose weight applies to the generator side only) is
-    built with the node's weight and the term's is 1.
+    built with the node's weight and the term's is 1 when its side is routed from a key; a
+    term whose side is a constant (``is_disc`` not routed, or ``is_disc: false``: the
+    generator's) holds the weight as every other term does, so its raw value is unweighted.
     """
+    side = inputs.get("is_disc", False) if isinstance(inputs, Mapping) else False
+    generator_side = side is False
     chosen: list[Any] = [1.0 if weight is None else weight]
 
     def take_weight(entry: Any, kwargs: dict[str, Any]) -> None:
         params, _ = LOSSES.parameters(entry)
         if "loss_weight" not in params:
             return
-        if getattr(entry, "owns_loss_weight", False):
+        if getattr(entry, "owns_loss_weight", False) and not generator_side:
             if weight is not None:
                 kwargs["loss_weight"] = weight
             chosen[0] = 1.0

@@ -61,6 +61,7 @@ __all__ = [
     "bind_arguments",
     "build_loss",
     "build_sampler",
+    "declare_term_keys",
     "resolve_target",
 ]
 
@@ -611,7 +612,28 @@ def build_loss(
     """
     if isinstance(cfg, nn.Module):
         return cfg
-    return LOSSES.build(cfg, allowed_targets=allowed_targets, default_scope=default_scope, **overrides)
+    try:
+        return LOSSES.build(cfg, allowed_targets=allowed_targets, default_scope=default_scope, **overrides)
+    except LossConfigError as err:
+        key = next((k for k in _TERM_KEYS if f"unknown argument '{k}'" in str(err)), None)
+        if key is None:
+            raise
+        what = " (MMagic's spelling of inputs)" if key == "data_info" else ""
+        raise LossConfigError(
+            f"{err} '{key}' is a term key{what}, not an argument of the loss: build_loss builds the "
+            f"loss alone; give the node to a term (LossMix.from_config({{'rec': node}}) or the config's "
+            f"loss.<term>), or drop {key}."
+        ) from err
+
+
+#: the keys of a term node (declared by the engine's schema, :data:`lossmix.mix.keys.TERM_KEYS`),
+#: named when :func:`build_loss` gets one
+_TERM_KEYS: list[str] = []
+
+
+def declare_term_keys(keys: Sequence[str]) -> None:
+    """Tell :func:`build_loss` the keys a term node takes beyond its loss's arguments."""
+    _TERM_KEYS[:] = list(keys)
 
 
 def build_sampler(cfg: Any, *, allowed_targets: Sequence[str] = (), **overrides: Any) -> Any:

@@ -140,8 +140,8 @@ def test_show_name_describes_inputs_shapes_and_arguments(name, expected, capsys,
     [
         (
             ["show", "FocalLos"],
-            "'FocalLos' is no registered loss, sampler or task weighting, nor a Hydra override "
-            "(key=value). Did you mean 'FocalLoss'",
+            "'FocalLos' is no registered loss, sampler, task weighting, gradient aggregator or "
+            "schedule kind, nor a Hydra override (key=value). Did you mean 'FocalLoss'",
         ),
         (["show", "FocalLoss", "loss/cls=ce"], "'FocalLoss' is not an override (key=value)"),
     ],

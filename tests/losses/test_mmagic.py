@@ -155,14 +155,14 @@ def test_psnr_published_values():
     assert PSNRLoss()(torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 64, 64)).item() == -80.0
 
 
-def test_psnr_to_y_scores_the_luma():
+def test_psnr_luma_scores_the_luma():
     pred, target = torch.rand(2, 3, 5, 5, generator=make_generator(0)), torch.rand(2, 3, 5, 5)
     coef = torch.tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1)
     y = [((x * coef).sum(1, keepdim=True) + 16.0) / 255.0 for x in (pred, target)]
     expected = 10 / math.log(10) * torch.log(((y[0] - y[1]) ** 2).mean((1, 2, 3)) + 1e-8).mean()
-    assert_close(PSNRLoss(toY=True)(pred, target), expected)
-    with pytest.raises(LossInputError, match="toY needs RGB"):
-        PSNRLoss(toY=True)(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
+    assert_close(PSNRLoss(luma=True)(pred, target), expected)
+    with pytest.raises(LossInputError, match="luma needs RGB"):
+        PSNRLoss(luma=True)(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
 
 
 def test_gradient_loss_published_values():

@@ -37,8 +37,13 @@ def test_the_loss_weight_is_read_at_build_time_and_the_loss_built_at_one(node, w
     assert term.loss.loss_weight == 1.0
 
 
-def test_a_loss_that_owns_its_weight_keeps_it():
-    term = Term.from_config("adv", {"type": "GANLoss", "gan_type": "vanilla", "loss_weight": 3.0})
+def test_a_loss_that_owns_its_weight_keeps_it_unless_its_side_is_the_generators():
+    gen = Term.from_config("adv", {"type": "GANLoss", "gan_type": "vanilla", "loss_weight": 3.0})
+    assert gen.weight == 3.0 and gen.loss.loss_weight == 1.0  # raw unweighted, as every term
+    routed = {"pred": "d", "target_is_real": True, "is_disc": "side"}
+    term = Term.from_config(
+        "adv", {"type": "GANLoss", "gan_type": "vanilla", "loss_weight": 3.0, "inputs": routed}
+    )
     assert term.weight == 1.0 and term.loss.loss_weight == 3.0
     shift = Term.from_config("shift", {"type": "DiscShiftLoss"})
     assert shift.weight == 0.1 and shift.loss.loss_weight == 1.0  # MMagic's default, on the term
