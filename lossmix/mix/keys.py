@@ -213,6 +213,11 @@ def check_term_node(
             f"{label} (loss.{path}): needs 'type' (a registered loss, e.g. type: FocalLoss) or "
             f"'_target_' (a dotted path); got {node!r}."
         )
+    if node.get("schedule") is not None:
+        raise LossConfigError(
+            f"{label} (loss.{path}.schedule): a schedule is set by the LossSchedule callback "
+            f"(callbacks.loss_schedule.schedules.{path}), not in the term node."
+        )
     scope = node.get(DEFAULT_SCOPE_KEY, default_scope)
     if scope is not None:
         LOSSES.check_scope(scope, owner=f"{label} (loss.{path}.{DEFAULT_SCOPE_KEY})")
