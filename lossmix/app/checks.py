@@ -23,6 +23,7 @@ from lossmix.errors import LossConfigError
 from lossmix.mix.keys import check_term_node
 from lossmix.mix.loss_mix import AGGREGATION_KEY, WEIGHTING_KEY, LossMix
 from lossmix.registry.allowlist import allowed_prefixes, covers
+from lossmix.registry.foreign_nodes import check_bool_keys, train_cfg_hint
 from lossmix.registry.nodes import (
     env_secrets,
     errors_hidden,
@@ -155,6 +156,11 @@ def check_loss_config(node: Any, *, allowed_targets: tuple[str, ...] | list[str]
             raise LossConfigError(
                 f"the loss config must map term names to term nodes, e.g. loss/cls=focal; got {node!r}."
             )
+        check_bool_keys(node, "loss")
+        for name, child in node.items():
+            hint = train_cfg_hint(name, child, where="loss.")
+            if hint is not None:
+                raise LossConfigError(hint)
         scope = node.get(DEFAULT_SCOPE_KEY)
         if scope is not None:
             LOSSES.check_scope(scope, owner=f"loss.{DEFAULT_SCOPE_KEY}")

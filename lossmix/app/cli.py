@@ -103,7 +103,7 @@ def list_command(console: Console, imports: Sequence[str] = ()) -> int:
         "Use one in a term node with `type: <name>` (a scoped one with `type: mmagic.<Name>`, or "
         "`default_scope: mmagic` on the term or the whole loss node); any torch.nn loss with "
         "`_target_: torch.nn.<Name>`; a weighting as `weighting: {type: <name>}`, an aggregator "
-        "as `aggregation: {type: <name>, on: shared, module: <submodule>}`.\n"
+        "as `aggregation: {type: <name>, over: shared, module: <submodule>}`.\n"
         "`lossmix show <name>` describes one: its inputs with shapes and dtypes, its arguments."
     )
     return 0

@@ -79,6 +79,7 @@ from lossmix.app.report import print_summary, summary_rows
 from lossmix.app.runlock import RunLock, launching_process
 from lossmix.errors import LossConfigError, LossInputError, LossRunError, RankError
 from lossmix.registry.allowlist import trusting
+from lossmix.registry.foreign_nodes import MMDET_TRAIN_CFG, train_cfg_hint
 from lossmix.registry.nodes import (
     env_paths,
     env_secrets,
@@ -137,6 +138,10 @@ def run_dir(cfg: DictConfig) -> Path:
 
 
 def _check_loss_node(cfg: DictConfig) -> None:
+    # +train_cfg={rpn: {sampler: ...}} pasted from MMDetection would be silently unused
+    hint = train_cfg_hint(MMDET_TRAIN_CFG, to_plain(cfg.get(MMDET_TRAIN_CFG)), by_name=False)
+    if hint is not None:
+        raise LossConfigError(hint)
     if not cfg.get("loss"):
         raise LossConfigError(
             "the config has no loss terms (every loss/<term> was removed); keep or add one, e.g. "

@@ -14,6 +14,7 @@ from typing import Any
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.mix.normalizers import build_normalizer
 from lossmix.reduction import REDUCTIONS
+from lossmix.registry.foreign_nodes import check_bool_keys
 from lossmix.registry.nodes import TERM_REFS, is_term_node
 from lossmix.registry.registry import DEFAULT_SCOPE_KEY, LOSSES, SAMPLERS, Registry
 from lossmix.registry.signature import check_value_types, expected_types
@@ -164,6 +165,7 @@ def check_term_node(
     """
     allowed_targets = tuple(allowed_targets)
     label = f"term '{name}'"
+    check_bool_keys(node, f"loss.{path}")
     if not is_term_node(node):
         raise LossConfigError(
             f"{label} (loss.{path}): needs 'type' (a registered loss, e.g. type: FocalLoss) or "

@@ -11,11 +11,11 @@ aggregator sees the gradients in the loss's own units.
 ========================= ====================================== ================================
 mode                      what is aggregated                     extra cost per step
 ========================= ====================================== ================================
-``on: shared``            the gradients of ``module``'s          K backward passes through the
+``over: shared``            the gradients of ``module``'s          K backward passes through the
                           parameters (K×D); every other          shared part, K×D memory; DDP:
                           parameter gets its ordinary gradient   one all-reduce of (K+1)·D + K
                                                                  numbers per optimizer step
-``on: representation``    the gradients w.r.t. the routed        K backward passes through the
+``over: representation``    the gradients w.r.t. the routed        K backward passes through the
                           ``input`` tensor (MGDA-UB): the        heads only; DDP: one all-reduce
                           encoder below gets one aggregated      of K² numbers per micro-batch
                           gradient in the one backward
@@ -29,12 +29,12 @@ plus what was there before the window's first micro-batch. So low-precision roun
 the plain gradient never leaks into the update.
 
 **Exactness.** Under DDP every rank takes the same step, equal to one process on the
-concatenated batch: ``on: shared`` all-reduces the per-task gradients (the mean over
-ranks, as DDP averages) before aggregating; ``on: representation`` sums the ranks'
+concatenated batch: ``over: shared`` all-reduces the per-task gradients (the mean over
+ranks, as DDP averages) before aggregating; ``over: representation`` sums the ranks'
 Gramians (the Gramian of the concatenated batch is ``Σ_r G_r / W²``), so every rank
-computes the same weights. With gradient accumulation, ``on: shared`` accumulates the
+computes the same weights. With gradient accumulation, ``over: shared`` accumulates the
 per-task gradients and aggregates once per optimizer step (the large-batch update);
-``on: representation`` aggregates each micro-batch (its weights are needed before that
+``over: representation`` aggregates each micro-batch (its weights are needed before that
 micro-batch's encoder backward). A step whose gradients overflow under fp16 stays
 non-finite, so the AMP scaler skips it; stateful aggregators keep their state then.
 Host syncs: none (the random orders of PCGrad and GradVac are drawn on the host from a
@@ -46,7 +46,7 @@ Example (plain PyTorch):
     >>> mix = LossMix.from_config({
     ...     "a": {"type": "MSELoss", "inputs": {"pred": "a", "target": "y"}},
     ...     "b": {"type": "L1Loss", "inputs": {"pred": "b", "target": "y"}},
-    ...     "aggregation": {"type": "upgrad", "on": "shared", "module": "trunk"},
+    ...     "aggregation": {"type": "upgrad", "over": "shared", "module": "trunk"},
     ... })
     >>> model = torch.nn.ModuleDict({"trunk": torch.nn.Linear(3, 4), "a": torch.nn.Linear(4, 1),
     ...                              "b": torch.nn.Linear(4, 1)})
@@ -76,6 +76,7 @@ from lossmix.mtl.task_gradients import (
     task_jacobian,
     weighted_sum,
 )
+from lossmix.registry.foreign_nodes import check_bool_keys
 from lossmix.registry.nodes import is_term_node
 from lossmix.utilities.checks import check_choice, describe
 from lossmix.utilities.distributed import all_reduce_sum, world_size
@@ -91,8 +92,8 @@ class GradientAggregation(nn.Module):
 
     Args:
         aggregator: the method (:class:`~lossmix.mtl.aggregators.BaseAggregator`).
-        on: ``shared`` (the parameters of ``module``) or ``representation`` (the tensor
-            ``input``).
+        over: ``shared`` (the parameters of ``module``) or ``representation`` (the tensor
+            ``input``). The key is ``over``, not ``on``: YAML 1.1 reads a bare ``on`` as ``True``.
         module: the shared submodule's name in the model (``model.get_submodule``).
         input: the key of the shared representation in the outputs or the batch.
     """
@@ -101,13 +102,13 @@ class GradientAggregation(nn.Module):
         self,
         aggregator: BaseAggregator,
         *,
-        on: str = "shared",
+        over: str = "shared",
         module: str | None = None,
         input: str | None = None,
     ) -> None:
         super().__init__()
         self.aggregator = aggregator
-        self.on = check_choice(AGGREGATION_KEY, "on", on, MODES)
+        self.over = check_choice(AGGREGATION_KEY, "over", over, MODES)
         self.module, self.input = module, input
         self._check_mode()
         self._params: list[nn.Parameter] = []
@@ -117,23 +118,23 @@ class GradientAggregation(nn.Module):
 
     def _check_mode(self) -> None:
         method = self.aggregator.method
-        if self.on == "shared":
+        if self.over == "shared":
             if not isinstance(self.module, str) or not self.module or self.input is not None:
                 raise LossConfigError(
-                    f"{AGGREGATION_KEY}: on: shared needs 'module', the shared submodule of your model "
-                    f"(e.g. {{type: {method}, on: shared, module: trunk}}), and no 'input'."
+                    f"{AGGREGATION_KEY}: over: shared needs 'module', the shared submodule of your model "
+                    f"(e.g. {{type: {method}, over: shared, module: trunk}}), and no 'input'."
                 )
         else:
             if not isinstance(self.input, str) or not self.input or self.module is not None:
                 raise LossConfigError(
-                    f"{AGGREGATION_KEY}: on: representation needs 'input', the key of the shared "
-                    f"features the heads consume (e.g. {{type: {method}, on: representation, input: "
+                    f"{AGGREGATION_KEY}: over: representation needs 'input', the key of the shared "
+                    f"features the heads consume (e.g. {{type: {method}, over: representation, input: "
                     "features}), and no 'module'."
                 )
             if not self.aggregator.has_gramian_form():
                 raise LossConfigError(
-                    f"{AGGREGATION_KEY}: {method} does not run on: representation (it needs the "
-                    f"parameters' own gradients); use on: shared, or one of "
+                    f"{AGGREGATION_KEY}: {method} does not run over: representation (it needs the "
+                    f"parameters' own gradients); use over: shared, or one of "
                     f"{', '.join(representation_methods())}."
                 )
 
@@ -141,12 +142,18 @@ class GradientAggregation(nn.Module):
     def from_config(
         cls, node: Any, tasks: Sequence[str], *, allowed_targets: Sequence[str] = ()
     ) -> GradientAggregation:
-        """Build from ``{type: upgrad, on: shared, module: trunk, **method args}``."""
+        """Build from ``{type: upgrad, over: shared, module: trunk, **method args}``."""
         if isinstance(node, GradientAggregation):
             return node
+        check_bool_keys(node, AGGREGATION_KEY)
+        if isinstance(node, Mapping) and "on" in node:
+            raise LossConfigError(
+                f"{AGGREGATION_KEY}: the key 'on' is named 'over' (YAML 1.1 reads a bare on as True); "
+                f"write over: {node['on']}."
+            )
         if not is_term_node(node):
             raise LossConfigError(
-                f"{AGGREGATION_KEY}: expected e.g. {{type: upgrad, on: shared, module: trunk}}; got "
+                f"{AGGREGATION_KEY}: expected e.g. {{type: upgrad, over: shared, module: trunk}}; got "
                 f"{node!r}. '{AGGREGATION_KEY}' is reserved for gradient aggregation and cannot "
                 "name a term."
             )
@@ -156,10 +163,9 @@ class GradientAggregation(nn.Module):
                 f"{AGGREGATION_KEY}: 'tasks' is not a key of the aggregation node; the tasks are "
                 "the terms added to the total."
             )
-        on, module, key = node.pop("on", "shared"), node.pop("module", None), node.pop("input", None)
-        return cls(
-            build_aggregator(node, tasks, allowed_targets=allowed_targets), on=on, module=module, input=key
-        )
+        over, module, key = node.pop("over", "shared"), node.pop("module", None), node.pop("input", None)
+        aggregator = build_aggregator(node, tasks, allowed_targets=allowed_targets)
+        return cls(aggregator, over=over, module=module, input=key)
 
     @property
     def tasks(self) -> list[str]:
@@ -168,14 +174,14 @@ class GradientAggregation(nn.Module):
 
     # -- finding what the step needs ----------------------------------------------------------
     def bind(self, model: nn.Module) -> None:
-        """Find ``module``'s trainable parameters in ``model`` (``on: shared``)."""
-        if self.on != "shared":
+        """Find ``module``'s trainable parameters in ``model`` (``over: shared``)."""
+        if self.over != "shared":
             return
         assert self.module is not None  # _check_mode
         self._params = trainable_parameters(model, self.module, owner=AGGREGATION_KEY)
 
     def route(self, outputs: Any, batch: Any) -> Tensor:
-        """The representation tensor named by ``input`` (``on: representation``)."""
+        """The representation tensor named by ``input`` (``over: representation``)."""
         assert self.input is not None
         try:
             value = lookup(outputs, batch, self.input, term=AGGREGATION_KEY, arg="input")
@@ -214,7 +220,7 @@ class GradientAggregation(nn.Module):
         Args:
             loss: what would have been backpropagated (a function of the terms).
             terms: each task's contributions (``LossMix.task_terms``).
-            features: the routed representation (``on: representation``).
+            features: the routed representation (``over: representation``).
             ordinary: runs the plain backward of ``loss`` (default ``loss.backward()``).
             loss_scale: the AMP loss scale inside ``loss`` (a device tensor: no host sync).
             accumulating: more micro-batches follow before the optimizer step.
@@ -222,12 +228,12 @@ class GradientAggregation(nn.Module):
         tasks = [list(terms[name]) for name in self.tasks]
         coefficients = loss_coefficients(loss, tasks)
         run = ordinary if ordinary is not None else loss.backward
-        if self.on == "shared":
+        if self.over == "shared":
             self._shared(loss, tasks, coefficients, run, loss_scale, accumulating)
             return
         if features is None:
             raise LossInputError(
-                f"{AGGREGATION_KEY}: on: representation needs the routed '{self.input}' tensor of "
+                f"{AGGREGATION_KEY}: over: representation needs the routed '{self.input}' tensor of "
                 "this step (the LossResult's aggregation_input)."
             )
         self._representation(loss, tasks, coefficients, features, run, loss_scale)
@@ -311,5 +317,5 @@ class GradientAggregation(nn.Module):
             handle.remove()
 
     def extra_repr(self) -> str:
-        where = f"module={self.module!r}" if self.on == "shared" else f"input={self.input!r}"
-        return f"on={self.on!r}, {where}"
+        where = f"module={self.module!r}" if self.over == "shared" else f"input={self.input!r}"
+        return f"over={self.over!r}, {where}"

@@ -75,8 +75,8 @@ def run(aggregation: dict, devices: int, batch: int, out: Path) -> None:
 @pytest.mark.parametrize(
     "aggregation, per_step",
     [
-        ({"type": "upgrad", "on": "shared", "module": "trunk"}, 1),
-        ({"type": "aligned_mtl", "on": "representation", "input": "features"}, WINDOW),
+        ({"type": "upgrad", "over": "shared", "module": "trunk"}, 1),
+        ({"type": "aligned_mtl", "over": "representation", "input": "features"}, WINDOW),
     ],
     ids=["shared-upgrad", "representation-aligned_mtl"],
 )
