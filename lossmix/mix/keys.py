@@ -252,7 +252,7 @@ def loss_node_takes_key(
     """
     scope = loss.get(DEFAULT_SCOPE_KEY)
     head, rest = path[0], list(path[1:])
-    term = loss.get(head)
+    term: Any = loss.get(head)
     if is_group_node(term) and rest:
         term, rest = term.get(rest[0]), rest[1:]
     if not is_term_node(term) or not rest:
@@ -263,7 +263,8 @@ def loss_node_takes_key(
             term, key, allowed_targets=allowed_targets, default_scope=scope
         )
     if len(rest) == 2 and rest[0] == "sampler":
-        sampler, key = term.get("sampler"), rest[1]
+        sampler: Any = term.get("sampler")
+        key = rest[1]
         return (
             is_term_node(sampler)
             and key not in sampler

@@ -13,6 +13,7 @@ of that name.
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -245,7 +246,7 @@ class Term(nn.Module):
 
     def _check_normalizer_taken(self, params: Mapping[str, Any]) -> None:
         """A normaliser's value reaches the loss as ``avg_factor``: the loss must take it."""
-        if self.normalizer is None or "avg_factor" in params:
+        if self.normalizer is None or "avg_factor" in params or _takes_any_keyword(self.loss):
             return
         raise LossConfigError(
             f"term '{self.name}': normalizer '{self.normalizer.source}' divides by avg_factor, which "
@@ -498,6 +499,14 @@ def _build_term_loss(
         )
         raise LossConfigError(f"term '{name}': {err}{hint}") from err
     return loss, chosen[0]
+
+
+def _takes_any_keyword(module: nn.Module) -> bool:
+    """A module whose ``forward`` takes ``**kwargs`` (it may take ``avg_factor``)."""
+    if isinstance(module, BaseLoss):
+        return False
+    params = inspect.signature(module.forward).parameters.values()
+    return any(p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _combine_weight(weight: Tensor | None, sample_weight: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from lossmix import LossMix, build_loss
 from lossmix.errors import LossConfigError
+from lossmix.lightning import LossSchedule
 from lossmix.mtl.weighting import build_weighting
 
 TERMS = """
@@ -58,6 +59,10 @@ def test_a_key_yaml_read_as_a_boolean_is_named(tmp_path, text, message):
     [
         (lambda: build_weighting({"type": "uncertainty", True: 1}, ["a", "b"]), "weighting: a key was read"),
         (
+            lambda: LossSchedule({"reg": {"kind": "onoff", True: 3}}),
+            r"schedule for term 'reg': a key was read by YAML as the boolean True .* quote it \('on': ...\)",
+        ),
+        (
             lambda: LossMix.from_config(
                 {
                     **OmegaConf.to_container(OmegaConf.create(TERMS)),
@@ -67,7 +72,7 @@ def test_a_key_yaml_read_as_a_boolean_is_named(tmp_path, text, message):
             "aggregation: the key 'on' is named 'over'",
         ),
     ],
-    ids=["weighting-in-python", "aggregation-on-in-python"],
+    ids=["weighting-in-python", "schedule-onoff-on", "aggregation-on-in-python"],
 )
 def test_python_nodes_get_the_same_messages(build, message):
     with pytest.raises(LossConfigError, match=message):
