@@ -1,8 +1,8 @@
-"""``on: shared`` step cost: the Gramian engine against the Jacobian path and the plain sum.
+"""``over: shared`` step cost: the Gramian engine against the Jacobian path and the plain sum.
 
 A 1.84M-parameter MLP trunk (256 → 1024 → 1024 → 512, tanh) feeds K = 3 linear heads (MSE
 each). One training step (forward, loss, backward, Adam) with: the plain sum (no
-aggregation node), and each method ``on: shared`` with ``engine: jacobian`` (the K×D task
+aggregation node), and each method ``over: shared`` with ``engine: jacobian`` (the K×D task
 Jacobian, K backward passes) and ``engine: gramian`` (per-module Gramian, one batched
 backward to the activations, one ordinary backward). Reported per variant, as ratios to the
 plain sum's: the median step time (the variants interleaved in rounds, the order alternated,
@@ -56,7 +56,7 @@ def loss_node(method: str | None, engine: str) -> dict:
         f"t{i}": {"type": "MSELoss", "inputs": {"pred": f"p{i}", "target": f"y{i}"}} for i in range(K)
     }
     if method is not None:
-        node["aggregation"] = {"type": method, "on": "shared", "module": "trunk", "engine": engine}
+        node["aggregation"] = {"type": method, "over": "shared", "module": "trunk", "engine": engine}
     return node
 
 
@@ -164,7 +164,7 @@ def main() -> None:
             f"python benchmarks/mtl_engine.py --batch {args.batch} --rounds {args.rounds} "
             f"--steps {args.steps} --threads {args.threads} --methods {' '.join(args.methods)} --write"
         )
-        write_section("Multi-task: the Gramian engine of on: shared", command, body)
+        write_section("Multi-task: the Gramian engine of over: shared", command, body)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ fc 128 → 64) feeds one small head per task.
 
 Methods: the single-task baselines; the plain sum (equal weights); a fixed-weight baseline
 tuned on the validation split over a small grid; every aggregator registered in
-``AGGREGATORS`` (``on: shared``, the trunk; the Gramian methods through the Gramian engine);
+``AGGREGATORS`` (``over: shared``, the trunk; the Gramian methods through the Gramian engine);
 every weighting registered in ``WEIGHTINGS``. Each trains ``--steps`` steps with Adam, for
 ``--seeds`` seeds. Reported on the test split: the accuracies and MAE (means over the seeds),
 ``Δm%`` against the single-task baselines (Maninis et al.: the mean relative change, the sign
@@ -187,7 +187,7 @@ def methods() -> dict[str, tuple[dict, tuple[str, ...], tuple[float, ...] | None
     for w in FIXED_GRID:
         table[f"fixed {w}"] = ({}, TASKS, w)
     for name in AGGREGATORS.names():
-        table[name] = ({"aggregation": {"type": name, "on": "shared", "module": "trunk"}}, TASKS, None)
+        table[name] = ({"aggregation": {"type": name, "over": "shared", "module": "trunk"}}, TASKS, None)
     for name in WEIGHTINGS.names():
         node: dict[str, Any] = {"type": name}
         if name == "gradnorm":

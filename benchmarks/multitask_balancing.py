@@ -2,8 +2,8 @@
 
 ``lossmix.demo.TwoTasks`` (a shared trunk, a depth regression whose MSE starts near 10⁵ and
 a 3-class head) trains on ``SyntheticTasks`` with each method: the plain sum (equal
-weighting, the baseline), every aggregator ``on: shared`` (the trunk), the Gramian methods
-``on: representation`` (the trunk's output), and the loss-level weightings. Reported per
+weighting, the baseline), every aggregator ``over: shared`` (the trunk), the Gramian methods
+``over: representation`` (the trunk's output), and the loss-level weightings. Reported per
 method: the validation depth RMSE and accuracy, ``Δm%`` against the plain sum (Maninis et
 al.: the mean relative change, sign-flipped for accuracy, so lower is better), and the
 median step time as a ratio to the plain sum's, from short timing runs of every method
@@ -63,10 +63,10 @@ def methods() -> dict[str, dict]:
     """Method label → extra loss-config nodes."""
     table: dict[str, dict] = {"sum": {}}
     for name in SHARED:
-        table[name] = {"aggregation": {"type": name, "on": "shared", "module": "trunk"}}
+        table[name] = {"aggregation": {"type": name, "over": "shared", "module": "trunk"}}
     for name in REPRESENTATION:
         table[f"{name} (repr.)"] = {
-            "aggregation": {"type": name, "on": "representation", "input": "features"}
+            "aggregation": {"type": name, "over": "representation", "input": "features"}
         }
     for name in WEIGHTINGS:
         table[name] = {"weighting": {"type": name}}
@@ -240,8 +240,8 @@ def main() -> None:
         f"(start to start: forward, backward, optimizer, hooks; {args.timing_steps}-step runs after a "
         "10-step warm-up) "
         f"relative to the plain sum's, median of {args.rounds} interleaved rounds in one run. "
-        "Aggregators run `on: shared` (the trunk) unless marked `(repr.)` "
-        "(`on: representation`, the trunk's output).\n\n"
+        "Aggregators run `over: shared` (the trunk) unless marked `(repr.)` "
+        "(`over: representation`, the trunk's output).\n\n"
         "| method | depth RMSE | accuracy | Δm% | step time / sum |\n|---|---|---|---|---|\n"
     )
     for label, rmse, acc, delta, ratio in rows:

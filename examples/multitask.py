@@ -14,7 +14,7 @@ the effective weights to ``<run dir>/loss_curves.png``. The model and data are
 ``lossmix.demo.TwoTasks`` and ``lossmix.demo.SyntheticTasks``; the same run from Hydra
 configs is ``python -m lossmix.train experiment=multitask``. ``--aggregation`` balances the
 two tasks' gradients instead of (or as well as) their losses: PCGrad and UPGrad on the
-trunk's parameters, Aligned-MTL on the trunk's output (``on: representation``).
+trunk's parameters, Aligned-MTL on the trunk's output (``over: representation``).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ WEIGHTINGS = {
     "none": None,
 }
 AGGREGATIONS = {
-    "pcgrad": {"type": "pcgrad", "on": "shared", "module": "trunk"},
-    "upgrad": {"type": "upgrad", "on": "shared", "module": "trunk"},
-    "aligned_mtl": {"type": "aligned_mtl", "on": "representation", "input": "features"},
+    "pcgrad": {"type": "pcgrad", "over": "shared", "module": "trunk"},
+    "upgrad": {"type": "upgrad", "over": "shared", "module": "trunk"},
+    "aligned_mtl": {"type": "aligned_mtl", "over": "representation", "input": "features"},
     "none": None,
 }
 

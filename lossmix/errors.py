@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LossConfigError", "LossInputError", "LossRunError", "RankError", "did_you_mean"]
+__all__ = ["LossConfigError", "LossInputError", "LossRunError", "NonFiniteLoss", "RankError", "did_you_mean"]
 
 
 class LossConfigError(ValueError):
@@ -16,6 +16,26 @@ class LossConfigError(ValueError):
 
 class LossInputError(ValueError):
     """The tensors given to a loss or a term do not fit (shapes, keys, value ranges)."""
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A loss term was NaN or Inf under ``NonFiniteLossGuard(policy="raise")`` (the app's default).
+
+    The message is one line: the step, the term(s) and the ranges of each term's inputs.
+    ``step`` and ``terms`` say where it began (the loss curves mark it).
+    """
+
+    def __init__(self, message: str, *, step: int = -1, terms: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.step = step
+        self.terms = terms
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its keyword arguments (DDP spawn)
+        return (_non_finite, (str(self), self.step, self.terms))
+
+
+def _non_finite(message: str, step: int, terms: tuple[str, ...]) -> NonFiniteLoss:
+    return NonFiniteLoss(message, step=step, terms=terms)
 
 
 class RankError(RuntimeError):

@@ -22,9 +22,10 @@ from typing import Any
 from lossmix.app.compose import compose_config
 from lossmix.app.trust import AppTrust
 from lossmix.errors import LossConfigError
-from lossmix.mix.keys import check_term_node
+from lossmix.mix.keys import check_term_node, loss_node_takes_key
 from lossmix.mix.loss_mix import AGGREGATION_KEY, WEIGHTING_KEY, LossMix
 from lossmix.registry.allowlist import allowed_prefixes, covers
+from lossmix.registry.foreign_nodes import check_bool_keys, train_cfg_hint
 from lossmix.registry.nodes import (
     env_secrets,
     errors_hidden,
@@ -35,11 +36,13 @@ from lossmix.registry.nodes import (
 )
 from lossmix.registry.registry import DEFAULT_SCOPE_KEY, LOSSES
 from lossmix.registry.signature import check_node_values, expected_types
+from lossmix.utilities.compat import parse_hydra_argv
 
 __all__ = [
     "build_loss_mix",
     "check_loss_config",
     "check_node_values",
+    "command_line_overrides_of",
     "expected_types",
     "explain_override_error",
     "import_modules",
@@ -168,6 +171,11 @@ def check_loss_config(node: Any, *, allowed_targets: tuple[str, ...] | list[str]
             raise LossConfigError(
                 f"the loss config must map term names to term nodes, e.g. loss/cls=focal; got {node!r}."
             )
+        check_bool_keys(node, "loss")
+        for name, child in node.items():
+            hint = train_cfg_hint(name, child, where="loss.")
+            if hint is not None:
+                raise LossConfigError(hint)
         scope = node.get(DEFAULT_SCOPE_KEY)
         if scope is not None:
             LOSSES.check_scope(scope, owner=f"loss.{DEFAULT_SCOPE_KEY}")
@@ -223,6 +231,16 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def command_line_overrides_of(argv: Sequence[str]) -> list[str]:
+    """The overrides among a command line's arguments (``--cfg job``'s ``job`` is not one).
+
+    >>> command_line_overrides_of(["loss.cls.gamma=1.5", "--cfg", "job"])
+    ['loss.cls.gamma=1.5']
+    """
+    parsed = parse_hydra_argv(argv)
+    return [o for o in argv if not o.startswith("-")] if parsed is None else list(parsed.overrides)
+
+
 def explain_override_error(
     err: BaseException,
     overrides: Sequence[str],
@@ -244,12 +262,18 @@ def explain_override_error(
     rest = [o for o in overrides if _override_key(o) != key]
     try:
         cfg = (compose or compose_config)(rest)
-        trust = AppTrust(cfg, [o for o in rest if not o.startswith("-")])
+        trust = AppTrust(cfg, command_line_overrides_of(rest))
         lossmix_node = cfg.get("lossmix") or {}
         import_modules(
             lossmix_node.get("imports"), allowed_targets=trust.allowed, granted=trust.imports_granted
         )
         loss = to_plain(cfg.loss)
+        if loss_node_takes_key(loss, key.split(".")[1:], allowed_targets=trust.allowed):
+            given = next(o for o in overrides if _override_key(o) == key)
+            return (
+                f"{key} is not in the composed config (its node does not spell it out), so Hydra "
+                f"cannot override it; add it with a +: +{given.lstrip('+~')}."
+            )
         parent = loss
         for depth, part in enumerate(key.split(".")[1:-1], start=2):
             parent = parent[part]

@@ -39,6 +39,7 @@ from lossmix.app.checks import (
     term_rows,
 )
 from lossmix.app.compose import compose_config
+from lossmix.app.key_overrides import compose_adding_keys
 from lossmix.app.nodes import AppTrust, check_app_nodes
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
 from lossmix.losses import loss_inputs
@@ -103,7 +104,7 @@ def list_command(console: Console, imports: Sequence[str] = ()) -> int:
         "Use one in a term node with `type: <name>` (a scoped one with `type: mmagic.<Name>`, or "
         "`default_scope: mmagic` on the term or the whole loss node); any torch.nn loss with "
         "`_target_: torch.nn.<Name>`; a weighting as `weighting: {type: <name>}`, an aggregator "
-        "as `aggregation: {type: <name>, on: shared, module: <submodule>}`.\n"
+        "as `aggregation: {type: <name>, over: shared, module: <submodule>}`.\n"
         "`lossmix show <name>` describes one: its inputs with shapes and dtypes, its arguments."
     )
     return 0
@@ -125,7 +126,7 @@ def show_config(
 
     if config_dir is not None and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # the app's own packages, as `python -m` would find them
-    cfg = compose_config(overrides, config_name, config_dir)
+    cfg = compose_adding_keys(overrides, config_name, config_dir)
     if not cfg.get("loss"):
         raise LossConfigError(
             "the composed config has no 'loss' node; a lossmix app keeps its terms under "

@@ -38,7 +38,7 @@ def _term_rows(
             if (group, name) in seen:
                 continue
             seen.add((group, name))
-            mean, count = summary.get(f"train/loss{scope}/{name}", (math.nan, 0.0))
+            mean, count = summary.get(f"train/loss{scope}/{name}", (None, 0.0))
             weight_key = f"train/weight{scope}/{name}"
             every = f" ×{term.every}" if term.every > 1 and term.scale_by_every else ""
             weight = _metric(metrics, weight_key) if weight_key in metrics else term.weight
@@ -47,7 +47,7 @@ def _term_rows(
                     "group": group,
                     "term": f"{group}/{name}" if group else name,
                     "weight": f"{weight:g}{every}",
-                    "raw": summary.get(f"train/raw{scope}/{name}", (math.nan, 0.0))[0],
+                    "raw": summary.get(f"train/raw{scope}/{name}", (None, 0.0))[0],
                     "train": mean,
                     "count": count,
                     "in_total": term.in_total,
@@ -57,9 +57,14 @@ def _term_rows(
     return rows
 
 
-def _metric(metrics: Mapping[str, Any], key: str) -> float:
+def _metric(metrics: Mapping[str, Any], key: str) -> float | None:
+    """The metric's value (NaN when the run logged NaN), or ``None`` when it was not logged."""
     value = metrics.get(key)
-    return math.nan if value is None else float(value)
+    return None if value is None else float(value)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 def summary_rows(trainer: Any, model: Any) -> list[dict[str, Any]]:
@@ -93,38 +98,37 @@ def summary_rows(trainer: Any, model: Any) -> list[dict[str, Any]]:
                     "val": _metric(metrics, "val/loss/weighting"),
                 }
             )
-        total_mean, total_count = summary.get(f"train/loss{scope}", (math.nan, 0.0))
+        total_mean, total_count = summary.get(f"train/loss{scope}", (None, 0.0))
         per_step = {
             id(r): abs(r["train"]) * r["count"] / total_count
-            if total_count and r["in_total"] and not math.isnan(r["train"])
-            else math.nan
+            if total_count and r["in_total"] and _finite(r["train"])
+            else None
             for r in own
         }
-        whole = sum(v for v in per_step.values() if not math.isnan(v))
+        whole = sum(v for v in per_step.values() if v is not None)
         for row in own:
             share = per_step[id(row)]
-            out.append(
-                {**row, "share": 100.0 * share / whole if whole and not math.isnan(share) else math.nan}
-            )
+            out.append({**row, "share": 100.0 * share / whole if whole and share is not None else None})
         out.append(
             {
                 "group": group,
                 "term": f"{group} total" if group else "total",
                 "weight": "",
-                "raw": math.nan,
+                "raw": None,
                 "train": total_mean,
                 "count": total_count,
                 "in_total": True,
                 "val": _metric(metrics, f"val/loss{scope}"),
-                "share": 100.0 if whole else math.nan,
+                "share": 100.0 if whole else None,
                 "total": True,
             }
         )
     return out
 
 
-def _fmt(value: float, spec: str) -> str:
-    return "-" if math.isnan(value) else format(value, spec)
+def _fmt(value: float | None, spec: str) -> str:
+    """``-`` for a value the run did not log; a logged NaN or inf as ``nan``/``inf``."""
+    return "-" if value is None else format(value, spec)
 
 
 def print_summary(rows: Sequence[Mapping[str, Any]], run_dir: Path) -> None:
@@ -137,7 +141,7 @@ def print_summary(rows: Sequence[Mapping[str, Any]], run_dir: Path) -> None:
     for column in columns:
         table.add_column(column, justify="left" if column == "term" else "right", overflow="fold")
     for row in rows:
-        share = _fmt(row["share"], ".1f") + ("" if math.isnan(row["share"]) else " %")
+        share = _fmt(row["share"], ".1f") + ("" if row["share"] is None else " %")
         cells = (
             row["term"],
             str(row["weight"]),

@@ -66,6 +66,7 @@ from lossmix.app.hydra_nodes import (
     command_line_overrides,
     record_command_line,
 )
+from lossmix.app.key_overrides import needs_added_keys, with_added_keys
 from lossmix.app.nodes import (
     AppTrust,
     app_node_bases,
@@ -79,8 +80,9 @@ from lossmix.app.nodes import (
 from lossmix.app.rank_errors import RecordRankErrors, mark_shown, rank_failure
 from lossmix.app.report import print_summary, summary_rows
 from lossmix.app.runlock import RunLock, launching_process
-from lossmix.errors import LossConfigError, LossInputError, LossRunError, RankError
+from lossmix.errors import LossConfigError, LossInputError, LossRunError, NonFiniteLoss, RankError
 from lossmix.registry.allowlist import trusting
+from lossmix.registry.foreign_nodes import MMDET_TRAIN_CFG, train_cfg_hint
 from lossmix.registry.nodes import (
     env_paths,
     env_secrets,
@@ -118,12 +120,20 @@ USER_ERRORS = (
     LossConfigError,
     LossInputError,
     LossRunError,
+    NonFiniteLoss,  # the default guard's one line: the term, the step, its inputs' ranges
     RankError,
 )
 _OWN_ERRORS = (LossConfigError, LossInputError, LossRunError)
 _HYDRA_ELSEWHERE = "set hydra.run.dir=<another directory>"
 # what a rank of a distributed run records (the others report it): a user's error, one line
-_RANK_ERRORS = (CompactHydraException, OmegaConfBaseException, LossConfigError, LossInputError, LossRunError)
+_RANK_ERRORS = (
+    CompactHydraException,
+    OmegaConfBaseException,
+    LossConfigError,
+    LossInputError,
+    LossRunError,
+    NonFiniteLoss,
+)
 _R = TypeVar("_R")
 register_resolvers()  # before Hydra resolves the run directory
 
@@ -141,6 +151,10 @@ def run_dir(cfg: DictConfig) -> Path:
 
 
 def _check_loss_node(cfg: DictConfig) -> None:
+    # +train_cfg={rpn: {sampler: ...}} pasted from MMDetection would be silently unused
+    hint = train_cfg_hint(MMDET_TRAIN_CFG, to_plain(cfg.get(MMDET_TRAIN_CFG)), by_name=False)
+    if hint is not None:
+        raise LossConfigError(hint)
     if not cfg.get("loss"):
         raise LossConfigError(
             "the config has no loss terms (every loss/<term> was removed); keep or add one, e.g. "
@@ -260,7 +274,7 @@ def build(
         )
         check_shared_hparams(datamodule, model)
         out = run_dir(cfg)
-        callbacks, loggers = _with_outputs(callbacks, loggers, out)
+        callbacks, loggers = _with_outputs(callbacks, loggers, out, model)
         trainer_node = cfg.get("trainer")
         callbacks, terminal = _with_terminal_callbacks(callbacks, trainer_node)
         trainer = (
@@ -370,13 +384,19 @@ def _install_checkpoint_io(trainer: pl.Trainer, *, allow_nonfinite: bool) -> Non
         )
 
 
-def _with_outputs(callbacks: list[Any], loggers: list[Any], out: Path) -> tuple[list[Any], list[Any]]:
-    """The outputs a run always has: a CSV of every logged key, the curves, a last checkpoint."""
+def _with_outputs(
+    callbacks: list[Any], loggers: list[Any], out: Path, model: Any
+) -> tuple[list[Any], list[Any]]:
+    """The outputs a run always has: a CSV of every logged key, the curves, a last checkpoint;
+    and the non-finite guard (policy raise), so a NaN term stops the run with one line."""
     from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from lossmix.lightning.callbacks import LossCurves
+    from lossmix.lightning.access import find_loss_mix
+    from lossmix.lightning.callbacks import LossCurves, NonFiniteLossGuard
 
+    if find_loss_mix(model) is not None and not any(isinstance(c, NonFiniteLossGuard) for c in callbacks):
+        callbacks = [*callbacks, NonFiniteLossGuard("raise")]
     if not loggers:
         loggers = [CSVLogger(save_dir=str(out), name="csv", version="")]
     if not any(isinstance(c, LossCurves) for c in callbacks):
@@ -615,16 +635,13 @@ def preflight(
     ``lossmix.allowed_targets`` must come from the command line.
     """
 
-    def search_path(entries: Any, user_dirs: list[str], from_command_line: bool) -> None:
-        check_search_path(entries, user_dirs=user_dirs, from_command_line=from_command_line)
-
     composed = compose_like_hydra_main(
         argv,
         calling_file=calling_file,
         calling_module=calling_module,
         config_path=config_path,
         config_name=config_name,
-        check_search_path=search_path,
+        check_search_path=_search_path_checked,
     )
     if composed is None:
         return
@@ -645,12 +662,33 @@ def _user_error(err: BaseException) -> BaseException:
     return cause if isinstance(cause, _OWN_ERRORS) else err
 
 
+def _search_path_checked(entries: Any, user_dirs: list[str], from_command_line: bool) -> None:
+    check_search_path(entries, user_dirs=user_dirs, from_command_line=from_command_line)
+
+
+def _compose_job(argv: Sequence[str], where: dict[str, Any]) -> Any:
+    """The job's config for ``argv`` (``--cfg job`` composes it too), or ``None`` (``--help``);
+    the primary config's search path checked before Hydra imports what it names."""
+    composed = compose_like_hydra_main(
+        argv, **where, compose_for_cfg=True, check_search_path=_search_path_checked
+    )
+    return None if composed is None else composed[0]
+
+
+def _added_keys(argv: list[str], where: dict[str, Any]) -> list[str]:
+    """``argv`` with ``loss.<term>.<key>=v`` written ``++...`` where the node lacks a key its loss
+    takes (:mod:`lossmix.app.key_overrides`); composes once, only for such an override."""
+    if not needs_added_keys(argv):
+        return argv
+    return with_added_keys(argv, lambda args: _compose_job(args, where))
+
+
 def _exit_with(err: BaseException, where: dict[str, Any]) -> None:
     def compose(argv: Sequence[str]) -> Any:
-        composed = compose_like_hydra_main(argv, **where)
-        if composed is None:
-            raise LossConfigError("nothing composed")
-        return composed[0]
+        composed = _compose_job(argv, where)
+        if composed is None:  # --help: Hydra's own message stands
+            raise RuntimeError("nothing composed")
+        return composed
 
     if isinstance(err, RankError):  # one rank's error, printed once per terminal
         if not err.shown:
@@ -785,10 +823,18 @@ def hydra_app(
         )
 
         def main() -> None:
-            argv = sys.argv[1:]
+            given = sys.argv[1:]
+            argv = given
             if _HELP_FLAGS & set(argv):  # Hydra lists only the groups of the app's own directory
                 argv = _help_sees_searchpath(argv, where)
-                sys.argv = [sys.argv[0], *argv]
+            argv = _added_keys(argv, where)
+            sys.argv[1:] = argv  # Hydra reads sys.argv
+            try:
+                run(argv)
+            finally:
+                sys.argv[1:] = given
+
+        def run(argv: list[str]) -> None:
             if _full_error_wanted():
                 saved = os.environ.get(COMMAND_LINE_ENV)
                 try:

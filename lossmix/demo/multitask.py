@@ -4,15 +4,15 @@ A regression head predicts a target in the hundreds (its MSE starts near 1.5·10
 3-class head a label (its cross-entropy starts near 1). With fixed weights the
 regression term swamps the gradient; a ``weighting:`` node (uncertainty, DWA,
 GradNorm with ``shared: trunk.2``) re-balances them, and an ``aggregation:`` node
-balances their gradients (``{type: upgrad, on: shared, module: trunk}`` or
-``{type: mgda, on: representation, input: features}``). The term nodes route:
+balances their gradients (``{type: upgrad, over: shared, module: trunk}`` or
+``{type: mgda, over: representation, input: features}``). The term nodes route:
 
 ============  ========  ==========================
 outputs       shape     batch
 ============  ========  ==========================
 ``depth``     (N,)      ``depth_gt`` (N,), float
 ``logits``    (N, 3)    ``label`` (N,), class index
-``features``  (N, W)    (the trunk's output, for ``on: representation``)
+``features``  (N, W)    (the trunk's output, for ``over: representation``)
 ============  ========  ==========================
 """
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import abc
 import inspect
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -58,7 +58,9 @@ __all__ = [
     "check_positive",
     "check_same_shape",
     "check_tensor_input",
+    "named_inputs_spec",
     "shapes_from_docstring",
+    "spec_call_inputs",
     "tensor_parameters",
 ]
 
@@ -112,6 +114,13 @@ def _spec_of(kernel: Any) -> _Spec:
         takes_weight=any(p.name == "weight" for p in params),
         parameters=tuple(inputs + keywords),
     )
+
+
+def named_inputs_spec(names: Sequence[str]) -> _Spec:
+    """The inputs of a kernel called with the required arguments ``names`` (a wrapped function's
+    own, ``("output", "gt")``), in that order; it takes no ``weight``."""
+    params = tuple(inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names)
+    return _Spec(tuple(names), (), tuple(names), False, params)
 
 
 class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
@@ -220,6 +229,17 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
         """Step 5's factor for this call: ``loss_weight``."""
         return self.loss_weight
 
+    def check_output(
+        self,
+        out: Any,
+        reduction: str,
+        avg_factor: AvgFactor,
+        weight: Tensor | None,
+        inputs: Mapping[str, Any],
+    ) -> None:
+        """Refuse the kernel's output before it is weighted and reduced (by default: accept);
+        ``weight`` is the caller's, ``None`` when the kernel took it."""
+
     # -- the template -----------------------------------------------------------------------
     @classmethod
     def _spec(cls) -> _Spec:
@@ -227,6 +247,11 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
         if spec is None:
             spec = BaseLoss._specs[cls] = _spec_of(cls.elementwise)
         return spec
+
+    def call_spec(self) -> _Spec:
+        """This loss's inputs: its class's kernel's (a wrapped function's own, see
+        :class:`~lossmix.losses.wrappers.FunctionLoss`)."""
+        return self._spec()
 
     @classmethod
     def _tensor_inputs(cls) -> dict[str, bool]:
@@ -241,11 +266,11 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
     def input_parameters(cls) -> dict[str, inspect.Parameter]:
         """The arguments a call takes: the kernel's inputs, then ``weight``, ``avg_factor``,
         ``reduction_override`` (what :class:`~lossmix.Term` routes)."""
-        spec = cls._spec()
-        params = {p.name: p for p in spec.parameters}
-        for key in CALL_KEYS:
-            params[key] = inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None)
-        return params
+        return spec_call_inputs(cls._spec())
+
+    def call_inputs(self) -> dict[str, inspect.Parameter]:
+        """:meth:`input_parameters` of this loss (a wrapped function: its own argument names)."""
+        return spec_call_inputs(self.call_spec())
 
     @classmethod
     def input_shapes(cls) -> dict[str, str]:
@@ -321,7 +346,7 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
         """The kernel's inputs by name, and the positional arguments after them."""
-        spec = self._spec()
+        spec = self.call_spec()
         count = len(spec.positional)
         inputs = dict(zip(spec.positional, args[:count], strict=False))
         for key, value in kwargs.items():
@@ -374,11 +399,12 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
         reduction = self.resolve_reduction(given["reduction_override"])
         self._check_tensors(inputs, weight)
         self.check_call(reduction, avg_factor, weight, inputs)
-        if self._spec().takes_weight:
+        if self.call_spec().takes_weight:
             out = self.elementwise(**inputs, weight=weight)
             weight = None  # applied by the kernel
         else:
             out = self.elementwise(**inputs)
+        self.check_output(out, reduction, avg_factor, weight, inputs)
         scale = self.output_scale(inputs)
         if isinstance(out, Mapping):
             return {k: self._reduce(v, weight, reduction, avg_factor, scale) for k, v in out.items()}
@@ -409,6 +435,14 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, loss_weight={self.loss_weight}"
+
+
+def spec_call_inputs(spec: _Spec) -> dict[str, inspect.Parameter]:
+    """A kernel's inputs, then the template's ``weight``, ``avg_factor``, ``reduction_override``."""
+    params = {p.name: p for p in spec.parameters}
+    for key in CALL_KEYS:
+        params[key] = inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None)
+    return params
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
@@ -456,7 +490,7 @@ def call_parameters(module: nn.Module) -> dict[str, inspect.Parameter]:
     ``forward``.
     """
     if isinstance(module, BaseLoss):
-        return module.input_parameters()
+        return module.call_inputs()
     params = dict(inspect.signature(module.forward).parameters)
     return {k: p for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 

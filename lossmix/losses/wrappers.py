@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.losses.base import BaseLoss, shapes_from_docstring
+from lossmix.losses.base import BaseLoss, named_inputs_spec, shapes_from_docstring, spec_call_inputs
 from lossmix.registry.registry import LOSSES, bind_arguments, check_keys, signature_parameters
 
 __all__ = ["FunctionLoss", "LossInput", "TorchLoss", "loss_inputs"]
@@ -72,6 +72,30 @@ def _call_kernel(owner: str, fn: Callable[..., Tensor], pred: Any, target: Any, 
     return out
 
 
+def function_input_names(fn: Callable[..., Any]) -> tuple[str, str]:
+    """The names of a loss function's two inputs: its first two positional arguments.
+
+    torch's own functions (``torch.nn.functional.l1_loss(input, target)``) take lossmix's
+    ``pred, target``, as the ``torch.nn`` loss classes do; so does a function without a
+    signature.
+
+    >>> def my_loss(output, gt, margin=1.0): ...
+    >>> function_input_names(my_loss)
+    ('output', 'gt')
+    """
+    if str(getattr(fn, "__module__", None) or "").split(".")[0] == "torch":
+        return _PRED_TARGET
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return _PRED_TARGET
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:2]
+    return (names[0], names[1]) if len(names) == 2 else _PRED_TARGET
+
+
+_PRED_TARGET = ("pred", "target")
+
+
 def _shape(value: Any) -> str:
     return f"of shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
 
@@ -120,14 +144,19 @@ class TorchLoss(BaseLoss):
 class FunctionLoss(BaseLoss):
     """Make a plain function ``fn(pred, target, **kwargs) -> Tensor`` a lossmix loss.
 
-    If ``fn`` takes a ``reduction`` argument (``torch.nn.functional.l1_loss``)
-    it is called with ``reduction='none'``; otherwise its output is taken as
-    element-wise (a scalar output is fine too: it is then weighted as a whole).
+    Its first two arguments are the loss's inputs, under the function's own names (a term
+    routes ``inputs: {output: ..., gt: ...}`` to ``fn(output, gt)``); the others are its
+    hyper-parameters. If ``fn`` takes a ``reduction`` argument
+    (``torch.nn.functional.l1_loss``) it is called with ``reduction='none'``; otherwise its
+    output is taken as element-wise. A function that returns one value for non-scalar
+    inputs has reduced them itself: it is used as is under ``reduction='mean'`` with no
+    ``avg_factor`` and no element ``weight``, and any other reduction is refused (it cannot
+    apply to one value).
 
     >>> import torch
-    >>> def squared(pred, target):
-    ...     return (pred - target) ** 2
-    >>> FunctionLoss(squared, reduction="sum")(torch.zeros(2), torch.ones(2))
+    >>> def squared(output, gt):
+    ...     return (output - gt) ** 2
+    >>> FunctionLoss(squared, reduction="sum")(output=torch.zeros(2), gt=torch.ones(2))
     tensor(2.)
     """
 
@@ -145,16 +174,46 @@ class FunctionLoss(BaseLoss):
             raise LossConfigError(f"FunctionLoss: {fn!r} is not callable.")
         self.fn = fn
         super().__init__(reduction=reduction, loss_weight=loss_weight)
-        if _takes_reduction(fn):
+        self.reduces_itself = not _takes_reduction(fn)
+        if not self.reduces_itself:
             kwargs["reduction"] = "none"
         self.kwargs = kwargs
+        self._inputs = named_inputs_spec(function_input_names(fn))
 
     @property
     def loss_name(self) -> str:
         return getattr(getattr(self, "fn", None), "__name__", "FunctionLoss")
 
-    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
-        return _call_kernel(self.loss_name, self.fn, pred, target, **self.kwargs)
+    def call_spec(self) -> Any:
+        return self._inputs
+
+    def elementwise(self, *args: Tensor, **inputs: Tensor) -> Tensor:
+        first, second = (inputs[name] for name in self._inputs.positional)
+        return _call_kernel(self.loss_name, self.fn, first, second, **self.kwargs)
+
+    def check_output(
+        self, out: Any, reduction: str, avg_factor: Any, weight: Tensor | None, inputs: Mapping[str, Any]
+    ) -> None:
+        """A function that returned one value for non-scalar inputs reduced them itself: only
+        ``reduction='mean'`` without ``avg_factor`` or element weights takes it as it is."""
+        if not self.reduces_itself or (reduction == "mean" and avg_factor is None and weight is None):
+            return
+        parts = out.values() if isinstance(out, Mapping) else out if isinstance(out, tuple) else [out]
+        if not any(isinstance(v, Tensor) and v.dim() > 0 for v in inputs.values()):
+            return
+        if any(isinstance(part, Tensor) and part.dim() == 0 for part in parts):
+            asked = (
+                f"reduction={reduction!r}"
+                if reduction != "mean"
+                else "avg_factor (a normalizer)"
+                if avg_factor is not None
+                else "an element weight"
+            )
+            raise LossConfigError(
+                f"{self.loss_name} returns one value (it reduces its inputs itself), so {asked} cannot "
+                "apply to it; return the element-wise loss (no .mean()/.sum()) for lossmix to weight "
+                "and reduce, or use reduction: mean with no normalizer and no weight."
+            )
 
     def extra_repr(self) -> str:
         return f"fn={self.loss_name}, " + super().extra_repr()
@@ -234,12 +293,17 @@ def loss_inputs(entry: Any) -> list[LossInput]:
     [('pred', True), ('target', True), ('weight', False)]
     """
     if inspect.isclass(entry) and issubclass(entry, BaseLoss):
-        cls: type[BaseLoss] = entry
         shapes = entry.input_shapes()
+        params = entry.input_parameters()
     else:
-        cls = TorchLoss if is_torch_loss(entry) else FunctionLoss
         own = shapes_from_docstring(inspect.getdoc(entry) or "")
-        shapes = {**cls.input_shapes(), **own}
+        if is_torch_loss(entry):
+            shapes, params = {**TorchLoss.input_shapes(), **own}, TorchLoss.input_parameters()
+        elif inspect.isclass(entry):  # any other nn.Module: what its forward takes, no more
+            shapes, params = own, _forward_parameters(entry)
+        else:  # a function: its own two input names, then the template's call keys
+            shapes = {**FunctionLoss.input_shapes(), **own}
+            params = spec_call_inputs(named_inputs_spec(function_input_names(entry)))
     unknown = "not declared (see the loss's docstring)"
     return [
         LossInput(
@@ -248,8 +312,16 @@ def loss_inputs(entry: Any) -> list[LossInput]:
             None if param.default is param.empty else param.default,
             shapes.get(name, unknown),
         )
-        for name, param in cls.input_parameters().items()
+        for name, param in params.items()
     ]
+
+
+def _forward_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    try:
+        params = list(inspect.signature(cls.forward).parameters.values())[1:]  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return {}
+    return {p.name: p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
 LOSSES.add_adapter(TorchLossAdapter())

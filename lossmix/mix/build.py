@@ -10,6 +10,7 @@ from lossmix.errors import LossConfigError
 from lossmix.mix.term import Term
 from lossmix.mtl.aggregation import AGGREGATION_KEY, GradientAggregation
 from lossmix.mtl.weighting import WEIGHTING_KEY, BaseWeighting, build_weighting
+from lossmix.registry.foreign_nodes import check_bool_keys, train_cfg_hint
 from lossmix.registry.nodes import is_group_node, is_term_node
 from lossmix.registry.registry import DEFAULT_SCOPE_KEY, LOSSES
 
@@ -24,6 +25,11 @@ def build_parts(
         raise LossConfigError(
             f"LossMix.from_config needs a mapping of term names to term nodes; got {node!r}."
         )
+    check_bool_keys(node, "loss")
+    for name, child in node.items():
+        hint = train_cfg_hint(name, child)
+        if hint is not None:
+            raise LossConfigError(hint)
     node = dict(node)
     weighting_node = node.pop(WEIGHTING_KEY, None)
     scope = node.pop(DEFAULT_SCOPE_KEY, None)

@@ -14,7 +14,8 @@ from typing import Any
 from lossmix.errors import LossConfigError, did_you_mean
 from lossmix.mix.normalizers import build_normalizer
 from lossmix.reduction import REDUCTIONS
-from lossmix.registry.nodes import TERM_REFS, is_term_node
+from lossmix.registry.foreign_nodes import check_bool_keys
+from lossmix.registry.nodes import TERM_REFS, is_group_node, is_term_node
 from lossmix.registry.registry import DEFAULT_SCOPE_KEY, LOSSES, SAMPLERS, Registry, declare_term_keys
 from lossmix.registry.signature import check_value_types, expected_types
 
@@ -25,6 +26,8 @@ __all__ = [
     "check_normalized_reduction",
     "check_sampler_node",
     "check_term_node",
+    "loss_node_takes_key",
+    "node_takes_key",
     "routing_of",
 ]
 
@@ -208,6 +211,7 @@ def check_term_node(
     """
     allowed_targets = tuple(allowed_targets)
     label = f"term '{name}'"
+    check_bool_keys(node, f"loss.{path}")
     if not is_term_node(node):
         raise LossConfigError(
             f"{label} (loss.{path}): needs 'type' (a registered loss, e.g. type: FocalLoss) or "
@@ -250,3 +254,71 @@ def check_term_node(
         s_params, s_var_kw = SAMPLERS.parameters(s_obj)
         _check_keys(s_label, s_path, sampler, s_params, SAMPLER_TARGET_KEYS, s_var_kw, extra_name="also")
         check_value_types(s_label, s_path, sampler, s_params, expected_types(SAMPLERS, s_obj))
+
+
+def node_takes_key(
+    node: Any,
+    key: str,
+    *,
+    sampler: bool = False,
+    allowed_targets: Sequence[str] = (),
+    default_scope: str | None = None,
+) -> bool:
+    """Whether a term node (``sampler=True``: a term's sampler node) may set ``key``, a name
+    its loss (sampler) or the term schema spells out: a ``**kwargs`` catch-all does not count.
+
+    What the app asks before it adds a key a compact node leaves out
+    (``loss.reg.loss_weight=0.5`` becomes ``++loss.reg.loss_weight=0.5``).
+
+    >>> node_takes_key({"type": "L1Loss"}, "loss_weight"), node_takes_key({"type": "L1Loss"}, "gama")
+    (True, False)
+    >>> node_takes_key({"type": "RandomSampler", "num": 64}, "add_gt_as_proposals", sampler=True)
+    True
+    """
+    if not is_term_node(node):
+        return False
+    registry = SAMPLERS if sampler else LOSSES
+    scope = None if sampler else node.get(DEFAULT_SCOPE_KEY, default_scope)
+    try:
+        obj, _ = _resolve(registry, node, "", tuple(allowed_targets), scope)
+    except LossConfigError:
+        return False
+    params, _ = registry.parameters(obj)
+    own = SAMPLER_TARGET_KEYS if sampler else (*TERM_KEYS, "loss_weight")
+    return key in params or key in own
+
+
+def loss_node_takes_key(
+    loss: Mapping[str, Any], path: Sequence[str], *, allowed_targets: Sequence[str] = ()
+) -> bool:
+    """Whether ``loss.<path>`` is a key its term node lacks and its loss (or sampler) takes.
+
+    ``path`` is the key's path under ``loss``: ``["reg", "loss_weight"]``, ``["gen", "adv",
+    "loss_weight"]`` (a group's term), ``["cls", "sampler", "add_gt_as_proposals"]``.
+
+    >>> loss_node_takes_key({"reg": {"_target_": "torch.nn.HuberLoss"}}, ["reg", "delta"])
+    True
+    >>> loss_node_takes_key({"reg": {"_target_": "torch.nn.HuberLoss"}}, ["reg", "delt"])
+    False
+    """
+    scope = loss.get(DEFAULT_SCOPE_KEY)
+    head, rest = path[0], list(path[1:])
+    term: Any = loss.get(head)
+    if is_group_node(term) and rest:
+        term, rest = term.get(rest[0]), rest[1:]
+    if not is_term_node(term) or not rest:
+        return False
+    if len(rest) == 1:
+        key = rest[0]
+        return key not in term and node_takes_key(
+            term, key, allowed_targets=allowed_targets, default_scope=scope
+        )
+    if len(rest) == 2 and rest[0] == "sampler":
+        sampler: Any = term.get("sampler")
+        key = rest[1]
+        return (
+            is_term_node(sampler)
+            and key not in sampler
+            and node_takes_key(sampler, key, sampler=True, allowed_targets=allowed_targets)
+        )
+    return False

@@ -253,7 +253,7 @@ class LossMix(nn.Module):
         if step is not None and any(window_scoped(t) for t in terms):
             result.unnormalized_total = self._unnormalized(result, owner)
         aggregation = self.aggregation
-        if aggregation is not None and step is not None and aggregation.on == "representation":
+        if aggregation is not None and step is not None and aggregation.over == "representation":
             result.aggregation_input = aggregation.route(outputs, batch)
         return result
 
@@ -402,6 +402,6 @@ _NO_TOTAL = torch.zeros(())  # replaced before a LossResult leaves ``mix``
 _RESERVED = {
     WEIGHTING_KEY: f"dynamic task weighting (e.g. {WEIGHTING_KEY}: {{type: uncertainty}})",
     AGGREGATION_KEY: (
-        f"gradient aggregation (e.g. {AGGREGATION_KEY}: {{type: upgrad, on: shared, module: trunk}})"
+        f"gradient aggregation (e.g. {AGGREGATION_KEY}: {{type: upgrad, over: shared, module: trunk}})"
     ),
 }

@@ -77,6 +77,9 @@ class NormalizerInputs:
     batch: Any
     #: the positive and negative masks (a sampler's, routed ones, or from class indices)
     pos_neg: Callable[[], tuple[Tensor, Tensor]]
+    #: the loss's first input, whose elements ``numel``/``batch`` count (``pred`` for most
+    #: losses; a user's function or module may call it ``output``)
+    pred_key: str = "pred"
 
 
 Source = Callable[[NormalizerInputs], Any]
@@ -102,11 +105,12 @@ def normalizer_source(name: str, *, count: bool = True) -> Callable[[Source], So
 
 
 def _pred(inputs: NormalizerInputs, source: str) -> Tensor:
-    pred = inputs.kwargs.get("pred")
+    key = inputs.pred_key
+    pred = inputs.kwargs.get(key)
     if not isinstance(pred, Tensor):
         raise LossInputError(
-            f"term '{inputs.term}': normalizer '{source}' counts the elements of pred, which is "
-            f"{describe_value(pred)}; route a tensor to pred or use another normalizer."
+            f"term '{inputs.term}': normalizer '{source}' counts the elements of {key}, which is "
+            f"{describe_value(pred)}; route a tensor to {key} or use another normalizer."
         )
     return pred
 
@@ -209,7 +213,7 @@ class Normalizer(nn.Module):
 
     def read(self, inputs: NormalizerInputs) -> Tensor:
         """The step's raw value (not yet synced, floored or smoothed), as a float tensor."""
-        pred = inputs.kwargs.get("pred")
+        pred = inputs.kwargs.get(inputs.pred_key)
         device = pred.device if isinstance(pred, Tensor) else None
         fn = _SOURCES.get(self.source)
         value = fn(inputs) if fn is not None else self._read_key(inputs)

@@ -43,7 +43,7 @@ class LossResult:
         task_losses: the weighted task losses before the ``weighting`` factors, stacked
             (detached), when the mix has a weighting.
         aggregation_input: the routed representation of an ``aggregation`` node with
-            ``on: representation`` (training steps).
+            ``over: representation`` (training steps).
         term_of: the term each log key of ``terms`` belongs to (``loss_l1`` → ``rec``).
     """
 

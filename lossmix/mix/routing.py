@@ -15,7 +15,7 @@ from typing import Any
 
 from lossmix.errors import LossInputError
 
-__all__ = ["describe_keys", "lookup"]
+__all__ = ["describe_keys", "lookup", "own_key"]
 
 _MISSING = object()
 
@@ -42,6 +42,16 @@ def describe_keys(container: Any) -> str:
     if isinstance(container, Sequence) and not isinstance(container, str):
         return f"indices 0..{len(container) - 1}" if len(container) else "(empty)"
     return f"(a {type(container).__name__}, not a mapping)"
+
+
+def own_key(outputs: Any, batch: Any, key: str) -> tuple[bool, Any]:
+    """``(True, value)`` when ``key`` is a top-level key of exactly one of the outputs and the
+    batch (how an optional loss argument is found by its own name), else ``(False, None)``."""
+    in_outputs = isinstance(outputs, Mapping) and key in outputs
+    in_batch = isinstance(batch, Mapping) and key in batch
+    if in_outputs == in_batch:
+        return False, None
+    return True, outputs[key] if in_outputs else batch[key]
 
 
 def lookup(outputs: Any, batch: Any, key: str, *, term: str, arg: str) -> Any:

@@ -13,6 +13,7 @@ of that name.
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
-from lossmix.losses.base import call_parameters, check_tensor_input, tensor_parameters
+from lossmix.losses.base import CALL_KEYS, BaseLoss, call_parameters, check_tensor_input, tensor_parameters
 from lossmix.mix.keys import (
     SAMPLER_TARGET_KEYS,
     TERM_KEYS,
@@ -33,7 +34,7 @@ from lossmix.mix.keys import (
     routing_of,
 )
 from lossmix.mix.normalizers import Normalizer, NormalizerInputs, build_normalizer
-from lossmix.mix.routing import lookup
+from lossmix.mix.routing import lookup, own_key
 from lossmix.registry.nodes import to_plain
 from lossmix.registry.registry import LOSSES, REQUIRED, SAMPLERS
 from lossmix.samplers.labels import positives_and_negatives, relabel_ignored
@@ -164,9 +165,19 @@ class Term(nn.Module):
         self.in_total = check_bool(label, "in_total", in_total)
         self.background = check_optional_int(label, "background", background)
         self.ignore_index = check_optional_int(label, "ignore_index", ignore_index)
-        self._loss_inputs = frozenset(call_parameters(loss))
-        self._tensor_inputs = tensor_parameters(call_parameters(loss))
+        params = call_parameters(loss)
+        self._loss_inputs = frozenset(params)
+        self._tensor_inputs = tensor_parameters(params)
+        self._first_input = next((k for k in params if k not in _NOT_ROUTABLE), "pred")
         self.inputs = self._check_inputs(inputs)
+        self._check_normalizer_taken(params)
+        # optional loss arguments the routing leaves out: found by their own name at each call
+        self._by_name = tuple(
+            k
+            for k, p in params.items()
+            if p.default is not p.empty and k not in (*_NOT_ROUTABLE, *self.inputs)
+        )
+        self._told: set[str] = set()
         check_normalized_reduction(
             f"term '{name}'",
             None if normalizer is None else normalizer.source,
@@ -221,10 +232,17 @@ class Term(nn.Module):
             )
         for arg in inputs:
             if arg not in routable and arg not in extra:
+                own = getattr(self.loss, "loss_name", type(self.loss).__name__)
+                template = (
+                    f" A plain nn.Module gets no {arg} from lossmix: make {own} a lossmix.losses.BaseLoss "
+                    "subclass (the template weights, reduces and divides its elementwise())."
+                    if arg in CALL_KEYS and not isinstance(self.loss, BaseLoss)
+                    else ""
+                )
                 raise LossConfigError(
-                    f"term '{self.name}': inputs has '{arg}', which {type(self.loss).__name__} "
+                    f"term '{self.name}': inputs has '{arg}', which {own} "
                     f"does not take.{did_you_mean(arg, routable + extra)} Its arguments: "
-                    f"{', '.join(routable + extra)}."
+                    f"{', '.join(routable + extra)}.{template}"
                 )
         missing = [k for k, p in params.items() if p.default is p.empty and k in routable and k not in inputs]
         if missing:
@@ -240,6 +258,17 @@ class Term(nn.Module):
                 f"outputs or batch>. The term routes: {', '.join(inputs) or '(nothing)'}."
             )
         return dict(inputs)
+
+    def _check_normalizer_taken(self, params: Mapping[str, Any]) -> None:
+        """A normaliser's value reaches the loss as ``avg_factor``: the loss must take it."""
+        if self.normalizer is None or "avg_factor" in params or _takes_any_keyword(self.loss):
+            return
+        raise LossConfigError(
+            f"term '{self.name}': normalizer '{self.normalizer.source}' divides by avg_factor, which "
+            f"{type(self.loss).__name__}.forward does not take (its arguments: {', '.join(params)}); "
+            f"drop the normalizer, or make the loss a lossmix.losses.BaseLoss subclass (its "
+            "elementwise() gets weight, avg_factor and reduction from the template)."
+        )
 
     def _counts_pos(self) -> bool:
         return self.normalizer is not None and self.normalizer.counts_positives
@@ -296,7 +325,13 @@ class Term(nn.Module):
     # -- phase one: route, sample, normaliser ---------------------------------------------------
     def route(self, outputs: Any, batch: Any) -> dict[str, Any]:
         """The loss arguments by name (``pos_mask``/``neg_mask`` included when routed); an input
-        the loss takes as a tensor is checked to be one (a host-side type check, no sync)."""
+        the loss takes as a tensor is checked to be one (a host-side type check, no sync).
+
+        An optional argument of the loss that ``inputs`` does not name is taken by its own name
+        when the outputs or the batch has that key (``mask`` for ``MaskedTVLoss``), and said
+        once; ``weight`` is not (an element weight in the batch may belong to another term):
+        it is only said. ``inputs.<argument>: null`` leaves an argument out without a word.
+        """
         routed = {}
         for arg, src in self.inputs.items():
             if not isinstance(src, str):
@@ -306,7 +341,30 @@ class Term(nn.Module):
             optional = self._tensor_inputs.get(arg)
             if optional is not None:
                 check_tensor_input(f"term '{self.name}'", arg, value, optional=optional, key=src)
+        for arg in self._by_name:
+            found, value = own_key(outputs, batch, arg)
+            if not found:
+                continue
+            if arg != "weight":
+                routed[arg] = value
+            if arg not in self._told and not torch.compiler.is_compiling():
+                self._told.add(arg)
+                warnings.warn(self._by_name_message(arg), UserWarning, stacklevel=2)
         return routed
+
+    def _by_name_message(self, arg: str) -> str:
+        loss = getattr(self.loss, "loss_name", type(self.loss).__name__)
+        if arg == "weight":
+            return (
+                f"term '{self.name}': the outputs or the batch has a key 'weight', which the term does "
+                f"not route, so {loss} weighs no element by it; route it with inputs.weight: weight, "
+                "or write inputs.weight: null if it is not this term's."
+            )
+        return (
+            f"term '{self.name}': routes '{arg}' (an optional argument of {loss}) from the key of that "
+            f"name, which its inputs do not name; write inputs.{arg}: {arg} to say so, or "
+            f"inputs.{arg}: null to leave it out."
+        )
 
     def pos_neg(self, kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """Positive and negative element masks (:func:`~lossmix.samplers.labels.positives_and_negatives`)."""
@@ -360,7 +418,9 @@ class Term(nn.Module):
 
     def _normalizer_value(self, kwargs: dict[str, Any], sample: Any, outputs: Any, batch: Any) -> Tensor:
         assert self.normalizer is not None  # only called for a term with a normaliser
-        inputs = NormalizerInputs(self.name, kwargs, sample, outputs, batch, lambda: self.pos_neg(kwargs))
+        inputs = NormalizerInputs(
+            self.name, kwargs, sample, outputs, batch, lambda: self.pos_neg(kwargs), self._first_input
+        )
         return self.normalizer.read(inputs)
 
     def invalid_inputs(self, kwargs: Mapping[str, Any], count: Tensor | None) -> Tensor | None:
@@ -487,6 +547,14 @@ def _build_term_loss(
         )
         raise LossConfigError(f"term '{name}': {err}{hint}") from err
     return loss, chosen[0]
+
+
+def _takes_any_keyword(module: nn.Module) -> bool:
+    """A module whose ``forward`` takes ``**kwargs`` (it may take ``avg_factor``)."""
+    if isinstance(module, BaseLoss):
+        return False
+    params = inspect.signature(module.forward).parameters.values()
+    return any(p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _combine_weight(weight: Tensor | None, sample_weight: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ aggregator sees the gradients in the loss's own units.
 ========================= ====================================== ================================
 mode                      what is aggregated                     extra cost per step
 ========================= ====================================== ================================
-``on: shared``            the gradients of ``module``'s          Gramian methods, one process, no
+``over: shared``          the gradients of ``module``'s          Gramian methods, one process, no
                           parameters (K×D); every other          accumulation: one batched backward
                           parameter gets its ordinary gradient   to the shared module's activations
                                                                  and the Gramian contractions, K×
@@ -20,14 +20,14 @@ mode                      what is aggregated                     extra cost per 
                                                                  passes through the shared part,
                                                                  K×D memory; DDP: one all-reduce of
                                                                  (K+1)·D + K numbers per step
-``on: representation``    the gradients w.r.t. the routed        K backward passes through the
+``over: representation``  the gradients w.r.t. the routed        K backward passes through the
                           ``input`` tensor (MGDA-UB): the        heads only; DDP: one all-reduce
                           encoder below gets one aggregated      of K² numbers per micro-batch
                           gradient in the one backward
 ========================= ====================================== ================================
 
 **The Gramian engine** (:mod:`lossmix.mtl.gramian_engine`, ``engine: auto`` or ``gramian``):
-for a method with a Gramian form, ``on: shared`` computes ``G = J Jᵀ`` module by module
+for a method with a Gramian form, ``over: shared`` computes ``G = J Jᵀ`` module by module
 without forming ``J``, the weights from it, and lets the one ordinary backward carry
 ``Σ_k w_k ∇L_k`` into the shared module. It gives the Jacobian path's update (to rounding);
 the Jacobian path is taken instead under gradient accumulation (the window's Gramian needs
@@ -44,12 +44,12 @@ plus what was there before the window's first micro-batch. So low-precision roun
 the plain gradient never leaks into the update.
 
 **Exactness.** Under DDP every rank takes the same step, equal to one process on the
-concatenated batch: ``on: shared`` all-reduces the per-task gradients (the mean over
-ranks, as DDP averages) before aggregating; ``on: representation`` sums the ranks'
+concatenated batch: ``over: shared`` all-reduces the per-task gradients (the mean over
+ranks, as DDP averages) before aggregating; ``over: representation`` sums the ranks'
 Gramians (the Gramian of the concatenated batch is ``Σ_r G_r / W²``), so every rank
-computes the same weights. With gradient accumulation, ``on: shared`` accumulates the
+computes the same weights. With gradient accumulation, ``over: shared`` accumulates the
 per-task gradients and aggregates once per optimizer step (the large-batch update);
-``on: representation`` aggregates each micro-batch (its weights are needed before that
+``over: representation`` aggregates each micro-batch (its weights are needed before that
 micro-batch's encoder backward). A step whose gradients overflow under fp16 stays
 non-finite, so the AMP scaler skips it; stateful aggregators keep their state then.
 Host syncs: none (the random orders of PCGrad and GradVac are drawn on the host from a
@@ -61,7 +61,7 @@ Example (plain PyTorch):
     >>> mix = LossMix.from_config({
     ...     "a": {"type": "MSELoss", "inputs": {"pred": "a", "target": "y"}},
     ...     "b": {"type": "L1Loss", "inputs": {"pred": "b", "target": "y"}},
-    ...     "aggregation": {"type": "upgrad", "on": "shared", "module": "trunk"},
+    ...     "aggregation": {"type": "upgrad", "over": "shared", "module": "trunk"},
     ... })
     >>> model = torch.nn.ModuleDict({"trunk": torch.nn.Linear(3, 4), "a": torch.nn.Linear(4, 1),
     ...                              "b": torch.nn.Linear(4, 1)})
@@ -93,6 +93,7 @@ from lossmix.mtl.task_gradients import (
     task_jacobian,
     weighted_sum,
 )
+from lossmix.registry.foreign_nodes import check_bool_keys
 from lossmix.registry.nodes import is_term_node
 from lossmix.utilities.checks import check_choice, describe
 from lossmix.utilities.distributed import all_reduce_sum, world_size
@@ -109,11 +110,11 @@ class GradientAggregation(nn.Module):
 
     Args:
         aggregator: the method (:class:`~lossmix.mtl.aggregators.BaseAggregator`).
-        on: ``shared`` (the parameters of ``module``) or ``representation`` (the tensor
-            ``input``).
+        over: ``shared`` (the parameters of ``module``) or ``representation`` (the tensor
+            ``input``). The key is ``over``, not ``on``: YAML 1.1 reads a bare ``on`` as ``True``.
         module: the shared submodule's name in the model (``model.get_submodule``).
         input: the key of the shared representation in the outputs or the batch.
-        engine: ``on: shared``'s route: ``auto`` (the Gramian engine for a method with a
+        engine: ``over: shared``'s route: ``auto`` (the Gramian engine for a method with a
             Gramian form), ``gramian`` (the same, and an error for a method without one) or
             ``jacobian`` (always the K×D task Jacobian).
     """
@@ -122,20 +123,20 @@ class GradientAggregation(nn.Module):
         self,
         aggregator: BaseAggregator,
         *,
-        on: str = "shared",
+        over: str = "shared",
         module: str | None = None,
         input: str | None = None,
         engine: str = "auto",
     ) -> None:
         super().__init__()
         self.aggregator = aggregator
-        self.on = check_choice(AGGREGATION_KEY, "on", on, MODES)
+        self.over = check_choice(AGGREGATION_KEY, "over", over, MODES)
         self.engine = check_choice(AGGREGATION_KEY, "engine", engine, ENGINES)
         self.module, self.input = module, input
         self._check_mode()
         self._gramian_engine: GramianEngine | None = None
         self._warned: set[str] = set()
-        #: the route the last ``on: shared`` backward took: ``gramian`` or ``jacobian``
+        #: the route the last ``over: shared`` backward took: ``gramian`` or ``jacobian``
         self.last_route: str | None = None
         self._params: list[nn.Parameter] = []
         self._jacobian: Tensor | None = None
@@ -144,11 +145,11 @@ class GradientAggregation(nn.Module):
 
     def _check_mode(self) -> None:
         method = self.aggregator.method
-        if self.on == "shared":
+        if self.over == "shared":
             if not isinstance(self.module, str) or not self.module or self.input is not None:
                 raise LossConfigError(
-                    f"{AGGREGATION_KEY}: on: shared needs 'module', the shared submodule of your model "
-                    f"(e.g. {{type: {method}, on: shared, module: trunk}}), and no 'input'."
+                    f"{AGGREGATION_KEY}: over: shared needs 'module', the shared submodule of your model "
+                    f"(e.g. {{type: {method}, over: shared, module: trunk}}), and no 'input'."
                 )
             if self.engine == "gramian" and not self.aggregator.has_gramian_form():
                 raise LossConfigError(
@@ -159,19 +160,19 @@ class GradientAggregation(nn.Module):
         else:
             if not isinstance(self.input, str) or not self.input or self.module is not None:
                 raise LossConfigError(
-                    f"{AGGREGATION_KEY}: on: representation needs 'input', the key of the shared "
-                    f"features the heads consume (e.g. {{type: {method}, on: representation, input: "
+                    f"{AGGREGATION_KEY}: over: representation needs 'input', the key of the shared "
+                    f"features the heads consume (e.g. {{type: {method}, over: representation, input: "
                     "features}), and no 'module'."
                 )
             if self.engine != "auto":
                 raise LossConfigError(
-                    f"{AGGREGATION_KEY}: 'engine' chooses how on: shared computes the task "
-                    f"gradients; on: representation has one route. Remove engine: {self.engine}."
+                    f"{AGGREGATION_KEY}: 'engine' chooses how over: shared computes the task "
+                    f"gradients; over: representation has one route. Remove engine: {self.engine}."
                 )
             if not self.aggregator.has_gramian_form():
                 raise LossConfigError(
-                    f"{AGGREGATION_KEY}: {method} does not run on: representation (it needs the "
-                    f"parameters' own gradients); use on: shared, or one of "
+                    f"{AGGREGATION_KEY}: {method} does not run over: representation (it needs the "
+                    f"parameters' own gradients); use over: shared, or one of "
                     f"{', '.join(representation_methods())}."
                 )
 
@@ -179,12 +180,18 @@ class GradientAggregation(nn.Module):
     def from_config(
         cls, node: Any, tasks: Sequence[str], *, allowed_targets: Sequence[str] = ()
     ) -> GradientAggregation:
-        """Build from ``{type: upgrad, on: shared, module: trunk, **method args}``."""
+        """Build from ``{type: upgrad, over: shared, module: trunk, **method args}``."""
         if isinstance(node, GradientAggregation):
             return node
+        check_bool_keys(node, AGGREGATION_KEY)
+        if isinstance(node, Mapping) and "on" in node:
+            raise LossConfigError(
+                f"{AGGREGATION_KEY}: the key 'on' is named 'over' (YAML 1.1 reads a bare on as True); "
+                f"write over: {node['on']}."
+            )
         if not is_term_node(node):
             raise LossConfigError(
-                f"{AGGREGATION_KEY}: expected e.g. {{type: upgrad, on: shared, module: trunk}}; got "
+                f"{AGGREGATION_KEY}: expected e.g. {{type: upgrad, over: shared, module: trunk}}; got "
                 f"{node!r}. '{AGGREGATION_KEY}' is reserved for gradient aggregation and cannot "
                 "name a term."
             )
@@ -194,11 +201,11 @@ class GradientAggregation(nn.Module):
                 f"{AGGREGATION_KEY}: 'tasks' is not a key of the aggregation node; the tasks are "
                 "the terms added to the total."
             )
-        on, module, key = node.pop("on", "shared"), node.pop("module", None), node.pop("input", None)
+        over, module, key = node.pop("over", "shared"), node.pop("module", None), node.pop("input", None)
         engine = node.pop("engine", "auto")
         return cls(
             build_aggregator(node, tasks, allowed_targets=allowed_targets),
-            on=on,
+            over=over,
             module=module,
             input=key,
             engine=engine,
@@ -211,9 +218,9 @@ class GradientAggregation(nn.Module):
 
     # -- finding what the step needs ----------------------------------------------------------
     def bind(self, model: nn.Module) -> None:
-        """Find ``module``'s trainable parameters in ``model`` (``on: shared``), and hook the
+        """Find ``module``'s trainable parameters in ``model`` (``over: shared``), and hook the
         Gramian engine on it (``engine: auto`` or ``gramian`` with a Gramian-form method)."""
-        if self.on != "shared":
+        if self.over != "shared":
             return
         assert self.module is not None  # _check_mode
         self._params = trainable_parameters(model, self.module, owner=AGGREGATION_KEY)
@@ -224,7 +231,7 @@ class GradientAggregation(nn.Module):
             self._gramian_engine = GramianEngine(model.get_submodule(self.module), self._params)
 
     def route(self, outputs: Any, batch: Any) -> Tensor:
-        """The representation tensor named by ``input`` (``on: representation``)."""
+        """The representation tensor named by ``input`` (``over: representation``)."""
         assert self.input is not None
         try:
             value = lookup(outputs, batch, self.input, term=AGGREGATION_KEY, arg="input")
@@ -263,7 +270,7 @@ class GradientAggregation(nn.Module):
         Args:
             loss: what would have been backpropagated (a function of the terms).
             terms: each task's contributions (``LossMix.task_terms``).
-            features: the routed representation (``on: representation``).
+            features: the routed representation (``over: representation``).
             ordinary: runs the plain backward of ``loss`` (default ``loss.backward()``).
             loss_scale: the AMP loss scale inside ``loss`` (a device tensor: no host sync).
             accumulating: more micro-batches follow before the optimizer step.
@@ -271,12 +278,12 @@ class GradientAggregation(nn.Module):
         tasks = [list(terms[name]) for name in self.tasks]
         coefficients = loss_coefficients(loss, tasks)
         run = ordinary if ordinary is not None else loss.backward
-        if self.on == "shared":
+        if self.over == "shared":
             self._shared(loss, tasks, coefficients, run, loss_scale, accumulating)
             return
         if features is None:
             raise LossInputError(
-                f"{AGGREGATION_KEY}: on: representation needs the routed '{self.input}' tensor of "
+                f"{AGGREGATION_KEY}: over: representation needs the routed '{self.input}' tensor of "
                 "this step (the LossResult's aggregation_input)."
             )
         self._representation(loss, tasks, coefficients, features, run, loss_scale)
@@ -414,9 +421,9 @@ class GradientAggregation(nn.Module):
             handle.remove()
 
     def extra_repr(self) -> str:
-        where = f"module={self.module!r}" if self.on == "shared" else f"input={self.input!r}"
+        where = f"module={self.module!r}" if self.over == "shared" else f"input={self.input!r}"
         engine = f", engine={self.engine!r}" if self.engine != "auto" else ""
-        return f"on={self.on!r}, {where}{engine}"
+        return f"over={self.over!r}, {where}{engine}"
 
 
 def _adding(shifts: dict[int, Tensor]) -> Callable[[tuple[Tensor | None, ...]], tuple[Tensor | None, ...]]:

@@ -1,4 +1,4 @@
-"""The Gramian engine of ``on: shared``: ``G = J Jᵀ`` (K×K) of the shared parameters' task
+"""The Gramian engine of ``over: shared``: ``G = J Jᵀ`` (K×K) of the shared parameters' task
 Jacobian, summed module by module, without materialising the K×D Jacobian.
 
 Forward hooks on the shared module record, for every submodule that owns trainable

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError
+from lossmix.registry.foreign_nodes import check_bool_keys
 from lossmix.registry.nodes import is_term_node
 from lossmix.registry.registry import WEIGHTINGS
 from lossmix.utilities.checks import check_float, check_positive
@@ -248,6 +249,7 @@ def build_weighting(node: Any, tasks: Sequence[str], *, allowed_targets: Sequenc
         return node
     if isinstance(node, str):
         node = {"type": node}
+    check_bool_keys(node, WEIGHTING_KEY)
     if not is_term_node(node):
         raise LossConfigError(
             f"{WEIGHTING_KEY}: expected e.g. {{type: uncertainty}}; got {node!r}. "

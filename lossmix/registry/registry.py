@@ -43,7 +43,8 @@ from lossmix.registry.allowlist import (
     allowed_prefixes,
     resolve_target,
 )
-from lossmix.registry.nodes import to_plain
+from lossmix.registry.foreign_nodes import train_cfg_hint
+from lossmix.registry.nodes import is_term_node, to_plain
 
 __all__ = [
     "AGGREGATORS",
@@ -612,6 +613,12 @@ def build_loss(
     """
     if isinstance(cfg, nn.Module):
         return cfg
+    plain = to_plain(cfg)
+    if isinstance(plain, Mapping) and not is_term_node(plain):
+        for name, child in plain.items():
+            hint = train_cfg_hint(name, child)
+            if hint is not None:
+                raise LossConfigError(hint)
     try:
         return LOSSES.build(cfg, allowed_targets=allowed_targets, default_scope=default_scope, **overrides)
     except LossConfigError as err:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeGuard, TypeVar
 
 from lossmix.errors import LossConfigError, did_you_mean
+from lossmix.registry.foreign_nodes import check_bool_keys
 from lossmix.utilities.checks import is_number
 
 __all__ = [
@@ -79,6 +80,8 @@ class BaseScheduleKind(ABC):
     def __init__(self, term: str, spec: Mapping[str, Any]) -> None:
         self.term = term
         self.spec: dict[str, Any] = dict(spec)
+        # onoff's bare on: from a YAML file arrives as True
+        check_bool_keys(self.spec, str(schedule_error(term, "")).rstrip(": "))
         unknown = sorted(set(self.spec) - self.keys)
         if unknown:
             raise self._error(

@@ -299,6 +299,7 @@ def compose_like_hydra_main(
     config_name: str | None,
     calling_file: str | None = None,
     check_search_path: Callable[[Any, list[str], bool], None] | None = None,
+    compose_for_cfg: bool = False,
 ) -> tuple[Any, list[str]] | None:
     """The config (with its ``hydra`` node) that ``@hydra.main`` would compose for ``argv``,
     and the overrides it found there.
@@ -310,7 +311,8 @@ def compose_like_hydra_main(
     from_command_line)`` sees the primary config's ``hydra.searchpath`` before Hydra imports
     anything it names, for every command (``--cfg`` and ``--help`` compose too). Returns
     ``None`` for commands that build nothing (``--help``, ``--cfg``, ``--info``, shell
-    completion).
+    completion); with ``compose_for_cfg``, ``--cfg`` and ``--info`` compose the job's config
+    (what they print).
     """
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
@@ -351,7 +353,8 @@ def compose_like_hydra_main(
             given = any(o.lstrip("+~").startswith("hydra.searchpath") for o in overrides)
             entries = None if given else primary_search_path(hydra, name)
             check_search_path(entries, user_dirs, given)
-        if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        shows = (args.cfg or args.info) and not compose_for_cfg
+        if args.help or args.hydra_help or shows or args.shell_completion:
             return None
         mode = hydra.get_mode(name, overrides)
         if mode is None or (args.multirun and mode == RunMode.RUN):  # as Hydra's _run_app

@@ -259,7 +259,7 @@ def test_an_aggregation_node_with_a_window_scoped_normaliser_is_refused():
     terms = {
         "cls": {**FOCAL, "normalizer": {"type": "numel", "scope": "accumulation"}},
         "reg": {"type": "L1Loss", "inputs": {"pred": "pred_boxes", "target": "boxes"}},
-        "aggregation": {"type": "upgrad", "on": "shared", "module": "trunk"},
+        "aggregation": {"type": "upgrad", "over": "shared", "module": "trunk"},
     }
     with pytest.raises(LossConfigError, match=r"term 'cls': normalizer scope 'accumulation' .* aggregation"):
         LossMix.from_config(terms)

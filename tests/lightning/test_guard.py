@@ -57,6 +57,7 @@ def test_raise_names_the_term_the_step_and_the_input_ranges():
     assert "t1" not in message.split("\n")[0]
     assert "t0.target: shape (4, 2)" in message and "non-finite 1" in message
     assert "t0.pred" in message
+    assert "\n" not in message and err.value.step == 2 and err.value.terms == ("t0",)  # one line
 
 
 def test_skip_leaves_parameters_and_adam_state_bitwise_unchanged():

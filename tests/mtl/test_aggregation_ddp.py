@@ -75,9 +75,9 @@ def run(aggregation: dict, devices: int, batch: int, out: Path, window: int = WI
 @pytest.mark.parametrize(
     "aggregation, window, per_step",
     [
-        ({"type": "upgrad", "on": "shared", "module": "trunk"}, WINDOW, 1),
-        ({"type": "aligned_mtl", "on": "representation", "input": "features"}, WINDOW, WINDOW),
-        ({"type": "mgda", "on": "shared", "module": "trunk"}, 1, 1),  # one process: the Gramian engine
+        ({"type": "upgrad", "over": "shared", "module": "trunk"}, WINDOW, 1),
+        ({"type": "aligned_mtl", "over": "representation", "input": "features"}, WINDOW, WINDOW),
+        ({"type": "mgda", "over": "shared", "module": "trunk"}, 1, 1),  # one process: the Gramian engine
     ],
     ids=["shared-upgrad", "representation-aligned_mtl", "shared-mgda-no-accumulation"],
 )

@@ -20,7 +20,7 @@ STEPS, WINDOW, BATCH = 3, 2, 4
 
 def node(method: str, mode: str, **kwargs) -> dict:
     where = {"module": "trunk"} if mode == "shared" else {"input": "features"}
-    return {"type": method, "on": mode, **where, **kwargs}
+    return {"type": method, "over": mode, **where, **kwargs}
 
 
 def fit(model: SharedTrunk, precision: str | None, **kwargs) -> L.Trainer:

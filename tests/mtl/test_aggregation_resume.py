@@ -18,9 +18,9 @@ from tests.lightning_models import trainer
 STOP, END = 4, 9  # mid-epoch 1 (3 steps an epoch), to the end of epoch 2: as tests/lightning/test_resume.py
 
 METHODS = {
-    "gradvac": {"aggregation": {"type": "gradvac", "beta": 0.5, "on": "shared", "module": "trunk"}},
-    "db_mtl": {"aggregation": {"type": "db_mtl", "beta": 0.5, "on": "shared", "module": "trunk"}},
-    "graddrop": {"aggregation": {"type": "graddrop", "on": "shared", "module": "trunk", "seed": 5}},
+    "gradvac": {"aggregation": {"type": "gradvac", "beta": 0.5, "over": "shared", "module": "trunk"}},
+    "db_mtl": {"aggregation": {"type": "db_mtl", "beta": 0.5, "over": "shared", "module": "trunk"}},
+    "graddrop": {"aggregation": {"type": "graddrop", "over": "shared", "module": "trunk", "seed": 5}},
     "famo": {"weighting": {"type": "famo", "lr": 0.1}},
     "rlw": {"weighting": {"type": "rlw", "seed": 2}},
 }

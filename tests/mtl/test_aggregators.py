@@ -368,16 +368,16 @@ def two_terms(aggregation):
         ({"type": "cagrad", "c": -0.1, "module": "net"}, r"c must be a number in \[0, 1\)"),
         ({"type": "upgard", "module": "net"}, "aggregation: Unknown aggregator 'upgard'.*'upgrad'"),
         (
-            {"type": "graddrop", "on": "representation", "input": "h"},
-            "graddrop does not run on: representation.*mgda",
+            {"type": "graddrop", "over": "representation", "input": "h"},
+            "graddrop does not run over: representation.*mgda",
         ),
         (
-            {"type": "db_mtl", "on": "representation", "input": "h"},
-            "db_mtl does not run on: representation.*upgrad",
+            {"type": "db_mtl", "over": "representation", "input": "h"},
+            "db_mtl does not run over: representation.*upgrad",
         ),
-        ({"type": "mgda", "on": "shared"}, "on: shared needs 'module'"),
-        ({"type": "mgda", "on": "representation"}, "on: representation needs 'input'"),
-        ({"type": "mgda", "on": "encoder", "module": "net"}, "on='encoder' is not valid"),
+        ({"type": "mgda", "over": "shared"}, "over: shared needs 'module'"),
+        ({"type": "mgda", "over": "representation"}, "over: representation needs 'input'"),
+        ({"type": "mgda", "over": "encoder", "module": "net"}, "over='encoder' is not valid"),
         ({"type": "mgda", "module": "net", "tasks": ["t0"]}, "'tasks' is not a key"),
         ({"type": "pcgrad", "module": "net", "alpha": 1}, "pcgrad: unknown argument 'alpha'"),
         ({"module": "net"}, "expected e.g. {type: upgrad"),
@@ -430,7 +430,7 @@ def test_hostile_aggregator_targets_are_refused(target, kwargs, marker):
 def test_an_ambiguous_representation_key_says_how_to_choose():
     from lossmix import LossInputError
 
-    mix = LossMix.from_config(two_terms({"type": "mgda", "on": "representation", "input": "h"}))
+    mix = LossMix.from_config(two_terms({"type": "mgda", "over": "representation", "input": "h"}))
     h = torch.randn(4, 2, requires_grad=True)
     with pytest.raises(LossInputError, match="input 'h' is in both.*'outputs.h' or 'batch.h'"):
         mix({"pred": h * 2, "h": h}, {"h": h, "y": torch.zeros(4, 2)}, step=0)

@@ -1,4 +1,4 @@
-"""The Gramian engine of ``on: shared``: the Linear Gramian kernel against formed gradients; the
+"""The Gramian engine of ``over: shared``: the Linear Gramian kernel against formed gradients; the
 engine's step equal (float64, 1e-10) to the Jacobian path for every Gramian method, over graphs
 with convolutions, batch norm, in-place ops, a module called twice and regularisers; the
 Jacobian path where the engine cannot be exact (tied weights, accumulation, engine: jacobian);
@@ -57,7 +57,7 @@ class Net(nn.Module):
 
 def mix_for(method: str, engine: str) -> LossMix:
     node: dict = {f"t{i}": {"type": "MSELoss", "inputs": {"pred": f"p{i}", "target": "y"}} for i in range(3)}
-    node["aggregation"] = {"type": method, "on": "shared", "module": "trunk", "engine": engine}
+    node["aggregation"] = {"type": method, "over": "shared", "module": "trunk", "engine": engine}
     return LossMix.from_config(node)
 
 
@@ -127,7 +127,7 @@ def test_the_engine_gramian_is_the_jacobians():
 def test_lightning_takes_the_same_steps_with_either_engine():
     params = []
     for engine in ("gramian", "jacobian"):
-        node = {"type": "upgrad", "on": "shared", "module": "trunk", "engine": engine}
+        node = {"type": "upgrad", "over": "shared", "module": "trunk", "engine": engine}
         model = SharedTrunk(node, dtype=DT)
         trainer(max_steps=4, gradient_clip_val=0.5).fit(model, loader(16, 4))
         params.append([p.detach().clone() for p in model.parameters()])
@@ -138,7 +138,7 @@ def test_lightning_takes_the_same_steps_with_either_engine():
 
 
 def test_accumulation_takes_the_jacobian_path():
-    model = SharedTrunk({"type": "upgrad", "on": "shared", "module": "trunk"}, dtype=DT)
+    model = SharedTrunk({"type": "upgrad", "over": "shared", "module": "trunk"}, dtype=DT)
     trainer(max_steps=2, accumulate_grad_batches=2).fit(model, loader(16, 4))
     assert model.loss_mix.aggregation.last_route == "jacobian"
 
@@ -149,12 +149,12 @@ def test_accumulation_takes_the_jacobian_path():
         ({"type": "graddrop", "engine": "gramian"}, "graddrop has no Gramian form, so engine: gramian"),
         ({"type": "upgrad", "engine": "fast"}, "engine"),
         (
-            {"type": "upgrad", "on": "representation", "input": "features", "engine": "gramian"},
-            "on: representation has one route. Remove engine: gramian.",
+            {"type": "upgrad", "over": "representation", "input": "features", "engine": "gramian"},
+            "over: representation has one route. Remove engine: gramian.",
         ),
     ],
 )
 def test_bad_engine_nodes_are_refused(node, message):
-    where = {} if "on" in node else {"on": "shared", "module": "trunk"}
+    where = {} if "over" in node else {"over": "shared", "module": "trunk"}
     with pytest.raises(LossConfigError, match=message):
         SharedTrunk({**where, **node})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
+from lossmix.errors import NonFiniteLoss
 from lossmix.lightning.term_logger import TermLogger
 from lossmix.utilities.files import atomic_write
 
@@ -114,8 +116,26 @@ def _draw_panel(
         ax.set_yscale("log")
     label = f"{kind} (weighted)" if kind == "loss" else kind
     ax.set_ylabel(f"{group}: {label}" if group else label)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    if curves or val:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.grid(alpha=0.3)
+
+
+def _first_non_finite(history: _Curves, stage: str) -> int | None:
+    """The first step at which any of ``stage``'s logged values is NaN or inf."""
+    steps = [
+        int(p[0])
+        for k, points in history.items()
+        if k.startswith(f"{stage}/") and not k.endswith("_epoch")
+        for p in points
+        if not math.isfinite(p[1])
+    ]
+    return min(steps) if steps else None
+
+
+def _mark_non_finite(ax: Axes, step: int) -> None:
+    ax.axvline(step, color="red", linestyle=":", linewidth=1.5, label=f"non-finite from step {step}")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -132,17 +152,23 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 
 def plot_loss_curves(
-    history: dict[str, list[list[float]]], path: str | Path, stage: str = "train"
+    history: dict[str, list[list[float]]],
+    path: str | Path,
+    stage: str = "train",
+    non_finite_from: int | None = None,
 ) -> Path | None:
     """Draw ``{stage}/loss/*``, ``{stage}/weight/*`` and ``{stage}/grad_norm/*`` step curves.
 
     The loss panel also shows the validation epoch means (``val/loss/*``, dashed,
-    with markers, in the colour of the same term) at the step they were logged.
+    with markers, in the colour of the same term) at the step they were logged. Where a
+    value went NaN or inf (the first logged one, or ``non_finite_from`` if earlier), every
+    panel has a red dotted line, "non-finite from step N".
 
     Args:
         history: ``TermLogger.history``: key → ``[[step, value], ...]``.
         path: the PNG to write.
         stage: which stage's step values to draw.
+        non_finite_from: the step a guard stopped at (it may not have been logged).
 
     Returns:
         the path written, or ``None`` when there was nothing to draw.
@@ -150,8 +176,13 @@ def plot_loss_curves(
     from matplotlib.figure import Figure
 
     panels = _panels(history, stage)
+    logged = _first_non_finite(history, stage)
+    marks = [s for s in (logged, non_finite_from) if s is not None]
+    mark = min(marks) if marks else None
     if not panels:
-        return None
+        if mark is None:
+            return None
+        panels = [("loss", None, {})]  # stopped before any value was logged: the mark alone
     val = _curves(history, "val/loss/") if stage != "val" else {}
     fig = Figure(figsize=(10, 3.0 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)
@@ -166,13 +197,16 @@ def plot_loss_curves(
                 if (group is None and _group_of(n) is None) or n == group or _group_of(n) == group
             }
         _draw_panel(ax, kind, group, curves, own_val, colours, stage)
+        if mark is not None:
+            _mark_non_finite(ax, mark)
     axes[0, 0].set_title("lossmix: loss terms")
     axes[-1, 0].set_xlabel("step")
     return _save(fig, path)
 
 
 class LossCurves(pl.Callback):
-    """At the end of fit (and, with ``every_epoch=True``, each epoch) write ``filename``.
+    """At the end of fit (and, with ``every_epoch=True``, each epoch) write ``filename``; also
+    when :class:`~lossmix.lightning.NonFiniteLossGuard` stops the run, marked at its step.
 
     The curves are the values :class:`~lossmix.lightning.TermLogger` already read
     at its logging points (no extra syncs), so their resolution is
@@ -199,7 +233,7 @@ class LossCurves(pl.Callback):
         self.dirpath = dirpath
         self.path: Path | None = None
 
-    def _draw(self, trainer: pl.Trainer) -> None:
+    def _draw(self, trainer: pl.Trainer, non_finite_from: int | None = None) -> None:
         if not trainer.is_global_zero:
             return
         callbacks: list[pl.Callback] = getattr(trainer, "callbacks", [])
@@ -207,7 +241,9 @@ class LossCurves(pl.Callback):
         if logger is None:
             return
         run_dir = self.dirpath or trainer.log_dir or trainer.default_root_dir
-        written = plot_loss_curves(logger.history, Path(run_dir) / self.filename, self.stage)
+        written = plot_loss_curves(
+            logger.history, Path(run_dir) / self.filename, self.stage, non_finite_from=non_finite_from
+        )
         if written is not None:
             self.path = written
             rank_zero_info(f"LossCurves: wrote {written}")
@@ -218,6 +254,13 @@ class LossCurves(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._draw(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """A run the non-finite guard stopped still gets its curves, marked where it began."""
+        if isinstance(exception, NonFiniteLoss):
+            self._draw(trainer, non_finite_from=exception.step)
 
     def state_dict(self) -> dict[str, Any]:
         return {"path": str(self.path) if self.path else None}

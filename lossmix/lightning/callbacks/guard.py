@@ -3,8 +3,9 @@
 =========== ============================================================= =====================
 policy      what happens                                                  host syncs
 =========== ============================================================= =====================
-``raise``   stop with the term(s), the step, and the ranges of the        1 per optimizer step
-            term's inputs (computed only when raising)                    (+1 all-reduce in DDP)
+``raise``   stop with one line: the term(s), the step, and the ranges of  1 per optimizer step
+            the term's inputs (computed only when raising); the app's     (+1 all-reduce in DDP)
+            default
 ``skip``    the optimizer step does not happen: every gradient is set to  1 per optimizer step
             ``None`` before ``optimizer.step``, which then leaves the     (+1 all-reduce in DDP)
             parameters and its state (Adam's moments, step) untouched
@@ -30,7 +31,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lossmix.errors import LossConfigError
+from lossmix.errors import LossConfigError, NonFiniteLoss
 from lossmix.lightning.access import last_result_of, loss_mix_of, loss_step_of
 from lossmix.mix.loss_mix import GUARD_POLICIES
 from lossmix.utilities.distributed import all_reduce_min, all_reduce_sum, world_size
@@ -38,10 +39,6 @@ from lossmix.utilities.distributed import all_reduce_min, all_reduce_sum, world_
 __all__ = ["NonFiniteLoss", "NonFiniteLossGuard"]
 
 POLICIES = GUARD_POLICIES
-
-
-class NonFiniteLoss(FloatingPointError):
-    """A loss term was NaN or Inf under ``NonFiniteLossGuard(policy="raise")``."""
 
 
 class NonFiniteLossGuard(pl.Callback):
@@ -108,7 +105,8 @@ class NonFiniteLossGuard(pl.Callback):
         bad = [n for n, f in zip(names, flags.tolist(), strict=True) if f]
         step = _step(trainer, pl_module)
         if self.policy == "raise":
-            raise NonFiniteLoss(self._message(bad, step, trainer))
+            terms = tuple(n for n in bad if n.rsplit("/", 1)[-1] != "total") or tuple(bad)
+            raise NonFiniteLoss(self._message(list(terms), step, trainer), step=step, terms=terms)
         for group in optimizer.param_groups:
             for param in group["params"]:
                 param.grad = None
@@ -118,24 +116,24 @@ class NonFiniteLossGuard(pl.Callback):
             f"non-finite {', '.join(bad) or 'loss on another rank'}."
         )
 
-    def _message(self, bad: list[str], step: int, trainer: pl.Trainer) -> str:
-        terms = [n for n in bad if n.rsplit("/", 1)[-1] != "total"] or bad
-        lines = [
+    def _message(self, terms: list[str], step: int, trainer: pl.Trainer) -> str:
+        """One line: where, which terms, each term's input ranges, how to train past it."""
+        head = (
             f"non-finite loss at step {step} (epoch {trainer.current_epoch}): "
             f"term(s) {', '.join(terms) or '(on another rank)'}."
-        ]
+        )
         result = getattr(self, "_result", None)
+        ranges = []
         for name in terms:
             term = name.rsplit("/", 1)[-1].split(".", 1)[0]
             for arg, value in (result.inputs.get(term, {}) if result is not None else {}).items():
                 if isinstance(value, Tensor) and value.is_floating_point() and value.numel():
-                    v = value.detach()
-                    finite = torch.isfinite(v)
-                    lines.append(
-                        f"  {term}.{arg}: shape {tuple(v.shape)}, min {v.min().item():.4g}, "
-                        f"max {v.max().item():.4g}, non-finite {int((~finite).sum())}"
-                    )
-        return "\n".join(lines)
+                    ranges.append(f"{term}.{arg}: {_value_range(value.detach())}")
+        inputs = f" Inputs: {'; '.join(ranges)}." if ranges else ""
+        return (
+            f"{head}{inputs} Find the input or weight that went non-finite (a learning rate too high, "
+            "a log of 0, a division by 0); policy 'skip' or 'zero' trains past it."
+        )
 
     # -- zero: report once per epoch ----------------------------------------------------------------
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -165,6 +163,16 @@ class NonFiniteLossGuard(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.skipped = [(int(s), list(t)) for s, t in state_dict.get("skipped", [])]
+
+
+def _value_range(value: Tensor) -> str:
+    """``shape (4, 2), min -1.2, max 3.4, non-finite 1``: min and max over the finite values
+    (read when raising only)."""
+    finite = torch.isfinite(value)
+    count = int((~finite).sum())
+    kept = value[finite]
+    span = f"min {kept.min().item():.4g}, max {kept.max().item():.4g}" if kept.numel() else "no finite value"
+    return f"shape {tuple(value.shape)}, {span}, non-finite {count}"
 
 
 def _step(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:

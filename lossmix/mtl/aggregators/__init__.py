@@ -24,7 +24,7 @@ db_mtl       log-loss gradients, averaged, max-norm scaled  —                 
 ============ ============================================= ====================== =========
 
 A method with a Gramian form implements :meth:`BaseAggregator.weights` and can run
-``on: representation``; the others override :meth:`BaseAggregator.combine`.
+``over: representation``; the others override :meth:`BaseAggregator.combine`.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ __all__ = [
 
 
 def representation_methods() -> list[str]:
-    """Registered methods with a Gramian form (those ``on: representation`` accepts)."""
+    """Registered methods with a Gramian form (those ``over: representation`` accepts)."""
     return [n for n in AGGREGATORS.names() if AGGREGATORS.get(n).has_gramian_form()]
 
 

@@ -63,7 +63,7 @@ class BaseAggregator(nn.Module):
 
     @classmethod
     def has_gramian_form(cls) -> bool:
-        """Whether the update is ``weights(J Jᵀ) @ J`` (so it can run ``on: representation``)."""
+        """Whether the update is ``weights(J Jᵀ) @ J`` (so it can run ``over: representation``)."""
         return cls.weights is not BaseAggregator.weights
 
     def forward(self, jacobian: Tensor, losses: Tensor | None = None) -> Tensor:

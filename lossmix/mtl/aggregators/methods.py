@@ -70,7 +70,7 @@ class CAGrad(BaseAggregator):
 
 @AGGREGATORS.register(name="mgda")
 class MGDA(BaseAggregator):
-    """MGDA (Sener & Koltun 2018; MGDA-UB ``on: representation``): the min-norm point of the
+    """MGDA (Sener & Koltun 2018; MGDA-UB ``over: representation``): the min-norm point of the
     gradients' convex hull (:func:`lossmix.functional.mgda_weights`)."""
 
     method_name = "mgda"

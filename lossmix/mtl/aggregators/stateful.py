@@ -54,7 +54,7 @@ class DBMTL(BaseAggregator):
 
     The log-loss gradients ``∇log(L_i + ε)`` are averaged as ``ĝ ← g + (β / t^σ)(ĝ − g)``
     (buffer ``average``, K×D, created at the first step), then
-    :func:`lossmix.functional.db_mtl`. ``on: shared`` only (the average is over
+    :func:`lossmix.functional.db_mtl`. ``over: shared`` only (the average is over
     parameters, which a representation's gradients are not).
 
     Args:

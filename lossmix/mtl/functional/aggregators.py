@@ -1,7 +1,7 @@
 """Gradient aggregators: a task Jacobian ``J`` (K, D), one task gradient per row, to one update (D,).
 
 Where a method's update is a weighted combination ``d = wᵀJ`` with ``w = f(J Jᵀ)``, its
-``*_weights(gramian)`` form runs on the K×K Gramian alone (what ``on: representation``
+``*_weights(gramian)`` form runs on the K×K Gramian alone (what ``over: representation``
 and the distributed reduction use); the Jacobian form either follows the paper's
 algorithm on the vectors (IMTL-G, Aligned-MTL, DB-MTL here, PCGrad and GradVac in
 :mod:`lossmix.mtl.functional.surgery`: the Gramian form is a second, independent
