@@ -107,6 +107,8 @@ class FAMO(BaseWeighting):
         return z / (shifted * (z / shifted).sum()), None
 
     def post_step(self, losses: Tensor) -> None:
+        # the state's dtype whatever the model's (a float64 model, a bf16 autocast loss)
+        losses = losses.detach().to(self.logits.dtype)
         delta = torch.log(self._shifted(self.before)) - torch.log(self._shifted(losses))
         if world_size() > 1:
             delta = all_reduce_sum(delta) / world_size()
