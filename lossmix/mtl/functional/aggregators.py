@@ -82,15 +82,19 @@ def imtl_g(jacobian: Tensor) -> Tensor:
 def imtl_g_weights(gramian: Tensor) -> Tensor:
     """:func:`imtl_g` on the Gramian: equal projections ``(Gα)_i / √G_ii`` give ``α ∝ G⁺√diag G``.
 
+    Solved on the cosine matrix ``C = N⁻¹GN⁻¹`` (``N = diag ‖g_i‖``): ``α ∝ N⁻¹C⁺1``, the
+    same where ``G`` is invertible and well conditioned whatever the tasks' scales (a
+    gradient 10⁸× smaller than another is no rank deficiency); a zero gradient gets 0.
+
     >>> imtl_g_weights(torch.tensor([[4.0, 0.0], [0.0, 1.0]]))
     tensor([0.3333, 0.6667])
     """
     g = gramian.to(exact_dtype(gramian.device))
-    trace = torch.diagonal(g).sum()
-    g = g / torch.where(trace > 0, trace, 1.0)  # scale-free, so tiny gradients are no special case
-    diag = torch.diagonal(g).clamp(min=0.0)
-    v = torch.linalg.pinv(g, hermitian=True) @ diag.sqrt()
-    v = torch.where(diag > 0, v, 0.0)  # a zero gradient gets exactly 0, not rounding
+    norms = torch.diagonal(g).clamp(min=0.0).sqrt()
+    alive = norms > 0
+    inv = torch.where(alive, 1.0 / torch.where(alive, norms, 1.0), 0.0)
+    cosines = inv[:, None] * g * inv[None, :]
+    v = inv * (torch.linalg.pinv(cosines, hermitian=True) @ alive.to(g.dtype))
     total = v.sum()
     ok = total.abs() > 1e-12 * v.abs().sum().clamp(min=torch.finfo(g.dtype).tiny)
     return torch.where(ok, v / torch.where(ok, total, 1.0), torch.zeros_like(v)).to(gramian.dtype)

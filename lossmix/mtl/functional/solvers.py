@@ -344,14 +344,15 @@ def _barrier_newton(g: Tensor, alive: Tensor, power: float, iterations: int) -> 
 def _bargaining_gramian(gramian: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(Ĝ + ridge, ‖G‖_F, alive)``: the Gramian over its Frobenius norm, in the solver's dtype;
     a task with a zero gradient is decoupled (``Ĝ_ii = 1``) and reported dead, and a ridge of
-    ``10⁻⁹·diag(Ĝ)`` keeps rank-deficient Gramians bounded."""
+    ``10⁻¹²·diag(Ĝ)`` keeps rank-deficient Gramians bounded."""
     g = gramian.to(exact_dtype(gramian.device))
     g = 0.5 * (g + g.T)
     norm = torch.linalg.matrix_norm(g)
     g = g / torch.where(norm > 0, norm, 1.0)
     diag = torch.diagonal(g)
-    alive = diag > torch.finfo(g.dtype).eps * diag.max()
-    return g + torch.diag(torch.where(alive, 1e-9 * diag, 1.0)), norm, alive
+    # dead: a gradient norm below eps × the largest (a zero row); 1e-8 × the largest still counts
+    alive = diag > torch.finfo(g.dtype).eps ** 2 * diag.max()
+    return g + torch.diag(torch.where(alive, 1e-12 * diag, 1.0)), norm, alive
 
 
 def clip_update(weights: Tensor, gramian: Tensor, max_norm: float) -> Tensor:
