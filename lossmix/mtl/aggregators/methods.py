@@ -291,7 +291,7 @@ class NashMTL(BaseAggregator):
             alpha = F.nash_mtl_weights(gramian, max_norm=0.0, iterations=self.iterations)
             self.alpha.copy_(torch.where(all_finite(alpha), alpha, self.alpha.to(alpha.dtype)))
         self.calls += 1
-        return F.clip_update(self.alpha.to(gramian.dtype), gramian, self.max_norm)
+        return F.clip_update(self.alpha.to(gramian.dtype, copy=True), gramian, self.max_norm)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"calls": self.calls}
