@@ -185,7 +185,9 @@ class GradientAggregation(nn.Module):
             return
         assert self.module is not None  # _check_mode
         names = self.module if isinstance(self.module, list) else [self.module]
-        own = {id(p) for m in model.modules() if getattr(m, "aggregation", None) is self for p in m.parameters()}
+        own = {
+            id(p) for m in model.modules() if getattr(m, "aggregation", None) is self for p in m.parameters()
+        }
         found: dict[int, nn.Parameter] = {}
         for name in names:
             params = (
@@ -197,7 +199,9 @@ class GradientAggregation(nn.Module):
         if not found:
             raise LossConfigError(f"{AGGREGATION_KEY}: module '' found no trainable parameters in the model.")
         self._params = list(found.values())
-        owners = {id(p): index for index, m in enumerate(model.modules()) for p in m.parameters(recurse=False)}
+        owners = {
+            id(p): index for index, m in enumerate(model.modules()) for p in m.parameters(recurse=False)
+        }
         self.aggregator.bind_layout([p.numel() for p in self._params], [owners[id(p)] for p in self._params])
 
     def route(self, outputs: Any, batch: Any) -> Tensor:

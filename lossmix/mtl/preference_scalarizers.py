@@ -48,7 +48,9 @@ class _PreferenceScalarizer(BaseWeighting):
         self.owner = f"{WEIGHTING_KEY}: {name}"
         r = _vector(self.owner, "pref", pref, len(self.tasks), 1.0)
         if (r < 0).any() or not (r > 0).any():
-            raise LossConfigError(f"{self.owner}: pref must be non-negative with a positive entry; got {pref!r}.")
+            raise LossConfigError(
+                f"{self.owner}: pref must be non-negative with a positive entry; got {pref!r}."
+            )
         self.register_buffer("pref", r)
 
 

@@ -28,7 +28,9 @@ def adversarial(kind: str, k: int, dtype: torch.dtype, seed: int = 0) -> torch.T
     elif kind == "zero":
         j[0] = 0.0
     elif kind == "rank_deficient":
-        j = torch.randn(k, 2, generator=gen, dtype=torch.float64) @ torch.randn(2, D, generator=gen, dtype=torch.float64)
+        j = torch.randn(k, 2, generator=gen, dtype=torch.float64) @ torch.randn(
+            2, D, generator=gen, dtype=torch.float64
+        )
     elif kind == "badly_scaled":
         j = j * torch.logspace(-4, 4, k, dtype=torch.float64)[:, None]
     elif kind == "near_stationary":  # a convex combination vanishes up to 1e-6

@@ -78,7 +78,9 @@ def test_sdmgrad_is_the_minimiser_libmtl_iterates_towards():
     scale = torch.diagonal(g).sqrt().mean() ** 2
     for _ in range(3000):  # projected gradient descent on ½wᵀGw + λwᵀGb
         w = reference_simplex(w - 0.5 * (g @ w + lamda * gb) / scale)
-    torch.testing.assert_close(F.sdmgrad_weights(g, lamda=lamda), (w + lamda / 3) / (1 + lamda), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        F.sdmgrad_weights(g, lamda=lamda), (w + lamda / 3) / (1 + lamda), atol=1e-6, rtol=0
+    )
     torch.testing.assert_close(F.sdmgrad_weights(g, lamda=0.0), F.mgda_weights(g))
 
 
@@ -88,7 +90,10 @@ def test_modo_moves_its_weights_by_one_projected_step():
     for _ in range(2):
         lam = reference_simplex(lam - 0.05 * (J @ J.T @ lam + 0.1 * lam))
         torch.testing.assert_close(modo(J), lam @ J)
-    torch.testing.assert_close(F.simplex_projection(torch.tensor([0.9, 0.4, -0.2])), reference_simplex(torch.tensor([0.9, 0.4, -0.2])))
+    torch.testing.assert_close(
+        F.simplex_projection(torch.tensor([0.9, 0.4, -0.2])),
+        reference_simplex(torch.tensor([0.9, 0.4, -0.2])),
+    )
 
 
 def test_moco_tracks_the_gradients_as_libmtl():
@@ -103,7 +108,7 @@ def test_moco_tracks_the_gradients_as_libmtl():
 
 def test_excess_mtl_raises_the_weights_by_the_excess_risk():
     excess = ExcessMTL(["a", "b", "c"], step_size=0.5)
-    squares, weights = torch.zeros_like(J), torch.ones(3, dtype=D64)
+    squares, weights, initial = torch.zeros_like(J), torch.ones(3, dtype=D64), None
     for step in range(3):
         squares = squares + J**2
         risk = (J**2 / (squares + 1e-7).sqrt()).sum(1)
@@ -135,8 +140,14 @@ def test_aligned_mtl_scale_modes_and_cagrad_rescale():
 def test_preference_vectors_reach_the_functions():
     pref = [0.7, 0.2, 0.1]
     p = torch.tensor(pref, dtype=D64)
-    for name, fn in [("upgrad", F.upgrad_weights), ("dualproj", F.dualproj_weights), ("config", F.config_weights)]:
-        torch.testing.assert_close(AGGREGATORS.build({"type": name, "pref": pref}, tasks=list("abc"))(J), fn(J @ J.T, pref=p) @ J)
+    for name, fn in [
+        ("upgrad", F.upgrad_weights),
+        ("dualproj", F.dualproj_weights),
+        ("config", F.config_weights),
+    ]:
+        torch.testing.assert_close(
+            AGGREGATORS.build({"type": name, "pref": pref}, tasks=list("abc"))(J), fn(J @ J.T, pref=p) @ J
+        )
     with pytest.raises(LossConfigError, match="pref needs one number per task"):
         build_aggregator({"type": "upgrad", "pref": [1.0]}, list("abc"))
 
@@ -145,37 +156,54 @@ def test_gradvac_groups_run_on_each_block():
     grouped = GradVac(["a", "b"], beta=0.5, group="parameter")
     grouped.bind_layout([2, 1], [0, 0])  # two parameter tensors of one module
     j = J[:2]
-    whole = [F.gradvac(j[:, s], torch.zeros(2, 2, dtype=D64), beta=0.5)[0] for s in (slice(0, 2), slice(2, 3))]
+    whole = [
+        F.gradvac(j[:, s], torch.zeros(2, 2, dtype=D64), beta=0.5)[0] for s in (slice(0, 2), slice(2, 3))
+    ]
     torch.testing.assert_close(grouped(j), torch.cat(whole))
     assert grouped.targets.shape == (2, 2, 2) and not grouped.runs_on_gramian()
     with pytest.raises(LossConfigError, match="gradvac with these options does not run on: representation"):
-        LossMix.from_config({**regression_terms(2), "aggregation": {"type": "gradvac", "group": "module", "on": "representation", "input": "h"}})
+        LossMix.from_config(
+            {
+                **regression_terms(2),
+                "aggregation": {"type": "gradvac", "group": "module", "on": "representation", "input": "h"},
+            }
+        )
 
 
 @pytest.mark.parametrize("module", ["", ["trunk", "a"]])
 def test_all_shared_parameters_or_a_list(module):
-    mix = LossMix.from_config({
-        "a": {"type": "MSELoss", "inputs": {"pred": "a", "target": "y"}},
-        "b": {"type": "L1Loss", "inputs": {"pred": "b", "target": "y"}},
-        "weighting": {"type": "uncertainty"},
-        "aggregation": {"type": "mgda", "module": module},
-    })
-    model = torch.nn.ModuleDict({"trunk": torch.nn.Linear(3, 4), "a": torch.nn.Linear(4, 1), "b": torch.nn.Linear(4, 1)})
+    mix = LossMix.from_config(
+        {
+            "a": {"type": "MSELoss", "inputs": {"pred": "a", "target": "y"}},
+            "b": {"type": "L1Loss", "inputs": {"pred": "b", "target": "y"}},
+            "weighting": {"type": "uncertainty"},
+            "aggregation": {"type": "mgda", "module": module},
+        }
+    )
+    model = torch.nn.ModuleDict(
+        {"trunk": torch.nn.Linear(3, 4), "a": torch.nn.Linear(4, 1), "b": torch.nn.Linear(4, 1)}
+    )
     model.loss_mix = mix  # the Lightning layout: the mix's own parameters are left out
     mix.aggregation.bind(model)
     names = {id(p): n for n, p in model.named_parameters()}
     bound = [names[id(p)] for p in mix.aggregation._params]
-    expected = ["trunk.weight", "trunk.bias", "a.weight", "a.bias"] + (["b.weight", "b.bias"] if module == "" else [])
+    expected = ["trunk.weight", "trunk.bias", "a.weight", "a.bias"] + (
+        ["b.weight", "b.bias"] if module == "" else []
+    )
     assert bound == expected
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_representation_mode_computes_in_the_model_s_dtype(dtype):
-    mix = LossMix.from_config({**regression_terms(2), "aggregation": {"type": "upgrad", "on": "representation", "input": "h"}})
+    mix = LossMix.from_config(
+        {**regression_terms(2), "aggregation": {"type": "upgrad", "on": "representation", "input": "h"}}
+    )
     h = torch.randn(4, 2, dtype=dtype, generator=torch.Generator().manual_seed(0)).requires_grad_()
     y = torch.randn(4, 2, dtype=dtype, generator=torch.Generator().manual_seed(1))
     result = mix({"pred": 3.0 * h, "h": h}, {"y": y}, step=0)
-    rows = torch.stack([torch.autograd.grad(t, h, retain_graph=True)[0].flatten() for t in result.terms.values()]).double()
+    rows = torch.stack(
+        [torch.autograd.grad(t, h, retain_graph=True)[0].flatten() for t in result.terms.values()]
+    ).double()
     mix.backward(result)
     expected = (F.upgrad_weights(rows @ rows.T) @ rows).view_as(h)
     assert h.grad.dtype == dtype
@@ -193,11 +221,23 @@ def test_famo_learns_in_any_dtype(dtype):
 @pytest.mark.parametrize(
     ("node", "formula"),
     [
-        ({"type": "stch", "mu": 0.5, "pref": [1.0, 2.0], "ideal": [0.1, 0.2]},
-         lambda L: 0.5 * torch.logsumexp(torch.tensor([1.0, 2.0], dtype=D64) * (L - torch.tensor([0.1, 0.2], dtype=D64)) / 0.5, 0)),
+        (
+            {"type": "stch", "mu": 0.5, "pref": [1.0, 2.0], "ideal": [0.1, 0.2]},
+            lambda L: (
+                0.5
+                * torch.logsumexp(
+                    torch.tensor([1.0, 2.0], dtype=D64) * (L - torch.tensor([0.1, 0.2], dtype=D64)) / 0.5, 0
+                )
+            ),
+        ),
         ({"type": "stch", "log": True}, lambda L: torch.logsumexp(torch.log(L), 0)),
-        ({"type": "cosmos", "pref": [1.0, 3.0], "penalty": 2.0},
-         lambda L: torch.tensor([1.0, 3.0], dtype=D64) @ L - 2.0 * torch.cosine_similarity(torch.tensor([1.0, 3.0], dtype=D64), L, 0)),
+        (
+            {"type": "cosmos", "pref": [1.0, 3.0], "penalty": 2.0},
+            lambda L: (
+                torch.tensor([1.0, 3.0], dtype=D64) @ L
+                - 2.0 * torch.cosine_similarity(torch.tensor([1.0, 3.0], dtype=D64), L, 0)
+            ),
+        ),
         ({"type": "pbi", "pref": [1.0, 2.0], "theta": 5.0}, None),
         ({"type": "geometric_mean"}, lambda L: L.prod().sqrt()),
     ],
@@ -205,9 +245,11 @@ def test_famo_learns_in_any_dtype(dtype):
 def test_scalarizer_factors_are_the_formula_s_gradient(node, formula):
     losses = torch.tensor([0.8, 1.7], dtype=D64, requires_grad=True)
     if formula is None:  # PBI: d₁ + θ d₂
+
         def formula(L):
             unit = torch.tensor([1.0, 2.0], dtype=D64) / 5**0.5
             d1 = L @ unit
             return d1 + 5.0 * (L - d1 * unit).norm()
+
     factors, _ = WEIGHTINGS.build(node, tasks=["a", "b"]).double()(losses, training=True)
     torch.testing.assert_close(factors, torch.autograd.grad(formula(losses), losses)[0])

@@ -37,8 +37,8 @@ class BaseAggregator(nn.Module):
     (tensor([0.8000, 0.4000]), tensor([0.8000, 0.2000]))
     """
 
-    #: The method needs the task losses (DB-MTL's log-loss gradients).
-    needs_losses: ClassVar[bool] = False
+    #: The method needs the task losses (DB-MTL's log-loss gradients; MGDA's loss normalisation).
+    needs_losses: bool = False
     #: The method's solver enumerates 2^K active sets.
     enumerates: ClassVar[bool] = False
 
@@ -121,9 +121,7 @@ def preference(owner: str, value: Sequence[float] | None, tasks: Sequence[str]) 
         return None
     values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
     if values is None or len(values) != len(tasks):
-        raise LossConfigError(
-            f"{owner}: pref needs one number per task ({', '.join(tasks)}); got {value!r}."
-        )
+        raise LossConfigError(f"{owner}: pref needs one number per task ({', '.join(tasks)}); got {value!r}.")
     checked = [check_float(owner, "pref", v, low=0.0) for v in values]
     if not any(checked):
         raise LossConfigError(f"{owner}: pref must have a positive entry; got {value!r}.")

@@ -199,7 +199,9 @@ class AlignedMTL(_Preferred):
         self, tasks: Sequence[str], *, pref: Sequence[float] | None = None, scale_mode: str = "min"
     ) -> None:
         super().__init__(tasks, pref=pref)
-        self.scale_mode = check_choice(f"{AGGREGATION_KEY}: aligned_mtl", "scale_mode", scale_mode, SCALE_MODES)
+        self.scale_mode = check_choice(
+            f"{AGGREGATION_KEY}: aligned_mtl", "scale_mode", scale_mode, SCALE_MODES
+        )
 
     def weights(self, gramian: Tensor) -> Tensor:
         return F.aligned_mtl_weights(gramian, pref=self.pref, scale_mode=self.scale_mode)
@@ -324,7 +326,9 @@ class FairGrad(BaseAggregator):
         self.max_norm = check_float(owner, "max_norm", max_norm, low=0.0)
 
     def weights(self, gramian: Tensor) -> Tensor:
-        return F.fairgrad_weights(gramian, alpha=self.alpha, iterations=self.iterations, max_norm=self.max_norm)
+        return F.fairgrad_weights(
+            gramian, alpha=self.alpha, iterations=self.iterations, max_norm=self.max_norm
+        )
 
 
 @AGGREGATORS.register(name="graddrop")

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 import lossmix.mtl.functional as F
-from lossmix.mtl.aggregators.base import AGGREGATION_KEY, BaseAggregator, SeededAggregator, all_finite
 from lossmix.errors import LossConfigError
+from lossmix.mtl.aggregators.base import AGGREGATION_KEY, BaseAggregator, SeededAggregator, all_finite
 from lossmix.registry.registry import AGGREGATORS
 from lossmix.utilities.checks import check_choice, check_float
 
@@ -281,7 +281,9 @@ class ExcessMTL(BaseAggregator):
 
     def combine(self, jacobian: Tensor, losses: Tensor | None) -> Tensor:
         if self.squares.shape != jacobian.shape:
-            self.squares = torch.zeros_like(jacobian, dtype=torch.promote_types(jacobian.dtype, torch.float32))
+            self.squares = torch.zeros_like(
+                jacobian, dtype=torch.promote_types(jacobian.dtype, torch.float32)
+            )
         update, squares, initial, weights = F.excess_mtl_step(
             jacobian,
             self.squares,

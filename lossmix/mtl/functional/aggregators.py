@@ -112,7 +112,9 @@ def _aligned_scale(values: Tensor, mask: Tensor, scale_mode: str) -> Tensor:
     """The common singular value of the aligned gradients from the Gramian's eigenvalues ``λ``
     (those in ``mask``): ``√λ_min``, ``√median λ`` (the lower middle one) or ``√mean λ``."""
     if scale_mode not in SCALE_MODES:
-        raise ValueError(f"aligned_mtl: scale_mode must be one of {', '.join(SCALE_MODES)}; got {scale_mode!r}.")
+        raise ValueError(
+            f"aligned_mtl: scale_mode must be one of {', '.join(SCALE_MODES)}; got {scale_mode!r}."
+        )
     rank = mask.sum()
     if scale_mode == "min":
         chosen = torch.where(mask, values, torch.inf).min()
@@ -225,7 +227,6 @@ def combine(weights: Tensor, jacobian: Tensor) -> Tensor:
     """
     exact = exact_dtype(jacobian.device)
     return (weights.to(exact) @ jacobian.to(exact)).to(jacobian.dtype)
-
 
 
 def config_weights(gramian: Tensor, *, pref: Tensor | None = None) -> Tensor:

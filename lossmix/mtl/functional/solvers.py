@@ -112,8 +112,6 @@ def _quadratic(w: Tensor, g: Tensor) -> Tensor:
     return torch.einsum("...i,ij,...j->...", w, g, w)
 
 
-
-
 def _simplex_qp(g: Tensor, linear: Tensor) -> Tensor:
     """``argmin_{w ∈ Δ_K} ½wᵀGw + cᵀw`` by enumerating the supports (``g`` normalised)."""
     k = g.shape[0]

@@ -62,8 +62,8 @@ def moco_step(
     tracked: Tensor,
     weights: Tensor,
     *,
-    beta: float,
-    gamma: float,
+    beta: float | Tensor,
+    gamma: float | Tensor,
     rho: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """MoCo (Fernando et al. 2023), LibMTL's form: tracked gradients and softmax task weights.
