@@ -145,3 +145,41 @@ def test_every_method_is_finite_in_the_jacobian_s_dtype(kind, dtype):
         # no method blows a near-stationary or opposite input up beyond the gradients' scale
         if name not in ("nash_mtl", "fairgrad", "moco"):  # scale-free (‖d‖ = √K) or loss-scaled
             assert update.double().norm() <= 5e3 * j.double().norm(dim=1).max(), name
+
+
+def one_step(name: str, on: str, dtype: torch.dtype) -> torch.Tensor:
+    from lossmix import LossMix
+
+    where = {"module": "trunk"} if on == "shared" else {"on": "representation", "input": "h"}
+    mix = LossMix.from_config(
+        {
+            "a": {"type": "MSELoss", "inputs": {"pred": "a", "target": "y"}},
+            "b": {"type": "L1Loss", "inputs": {"pred": "b", "target": "y"}},
+            "c": {"type": "SmoothL1Loss", "inputs": {"pred": "c", "target": "y"}},
+            "aggregation": {"type": name, **where},
+        }
+    )
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict(
+        {
+            k: torch.nn.Linear(3 if k == "trunk" else 4, 4 if k == "trunk" else 1)
+            for k in ("trunk", "a", "b", "c")
+        }
+    ).to(dtype)
+    mix.aggregation.bind(model)
+    h = model["trunk"](torch.randn(8, 3, dtype=dtype))
+    outputs = {k: model[k](h)[:, 0] for k in "abc"}
+    result = mix({**outputs, "h": h}, {"y": torch.zeros(8, dtype=dtype)}, step=0)
+    mix.backward(result)
+    return model["trunk"].weight.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+def test_every_method_steps_in_every_dtype_and_mode(dtype):
+    for name in AGGREGATORS.names():
+        modes = ["shared"] + (
+            ["representation"] if AGGREGATORS.get(name)(["a", "b"]).runs_on_gramian() else []
+        )
+        for on in modes:
+            grad = one_step(name, on, dtype)
+            assert grad.dtype == dtype and torch.isfinite(grad).all(), (name, on)
