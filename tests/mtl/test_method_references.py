@@ -253,3 +253,10 @@ def test_scalarizer_factors_are_the_formula_s_gradient(node, formula):
 
     factors, _ = WEIGHTINGS.build(node, tasks=["a", "b"]).double()(losses, training=True)
     torch.testing.assert_close(factors, torch.autograd.grad(formula(losses), losses)[0])
+
+
+def test_a_nash_checkpoint_from_before_its_state_still_loads():
+    nash = NashMTL(["a", "b"])
+    state = {k: v for k, v in nash.state_dict().items() if k not in ("alpha", "_extra_state")}
+    nash.load_state_dict(state)
+    assert nash.calls == 0

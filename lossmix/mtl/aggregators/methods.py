@@ -3,7 +3,7 @@ function of :mod:`lossmix.functional`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -300,6 +300,11 @@ class NashMTL(BaseAggregator):
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.calls = int(state.get("calls", 0))
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
+        if prefix + "alpha" not in state_dict:  # a checkpoint from before update_weights_every
+            state_dict = {**state_dict, prefix + "alpha": self.alpha, prefix + "_extra_state": {"calls": 0}}
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 @AGGREGATORS.register(name="fairgrad")
