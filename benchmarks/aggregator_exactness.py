@@ -116,7 +116,8 @@ def exactness(seeds: int) -> str:
                 for _ in range(seeds)
             ]
             worst[dtype] = max(values)
-        rows.append(f"| {name} | {meaning} | {worst[torch.float32]:.2e} | {worst[torch.float64]:.2e} |")
+        cell = meaning.replace("|", "\\|")  # a Markdown table cell
+        rows.append(f"| {name} | {cell} | {worst[torch.float32]:.2e} | {worst[torch.float64]:.2e} |")
     count = len(KINDS) * 7 * 2 * seeds
     return f"{count} Jacobians per dtype.\n\n" + "\n".join(rows)
 
