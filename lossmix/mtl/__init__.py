@@ -6,6 +6,7 @@ scalarizers) and :data:`~lossmix.AGGREGATORS`, as importing :mod:`lossmix.losses
 """
 
 from lossmix.mtl.aggregators import BaseAggregator, SeededAggregator, build_aggregator
+from lossmix.mtl.preference_scalarizers import COSMOS, PBI, SmoothTchebycheff
 from lossmix.mtl.scalarizers import FAMO, IMTLL, GeometricLossStrategy, LogLossBalancing, RandomLossWeighting
 from lossmix.mtl.weighting import (
     BaseWeighting,
@@ -16,8 +17,10 @@ from lossmix.mtl.weighting import (
 )
 
 __all__ = [
+    "COSMOS",
     "FAMO",
     "IMTLL",
+    "PBI",
     "BaseAggregator",
     "BaseWeighting",
     "DynamicWeightAverage",
@@ -26,6 +29,7 @@ __all__ = [
     "LogLossBalancing",
     "RandomLossWeighting",
     "SeededAggregator",
+    "SmoothTchebycheff",
     "UncertaintyWeighting",
     "build_aggregator",
     "build_weighting",

@@ -43,7 +43,10 @@ DDP's own reduction), plus whatever else in the loss reaches them (a regulariser
 plus what was there before the window's first micro-batch. So low-precision rounding of
 the plain gradient never leaks into the update.
 
-**Exactness.** Under DDP every rank takes the same step, equal to one process on the
+**Exactness.** The Gramian, the aggregator's solve and the combination ``wᵀJ`` run in
+float64 whatever the model's dtype (K×K is tiny); the task gradients themselves are in the
+model's dtype (``over: representation``: the features' dtype) and the update is cast back
+to each parameter's dtype. Under DDP every rank takes the same step, equal to one process on the
 concatenated batch: ``over: shared`` all-reduces the per-task gradients (the mean over
 ranks, as DDP averages) before aggregating; ``over: representation`` sums the ranks'
 Gramians (the Gramian of the concatenated batch is ``Σ_r G_r / W²``), so every rank
@@ -85,6 +88,7 @@ from torch import Tensor, nn
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.mix.routing import describe_keys, lookup
 from lossmix.mtl.aggregators import AGGREGATION_KEY, BaseAggregator, build_aggregator, representation_methods
+from lossmix.mtl.functional import exact_dtype
 from lossmix.mtl.gramian_engine import GramianEngine
 from lossmix.mtl.task_gradients import (
     flat_gradients,
@@ -112,7 +116,10 @@ class GradientAggregation(nn.Module):
         aggregator: the method (:class:`~lossmix.mtl.aggregators.BaseAggregator`).
         over: ``shared`` (the parameters of ``module``) or ``representation`` (the tensor
             ``input``). The key is ``over``, not ``on``: YAML 1.1 reads a bare ``on`` as ``True``.
-        module: the shared submodule's name in the model (``model.get_submodule``).
+        module: the shared submodule's name in the model (``model.get_submodule``), a list of
+            names (their parameters together), or ``""`` for every trainable parameter of
+            the model (TorchJD's ``mtl_backward`` over any set; the loss mix's own
+            parameters, learned task weights, are left out).
         input: the key of the shared representation in the outputs or the batch.
         engine: ``over: shared``'s route: ``auto`` (the Gramian engine for a method with a
             Gramian form), ``gramian`` (the same, and an error for a method without one) or
@@ -124,7 +131,7 @@ class GradientAggregation(nn.Module):
         aggregator: BaseAggregator,
         *,
         over: str = "shared",
-        module: str | None = None,
+        module: str | Sequence[str] | None = None,
         input: str | None = None,
         engine: str = "auto",
     ) -> None:
@@ -132,7 +139,8 @@ class GradientAggregation(nn.Module):
         self.aggregator = aggregator
         self.over = check_choice(AGGREGATION_KEY, "over", over, MODES)
         self.engine = check_choice(AGGREGATION_KEY, "engine", engine, ENGINES)
-        self.module, self.input = module, input
+        self.module = module if module is None or isinstance(module, str) else list(module)
+        self.input = input
         self._check_mode()
         self._gramian_engine: GramianEngine | None = None
         self._warned: set[str] = set()
@@ -146,10 +154,12 @@ class GradientAggregation(nn.Module):
     def _check_mode(self) -> None:
         method = self.aggregator.method
         if self.over == "shared":
-            if not isinstance(self.module, str) or not self.module or self.input is not None:
+            names = self.module if isinstance(self.module, list) else [self.module]
+            if not names or not all(isinstance(n, str) for n in names) or self.input is not None:
                 raise LossConfigError(
                     f"{AGGREGATION_KEY}: over: shared needs 'module', the shared submodule of your model "
-                    f"(e.g. {{type: {method}, over: shared, module: trunk}}), and no 'input'."
+                    f"(e.g. {{type: {method}, over: shared, module: trunk}}; a list of submodules, or "
+                    "'' for every trainable parameter), and no 'input'."
                 )
             if self.engine == "gramian" and not self.aggregator.has_gramian_form():
                 raise LossConfigError(
@@ -169,10 +179,11 @@ class GradientAggregation(nn.Module):
                     f"{AGGREGATION_KEY}: 'engine' chooses how over: shared computes the task "
                     f"gradients; over: representation has one route. Remove engine: {self.engine}."
                 )
-            if not self.aggregator.has_gramian_form():
+            if not self.aggregator.runs_on_gramian():
+                options = "" if not self.aggregator.has_gramian_form() else " with these options"
                 raise LossConfigError(
-                    f"{AGGREGATION_KEY}: {method} does not run over: representation (it needs the "
-                    f"parameters' own gradients); use over: shared, or one of "
+                    f"{AGGREGATION_KEY}: {method}{options} does not run over: representation (it needs the "
+                    f"parameters' own gradients or the losses); use over: shared, or one of "
                     f"{', '.join(representation_methods())}."
                 )
 
@@ -218,16 +229,37 @@ class GradientAggregation(nn.Module):
 
     # -- finding what the step needs ----------------------------------------------------------
     def bind(self, model: nn.Module) -> None:
-        """Find ``module``'s trainable parameters in ``model`` (``over: shared``), and hook the
-        Gramian engine on it (``engine: auto`` or ``gramian`` with a Gramian-form method)."""
+        """Find ``module``'s trainable parameters in ``model`` (``over: shared``), tell the
+        aggregator their layout (each one's size and owning module), and hook the Gramian engine
+        on a single shared module (``engine: auto`` or ``gramian`` with a Gramian-form method)."""
         if self.over != "shared":
             return
         assert self.module is not None  # _check_mode
-        self._params = trainable_parameters(model, self.module, owner=AGGREGATION_KEY)
+        names = self.module if isinstance(self.module, list) else [self.module]
+        own = {
+            id(p) for m in model.modules() if getattr(m, "aggregation", None) is self for p in m.parameters()
+        }
+        found: dict[int, nn.Parameter] = {}
+        for name in names:
+            params = (
+                [p for p in model.parameters() if p.requires_grad and id(p) not in own]
+                if name == ""
+                else trainable_parameters(model, name, owner=AGGREGATION_KEY)
+            )
+            found.update((id(p), p) for p in params)
+        if not found:
+            raise LossConfigError(f"{AGGREGATION_KEY}: module '' found no trainable parameters in the model.")
+        self._params = list(found.values())
+        owners = {
+            id(p): index for index, m in enumerate(model.modules()) for p in m.parameters(recurse=False)
+        }
+        self.aggregator.bind_layout([p.numel() for p in self._params], [owners[id(p)] for p in self._params])
         if self._gramian_engine is not None:
             self._gramian_engine.remove()
             self._gramian_engine = None
-        if self.engine != "jacobian" and self.aggregator.has_gramian_form():
+        single = isinstance(self.module, str) and self.module != ""
+        if single and self.engine != "jacobian" and self.aggregator.has_gramian_form():
+            assert isinstance(self.module, str)
             self._gramian_engine = GramianEngine(model.get_submodule(self.module), self._params)
 
     def route(self, outputs: Any, batch: Any) -> Tensor:
@@ -403,14 +435,15 @@ class GradientAggregation(nn.Module):
         run: Callable[[], None],
         scale: Tensor | float,
     ) -> None:
-        rows = task_jacobian(tasks, coefficients, [features]).float()
-        unscaled = rows / scale
+        rows = task_jacobian(tasks, coefficients, [features])  # in the features' dtype
+        exact = rows.to(exact_dtype(rows.device))
+        unscaled = exact / scale
         gramian = unscaled @ unscaled.T
         world = world_size()
         if world > 1:  # the concatenated batch's Gramian: one collective of K² numbers
             gramian = all_reduce_sum(gramian) / world**2
         weights = self.aggregator.weights(gramian)
-        grad = (weights.float() @ rows).view_as(features).to(features.dtype)
+        grad = (weights.to(exact.dtype) @ exact).view_as(features).to(features.dtype)
         rest = other_gradient(loss, tasks, coefficients, [features])
         if rest is not None:
             grad = grad + rest[0]

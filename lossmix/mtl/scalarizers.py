@@ -107,6 +107,8 @@ class FAMO(BaseWeighting):
         return z / (shifted * (z / shifted).sum()), None
 
     def post_step(self, losses: Tensor) -> None:
+        # the state's dtype whatever the model's (a float64 model, a bf16 autocast loss)
+        losses = losses.detach().to(self.logits.dtype)
         delta = torch.log(self._shifted(self.before)) - torch.log(self._shifted(losses))
         if world_size() > 1:
             delta = all_reduce_sum(delta) / world_size()
@@ -152,9 +154,10 @@ class RandomLossWeighting(BaseWeighting):
         self.generator.load(state.get("generator", {}))
 
 
-@WEIGHTINGS.register(name="gls")
+@WEIGHTINGS.register(name="gls", aliases=["geometric_mean"])
 class GeometricLossStrategy(BaseWeighting):
-    """GLS (Chennupati et al. 2019): the geometric mean ``(Π_i L_i)^{1/K}``.
+    """GLS (Chennupati et al. 2019): the geometric mean ``(Π_i L_i)^{1/K}`` (also
+    ``type: geometric_mean``, TorchJD's name).
 
     Factors ``λ_i = GLS / (K L_i)`` (detached) give that value and that gradient exactly,
     since ``∂GLS/∂L_i = GLS / (K L_i)``. Losses are clamped at the smallest positive float.

@@ -13,8 +13,9 @@ from lossmix.errors import LossConfigError, LossInputError
 from lossmix.mtl.functional.solvers import MAX_EXACT_TASKS
 from lossmix.mtl.shared_generator import SharedGenerator
 from lossmix.registry.registry import AGGREGATORS
+from lossmix.utilities.checks import check_float
 
-__all__ = ["AGGREGATION_KEY", "BaseAggregator", "SeededAggregator", "all_finite"]
+__all__ = ["AGGREGATION_KEY", "BaseAggregator", "SeededAggregator", "all_finite", "preference"]
 
 AGGREGATION_KEY = "aggregation"
 
@@ -36,8 +37,8 @@ class BaseAggregator(nn.Module):
     (tensor([0.8000, 0.4000]), tensor([0.8000, 0.2000]))
     """
 
-    #: The method needs the task losses (DB-MTL's log-loss gradients).
-    needs_losses: ClassVar[bool] = False
+    #: The method needs the task losses (DB-MTL's log-loss gradients; MGDA's loss normalisation).
+    needs_losses: bool = False
     #: The method's solver enumerates 2^K active sets.
     enumerates: ClassVar[bool] = False
 
@@ -79,8 +80,21 @@ class BaseAggregator(nn.Module):
         return self.combine(jacobian.detach(), None if losses is None else losses.detach())
 
     def combine(self, jacobian: Tensor, losses: Tensor | None) -> Tensor:
-        """The update; by default the Gramian form ``weights(J Jᵀ) @ J``."""
-        return self.weights(F.gramian(jacobian)).to(jacobian.dtype) @ jacobian
+        """The update; by default the Gramian form ``weights(J Jᵀ) @ J``, the Gramian, the weights
+        and the combination in float64 (:func:`~lossmix.mtl.functional.exact_dtype`), the
+        update cast back to ``J``'s dtype."""
+        exact = jacobian.to(F.exact_dtype(jacobian.device))
+        return (self.weights(exact @ exact.T).to(exact.dtype) @ exact).to(jacobian.dtype)
+
+    def runs_on_gramian(self) -> bool:
+        """Whether this instance, with its options, has a Gramian form (``over: representation``);
+        an option that needs the Jacobian or the losses (GradVac's groups, MGDA's loss
+        normalisation) turns it off."""
+        return self.has_gramian_form()
+
+    def bind_layout(self, sizes: Sequence[int], groups: Sequence[int]) -> None:
+        """Told the Jacobian's column layout in ``over: shared``: each parameter's size and the index
+        of the module that owns it (GradVac's groups); the default ignores it."""
 
     def weights(self, gramian: Tensor) -> Tensor:
         """The task weights ``(K,)`` from the Gramian ``(K, K)`` (methods with a Gramian form)."""
@@ -94,6 +108,24 @@ def all_finite(*tensors: Tensor) -> Tensor:
 
 
 AGGREGATORS.require_base(BaseAggregator)
+
+
+def preference(owner: str, value: Sequence[float] | None, tasks: Sequence[str]) -> Tensor | None:
+    """A preference vector ``p`` (one non-negative number per task, not all 0) as a float64
+    tensor, or ``None``.
+
+    >>> preference("aggregation: upgrad", [1, 3], ["a", "b"])
+    tensor([1., 3.], dtype=torch.float64)
+    """
+    if value is None:
+        return None
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
+    if values is None or len(values) != len(tasks):
+        raise LossConfigError(f"{owner}: pref needs one number per task ({', '.join(tasks)}); got {value!r}.")
+    checked = [check_float(owner, "pref", v, low=0.0) for v in values]
+    if not any(checked):
+        raise LossConfigError(f"{owner}: pref must have a positive entry; got {value!r}.")
+    return torch.tensor(checked, dtype=torch.float64)
 
 
 class SeededAggregator(BaseAggregator):

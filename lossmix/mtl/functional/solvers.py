@@ -1,4 +1,5 @@
-"""Exact small solvers behind the Gramian-weighted aggregators MGDA, UPGrad, CAGrad and Nash-MTL.
+"""Exact small solvers behind the Gramian-weighted aggregators MGDA, SDMGrad, UPGrad, DualProj,
+CAGrad, Nash-MTL and FairGrad.
 
 Each takes the task Gramian ``G = J Jᵀ`` (K×K, rows of ``J`` are task gradients) and
 returns the task weights ``w`` (K,); the update is ``wᵀJ``. Everything runs on ``G``'s
@@ -13,9 +14,12 @@ optimum is among the candidates: at an extreme point of the optimal set the rest
 KKT matrix is nonsingular, so its solve returns that point. The cost is ``2^K`` (UPGrad:
 ``K·2^K``) solves of size ``≤ K+1``; :data:`MAX_EXACT_TASKS` bounds ``K``.
 
-Nash-MTL's bargaining system ``G α = 1/α`` is the stationarity condition of the
-self-concordant ``½αᵀGα − Σ log αᵢ``; damped Newton (step ``Δ/(1+λ)``, ``λ`` the
-Newton decrement) stays inside ``α > 0`` and converges quadratically.
+Nash-MTL's bargaining system ``G α = 1/α`` (FairGrad's ``Gw = w^{-1/α}``) is the
+stationarity condition of the strictly convex ``½wᵀGw − Σ φ(wᵢ)``; Newton steps with a
+batched backtracking stay inside ``w > 0`` and converge quadratically.
+
+Whatever the dtype of the Gramian passed in, the solve runs in float64 (float32 on MPS,
+which has no float64) and the weights come back in the Gramian's dtype.
 """
 
 from __future__ import annotations
@@ -26,8 +30,13 @@ from torch import Tensor
 __all__ = [
     "MAX_EXACT_TASKS",
     "cagrad_weights",
+    "clip_update",
+    "dualproj_weights",
+    "exact_dtype",
+    "fairgrad_weights",
     "mgda_weights",
     "nash_mtl_weights",
+    "sdmgrad_weights",
     "upgrad_weights",
 ]
 
@@ -37,13 +46,14 @@ MAX_EXACT_TASKS = 12
 _subset_cache: dict[tuple[int, str], Tensor] = {}
 
 
-def _solver_dtype(device: torch.device) -> torch.dtype:
+def exact_dtype(device: torch.device) -> torch.dtype:
+    """The dtype the Gramians and solvers use: float64 (float32 on MPS, which has no float64)."""
     return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _normalised(gramian: Tensor) -> Tensor:
     """``G / trace(G)`` in the solver's dtype (0 for a zero Gramian): weights are scale-free."""
-    g = gramian.to(_solver_dtype(gramian.device))
+    g = gramian.to(exact_dtype(gramian.device))
     g = 0.5 * (g + g.T)
     trace = torch.diagonal(g).sum()
     return torch.where(trace > 0, g / torch.where(trace > 0, trace, 1.0), torch.zeros_like(g))
@@ -102,13 +112,43 @@ def _quadratic(w: Tensor, g: Tensor) -> Tensor:
     return torch.einsum("...i,ij,...j->...", w, g, w)
 
 
+def _simplex_qp(g: Tensor, linear: Tensor) -> Tensor:
+    """``argmin_{w ∈ Δ_K} ½wᵀGw + cᵀw`` by enumerating the supports (``g`` normalised)."""
+    k = g.shape[0]
+    support = _subsets(k, g.device)[1:]
+    rhs = g.new_zeros(support.shape[0], k + 1)
+    rhs[:, :k] = -linear * support.to(g.dtype)
+    rhs[:, k] = 1.0
+    solution, _ = torch.linalg.solve_ex(_bordered(g, support), rhs)
+    w, usable = _on_simplex(solution[:, :k], support)
+    return _best(w, 0.5 * _quadratic(w, g) + w @ linear, usable)
+
+
+def _dual_cone(g: Tensor, lower: Tensor) -> Tensor:
+    """``v^{(m)} = argmin_{v ≥ l_m} vᵀGv`` for each row ``l_m`` of ``lower`` ``(M, K)``: ``Jᵀv^{(m)}``
+    is the projection of ``Jᵀl_m`` onto the dual cone ``{x : Jx ≥ 0}`` (Quinton & Rey's
+    Proposition 1). Every active set is solved (``2^K`` systems per row)."""
+    k, rows = g.shape[0], lower.shape[0]
+    free = _subsets(k, g.device).to(g.dtype)  # (N, K): 1 = the bound is inactive
+    fixed = 1.0 - free
+    m = free[:, :, None] * free[:, None, :] * g + torch.diag_embed(fixed)
+    # rhs[m, n]: free rows −(G u_fixed), fixed rows u (u = lower[m])
+    pinned = lower[:, None, :] * fixed[None, :, :]  # (M, N, K)
+    rhs = free[None] * -(pinned @ g) + pinned
+    solution, _ = torch.linalg.solve_ex(m[None].expand(rows, -1, -1, -1), rhs)
+    v = torch.maximum(solution, lower[:, None, :])
+    return _best(v, _quadratic(v, g), torch.isfinite(v).all(-1))
+
+
 def mgda_weights(gramian: Tensor) -> Tensor:
     """MGDA (Désidéri 2012; Sener & Koltun 2018): the min-norm point of the gradients' convex hull.
 
     .. math:: w = \\arg\\min_{w \\in \\Delta_K} w^\\top G w, \\qquad d = J^\\top w
 
-    ``d`` is the steepest common descent direction; ``d = 0`` exactly when the point
-    is Pareto-stationary (some convex combination of the gradients vanishes).
+    ``d`` is the steepest common descent direction (KKT: ``g_iᵀd ≥ ‖d‖²`` for every task,
+    with equality where ``w_i > 0``); ``d = 0`` exactly when the point is
+    Pareto-stationary. Exact (active-set enumeration in float64); cost ``2^K`` solves of
+    size ``≤ K+1``.
 
     Args:
         gramian: ``G = J Jᵀ`` of shape ``(K, K)``, ``K ≤ MAX_EXACT_TASKS``.
@@ -123,12 +163,36 @@ def mgda_weights(gramian: Tensor) -> Tensor:
     """
     k = _check_tasks(gramian, "mgda")
     g = _normalised(gramian)
-    support = _subsets(k, g.device)[1:]
-    rhs = g.new_zeros(support.shape[0], k + 1)
-    rhs[:, k] = 1.0
-    solution, _ = torch.linalg.solve_ex(_bordered(g, support), rhs)
-    w, usable = _on_simplex(solution[:, :k], support)
-    return _best(w, _quadratic(w, g), usable).to(gramian.dtype)
+    return _simplex_qp(g, g.new_zeros(k)).to(gramian.dtype)
+
+
+def sdmgrad_weights(gramian: Tensor, *, lamda: float = 0.3) -> Tensor:
+    """SDMGrad (Xiao et al. 2023): MGDA regularised towards the mean gradient ``g₀ = Jᵀb``.
+
+    .. math:: w^* = \\arg\\min_{w \\in \\Delta_K} \\tfrac12 w^\\top G w + \\lambda\\, w^\\top G b,
+       \\qquad d = \\frac{J^\\top w^* + \\lambda g_0}{1 + \\lambda}
+
+    (``b = 1/K``). The authors' code runs 20 projected SGD steps on ``w`` over three
+    independent batches; here one batch and the exact minimiser (active-set enumeration,
+    ``2^K`` solves). ``λ = 0`` is MGDA; ``λ → ∞`` the mean.
+
+    Args:
+        gramian: ``(K, K)``, ``K ≤ MAX_EXACT_TASKS``.
+        lamda: ``λ ≥ 0`` (0.3 in LibMTL).
+
+    Returns:
+        the weights of ``d``, ``(w* + λb)/(1 + λ)``, shape ``(K,)`` (on the simplex).
+
+    Example:
+        >>> import torch
+        >>> sdmgrad_weights(torch.tensor([[1.0, 0.0], [0.0, 4.0]]), lamda=0.0)  # MGDA
+        tensor([0.8000, 0.2000])
+    """
+    k = _check_tasks(gramian, "sdmgrad")
+    g = _normalised(gramian)
+    b = g.new_full((k,), 1.0 / k)
+    w = _simplex_qp(g, lamda * (g @ b))
+    return ((w + lamda * b) / (1.0 + lamda)).to(gramian.dtype)
 
 
 def upgrad_weights(gramian: Tensor, *, pref: Tensor | None = None) -> Tensor:
@@ -139,7 +203,7 @@ def upgrad_weights(gramian: Tensor, *, pref: Tensor | None = None) -> Tensor:
     .. math:: v^{(i)} = \\arg\\min_{v \\ge p_i e_i} v^\\top G v,
        \\qquad w = \\sum_i v^{(i)}, \\qquad d = J^\\top w = \\sum_i p_i\\,\\pi_J(g_i)
 
-    so ``d`` conflicts with no task (``Jd ≥ 0``).
+    so ``d`` conflicts with no task (``Jd ≥ 0``). Exact; cost ``K·2^K`` solves.
 
     Args:
         gramian: ``(K, K)``, ``K ≤ MAX_EXACT_TASKS``.
@@ -156,20 +220,36 @@ def upgrad_weights(gramian: Tensor, *, pref: Tensor | None = None) -> Tensor:
     k = _check_tasks(gramian, "upgrad")
     g = _normalised(gramian)
     p = g.new_full((k,), 1.0 / k) if pref is None else pref.to(g)
-    lower = torch.diag(p)  # row i: the bound p_i e_i of projection i
-    free = _subsets(k, g.device).to(g.dtype)  # (N, K): 1 = the bound is inactive
-    fixed = 1.0 - free
-    m = free[:, :, None] * free[:, None, :] * g + torch.diag_embed(fixed)
-    # rhs[i, n]: free rows −(G u_fixed), fixed rows u (u = lower[i])
-    pinned = lower[:, None, :] * fixed[None, :, :]  # (K, N, K)
-    rhs = free[None] * -(pinned @ g) + pinned
-    solution, _ = torch.linalg.solve_ex(m[None].expand(k, -1, -1, -1), rhs)
-    v = torch.maximum(solution, lower[:, None, :])
-    usable = torch.isfinite(v).all(-1)
-    return _best(v, _quadratic(v, g), usable).sum(0).to(gramian.dtype)
+    return _dual_cone(g, torch.diag(p)).sum(0).to(gramian.dtype)
 
 
-def cagrad_weights(gramian: Tensor, *, c: float, rescale: bool = False) -> Tensor:
+def dualproj_weights(gramian: Tensor, *, pref: Tensor | None = None) -> Tensor:
+    """DualProj (Quinton & Rey 2024): the weighted mean gradient projected onto the dual cone.
+
+    .. math:: w = \\arg\\min_{v \\ge p} v^\\top G v, \\qquad d = J^\\top w = \\pi_J(J^\\top p)
+
+    so ``Jd ≥ 0`` (no task is hurt) and ``d`` is the closest such vector to ``Jᵀp``.
+    Exact; cost ``2^K`` solves.
+
+    Args:
+        gramian: ``(K, K)``, ``K ≤ MAX_EXACT_TASKS``.
+        pref: ``p`` (K,), ``≥ 0``; default ``1/K`` each (the mean).
+
+    Returns:
+        ``w`` of shape ``(K,)``, ``w ≥ p``.
+
+    Example:
+        >>> import torch
+        >>> dualproj_weights(torch.tensor([[1.0, -2.0], [-2.0, 9.0]]))  # the mean hurts task 0
+        tensor([1.0000, 0.5000])
+    """
+    k = _check_tasks(gramian, "dualproj")
+    g = _normalised(gramian)
+    p = g.new_full((k,), 1.0 / k) if pref is None else pref.to(g)
+    return _dual_cone(g, p[None])[0].to(gramian.dtype)
+
+
+def cagrad_weights(gramian: Tensor, *, c: float, rescale: int = 0) -> Tensor:
     """CAGrad (Liu et al. 2021): the best worst-case improvement in a ball around the mean gradient.
 
     With ``g₀ = Jᵀb`` (``b = 1/K``) and ``s = c‖g₀‖``, the dual of
@@ -180,12 +260,19 @@ def cagrad_weights(gramian: Tensor, *, c: float, rescale: bool = False) -> Tenso
 
     solved exactly: on a support ``S`` the stationary point is ``w = p + (t/s) q`` with
     ``p, q`` from two bordered solves and ``t = ‖Jᵀw‖`` in closed form,
-    ``t² = pᵀGp / (1 − qᵀGq / s²)``.
+    ``t² = pᵀGp / (1 − qᵀGq / s²)``. Cost ``2^K`` solves (twice that at a degenerate point).
+
+    **Degenerate points.** When ``‖Jᵀw*‖`` is at rounding level (a Pareto-stationary
+    combination exists, e.g. two exactly opposite tasks), the formula divides by ~0 and its
+    direction is noise. The optimum value is then 0 and every ``d`` in the ball with
+    ``Jd ≥ 0`` attains it; ``d`` is the projection of ``g₀`` onto ``{Jd ≥ 0}``, pulled back
+    into the ball. So ``‖d − g₀‖ ≤ s`` holds in every case (before ``rescale``).
 
     Args:
         gramian: ``(K, K)``, ``K ≤ MAX_EXACT_TASKS``.
         c: radius factor in ``[0, 1)`` (0: the mean gradient).
-        rescale: divide the update by ``1 + c²`` (the authors' code, ``rescale=1``).
+        rescale: the authors' ``rescale``: 0 keeps ``d``, 1 divides it by ``1 + c²``,
+            2 by ``1 + c``.
 
     Returns:
         the weights of ``d``: ``b + (s/‖Jᵀw*‖) w*``, shape ``(K,)``.
@@ -215,56 +302,124 @@ def cagrad_weights(gramian: Tensor, *, c: float, rescale: bool = False) -> Tenso
     objective = w @ a + s * _quadratic(w, g).clamp(min=0.0).sqrt()
     best = _best(w, objective, usable & (room > 0))
     norm = _quadratic(best, g).clamp(min=0.0).sqrt()
-    weights = torch.where(s > 0, b + s / (norm + 1e-12) * best, b)
-    if rescale:
-        weights = weights / (1.0 + c**2)
-    return weights.to(gramian.dtype)
+    # ‖Jᵀw*‖ (trace-normalised) below √eps of the input: the ratio s/‖Jᵀw*‖ would be rounding
+    degenerate = norm <= torch.finfo(gramian.dtype).eps ** 0.5
+    regular = b + s / torch.where(degenerate, 1.0, norm) * best
+    shift = _dual_cone(g, b[None])[0] - b
+    length = _quadratic(shift, g).clamp(min=0.0).sqrt()
+    inside = b + shift * torch.clamp(s / torch.where(length > 0, length, 1.0), max=1.0)
+    weights = torch.where(s > 0, torch.where(degenerate, inside, regular), b)
+    factor = {0: 1.0, 1: 1.0 + c**2, 2: 1.0 + c}[int(rescale)]
+    return (weights / factor).to(gramian.dtype)
+
+
+def _barrier_newton(g: Tensor, alive: Tensor, power: float, iterations: int) -> Tensor:
+    """``argmin_{w > 0} ½wᵀGw − Σ φ(w_i)`` with ``φ'(w) = w^{-power}`` (``G`` normalised, a ridge
+    added): stationary at ``Gw = w^{-power}``. Strictly convex; Newton steps kept inside
+    ``w > 0`` (at most 0.99 of the way to the boundary) with a batched backtracking over 16
+    step lengths, so every iteration descends and no host sync is needed."""
+
+    def objective(w: Tensor) -> Tensor:
+        barrier = torch.log(w) if power == 1.0 else w ** (1.0 - power) / (1.0 - power)
+        return 0.5 * _quadratic(w, g) - barrier.sum(-1)
+
+    w = torch.where(alive, torch.diagonal(g), 1.0).rsqrt()
+    w = w * (w.numel() / _quadratic(w, g)).sqrt()
+    lengths = 2.0 ** -torch.arange(16, dtype=g.dtype, device=g.device)
+    for _ in range(iterations):
+        gradient = g @ w - w**-power
+        hessian = g + torch.diag(power * w ** (-power - 1.0))
+        step = -torch.linalg.solve_ex(hessian, gradient[:, None])[0].squeeze(-1)
+        boundary = torch.where(step < 0, -w / torch.where(step < 0, step, -1.0), torch.inf).min()
+        longest = torch.clamp(0.99 * boundary, max=1.0)
+        candidates = torch.cat([w[None], w + (longest * lengths)[:, None] * step])
+        values = objective(candidates.clamp(min=torch.finfo(g.dtype).tiny))
+        usable = torch.isfinite(values) & (candidates > 0).all(-1)
+        w = _best(candidates[None], values[None], usable[None])[0]
+    return w
+
+
+def _bargaining_gramian(gramian: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(Ĝ + ridge, ‖G‖_F, alive)``: the Gramian over its Frobenius norm, in the solver's dtype;
+    a task with a zero gradient is decoupled (``Ĝ_ii = 1``) and reported dead, and a ridge of
+    ``10⁻¹²·diag(Ĝ)`` keeps rank-deficient Gramians bounded."""
+    g = gramian.to(exact_dtype(gramian.device))
+    g = 0.5 * (g + g.T)
+    norm = torch.linalg.matrix_norm(g)
+    g = g / torch.where(norm > 0, norm, 1.0)
+    diag = torch.diagonal(g)
+    # dead: a gradient norm below eps × the largest (a zero row); 1e-8 × the largest still counts
+    alive = diag > torch.finfo(g.dtype).eps ** 2 * diag.max()
+    return g + torch.diag(torch.where(alive, 1e-12 * diag, 1.0)), norm, alive
+
+
+def clip_update(weights: Tensor, gramian: Tensor, max_norm: float) -> Tensor:
+    """``w`` scaled down so ``‖Jᵀw‖ ≤ max_norm`` (``0``: unchanged), as ``clip_grad_norm_`` on ``d``."""
+    if max_norm <= 0:
+        return weights
+    g = gramian.to(weights.dtype)
+    length = _quadratic(weights, g).clamp(min=0.0).sqrt()
+    return weights * torch.clamp(max_norm / torch.where(length > 0, length, 1.0), max=1.0)
 
 
 def nash_mtl_weights(gramian: Tensor, *, max_norm: float = 1.0, iterations: int = 20) -> Tensor:
-    """Nash-MTL (Navon et al. 2022): the Nash bargaining solution ``α ⊙ (Ĝα) = 1``, ``α > 0``.
+    """Nash-MTL (Navon et al. 2022): the Nash bargaining solution ``α ⊙ (Gα) = 1``, ``α > 0``.
 
-    ``Ĝ = G / ‖G‖_F`` as in the authors' code; ``α`` minimises the strictly convex
-    ``½αᵀĜα − Σ log αᵢ`` (damped Newton from ``α₀ ∝ diag(Ĝ)^{-½}``), so each task's
-    directional derivative ``gᵢᵀd`` is ``1/αᵢ``. The solution is invariant to rescaling
-    a task (``α → α/cᵢ`` for ``gᵢ → cᵢgᵢ``). A task with a zero gradient gets ``α = 0``;
-    a ridge of ``10⁻⁹·diag(Ĝ)`` keeps rank-deficient Gramians bounded. With
-    ``max_norm > 0`` the update ``d = Jᵀα`` is scaled down to ``‖d‖ ≤ max_norm`` (the
-    authors clip the shared gradient to 1).
+    As the authors' code: the solver runs on ``Ĝ = G/‖G‖_F`` and the factor is put back
+    (their constraint is ``α_i·‖G‖_F·(Ĝα)_i ≥ 1``), so ``α`` solves the system on ``G``
+    itself and ``‖Jᵀα‖² = αᵀGα = K`` before clipping. ``α̂`` minimises the strictly
+    convex ``½α̂ᵀĜα̂ − Σ log α̂ᵢ`` (damped Newton); ``α = α̂/√‖G‖_F``. Each task's
+    directional derivative ``gᵢᵀd`` is ``1/αᵢ``, so the solution is invariant to rescaling
+    a task (``α → α/cᵢ`` for ``gᵢ → cᵢgᵢ``). A task with a zero gradient gets ``α = 0``.
+    With ``max_norm > 0`` the update ``d = Jᵀα`` is scaled down to ``‖d‖ ≤ max_norm`` (the
+    authors clip the shared gradient to 1). Cost: ``iterations`` K×K solves; exact to
+    the solver's tolerance (quadratic convergence).
 
     Args:
         gramian: ``(K, K)``.
         max_norm: bound on ``‖Jᵀα‖`` (``0``: none).
-        iterations: damped Newton steps.
+        iterations: Newton steps.
 
     Returns:
         ``α`` of shape ``(K,)``.
 
     Example:
         >>> import torch
-        >>> g = torch.diag(torch.tensor([1.0, 4.0]))  # orthogonal, norms 1 and 2: α_i ∝ 1/‖g_i‖
-        >>> nash_mtl_weights(g, max_norm=0.0) / 17**0.25  # ‖G‖_F = √17
+        >>> g = torch.diag(torch.tensor([1.0, 4.0]))  # orthogonal, norms 1 and 2: α_i = 1/‖g_i‖
+        >>> nash_mtl_weights(g, max_norm=0.0)
         tensor([1.0000, 0.5000])
     """
-    g = gramian.to(_solver_dtype(gramian.device))
-    g = 0.5 * (g + g.T)
-    norm = torch.linalg.matrix_norm(g)
-    g = g / torch.where(norm > 0, norm, 1.0)
-    diag = torch.diagonal(g)
-    alive = diag > torch.finfo(g.dtype).eps * diag.max()
-    # a dead (zero-gradient) task is decoupled (row 0): give it G_ii = 1, then α_i = 0 below
-    ridge = torch.where(alive, 1e-9 * diag, 1.0)
-    g = g + torch.diag(ridge)
-    alpha = torch.where(alive, diag, 1.0).rsqrt()
-    alpha = alpha * (alpha.numel() / _quadratic(alpha, g)).sqrt()
-    for _ in range(iterations):
-        residual = g @ alpha - 1.0 / alpha
-        hessian = g + torch.diag(alpha**-2)
-        step = -torch.linalg.solve_ex(hessian, residual[:, None])[0].squeeze(-1)
-        decrement = (step @ hessian @ step).clamp(min=0.0).sqrt()
-        alpha = alpha + step / (1.0 + decrement)
-    alpha = torch.where(alive, alpha, torch.zeros_like(alpha))
-    if max_norm > 0:
-        length = _quadratic(alpha, gramian.to(alpha.dtype)).clamp(min=0.0).sqrt()
-        alpha = alpha * torch.clamp(max_norm / torch.where(length > 0, length, 1.0), max=1.0)
-    return alpha.to(gramian.dtype)
+    return fairgrad_weights(gramian, alpha=1.0, iterations=iterations, max_norm=max_norm)
+
+
+def fairgrad_weights(
+    gramian: Tensor, *, alpha: float = 1.0, iterations: int = 20, max_norm: float = 0.0
+) -> Tensor:
+    """FairGrad (Ban & Ji 2024): α-fair utilities, ``Gw = w^{-1/α}``, ``w > 0``; ``d = Jᵀw``.
+
+    Task ``i``'s utility is ``gᵢᵀd``; maximising ``Σ (gᵢᵀd)^{1−α}/(1−α)`` gives
+    ``(Gw)_i = w_i^{-1/α}`` (the authors solve it with ``least_squares``; here the
+    stationarity of the strictly convex ``½wᵀGw − Σ φ(w_i)``, ``φ' = w^{-1/α}``, by Newton
+    with backtracking). ``α = 1`` is Nash-MTL (proportional fairness), ``α → ∞`` max-min
+    fairness. Solved on ``Ĝ = G/‖G‖_F`` and scaled back by ``‖G‖_F^{-α/(1+α)}``.
+    Cost: ``iterations`` K×K solves. A zero-gradient task gets ``w = 0``.
+
+    Args:
+        gramian: ``(K, K)``.
+        alpha: fairness ``α > 0``.
+        iterations: Newton steps.
+        max_norm: bound on ``‖Jᵀw‖`` (``0``: none, as the authors).
+
+    Returns:
+        ``w`` of shape ``(K,)``.
+
+    Example:
+        >>> import torch
+        >>> fairgrad_weights(torch.diag(torch.tensor([1.0, 4.0])), alpha=2.0)  # w_i = G_ii^{-α/(1+α)}
+        tensor([1.0000, 0.3969])
+    """
+    g, norm, alive = _bargaining_gramian(gramian)
+    w = _barrier_newton(g, alive, 1.0 / alpha, iterations)
+    w = torch.where(alive, w, torch.zeros_like(w))
+    w = w * torch.where(norm > 0, norm, 1.0) ** (-alpha / (1.0 + alpha))
+    return clip_update(w, gramian, max_norm).to(gramian.dtype)
