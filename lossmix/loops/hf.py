@@ -98,6 +98,9 @@ class LossMixTrainer(transformers.Trainer):
         hooks.trainer = self
         self.loss_mix = loss_mix
         self.term_log = TermLog(log_raw=log_raw)
+        if self.args.label_names is None and not self.label_names:
+            # a plain nn.Module names no labels in forward: evaluation still scores the mix
+            self.label_names = ["labels"]
         self.model_input_keys: Container[str] = (
             set(model_input_keys) if model_input_keys else _forward_keys(model, set(self.label_names))
         )
