@@ -160,7 +160,7 @@ def test_weighting_hooks_in_a_plain_loop():
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     bind_mix(mix, model)
     features, labels = rows(16)
-    for epoch in range(3):
+    for _ in range(3):
         for step in range(2):
             result = mix(model(features[step * 8 :][:8]), {"labels": labels[step * 8 :][:8]}, step=step)
             optimizer.zero_grad()
