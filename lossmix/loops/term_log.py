@@ -64,8 +64,10 @@ class TermBuffer:
     last: Tensor | None = None
     fresh: bool = False
     sums: Tensor | None = None
-    #: per key, the batch sizes of the steps it ran in this epoch (lazy terms skip some)
-    counts: Tensor | None = None
+    #: per key, the batch sizes of the steps with a lazy term skipped that it ran in
+    masked: Tensor | None = None
+    #: the summed batch sizes of the steps where every key ran (one device number)
+    dense: Tensor | None = None
     prog_bar: set[str] = field(default_factory=set)
     #: keys summed for the summary but not logged (raw values without ``log_raw``)
     hidden: set[str] = field(default_factory=set)
@@ -73,7 +75,7 @@ class TermBuffer:
     carried: tuple[list[float], list[float]] | None = None
 
     def record(self, values: Tensor, batch_size: int | None, ran: Tensor | None = None) -> None:
-        """Store one step (device ops only: no host sync); ``None``: no epoch mean.
+        """Store one step (device ops only, in place: no host sync); ``None``: no epoch mean.
 
         ``ran`` (1 or 0 per key) marks the values of this step's computed terms: a lazy
         term's skipped step keeps its last value, and counts in no epoch mean.
@@ -86,18 +88,30 @@ class TermBuffer:
         if batch_size is None:
             return
         size = float(batch_size)
-        count = torch.full_like(values, size) if ran is None else ran * size
-        weighted = values * count
-        if self.sums is None and self.carried is not None:
-            sums, counts = self.carried
-            self.sums = torch.tensor(sums, dtype=weighted.dtype, device=weighted.device)
-            self.counts = torch.tensor(counts, dtype=weighted.dtype, device=weighted.device)
+        if self.sums is None:
+            self.sums = torch.zeros_like(values)
+            self.dense = values.new_zeros(())
+            if self.carried is not None:
+                sums, counts = self.carried
+                self.sums = torch.tensor(sums, dtype=values.dtype, device=values.device)
+                self.masked = torch.tensor(counts, dtype=values.dtype, device=values.device)
         self.carried = None
-        self.sums = weighted if self.sums is None else self.sums + weighted
-        self.counts = count if self.counts is None else self.counts + count
+        if ran is None:
+            self.sums.add_(values, alpha=size)
+            cast(Tensor, self.dense).add_(size)
+            return
+        self.sums.addcmul_(values, ran, value=size)
+        self.masked = ran * size if self.masked is None else self.masked.add_(ran, alpha=size)
+
+    def counts(self) -> Tensor:
+        """Per key, the summed batch sizes of the steps it ran in this epoch."""
+        assert self.sums is not None and self.dense is not None
+        if self.masked is None:
+            return self.dense.expand_as(self.sums)
+        return self.masked + self.dense
 
     def reset_epoch(self) -> None:
-        self.sums, self.counts, self.fresh, self.carried = None, None, False, None
+        self.sums, self.masked, self.dense, self.fresh, self.carried = None, None, None, False, None
 
 
 class TermLog:
@@ -145,7 +159,8 @@ class TermLog:
                 f"lossmix: the terms logged under '{prefix}' changed from {buffer.keys} to {keys}; "
                 "every term must be computed (or return a connected zero) on every step."
             )
-        stacked = torch.stack(values).detach().float()
+        with torch.no_grad():  # a copy for the log: no autograd node
+            stacked = torch.stack(values).float()
         buffer.record(stacked, batch_size, self._ran(keys, prefix, result.skipped, stacked.device))
 
     def _ran(
@@ -196,7 +211,7 @@ class TermLog:
             return [], []
         # sums and counts of every key of every group travel in one collective
         sums = torch.cat([cast(Tensor, b.sums) for b in buffers])
-        counts = torch.cat([cast(Tensor, b.counts) for b in buffers])
+        counts = torch.cat([b.counts() for b in buffers])
         stacked = all_reduce_sum(torch.cat([sums, counts]))
         reduced_counts = stacked[len(sums) :]
         means, count_list = torch.stack(
@@ -243,7 +258,7 @@ class TermLog:
                 "keys": list(b.keys),
                 "epoch": epoch,
                 "sums": b.sums.tolist(),
-                "counts": cast(Tensor, b.counts).tolist(),
+                "counts": b.counts().tolist(),
             }
             for (s, group), b in self.buffers.items()
             if s == stage and b.sums is not None
