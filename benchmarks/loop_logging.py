@@ -12,7 +12,8 @@ optimizer step) and differ only in what they log every ``--every`` steps:
 The variants run interleaved for ``--rounds`` rounds (the order alternating) and the median
 time per step is compared. Target: ``logger`` ≤ 1.05× ``total`` at K = 32.
 
-Usage: ``python benchmarks/loop_logging.py [--terms 32] [--steps 200] [--rounds 9] [--write]``
+Usage: ``python benchmarks/loop_logging.py [--terms 32] [--steps 200] [--rounds 9] [--devices cpu cuda]
+[--write]``
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def run(
 ) -> float:
     """Seconds per step of ``steps`` steps (after 5 warm-up steps)."""
     torch.manual_seed(0)
-    model, mix = Heads(k), LossMix.from_config(terms_config(k))
+    model, mix = Heads(k).to(x.device), LossMix.from_config(terms_config(k)).to(x.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     sent: list[dict[str, float]] = []
     logger = LoopLogger(sent.append, every=every)
@@ -81,54 +82,70 @@ def run(
 
     log: Callable = {"total": log_total, "logger": log_terms, "naive": log_naive}[variant]
     start = 0.0
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     for step in range(steps + 5):
         if step == 5:
+            sync()
             start = time.perf_counter()
         result = mix(model(x), batch, step=step)
         optimizer.zero_grad(set_to_none=True)
         result.total.backward()
         optimizer.step()
         log(result, step)
+    sync()
     return (time.perf_counter() - start) / steps
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--terms", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--every", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+def measure(device: str, args: argparse.Namespace) -> dict[str, float]:
+    """The median per-round ratios to ``total`` of the other variants on ``device``."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 32, generator=gen)
-    batch = {f"t{i}": torch.randn(64, generator=gen) for i in range(args.terms)}
+    x = torch.randn(64, 32, generator=gen).to(device)
+    batch = {f"t{i}": torch.randn(64, generator=gen).to(device) for i in range(args.terms)}
     variants = ["total", "logger", "naive"]
     times: dict[str, list[float]] = {v: [] for v in variants}
     for r in range(args.rounds):
         for variant in variants if r % 2 == 0 else variants[::-1]:
             times[variant].append(run(variant, args.terms, args.steps, args.every, batch, x))
-    ratios = {
+    return {
         v: statistics.median(t / b for t, b in zip(times[v], times["total"], strict=True))
         for v in variants[1:]
     }
-    print(f"K = {args.terms}: " + ", ".join(f"{v} {r:.3f}x total-only" for v, r in ratios.items()))
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--terms", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--devices", nargs="+", default=["cpu"])
+    parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    results: dict[str, dict[str, float]] = {}
+    for device in args.devices:
+        results[device] = ratios = measure(device, args)
+        print(
+            f"{device}, K = {args.terms}: " + ", ".join(f"{v} {r:.3f}x total-only" for v, r in ratios.items())
+        )
     if args.write:
         command = (
             f"python benchmarks/loop_logging.py --terms {args.terms} --steps {args.steps} "
-            f"--every {args.every} --rounds {args.rounds} --write"
+            f"--every {args.every} --rounds {args.rounds} --devices {' '.join(args.devices)} --write"
+        )
+        rows = "".join(
+            f"| {d} | {args.terms} | {r['logger']:.3f}× | {r['naive']:.3f}× |\n" for d, r in results.items()
         )
         body = (
-            f"A plain PyTorch loop (forward, K-term `LossMix`, backward, SGD step; 64 rows, one CPU "
+            "A plain PyTorch loop (forward, K-term `LossMix`, backward, SGD step; 64 rows; one CPU "
             f"thread), logging every {args.every} steps, relative to the same loop logging the total "
             f"only; median over {args.rounds} interleaved rounds of {args.steps} steps (the order "
             "alternating) of the per-round ratio. Target: `LoopLogger` ≤ 1.05× at K = 32.\n\n"
-            "| K terms | `LoopLogger.update` every step | `.item()` per term per step |\n|---|---|---|\n"
-            f"| {args.terms} | {ratios['logger']:.3f}× | {ratios['naive']:.3f}× |"
+            "| device | K terms | `LoopLogger.update` every step | `.item()` per term per step |\n"
+            f"|---|---|---|---|\n{rows}"
         )
         write_section("loop_logging", command, body)
-    return ratios
+    return results
 
 
 if __name__ == "__main__":
