@@ -9,10 +9,13 @@ optimizer step) and differ only in what they log every ``--every`` steps:
 * ``naive``   — ``{k: v.item() for k, v in result.terms.items()}`` every step (a host sync
   per term per step), for reference.
 
-The variants run interleaved for ``--rounds`` rounds (the order alternating) and the median
-time per step is compared. Target: ``logger`` ≤ 1.05× ``total`` at K = 32.
+The variants' steps run interleaved one by one (the order rotating), so the machine's load
+falls on all of them alike (on CPU each step is timed by the thread's CPU time, on CUDA by
+the wall clock between synchronisations); per round of ``--steps`` steps the summed step times are
+compared, and the median over ``--rounds`` rounds is reported. Target: ``logger`` ≤ 1.05×
+``total`` at K = 32.
 
-Usage: ``python benchmarks/loop_logging.py [--terms 32] [--steps 200] [--rounds 9] [--devices cpu cuda]
+Usage: ``python benchmarks/loop_logging.py [--terms 32] [--steps 100] [--rounds 9] [--devices cpu cuda]
 [--write]``
 """
 
@@ -60,62 +63,79 @@ class Heads(nn.Module):
         return {f"p{i}": out[:, i] for i in range(out.shape[1])}
 
 
-def run(
-    variant: str, k: int, steps: int, every: int, batch: dict[str, torch.Tensor], x: torch.Tensor
-) -> float:
-    """Seconds per step of ``steps`` steps (after 5 warm-up steps)."""
-    torch.manual_seed(0)
-    model, mix = Heads(k).to(x.device), LossMix.from_config(terms_config(k)).to(x.device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    sent: list[dict[str, float]] = []
-    logger = LoopLogger(sent.append, every=every)
+class Loop:
+    """One variant's loop: its own model, mix, optimizer and logging; :meth:`step` runs one step."""
 
-    def log_total(result, step: int) -> None:
-        if (step + 1) % every == 0:
-            sent.append({"train/loss": result.total.item()})
+    def __init__(self, variant: str, k: int, every: int, device: str) -> None:
+        torch.manual_seed(0)
+        self.model = Heads(k).to(device)
+        self.mix = LossMix.from_config(terms_config(k)).to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3)
+        self.sent: list[dict[str, float]] = []
+        self.logger = LoopLogger(self.sent.append, every=every)
+        self.every = every
+        self.log: Callable = {"total": self.log_total, "logger": self.log_terms, "naive": self.log_naive}[
+            variant
+        ]
 
-    def log_terms(result, step: int) -> None:
-        logger.update(result, step=step, batch_size=len(x))
+    def log_total(self, result, step: int) -> None:
+        if (step + 1) % self.every == 0:
+            self.sent.append({"train/loss": result.total.item()})
 
-    def log_naive(result, step: int) -> None:
-        sent.append({k: v.item() for k, v in result.terms.items()})
+    def log_terms(self, result, step: int) -> None:
+        self.logger.update(result, step=step, batch_size=64)
 
-    log: Callable = {"total": log_total, "logger": log_terms, "naive": log_naive}[variant]
-    start = 0.0
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    for step in range(steps + 5):
-        if step == 5:
-            sync()
-            start = time.perf_counter()
-        result = mix(model(x), batch, step=step)
-        optimizer.zero_grad(set_to_none=True)
+    def log_naive(self, result, step: int) -> None:
+        self.sent.append({k: v.item() for k, v in result.terms.items()})
+
+    def step(self, step: int, x: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        result = self.mix(self.model(x), batch, step=step)
+        self.optimizer.zero_grad(set_to_none=True)
         result.total.backward()
-        optimizer.step()
-        log(result, step)
-    sync()
-    return (time.perf_counter() - start) / steps
+        self.optimizer.step()
+        self.log(result, step)
 
 
 def measure(device: str, args: argparse.Namespace) -> dict[str, float]:
-    """The median per-round ratios to ``total`` of the other variants on ``device``."""
+    """The median per-round ratios to ``total`` of the other variants on ``device``.
+
+    The variants' steps are interleaved one by one (the order rotating each step), so a
+    change in the machine's load falls on all of them alike; a round is ``--steps`` steps.
+    """
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(64, 32, generator=gen).to(device)
     batch = {f"t{i}": torch.randn(64, generator=gen).to(device) for i in range(args.terms)}
     variants = ["total", "logger", "naive"]
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    for r in range(args.rounds):
-        for variant in variants if r % 2 == 0 else variants[::-1]:
-            times[variant].append(run(variant, args.terms, args.steps, args.every, batch, x))
-    return {
-        v: statistics.median(t / b for t, b in zip(times[v], times["total"], strict=True))
-        for v in variants[1:]
-    }
+    loops = {v: Loop(v, args.terms, args.every, device) for v in variants}
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    # on CPU the thread's own CPU time: what other processes on a shared machine take is not counted
+    clock = time.perf_counter if cuda else time.thread_time
+    for step in range(5):  # warm-up
+        for loop in loops.values():
+            loop.step(step, x, batch)
+    ratios: dict[str, list[float]] = {v: [] for v in variants[1:]}
+    step = 5
+    for _ in range(args.rounds):
+        spent = dict.fromkeys(variants, 0.0)
+        for _ in range(args.steps):
+            order = variants[step % 3 :] + variants[: step % 3]
+            for variant in order:
+                sync()
+                start = clock()
+                loops[variant].step(step, x, batch)
+                sync()
+                spent[variant] += clock() - start
+            step += 1
+        for variant in variants[1:]:
+            ratios[variant].append(spent[variant] / spent["total"])
+    return {v: statistics.median(r) for v, r in ratios.items()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--terms", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=100, help="steps per round")
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--devices", nargs="+", default=["cpu"])
@@ -139,8 +159,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         body = (
             "A plain PyTorch loop (forward, K-term `LossMix`, backward, SGD step; 64 rows; one CPU "
             f"thread), logging every {args.every} steps, relative to the same loop logging the total "
-            f"only; median over {args.rounds} interleaved rounds of {args.steps} steps (the order "
-            "alternating) of the per-round ratio. Target: `LoopLogger` ≤ 1.05× at K = 32.\n\n"
+            f"only; the three loops' steps interleaved one by one (the order rotating; CPU: the "
+            "thread's CPU time per step, CUDA: wall time between synchronisations), median over "
+            f"{args.rounds} rounds of {args.steps} steps of the per-round ratio of summed step times. "
+            "Target: `LoopLogger` ≤ 1.05× at K = 32.\n\n"
             "| device | K terms | `LoopLogger.update` every step | `.item()` per term per step |\n"
             f"|---|---|---|---|\n{rows}"
         )

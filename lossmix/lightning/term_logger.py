@@ -91,7 +91,7 @@ class TermLogger(TermLog, pl.Callback):
         trainer = pl_module.trainer
         self._step = trainer.global_step
         shown = [(k, v) for k, v, hide in entries(buffers, values) if not hide]
-        self._remember(trainer.global_step, [k + suffix for k, _ in shown], [v for _, v in shown])
+        self.remember(trainer.global_step, [k + suffix for k, _ in shown], [v for _, v in shown])
         position = 0
         for buffer in buffers:
             for key in buffer.keys:
@@ -164,7 +164,7 @@ class TermLogger(TermLog, pl.Callback):
         # the same float32 division as an epoch end's flush
         means = epoch_means(torch.tensor(entry["sums"]), torch.tensor(entry["counts"])).tolist()
         metrics = {f"{k}_epoch": m for k, m in zip(entry["keys"], means, strict=True)}
-        self._remember(self._step, list(metrics), list(metrics.values()))
+        self.remember(self._step, list(metrics), list(metrics.values()))
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=self._step)
 

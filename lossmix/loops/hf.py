@@ -152,7 +152,7 @@ class LossMixTrainer(transformers.Trainer):
 
     def _read(self, buffers: list[TermBuffer], values: list[float], suffix: str) -> dict[str, float]:
         shown = {k + suffix: v for k, v, hide in entries(buffers, values) if not hide}
-        self.term_log._remember(int(self.state.global_step), list(shown), list(shown.values()))
+        self.term_log.remember(int(self.state.global_step), list(shown), list(shown.values()))
         return shown
 
     def close_epoch(self) -> None:

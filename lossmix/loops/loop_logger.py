@@ -113,7 +113,7 @@ class LoopLogger(TermLog):
         if not shown:
             return shown
         step = max(self.step, 0)
-        self._remember(step, list(shown), list(shown.values()))
+        self.remember(step, list(shown), list(shown.values()))
         self.latest.update(shown)
         if rank() == 0:
             for sink in self.sinks:

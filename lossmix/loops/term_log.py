@@ -241,7 +241,8 @@ class TermLog:
                 buffer.reset_epoch()
 
     # -- history and resuming ---------------------------------------------------------------------
-    def _remember(self, step: int, keys: list[str], values: list[float]) -> None:
+    def remember(self, step: int, keys: list[str], values: list[float]) -> None:
+        """Add the values read at ``step`` to :attr:`history` (a curve over ``max_points`` halved)."""
         for key, value in zip(keys, values, strict=True):
             series = self.history.setdefault(key, [])
             series.append([float(step), value])

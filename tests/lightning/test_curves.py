@@ -54,7 +54,7 @@ def test_history_stays_bounded_and_keeps_the_whole_run():
 
     logger = TermLogger(max_points=500)
     for step in range(10_000):
-        logger._remember(step, ["train/loss/a", "train/loss/b"], [float(step), 1.0 / (step + 1)])
+        logger.remember(step, ["train/loss/a", "train/loss/b"], [float(step), 1.0 / (step + 1)])
     for key in ("train/loss/a", "train/loss/b"):
         series = logger.history[key]
         assert len(series) <= 500
