@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("engine", ("lossmix.mix", "lossmix.mtl")),
     ("schedules", ("lossmix.schedules",)),
+    ("loops", ("lossmix.loops",)),
     ("lightning", ("lossmix.lightning",)),
     ("app", ("lossmix.app", "lossmix.extend", "lossmix.train", "lossmix.demo", "lossmix.conf")),
 ]

@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from lossmix.errors import LossConfigError
 from lossmix.lightning.callbacks.accumulation import AccumulationScope, window_scoped_terms
 from lossmix.lightning.callbacks.class_counts import ClassCountsFromData, waiting_for_counts
 from lossmix.lightning.callbacks.compiled import CompiledStep, check_compile_option
@@ -18,6 +19,8 @@ from lossmix.lightning.callbacks.preflight import PreflightBatch
 from lossmix.lightning.callbacks.resume import DataPosition, RandomState
 from lossmix.lightning.callbacks.task_weighting import TaskWeightingUpdates
 from lossmix.lightning.term_logger import TermLogger
+from lossmix.loops.loop_logger import LoopLogger
+from lossmix.loops.mix_hooks import bind_mix, mix_epoch_end
 from lossmix.mix.loss_mix import LossMix, LossResult
 from lossmix.utilities.compat import amp_loss_scale, batches_stepped, should_accumulate, trainer_callbacks
 
@@ -104,6 +107,12 @@ class CompositeLoss:
     With an ``aggregation:`` node, :meth:`backward` (Lightning's hook) backpropagates
     the training step's loss through :meth:`LossMix.backward`, inside automatic
     optimization: accumulation, clipping, AMP scaling and DDP work as for a plain sum.
+
+    Under Lightning Fabric (``fabric.setup(module)``, no Trainer) ``compute_loss`` logs the
+    same keys through ``fabric.log_dict`` with a :class:`~lossmix.loops.LoopLogger`
+    (:attr:`loss_logger`, every :attr:`loss_log_every` steps); ``fabric.call("on_train_epoch_end")``
+    and ``fabric.call("on_validation_epoch_end")`` close its epochs, and
+    ``module.loss_logger.finish(module.loss_mix)`` prints the summary and writes the curves.
     """
 
     loss_mix: LossMix
@@ -111,6 +120,8 @@ class CompositeLoss:
     loss_preflight: bool = True
     #: ``True`` (or ``torch.compile`` options): compile ``training_step`` as one graph
     loss_compile: bool | Mapping[str, Any] = False
+    #: under Fabric: send the step values to ``fabric.log_dict`` every this many steps
+    loss_log_every: int = 50
 
     def configure_loss(self, node: Any, *, allowed_targets: tuple[str, ...] | list[str] = ()) -> LossMix:
         """Build ``self.loss_mix`` from a term mapping (dict/DictConfig) or take a ``LossMix``.
@@ -156,6 +167,52 @@ class CompositeLoss:
         logger = TermLogger()
         callbacks.append(logger)
         return logger
+
+    # -- Lightning Fabric -----------------------------------------------------------------------
+    def _lossmix_fabric(self) -> Any:
+        """The Fabric this module was set up with when no Trainer drives it, else ``None``."""
+        if self._lossmix_trainer() is not None:
+            return None
+        return getattr(self, "_fabric", None)
+
+    @property
+    def loss_logger(self) -> LoopLogger | None:
+        """Under Fabric: the :class:`~lossmix.loops.LoopLogger` sending to ``fabric.log_dict``
+        (made on first use); ``None`` otherwise."""
+        fabric = self._lossmix_fabric()
+        if fabric is None:
+            return None
+        logger = self.__dict__.get("_loss_loop_logger")
+        if not isinstance(logger, LoopLogger):
+            logger = LoopLogger(fabric.log_dict, every=self.loss_log_every)
+            self.__dict__["_loss_loop_logger"] = logger
+        return logger
+
+    def on_after_setup(self, *args: Any, **kwargs: Any) -> None:
+        """Fabric's hook after ``fabric.setup``: bind the weighting and aggregation to the model."""
+        mix = getattr(self, "loss_mix", None)
+        if isinstance(mix, LossMix) and self._lossmix_fabric() is not None:
+            bind_mix(mix, self)  # type: ignore[arg-type]  # a LightningModule
+
+    def on_train_epoch_end(self) -> None:
+        """Under Fabric (``fabric.call("on_train_epoch_end")``): log the training epoch's means
+        and close the weighting's epoch. Under a Trainer, its callbacks do that."""
+        parent = getattr(super(), "on_train_epoch_end", None)
+        if callable(parent):
+            parent()
+        logger = self.loss_logger
+        if logger is not None:
+            logger.end_epoch("train")
+            mix_epoch_end(self.loss_mix)
+
+    def on_validation_epoch_end(self) -> None:
+        """Under Fabric (``fabric.call("on_validation_epoch_end")``): log the validation means."""
+        parent = getattr(super(), "on_validation_epoch_end", None)
+        if callable(parent):
+            parent()
+        logger = self.loss_logger
+        if logger is not None:
+            logger.end_epoch("val")
 
     def configure_callbacks(self) -> list[pl.Callback]:
         parent = getattr(super(), "configure_callbacks", None)  # LightningModule's, after us
@@ -313,6 +370,9 @@ class CompositeLoss:
             raise RuntimeError(
                 f"{type(self).__name__}: call self.configure_loss(cfg) in __init__ before compute_loss()."
             )
+        fabric_logger = self.loss_logger
+        if fabric_logger is not None:
+            return self._fabric_step(fabric_logger, outputs, batch, stage, group, batch_size)
         stage = stage or self.loss_stage()
         state = self.loss_state
         if state.probing:  # reevaluate_tasks: the result only
@@ -336,4 +396,30 @@ class CompositeLoss:
             trainer = self._lossmix_trainer()
             windows = trainer.accumulate_grad_batches if trainer is not None else 1
             return result.unnormalized_total * windows
+        return result.total
+
+    def _fabric_step(
+        self,
+        logger: LoopLogger,
+        outputs: Mapping[str, Any],
+        batch: Any,
+        stage: str | None,
+        group: str | None,
+        batch_size: int | None,
+    ) -> Tensor:
+        """``compute_loss`` under Fabric: the step from the logger, the values to ``fabric.log_dict``."""
+        mix = self.loss_mix
+        training = bool(getattr(self, "training", True))
+        stage = stage or ("train" if training else "val")
+        if mix.aggregation is not None and stage == "train":
+            raise LossConfigError(
+                f"{type(self).__name__}: the aggregation: node needs its own backward, which "
+                "fabric.backward does not run; use the plain-loop adapter (lossmix.loops): "
+                "result = module.loss_mix(outputs, batch, step=step); module.loss_mix.backward(result)."
+            )
+        step = logger.step + 1 if stage == "train" else None
+        result: LossResult = mix(outputs, batch, step=step, group=group)
+        self.last_loss_result = result
+        size = batch_size if batch_size is not None else _batch_size(batch, outputs)
+        logger.update(result, step=step, batch_size=size, stage=stage, group=group)
         return result.total

@@ -54,7 +54,7 @@ def test_history_stays_bounded_and_keeps_the_whole_run():
 
     logger = TermLogger(max_points=500)
     for step in range(10_000):
-        logger._remember(step, ["train/loss/a", "train/loss/b"], [float(step), 1.0 / (step + 1)])
+        logger.remember(step, ["train/loss/a", "train/loss/b"], [float(step), 1.0 / (step + 1)])
     for key in ("train/loss/a", "train/loss/b"):
         series = logger.history[key]
         assert len(series) <= 500
@@ -85,7 +85,7 @@ def test_sanity_check_validation_is_neither_logged_nor_drawn(tmp_path):
 
 
 def test_panels_split_by_group_with_one_colour_per_term_across_runs():
-    from lossmix.lightning.callbacks.curves import _colours, _panels
+    from lossmix.loops.loss_plot import _colours, _panels
 
     history = {
         "train/loss/gen": [[1, 1.0]],
@@ -116,7 +116,7 @@ def test_panels_split_by_group_with_one_colour_per_term_across_runs():
     ],
 )
 def test_log_scale_is_decided_by_the_terms_only(curves, log):
-    from lossmix.lightning.callbacks.curves import _log_scale
+    from lossmix.loops.loss_plot import _log_scale
 
     assert _log_scale("loss", curves) is log
     assert _log_scale("weight", curves) is False
