@@ -331,7 +331,8 @@ def build_normalizer(node: Any, *, term: str) -> Normalizer | None:
             f"{label} has ema and scope: accumulation; the window's summed count already steadies "
             "the divisor: keep one of them."
         )
-    refuse_zero = source not in _SOURCES and "min" not in node
+    # a micro-batch of an accumulation window may count 0 (the window's sum divides): allowed
+    refuse_zero = source not in _SOURCES and "min" not in node and scope != "accumulation"
     return Normalizer(source, sync=sync, min=floor, ema=ema, init=init, scope=scope, refuse_zero=refuse_zero)
 
 

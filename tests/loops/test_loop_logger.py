@@ -130,7 +130,7 @@ def test_aggregation_node_in_a_plain_loop_replaces_the_shared_gradient():
     node = {
         "a": {"type": "MSELoss", "inputs": {"pred": "a", "target": "y"}},
         "b": {"type": "L1Loss", "inputs": {"pred": "b", "target": "y"}},
-        "aggregation": {"type": "upgrad", "on": "shared", "module": "trunk"},
+        "aggregation": {"type": "upgrad", "over": "shared", "module": "trunk"},
     }
     torch.manual_seed(0)
     model = torch.nn.ModuleDict(
