@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
-from lossmix.losses.base import call_parameters
+from lossmix.losses.base import call_parameters, positional_inputs
 from lossmix.mix.keys import (
     SAMPLER_TARGET_KEYS,
     TERM_KEYS,
@@ -42,6 +42,7 @@ from lossmix.utilities.checks import check_bool, check_float, check_int, check_o
 __all__ = ["Term", "TermInputs"]
 
 _NOT_ROUTABLE = ("avg_factor", "reduction_override", "self")
+_ABSENT: Any = object()
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -151,6 +152,7 @@ class Term(nn.Module):
         self.background = check_optional_int(label, "background", background)
         self.ignore_index = check_optional_int(label, "ignore_index", ignore_index)
         self._loss_inputs = frozenset(call_parameters(loss))
+        self._positional = positional_inputs(loss)
         self.inputs = self._check_inputs(inputs)
         check_normalized_reduction(
             f"term '{name}'",
@@ -295,6 +297,11 @@ class Term(nn.Module):
     def prepare(self, outputs: Any, batch: Any) -> TermInputs:
         """Phase one: route the inputs, sample, and read the normaliser (not yet synced)."""
         kwargs = self.route(outputs, batch)
+        if self.sampler is None and self.normalizer is None:  # routing is all there is to do
+            if "pos_mask" in kwargs or "neg_mask" in kwargs:
+                kwargs.pop("pos_mask", None)
+                kwargs.pop("neg_mask", None)
+            return TermInputs(kwargs)
         sampler_inputs = self._take_sampler_inputs(kwargs)
         stats: dict[str, Tensor] = {}
         sample = None
@@ -351,13 +358,12 @@ class Term(nn.Module):
     # -- phase two: kernel, weight, reduce -------------------------------------------------------
     def evaluate(self, prepared: TermInputs, avg_factor: Tensor | None) -> dict[str, Tensor]:
         """Phase two: the raw (unweighted) value of each part (``""`` for a single output)."""
-        kwargs = dict(prepared.kwargs)
-        if avg_factor is not None:
-            kwargs["avg_factor"] = avg_factor
         try:
-            out = self.loss(**kwargs)
+            out = self._call_loss(prepared.kwargs, avg_factor)
         except (LossInputError, LossConfigError) as err:
             raise type(err)(f"term '{self.name}': {err}") from err
+        if isinstance(out, Tensor) and out.dim() == 0 and self._parts == ("",):
+            return {"": out}  # one value, as declared: nothing to split or compare
         parts = _split_parts(out, self.name, self._parts)
         for part, value in parts.items():
             if not isinstance(value, Tensor) or value.dim() != 0:
@@ -377,6 +383,27 @@ class Term(nn.Module):
                 "call (declare them with part_names on the loss, or parts: [...] in the term)."
             )
         return parts
+
+    def _call_loss(self, kwargs: dict[str, Any], avg_factor: Tensor | None) -> Any:
+        """The loss on the routed arguments: its inputs positionally, in the kernel's order,
+        when they are exactly what was routed (a lossmix loss then takes its call plan),
+        else by name."""
+        order = self._positional
+        if order is not None and len(kwargs) - ("weight" in kwargs) == len(order):
+            args = []
+            for name in order:
+                value = kwargs.get(name, _ABSENT)
+                if value is _ABSENT:
+                    break
+                args.append(value)
+            else:
+                weight = kwargs.get("weight")
+                if weight is None and avg_factor is None:
+                    return self.loss(*args)  # no keywords to pass through the module call
+                return self.loss(*args, weight=weight, avg_factor=avg_factor)
+        if avg_factor is not None:
+            kwargs = {**kwargs, "avg_factor": avg_factor}
+        return self.loss(**kwargs)
 
     def connected_zero(self, outputs: Any, batch: Any) -> dict[str, Tensor]:
         """What a skipped (lazy) step returns: zeros still connected to the inputs (and to the
