@@ -86,7 +86,8 @@ def sigmoid_cross_entropy(
     >>> sigmoid_cross_entropy(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0]))
     tensor([0.6931, 0.6931])
     """
-    target = target.to(pred.dtype)
+    if target.dtype != pred.dtype:
+        target = target.to(pred.dtype)
     if label_smoothing:
         target = target * (1.0 - label_smoothing) + 0.5 * label_smoothing
     return F.binary_cross_entropy_with_logits(pred, target, pos_weight=pos_weight, reduction="none")

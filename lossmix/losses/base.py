@@ -19,12 +19,17 @@ what differs through hooks:
 * :meth:`~BaseLoss.prepare_weight` shapes the caller's weight (one per row, FSAF's
   reshape, the IoU family's ``mean(-1)``).
 * :meth:`~BaseLoss.check_call` validates a call (``avg_factor`` with ``'sum'``).
+* :meth:`~BaseLoss.reduced` is steps 2 and 4 in one torch call where torch has the loss
+  with its reduction (``F.mse_loss``), for a call without weight or ``avg_factor``.
 * :meth:`~BaseLoss.output_scale` is the factor of step 5 (``loss_weight``; a GAN
   loss's discriminator side is never scaled).
 
 The call convention is MMDetection's: ``loss(*inputs, weight=None, avg_factor=None,
 reduction_override=None)``, the three trailing arguments also positionally after the
-kernel's inputs (``loss(pred, target, label_weights, avg_factor)``).
+kernel's inputs (``loss(pred, target, label_weights, avg_factor)``). A call that gives the
+kernel's inputs positionally (``loss(pred, target)``; weight and ``avg_factor`` by keyword
+if at all) runs from a call plan built once per loss (``docs/performance.md``): with no
+weight and the default reduction it is kernel → reduce → scale and nothing else.
 """
 
 from __future__ import annotations
@@ -34,13 +39,13 @@ import inspect
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError
-from lossmix.reduction import AvgFactor, apply_weight, check_reduction, weight_reduce_loss
+from lossmix.reduction import REDUCTIONS, AvgFactor, apply_weight, check_reduction, weight_reduce_loss
 from lossmix.utilities.checks import (
     check_class_indices,
     check_float,
@@ -59,9 +64,11 @@ __all__ = [
     "check_same_shape",
     "check_tensor_input",
     "named_inputs_spec",
+    "positional_inputs",
     "shapes_from_docstring",
     "spec_call_inputs",
     "tensor_parameters",
+    "torch_kernel_fits",
 ]
 
 CALL_KEYS: tuple[str, ...] = ("weight", "avg_factor", "reduction_override")
@@ -99,13 +106,13 @@ class _Spec:
     required: tuple[str, ...]
     takes_weight: bool
     parameters: tuple[inspect.Parameter, ...]
+    in_order: bool  # the inputs are the kernel's leading parameters: it can take them positionally
 
 
 def _spec_of(kernel: Any) -> _Spec:
     params = [p for p in inspect.signature(kernel).parameters.values() if p.name != "self"]
-    inputs = [
-        p for p in params if p.name != "weight" and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    ordered = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    inputs = [p for p in ordered if p.name != "weight"]
     keywords = [p for p in params if p.kind is p.KEYWORD_ONLY]
     return _Spec(
         positional=tuple(p.name for p in inputs),
@@ -113,6 +120,7 @@ def _spec_of(kernel: Any) -> _Spec:
         required=tuple(p.name for p in inputs + keywords if p.default is _EMPTY),
         takes_weight=any(p.name == "weight" for p in params),
         parameters=tuple(inputs + keywords),
+        in_order=ordered[: len(inputs)] == inputs,
     )
 
 
@@ -120,7 +128,7 @@ def named_inputs_spec(names: Sequence[str]) -> _Spec:
     """The inputs of a kernel called with the required arguments ``names`` (a wrapped function's
     own, ``("output", "gt")``), in that order; it takes no ``weight``."""
     params = tuple(inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names)
-    return _Spec(tuple(names), (), tuple(names), False, params)
+    return _Spec(tuple(names), (), tuple(names), False, params, in_order=True)
 
 
 class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
@@ -164,6 +172,8 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
     integer_pred: ClassVar[bool] = False
     _specs: ClassVar[dict[type, _Spec]] = {}
     _tensor_specs: ClassVar[dict[type, dict[str, bool]]] = {}
+    #: built by ``__setattr__`` once ``reduction`` and ``loss_weight`` are set (``None``: bind)
+    _call_plan: _CallPlan | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -224,6 +234,18 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
                 f"{self.loss_name}: avg_factor can not be used with reduction='sum'; use "
                 "reduction='mean' with avg_factor (a sum divided by it), or drop avg_factor."
             )
+
+    def reduced(self, *args: Any, **kwargs: Any) -> Tensor | None:
+        """Steps 2 and 4 in one torch call, where torch has the loss with its reduction
+        (``F.mse_loss(pred, target, reduction=...)``), or ``None``: the element-wise way.
+
+        Called as ``reduced(*inputs, reduction=...)`` (the kernel's inputs positionally),
+        only for a call without weight or ``avg_factor`` whose reduction is ``'mean'`` or
+        ``'sum'``. It returns the value :meth:`elementwise` followed by that reduction gives
+        (an empty input included: a connected zero), or ``None`` where it cannot (a shape or
+        dtype torch's kernel would treat differently); the template then runs
+        :meth:`elementwise`, whose checks raise."""
+        return None
 
     def output_scale(self, inputs: Mapping[str, Any]) -> float:
         """Step 5's factor for this call: ``loss_weight``."""
@@ -293,6 +315,11 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
         if not reduction_override:
             return self.reduction
         return check_reduction(reduction_override, owner=f"{self.loss_name} reduction_override")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in _PLANNED:  # what the call plan holds changed: build it again
+            object.__setattr__(self, "_call_plan", _CallPlan.of(self))  # plain data, no submodule
 
     def _check_tensors(self, inputs: dict[str, Any], weight: Tensor | None) -> None:
         """Types, dtypes and devices that no kernel could use, named before a deep torch error
@@ -374,7 +401,46 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
         reduction_override: str | None = None,
         **kwargs: Any,
     ) -> Any:
-        """The weighted, reduced, scaled loss (a tensor, or parts of tensors)."""
+        """The weighted, reduced, scaled loss (a tensor, or parts of tensors).
+
+        A call that gives exactly the kernel's inputs, positionally, with ``weight`` and
+        ``avg_factor`` by keyword or not at all, takes the call plan (:class:`_CallPlan`,
+        built once per loss): no binding, the configuration's checks already done, one
+        comparison per tensor check. Any other call binds its arguments first; both end in
+        the same kernel → weight → reduce → scale.
+        """
+        plan = self._call_plan
+        if plan is None or kwargs or reduction_override is not None or len(args) != plan.arity:
+            return self._forward_bound(args, weight, avg_factor, reduction_override, kwargs)
+        if not plan.inputs_fit(args, weight) or isinstance(avg_factor, str):
+            return self._forward_bound(args, weight, avg_factor, reduction_override, kwargs)
+        reduction = plan.reduction
+        if plan.check_call or avg_factor is not None:
+            self.check_call(reduction, avg_factor, weight, dict(zip(plan.names, args, strict=True)))
+        if plan.reduced and weight is None and avg_factor is None and reduction != "none":
+            value = self.reduced(*args, reduction=reduction)
+            if value is not None:
+                return value if plan.scale == 1.0 else plan.scale * value
+        if plan.takes_weight:
+            out = self.elementwise(*args, weight=weight)
+            weight = None  # applied by the kernel
+        else:
+            out = self.elementwise(*args)
+        if plan.check_output:
+            self.check_output(out, reduction, avg_factor, weight, dict(zip(plan.names, args, strict=True)))
+        if isinstance(out, (Tensor, ElementLoss)):
+            return self._reduce(out, weight, reduction, avg_factor, plan.scale)
+        return self._reduce_parts(out, weight, reduction, avg_factor, plan.scale)
+
+    def _forward_bound(
+        self,
+        args: tuple[Any, ...],
+        weight: Tensor | None,
+        avg_factor: AvgFactor,
+        reduction_override: str | None,
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Any call: the inputs bound by name (MMDetection's positional call included)."""
         for alias in self.weight_aliases:
             if alias in kwargs:
                 if weight is not None:
@@ -397,6 +463,8 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
         weight, avg_factor = given["weight"], given["avg_factor"]
         self._check_call_values(avg_factor, given["reduction_override"])
         reduction = self.resolve_reduction(given["reduction_override"])
+        if reduction not in REDUCTIONS:  # a reduction set after construction
+            check_reduction(reduction, owner=self.loss_name)
         self._check_tensors(inputs, weight)
         self.check_call(reduction, avg_factor, weight, inputs)
         if self.call_spec().takes_weight:
@@ -406,6 +474,14 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
             out = self.elementwise(**inputs)
         self.check_output(out, reduction, avg_factor, weight, inputs)
         scale = self.output_scale(inputs)
+        if isinstance(out, (Tensor, ElementLoss)):
+            return self._reduce(out, weight, reduction, avg_factor, scale)
+        return self._reduce_parts(out, weight, reduction, avg_factor, scale)
+
+    def _reduce_parts(
+        self, out: Any, weight: Tensor | None, reduction: str, avg_factor: AvgFactor, scale: float
+    ) -> Any:
+        """Steps 3 to 5 of each part of a kernel that returns a mapping or a tuple of parts."""
         if isinstance(out, Mapping):
             return {k: self._reduce(v, weight, reduction, avg_factor, scale) for k, v in out.items()}
         if isinstance(out, tuple):
@@ -415,23 +491,36 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
     def _reduce(
         self, out: Any, weight: Tensor | None, reduction: str, avg_factor: AvgFactor, scale: float
     ) -> Tensor:
-        """Steps 3 to 5 of one part: element weight, reduction (empty: a connected zero), scale."""
-        part = out if isinstance(out, ElementLoss) else ElementLoss(out)
-        loss, own = part.loss, part.weight
-        if part.own_mean:
-            avg_factor = None  # the loss normalises itself
+        """Steps 3 to 5 of one part: element weight, reduction (empty: a connected zero), scale.
+
+        A scale of 1 multiplies nothing (``1.0 * x`` is ``x`` in every dtype, NaN included);
+        ``'none'`` always returns a new tensor, never the kernel's own."""
+        if isinstance(out, ElementLoss):
+            loss, own, own_avg, mean = out.loss, out.weight, out.avg_factor, out.mean
+            if out.own_mean:
+                avg_factor = None  # the loss normalises itself
+        else:
+            loss, own, own_avg, mean = out, None, None, None
         if weight is not None:
             weight = self.prepare_weight(weight, loss)
             own = weight if own is None else own * weight
         if reduction == "none":
             return scale * apply_weight(loss, own)
+        if own is not None:
+            loss = apply_weight(loss, own)
         if loss.numel() == 0:  # nothing to score: a zero still connected to the inputs
-            return scale * apply_weight(loss, own).sum()
-        if reduction == "mean" and avg_factor is None:
-            if part.mean is not None:
-                return scale * part.mean
-            avg_factor = part.avg_factor
-        return scale * weight_reduce_loss(loss, own, reduction, avg_factor)
+            value = loss.sum()
+        elif avg_factor is not None:  # 'mean': sum / (avg_factor + eps); 'sum' refuses it
+            value = weight_reduce_loss(loss, None, reduction, avg_factor)
+        elif reduction == "sum":
+            value = loss.sum()
+        elif mean is not None:
+            value = mean
+        elif own_avg is not None:
+            value = weight_reduce_loss(loss, None, "mean", own_avg)
+        else:
+            value = loss.mean()
+        return value if isinstance(scale, float) and scale == 1.0 else scale * value
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, loss_weight={self.loss_weight}"
@@ -443,6 +532,102 @@ def spec_call_inputs(spec: _Spec) -> dict[str, inspect.Parameter]:
     for key in CALL_KEYS:
         params[key] = inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None)
     return params
+
+
+#: the attributes the call plan reads: setting one builds the plan again
+_PLANNED = frozenset({"reduction", "loss_weight"})
+_BOOL = torch.bool
+
+
+class _CallPlan(NamedTuple):
+    """What a call of one loss needs that its configuration already decides (built once).
+
+    ``BaseLoss.__setattr__`` builds it again when ``reduction`` or ``loss_weight`` changes;
+    the kernel's float hyper-parameters (what schedules set) are not in it: the kernel
+    reads them at each call. Plain data, so ``deepcopy``, pickling and ``state_dict``
+    see nothing new.
+    """
+
+    arity: int  # the kernel's positional inputs, given positionally
+    names: tuple[str, ...]
+    reduction: str
+    scale: float
+    takes_weight: bool
+    check_call: bool  # a subclass's check_call (the base one only refuses avg_factor + 'sum')
+    check_output: bool  # a subclass's check_output (a function returning one value)
+    reduced: bool  # the loss has a reduced kernel (BaseLoss.reduced)
+    pred_at: int  # where pred and target are among the inputs (-1: not an input)
+    target_at: int
+    bool_targets: bool
+    tensors_at: tuple[int, ...]  # the inputs that must be tensors (the others may be None)
+
+    @staticmethod
+    def of(loss: BaseLoss) -> _CallPlan | None:
+        """The plan of ``loss``, or ``None`` where every call binds its arguments (a loss
+        whose step 5 depends on the inputs, or whose kernel's inputs cannot be given
+        positionally)."""
+        cls = type(loss)
+        reduction, loss_weight = loss.__dict__.get("reduction"), loss.__dict__.get("loss_weight")
+        if reduction not in REDUCTIONS or not isinstance(loss_weight, float):
+            return None
+        if cls.output_scale is not BaseLoss.output_scale or cls.resolve_reduction is not (
+            BaseLoss.resolve_reduction
+        ):
+            return None
+        if cls.call_spec is not BaseLoss.call_spec:
+            return None  # inputs named per instance (a wrapped function's own): bound by name
+        spec = cls._spec()
+        if any(name not in spec.positional for name in spec.required):
+            return None  # a required keyword-only input
+        if not spec.in_order:
+            return None  # a weight parameter before an input: the inputs go by name
+        names = spec.positional
+        tensors = tensor_parameters({p.name: p for p in spec.parameters})
+        return _CallPlan(
+            arity=len(names),
+            names=names,
+            reduction=reduction,
+            scale=loss_weight,
+            takes_weight=spec.takes_weight,
+            check_call=cls.check_call is not BaseLoss.check_call,
+            check_output=cls.check_output is not BaseLoss.check_output,
+            reduced=cls.reduced is not BaseLoss.reduced,
+            pred_at=names.index("pred") if "pred" in names else -1,
+            target_at=names.index("target") if "target" in names else -1,
+            bool_targets=cls.bool_targets,
+            tensors_at=tuple(i for i, n in enumerate(names) if tensors.get(n) is False),
+        )
+
+    def inputs_fit(self, args: tuple[Any, ...], weight: Tensor | None) -> bool:
+        """Whether :meth:`BaseLoss._check_tensors` would pass, one comparison per check (a
+        call that fails goes the bound way, which names the input or casts an integer pred)."""
+        for at in self.tensors_at:
+            if not isinstance(args[at], Tensor) or args[at].is_sparse:
+                return False
+        if self.pred_at >= 0:
+            pred = args[self.pred_at]
+            if isinstance(pred, Tensor) and not pred.is_floating_point():
+                return False
+        if self.target_at >= 0 and not self.bool_targets:
+            target = args[self.target_at]
+            if isinstance(target, Tensor) and target.dtype is _BOOL:
+                return False
+        device = None
+        for value in args:
+            if isinstance(value, Tensor):
+                if device is None:
+                    device = value.device
+                elif value.device != device:
+                    return False
+        return weight is None or (isinstance(weight, Tensor) and (device is None or weight.device == device))
+
+
+def torch_kernel_fits(pred: Tensor, target: Tensor) -> bool:
+    """Whether torch's own reduced loss gives the template's value on ``pred`` and ``target``
+    (for :meth:`BaseLoss.reduced`): one shape and one dtype (torch's losses broadcast with a
+    warning and refuse mixed dtypes in backward), and at least one element (torch's mean of
+    nothing is NaN, the template's a connected zero). Metadata only: no host sync."""
+    return pred.shape == target.shape and pred.dtype == target.dtype and pred.numel() > 0
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
@@ -481,6 +666,14 @@ def shapes_from_docstring(doc: str) -> dict[str, str]:
             for key in keys:
                 found[key] = description.strip().replace("``", "")
     return found
+
+
+def positional_inputs(module: nn.Module) -> tuple[str, ...] | None:
+    """A lossmix loss's inputs in the order its call plan takes them positionally (``None``:
+    another module, or a loss whose calls always bind by name)."""
+    if not isinstance(module, BaseLoss) or module._call_plan is None:
+        return None
+    return module._call_plan.names
 
 
 def call_parameters(module: nn.Module) -> dict[str, inspect.Parameter]:

@@ -152,9 +152,9 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
         if self.use_mask:
             return ElementLoss(self._mask_loss(pred, target, weight))
         ignore = self.ignore_index if ignore_index is None else ignore_index
-        loss, count = self.masked_loss(pred, target, ignore)
+        loss, count = self.masked_loss(pred, target, ignore, count=self.avg_non_ignore)
         prepared = None if weight is None else self.prepare_weight(weight, loss)
-        return ElementLoss(loss, prepared, avg_factor=count if self.avg_non_ignore else None)
+        return ElementLoss(loss, prepared, avg_factor=count)
 
     def _mask_loss(self, pred: Tensor, target: Tensor, label: Tensor | None) -> Tensor:
         if label is None:
@@ -188,8 +188,11 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
                 "ignore_index."
             )
 
-    def masked_loss(self, pred: Tensor, target: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor]:
-        """The element-wise loss and the number of non-ignored elements (a tensor)."""
+    def masked_loss(
+        self, pred: Tensor, target: Tensor, ignore_index: int | None, *, count: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """The element-wise loss and the number of non-ignored elements (a tensor; ``None``
+        unless ``count``: counting is two more kernels, forward and backward)."""
         ignore = IGNORE_INDEX if ignore_index is None else ignore_index
         # A sigmoid pred (N,) with labels (N,) is one binary logit per row, as in MMDetection.
         binary = self.use_sigmoid and pred.dim() == 1 and target.dim() == 1
@@ -211,31 +214,49 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
             check_same_shape(self.loss_name, pred, target)
         else:
             self._check_index_shape(pred, target)
+        fused = (
+            not dense and not self.use_sigmoid and fused_applies(self.fused, "cross_entropy", pred, weight)
+        )
+        # torch's own softmax cross-entropy refuses an index out of range on the CPU, so there
+        # the indices are read (and the error named) only when it does
+        after = not (dense or self.use_sigmoid or fused) and target.device.type == "cpu"
+        if not dense and not after:
             check_class_indices(
                 self.loss_name, target, num_classes, ignore_index=ignore, background_ok=self.use_sigmoid
             )
         if self.use_sigmoid:
-            return self._sigmoid(pred, target, weight, ignore, dense)
-        fused = not dense and fused_applies(self.fused, "cross_entropy", pred, weight)
+            return self._sigmoid(pred, target, weight, ignore, dense, count)
         kernel = fused_cross_entropy if fused else cross_entropy
-        loss = kernel(
-            pred, target, class_weight=weight, ignore_index=ignore, label_smoothing=self.label_smoothing
-        )
+        args: dict[str, Any] = {
+            "class_weight": weight,
+            "ignore_index": ignore,
+            "label_smoothing": self.label_smoothing,
+        }
+        if not after or torch.compiler.is_compiling():
+            loss = kernel(pred, target, **args)
+        else:
+            try:
+                loss = kernel(pred, target, **args)
+            except (IndexError, RuntimeError):
+                check_class_indices(self.loss_name, target, num_classes, ignore_index=ignore)
+                raise
         # MMDetection's count: every target element that is not ignore_index (per element
         # of a dense target, not per row).
-        return loss, (target != ignore).sum()
+        return loss, (target != ignore).sum() if count else None
 
     def _sigmoid(
-        self, pred: Tensor, target: Tensor, weight: Tensor | None, ignore: int, dense: bool
-    ) -> tuple[Tensor, Tensor]:
-        valid = (target >= 0) & (target != ignore)
+        self, pred: Tensor, target: Tensor, weight: Tensor | None, ignore: int, dense: bool, count: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        # MMDetection's valid elements: label >= 0 and not ignore_index (a negative ignore_index,
+        # -100 by default, is already below 0: one comparison)
+        valid = target >= 0 if ignore < 0 else (target >= 0) & (target != ignore)
         if not dense:
             target = one_hot_targets(target, pred.size(1), dtype=pred.dtype)
             valid = valid.unsqueeze(1).expand_as(target)
         if weight is not None:
             weight = weight.view(-1, *([1] * (pred.dim() - 2))) if pred.dim() > 1 else weight
         loss = sigmoid_cross_entropy(pred, target, pos_weight=weight, label_smoothing=self.label_smoothing)
-        return torch.where(valid, loss, 0.0), valid.sum()
+        return torch.where(valid, loss, 0.0), valid.sum() if count else None
 
     def _check_index_shape(self, pred: Tensor, target: Tensor) -> None:
         expected = (pred.shape[0], *pred.shape[2:])

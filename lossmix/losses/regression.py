@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch.nn.functional as TF
 from torch import Tensor
 
 from lossmix.errors import LossInputError
 from lossmix.functional import regression as F
-from lossmix.losses.base import BaseLoss, ElementLoss
+from lossmix.losses.base import BaseLoss, ElementLoss, torch_kernel_fits
 from lossmix.reduction import mask_reduce_loss
 from lossmix.registry.registry import LOSSES
 from lossmix.utilities.checks import check_bool, check_positive, check_same_shape
@@ -34,6 +35,12 @@ class L1Loss(BaseLoss):
         check_same_shape(self.loss_name, pred, target)
         return F.l1_loss(pred, target)
 
+    def reduced(self, pred: Tensor, target: Tensor, *, reduction: str) -> Tensor | None:
+        """torch's ``l1_loss`` with its reduction: one call into torch."""
+        if not torch_kernel_fits(pred, target):
+            return None
+        return TF.l1_loss(pred, target, reduction=reduction)
+
 
 @LOSSES.register()
 class MSELoss(BaseLoss):
@@ -49,6 +56,12 @@ class MSELoss(BaseLoss):
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         check_same_shape(self.loss_name, pred, target)
         return F.mse_loss(pred, target)
+
+    def reduced(self, pred: Tensor, target: Tensor, *, reduction: str) -> Tensor | None:
+        """torch's ``mse_loss`` with its reduction: one kernel forward and backward."""
+        if not torch_kernel_fits(pred, target):
+            return None
+        return TF.mse_loss(pred, target, reduction=reduction)
 
 
 @LOSSES.register()
@@ -69,6 +82,12 @@ class SmoothL1Loss(BaseLoss):
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         check_same_shape(self.loss_name, pred, target)
         return F.smooth_l1_loss(pred, target, beta=self.beta)
+
+    def reduced(self, pred: Tensor, target: Tensor, *, reduction: str) -> Tensor | None:
+        """torch's ``smooth_l1_loss`` with its reduction: one kernel forward and backward."""
+        if not torch_kernel_fits(pred, target):
+            return None
+        return TF.smooth_l1_loss(pred, target, beta=self.beta, reduction=reduction)
 
 
 @LOSSES.register()

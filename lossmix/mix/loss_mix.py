@@ -191,7 +191,7 @@ class LossMix(nn.Module):
 
     def term_list(self, group: str | None = None) -> list[Term]:
         """The terms of ``group`` (``None``: the ungrouped terms), in order."""
-        return [cast(Term, t) for t in self.terms_of(group).values()]
+        return cast(list[Term], list(self.terms_of(group).values()))
 
     def all_terms(self) -> Iterator[tuple[str | None, Term]]:
         """Every ``(group, term)`` pair."""

@@ -56,6 +56,14 @@ def own_key(outputs: Any, batch: Any, key: str) -> tuple[bool, Any]:
 
 def lookup(outputs: Any, batch: Any, key: str, *, term: str, arg: str) -> Any:
     """Return the value ``key`` names, or raise :class:`LossInputError` naming term and key."""
+    if type(outputs) is dict and (batch is None or type(batch) is dict) and "." not in key:
+        # the common case, a plain key and plain dicts: two lookups (the rules below say the same)
+        found = outputs.get(key, _MISSING)
+        in_batch = _MISSING if batch is None else batch.get(key, _MISSING)
+        if found is _MISSING:
+            found, in_batch = in_batch, _MISSING
+        if found is not _MISSING and in_batch is _MISSING:
+            return found
     side, _, rest = key.partition(".")
     if side in ("outputs", "batch") and rest:
         value = _walk(outputs if side == "outputs" else batch, rest.split("."))

@@ -24,7 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from lossmix.errors import LossConfigError, LossInputError, did_you_mean
-from lossmix.losses.base import CALL_KEYS, BaseLoss, call_parameters, check_tensor_input, tensor_parameters
+from lossmix.losses.base import (
+    CALL_KEYS,
+    BaseLoss,
+    call_parameters,
+    check_tensor_input,
+    positional_inputs,
+    tensor_parameters,
+)
 from lossmix.mix.keys import (
     SAMPLER_TARGET_KEYS,
     TERM_KEYS,
@@ -46,6 +53,7 @@ _NOT_ROUTABLE = ("avg_factor", "reduction_override", "self")
 #: the largest ``every``: a longer lazy interval is a typo (``10**12`` scales the weight by 1e12)
 MAX_EVERY = 1_000_000
 _FLOAT32_MAX = torch.finfo(torch.float32).max
+_ABSENT: Any = object()
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -169,6 +177,7 @@ class Term(nn.Module):
         self._loss_inputs = frozenset(params)
         self._tensor_inputs = tensor_parameters(params)
         self._first_input = next((k for k in params if k not in _NOT_ROUTABLE), "pred")
+        self._positional = positional_inputs(loss)
         self.inputs = self._check_inputs(inputs)
         self._check_normalizer_taken(params)
         # optional loss arguments the routing leaves out: found by their own name at each call
@@ -375,6 +384,11 @@ class Term(nn.Module):
     def prepare(self, outputs: Any, batch: Any) -> TermInputs:
         """Phase one: route the inputs, sample, and read the normaliser (not yet synced)."""
         kwargs = self.route(outputs, batch)
+        if self.sampler is None and self.normalizer is None:  # routing is all there is to do
+            if "pos_mask" in kwargs or "neg_mask" in kwargs:
+                kwargs.pop("pos_mask", None)
+                kwargs.pop("neg_mask", None)
+            return TermInputs(kwargs)
         sampler_inputs = self._take_sampler_inputs(kwargs)
         stats: dict[str, Tensor] = {}
         sample = None
@@ -451,13 +465,12 @@ class Term(nn.Module):
     # -- phase two: kernel, weight, reduce -------------------------------------------------------
     def evaluate(self, prepared: TermInputs, avg_factor: Tensor | None) -> dict[str, Tensor]:
         """Phase two: the raw (unweighted) value of each part (``""`` for a single output)."""
-        kwargs = dict(prepared.kwargs)
-        if avg_factor is not None:
-            kwargs["avg_factor"] = avg_factor
         try:
-            out = self.loss(**kwargs)
+            out = self._call_loss(prepared.kwargs, avg_factor)
         except (LossInputError, LossConfigError) as err:
             raise type(err)(f"term '{self.name}': {err}") from err
+        if isinstance(out, Tensor) and out.dim() == 0 and self._parts == ("",):
+            return {"": out}  # one value, as declared: nothing to split or compare
         parts = _split_parts(out, self.name, self._parts)
         for part, value in parts.items():
             if not isinstance(value, Tensor) or value.dim() != 0:
@@ -477,6 +490,27 @@ class Term(nn.Module):
                 "call (declare them with part_names on the loss, or parts: [...] in the term)."
             )
         return parts
+
+    def _call_loss(self, kwargs: dict[str, Any], avg_factor: Tensor | None) -> Any:
+        """The loss on the routed arguments: its inputs positionally, in the kernel's order,
+        when they are exactly what was routed (a lossmix loss then takes its call plan),
+        else by name."""
+        order = self._positional
+        if order is not None and len(kwargs) - ("weight" in kwargs) == len(order):
+            args = []
+            for name in order:
+                value = kwargs.get(name, _ABSENT)
+                if value is _ABSENT:
+                    break
+                args.append(value)
+            else:
+                weight = kwargs.get("weight")
+                if weight is None and avg_factor is None:
+                    return self.loss(*args)  # no keywords to pass through the module call
+                return self.loss(*args, weight=weight, avg_factor=avg_factor)
+        if avg_factor is not None:
+            kwargs = {**kwargs, "avg_factor": avg_factor}
+        return self.loss(**kwargs)
 
     def connected_zero(self, outputs: Any, batch: Any) -> dict[str, Tensor]:
         """What a skipped (lazy) step returns: zeros still connected to the inputs (and to the

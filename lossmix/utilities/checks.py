@@ -199,10 +199,10 @@ def check_class_indices(
         return
     if not target.numel():
         return
-    if ignore_index is None:  # one reduction, two numbers read
-        low, top = torch.aminmax(target)
-        if int(low) >= 0 and int(top) < high:
-            return
+    # one reduction, two numbers read: all in range (ignore_index or not) is the common case
+    low, top = torch.aminmax(target)
+    if int(low) >= 0 and int(top) < high:
+        return
     valid = valid_mask()
     if bool(valid.all()):
         return

@@ -69,10 +69,10 @@ def fused_applies(fused: bool | None, kernel: str, pred: Tensor, *others: Tensor
         grad_mode
         and pred.requires_grad
         and not torch.compiler.is_compiling()
+        and pred.numel() >= AUTOMATIC_MIN_NUMEL  # first: the cheapest check that says no to small calls
         and not is_functorch_wrapped_tensor(pred)
         and pred.dtype in FUSED_DTYPES
         and pred.device.type in MEASURED_FASTER[kernel]
-        and pred.numel() >= AUTOMATIC_MIN_NUMEL
     )
 
 

@@ -1,0 +1,204 @@
+"""The template's call plan: a plain call costs what torch's functional costs, and keeps every rule."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from lossmix import LossInputError, LossMix, build_loss
+from lossmix.losses.base import BaseLoss
+
+
+class CountTorchCalls(TorchFunctionMode):
+    """Counts the torch functions and tensor methods a call runs (what a kernel dispatch costs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+# reads of a tensor's metadata (shape, dtype, device, numel): no kernel runs
+METADATA = {"__get__", "is_floating_point", "numel", "dim", "size"}
+
+
+def torch_calls(fn) -> list[str]:
+    """The torch functions ``fn`` runs, metadata reads left out."""
+    with CountTorchCalls() as mode:
+        fn()
+    return [name for name in mode.names if name not in METADATA]
+
+
+NODES = {
+    "L1Loss": ({"type": "L1Loss"}, "float"),
+    "MSELoss": ({"type": "MSELoss"}, "float"),
+    "SmoothL1Loss": ({"type": "SmoothL1Loss", "beta": 0.5}, "float"),
+    "CrossEntropyLoss": ({"type": "CrossEntropyLoss"}, "index"),
+    "sigmoid": ({"type": "CrossEntropyLoss", "use_sigmoid": True}, "binary"),
+    "FocalLoss": ({"type": "FocalLoss"}, "index"),
+}
+
+
+def inputs(kind: str, rows: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.randn(rows, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    if kind == "float":
+        return pred, torch.randn(rows, 3, generator=gen, dtype=torch.float64)
+    if kind == "binary":
+        return pred, (torch.rand(rows, 3, generator=gen) > 0.5).double()
+    return pred, torch.randint(0, 3, (rows,), generator=gen)
+
+
+@pytest.mark.parametrize("name", list(NODES))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("loss_weight", [1.0, 2.5])
+def test_the_planned_call_equals_the_bound_call(name, reduction, loss_weight):
+    node, kind = NODES[name]
+    loss = build_loss({**node, "reduction": reduction, "loss_weight": loss_weight})
+    pred, target = inputs(kind)
+    planned = loss(pred, target)  # positional: the call plan
+    (grad,) = torch.autograd.grad(planned.sum(), pred)
+    bound = loss(pred=pred, target=target)  # by name: the arguments are bound
+    (grad_bound,) = torch.autograd.grad(bound.sum(), pred)
+    torch.testing.assert_close(planned, bound)
+    torch.testing.assert_close(grad, grad_bound)
+    weight = torch.rand(pred.shape[0], dtype=torch.float64)
+    avg_factor = 3.0 if reduction == "mean" else None  # 'sum' refuses it (checked elsewhere)
+    torch.testing.assert_close(
+        loss(pred, target, weight=weight, avg_factor=avg_factor),
+        loss(pred=pred, target=target, weight=weight, avg_factor=avg_factor),
+    )
+
+
+@pytest.mark.parametrize(
+    ("node", "functional"),
+    [
+        ({"type": "L1Loss"}, F.l1_loss),
+        ({"type": "MSELoss"}, F.mse_loss),
+        ({"type": "SmoothL1Loss"}, F.smooth_l1_loss),
+    ],
+)
+def test_a_plain_call_runs_what_the_torch_functional_runs(node, functional):
+    pred, target = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3)
+    loss = build_loss(node)
+    assert torch_calls(lambda: loss(pred, target)) == torch_calls(lambda: functional(pred, target))
+    # step 5 with a weight other than 1 is one multiplication more, and nothing else
+    scaled = build_loss({**node, "loss_weight": 2.0})
+    assert (
+        len(torch_calls(lambda: scaled(pred, target)))
+        == len(torch_calls(lambda: functional(pred, target))) + 1
+    )
+    torch.testing.assert_close(scaled(pred, target), 2.0 * functional(pred, target))
+
+
+def test_the_plan_follows_reduction_and_loss_weight_set_later():
+    loss = build_loss({"type": "MSELoss"})
+    pred, target = torch.zeros(4), torch.full((4,), 2.0)
+    assert loss(pred, target).item() == 4.0
+    loss.loss_weight = 3.0
+    assert loss(pred, target).item() == 12.0
+    loss.reduction = "sum"
+    assert loss(pred, target).item() == 48.0
+    loss.reduction = "median"  # no plan: the bound call names the bad value
+    with pytest.raises(ValueError, match="reduction='median' is not valid"):
+        loss(pred, target)
+
+
+def test_a_scheduled_hyper_parameter_is_read_at_each_planned_call():
+    loss = build_loss({"type": "SmoothL1Loss", "beta": 1.0})
+    pred, target = torch.zeros(1), torch.full((1,), 0.5)
+    before = loss(pred, target)
+    loss.beta = 0.25  # what a schedule does (setattr)
+    torch.testing.assert_close(before, torch.tensor(0.125))
+    torch.testing.assert_close(loss(pred, target), torch.tensor(0.375))
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle", "state_dict"])
+def test_copies_and_checkpoints_keep_a_working_plan(how):
+    loss = build_loss({"type": "CrossEntropyLoss", "loss_weight": 2.0, "class_weight": [1.0, 2.0, 3.0]})
+    pred, target = inputs("index")
+    if how == "deepcopy":
+        other = copy.deepcopy(loss)
+    elif how == "pickle":
+        other = pickle.loads(pickle.dumps(loss))
+    else:
+        other = build_loss({"type": "CrossEntropyLoss", "loss_weight": 2.0, "class_weight": [1.0, 2.0, 3.0]})
+        other.load_state_dict(loss.state_dict())
+        assert not any("plan" in key for key in loss.state_dict())
+    assert other._call_plan == loss._call_plan
+    torch.testing.assert_close(other(pred, target), loss(pred, target))
+    other.loss_weight = 1.0  # the copy's plan is its own
+    torch.testing.assert_close(other(pred, target) * 2.0, loss(pred, target))
+
+
+@pytest.mark.parametrize(
+    ("pred", "target", "message"),
+    [
+        (torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, 2), "pred is a int64 tensor"),
+        (torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.bool), "target is a bool tensor"),
+        (torch.zeros(3, 2), torch.zeros(3, 2, device="meta"), "on different devices"),
+    ],
+)
+def test_the_planned_call_keeps_the_input_errors(pred, target, message):
+    with pytest.raises(LossInputError, match=message):
+        build_loss({"type": "L1Loss"})(pred, target)
+
+
+@pytest.mark.parametrize("name", ["L1Loss", "MSELoss", "SmoothL1Loss", "sigmoid"])
+def test_an_empty_planned_call_is_a_connected_zero(name):
+    node, kind = NODES[name]
+    pred, target = inputs(kind, rows=0)
+    value = build_loss(node)(pred, target)
+    assert value.item() == 0.0 and value.grad_fn is not None
+    value.backward()
+    assert pred.grad is not None and pred.grad.shape == pred.shape
+
+
+def test_nan_at_a_masked_element_cannot_leak_through_the_planned_call():
+    pred = torch.tensor([1.0, float("nan")], requires_grad=True)
+    value = build_loss({"type": "MSELoss"})(pred, torch.zeros(2), weight=torch.tensor([1.0, 0.0]))
+    assert value.item() == 0.5  # the value: a kernel's own NaN gradient is the kernel's to avoid
+
+
+def test_the_mmdetection_positional_call_still_binds():
+    loss = build_loss({"type": "L1Loss"})
+    pred, target, weight = torch.randn(4, 2), torch.randn(4, 2), torch.rand(4, 2)
+    torch.testing.assert_close(
+        loss(pred, target, weight, 2.0),
+        loss(pred, target, weight=weight, avg_factor=2.0),
+    )
+    torch.testing.assert_close(
+        loss(pred, target, weight, None, "sum"), (weight * (pred - target).abs()).sum()
+    )
+    with pytest.raises(LossInputError, match="'weight' is given twice"):
+        loss(pred, target, weight, weight=weight)
+
+
+def test_a_loss_mix_term_takes_the_plan(monkeypatch):
+    """The engine calls a lossmix loss with its inputs positionally, so no term binds by name."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the term bound its arguments by name")
+
+    mix = LossMix.from_config(
+        {
+            "reg": {"type": "SmoothL1Loss", "loss_weight": 2.0, "inputs": {"target": "y", "pred": "p"}},
+            "cls": {"type": "CrossEntropyLoss", "inputs": {"pred": "logits", "target": "labels"}},
+        }
+    )
+    outputs = {"p": torch.randn(5, 4, requires_grad=True), "logits": torch.randn(5, 3)}
+    batch = {"y": torch.randn(5, 4), "labels": torch.randint(0, 3, (5,))}
+    monkeypatch.setattr(BaseLoss, "_forward_bound", refuse)
+    total = mix(outputs, batch).total
+    expected = 2.0 * F.smooth_l1_loss(outputs["p"], batch["y"]) + F.cross_entropy(
+        outputs["logits"], batch["labels"]
+    )
+    torch.testing.assert_close(total, expected)
