@@ -11,6 +11,7 @@ import torch.nn.functional as TF
 
 from lossmix import functional as F
 from lossmix.losses import GradientLoss, MaskedL1Loss, MaskedMSELoss, PSNRLoss
+from lossmix.losses.pixel import MMagicPSNRLoss
 from tests.losses.battery import LossCase
 
 
@@ -77,6 +78,14 @@ CASES = [
     LossCase(
         "PSNRLoss",
         lambda **kw: PSNRLoss(**kw),
+        _images,
+        reference=psnr_reference,
+        kernel=F.psnr_loss,
+        weight_shape=lambda p, t: (p.shape[0],),
+    ),
+    LossCase(
+        "mmagic.PSNRLoss",
+        lambda **kw: MMagicPSNRLoss(**kw),
         _images,
         reference=psnr_reference,
         kernel=F.psnr_loss,
