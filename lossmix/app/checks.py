@@ -255,6 +255,9 @@ def explain_override_error(
     quoted = quoted_integer_keys(err, overrides)
     if quoted is not None:
         return quoted
+    twice = already_in_defaults(err, overrides)
+    if twice is not None:
+        return twice
     found = re.match(r"Could not override '(loss\.[^']+)'", str(err))
     if not found:
         return None
@@ -286,6 +289,30 @@ def explain_override_error(
     except Exception:  # the original message is still right; only the hint is lost
         return None
     return None
+
+
+def already_in_defaults(err: BaseException, overrides: Sequence[str]) -> str | None:
+    """For Hydra's "<group>@<package> appears more than once in the final defaults list": the
+    option is in the config already (the app's defaults put it there, e.g. the NaN guard), so
+    the override sets its keys, or swaps the option without the ``+``.
+
+    >>> already_in_defaults(Exception("callback@callbacks.g appears more than once in the final "
+    ...     "defaults list"), ["+callback@callbacks.g=g"])  # doctest: +ELLIPSIS
+    "+callback@callbacks.g=g: 'callbacks.g' is in the config already ...; set its keys ..."
+    """
+    found = re.match(r"(\S+)@(\S+) appears more than once in the final defaults list", str(err))
+    if not found:
+        return None
+    group, package = found.groups()
+    given = next((o for o in overrides if o.lstrip("+").split("=", 1)[0] == f"{group}@{package}"), None)
+    if given is None:
+        return None
+    option = given.split("=", 1)[1] if "=" in given else "<option>"
+    return (
+        f"{given}: '{package}' is in the config already (the defaults list puts it there), so it "
+        f"cannot be added again; set its keys ({package}.<key>=...) or swap its option without "
+        f"the +: {group}@{package}={option}."
+    )
 
 
 _QUOTED_INT_KEY = re.compile(r"""([{,]\s*)(['"])(-?\d+)\2(\s*:)""")

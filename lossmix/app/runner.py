@@ -291,7 +291,7 @@ def build(
             else pl.Trainer(callbacks=callbacks, logger=loggers, **terminal)
         )
         _keep_interpolations(cfg, trainer, given)
-    _install_checkpoint_io(trainer, allow_nonfinite=allow_nonfinite)
+    _install_checkpoint_io(trainer, run_dir(cfg), allow_nonfinite=allow_nonfinite)
     return datamodule, model, trainer
 
 
@@ -363,15 +363,21 @@ def _keep_interpolations(
         edit_saved_checkpoints(trainer, _StoredInterpolations(edits))
 
 
-def _elsewhere() -> str:
-    """How a run is written to another directory: Hydra's key in a Hydra job, else ``paths``."""
+def _elsewhere(out: Path) -> str:
+    """How a run is written to another directory: Hydra's key where ``out`` is the Hydra job's
+    own directory, else ``paths.output_dir`` (set by hand, or a run composed in-process after
+    a Hydra job of the same process left its config behind)."""
     from hydra.core.hydra_config import HydraConfig
 
-    key = "hydra.run.dir" if HydraConfig.initialized() else "paths.output_dir"
+    in_job = False
+    if HydraConfig.initialized():
+        job_dir = HydraConfig.get().runtime.output_dir
+        in_job = job_dir is not None and os.path.realpath(job_dir) == os.path.realpath(out)
+    key = "hydra.run.dir" if in_job else "paths.output_dir"
     return f"set {key}=<another directory>"
 
 
-def _install_checkpoint_io(trainer: pl.Trainer, *, allow_nonfinite: bool) -> None:
+def _install_checkpoint_io(trainer: pl.Trainer, out: Path, *, allow_nonfinite: bool) -> None:
     """Lightning's default checkpoint I/O replaced by :class:`SafeCheckpointIO` (atomic writes,
     checked ``weights_only`` reads); a plugin the trainer node names itself is kept."""
     from lossmix.lightning.checkpoint_io import SafeCheckpointIO
@@ -380,7 +386,7 @@ def _install_checkpoint_io(trainer: pl.Trainer, *, allow_nonfinite: bool) -> Non
         trainer.strategy.checkpoint_io = SafeCheckpointIO(
             allow_nonfinite=allow_nonfinite,
             allow_hint="lossmix.allow_nonfinite_checkpoint=true",
-            elsewhere=_elsewhere(),
+            elsewhere=_elsewhere(out),
         )
 
 
@@ -572,7 +578,7 @@ def _run_lock(out: Path) -> contextlib.AbstractContextManager[object]:
     same code into the same directory)."""
     if not launching_process():
         return contextlib.nullcontext()
-    return RunLock(out, fix=f"{_elsewhere()} for this run")
+    return RunLock(out, fix=f"{_elsewhere(out)} for this run")
 
 
 def _own_error(err: BaseException) -> BaseException | None:
@@ -612,7 +618,7 @@ def _write_failures_reported(out: Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        failure = as_write_failure(err, out, _elsewhere(), writing=False)
+        failure = as_write_failure(err, out, _elsewhere(out), writing=False)
         if failure is None:
             raise
         raise failure from err

@@ -37,6 +37,7 @@ def feature_distance(pred: Tensor, target: Tensor, *, criterion: str = "l1") -> 
 
     Shapes: ``pred``, ``target``: ``(N, *)``; returns ``(N,)``.
 
+    >>> import torch
     >>> feature_distance(torch.ones(2, 3), torch.zeros(2, 3), criterion="mse")
     tensor([1., 1.])
     """
@@ -51,6 +52,7 @@ def gram_matrix(features: Tensor) -> Tensor:
 
     Shapes: ``(N, C, H, W)``; returns ``(N, C, C)``.
 
+    >>> import torch
     >>> gram_matrix(torch.ones(1, 2, 2, 2))
     tensor([[[0.5000, 0.5000],
              [0.5000, 0.5000]]])

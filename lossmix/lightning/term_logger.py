@@ -35,6 +35,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 from lossmix.loops.term_log import TermBuffer, TermLog, downsample, entries, epoch_means
 from lossmix.utilities.compat import fast_dev_run, logging_due, resumed_mid_epoch
@@ -194,15 +195,23 @@ def _last_step(trainer: pl.Trainer) -> bool:
 def _publish_summary(
     pl_module: pl.LightningModule, stage: str, summary: Mapping[str, tuple[float, float]]
 ) -> None:
-    """The epoch summary into ``trainer.callback_metrics`` (already read: no sync), the one
-    dict a spawned process (``strategy=ddp_spawn``) sends back to the main process, whose own
-    :class:`TermLogger` never saw a step."""
+    """The epoch summary into ``trainer.callback_metrics`` (already read: no sync) when the run
+    trains in spawned processes (``strategy=ddp_spawn``): that dict is the one thing they send
+    back to the main process, whose own :class:`TermLogger` never saw a step. Two scalar
+    entries per key (``.../mean``, ``.../count``), so code reading every metric with
+    ``.item()`` still works; a run in this process publishes nothing."""
     trainer = getattr(pl_module, "_trainer", None)
-    if trainer is None:
+    if trainer is None or not spawned(trainer):
         return
     metrics = trainer.callback_metrics
     for key, (mean, count) in summary.items():
-        metrics[f"{SUMMARY_PREFIX}{stage}/{key}"] = torch.tensor([mean, count], dtype=torch.float64)
+        metrics[f"{SUMMARY_PREFIX}{stage}/{key}/mean"] = torch.tensor(mean, dtype=torch.float64)
+        metrics[f"{SUMMARY_PREFIX}{stage}/{key}/count"] = torch.tensor(count, dtype=torch.float64)
+
+
+def spawned(trainer: pl.Trainer) -> bool:
+    """Whether ``trainer`` trains in processes it spawned (``strategy=ddp_spawn``)."""
+    return isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
 
 
 def summary_from_metrics(metrics: Mapping[str, Any], stage: str) -> dict[str, tuple[float, float]]:
@@ -210,7 +219,8 @@ def summary_from_metrics(metrics: Mapping[str, Any], stage: str) -> dict[str, tu
     prefix = f"{SUMMARY_PREFIX}{stage}/"
     found: dict[str, tuple[float, float]] = {}
     for name, value in metrics.items():
-        if name.startswith(prefix):
-            mean, count = torch.as_tensor(value).tolist()
-            found[name[len(prefix) :]] = (float(mean), float(count))
+        if name.startswith(prefix) and name.endswith("/mean"):
+            key = name[len(prefix) : -len("/mean")]
+            count = metrics.get(f"{prefix}{key}/count", 0.0)
+            found[key] = (float(torch.as_tensor(value)), float(torch.as_tensor(count)))
     return found

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lossmix.errors import LossConfigError, LossInputError
@@ -155,6 +156,56 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
         loss, count = self.masked_loss(pred, target, ignore, count=self.avg_non_ignore)
         prepared = None if weight is None else self.prepare_weight(weight, loss)
         return ElementLoss(loss, prepared, avg_factor=count)
+
+    def reduced(self, pred: Tensor, target: Tensor, *, reduction: str) -> Tensor | None:
+        """The reduced loss in one torch call where torch's equals MMDetection's: the softmax
+        cross-entropy on class indices, without class weights, fused kernel or
+        ``avg_non_ignore``, summed by torch (``'mean'``: divided by every row, ignored ones
+        included, as MMDetection's mean does); the sigmoid one on dense targets of pred's
+        dtype, its ignored elements selected away (never multiplied: a NaN there stays out).
+        Anything else, an empty input or an index torch refuses: ``None`` (the element-wise
+        way, whose checks name the problem)."""
+        if self.use_mask or self.class_weight is not None or self.__dict__.get("_waiting_for_counts"):
+            return None
+        if self.use_sigmoid:
+            return self._reduced_sigmoid(pred, target, reduction)
+        if (
+            self.avg_non_ignore
+            or pred.dim() < 2
+            or target.is_floating_point()
+            or target.shape != (pred.shape[0], *pred.shape[2:])
+            or not target.numel()
+            or target.device != pred.device
+            or fused_applies(self.fused, "cross_entropy", pred)
+        ):
+            return None
+        ignore = IGNORE_INDEX if self.ignore_index is None else self.ignore_index
+        if target.device.type != "cpu":  # an asynchronous device assert, as the element-wise way
+            check_class_indices(self.loss_name, target, pred.size(1), ignore_index=ignore)
+        args: dict[str, Any] = {
+            "ignore_index": ignore,
+            "reduction": "sum",
+            "label_smoothing": self.label_smoothing,
+        }
+        if torch.compiler.is_compiling():
+            total = F.cross_entropy(pred, target, **args)
+        else:
+            try:
+                total = F.cross_entropy(pred, target, **args)
+            except (IndexError, RuntimeError):
+                return None  # the element-wise way reads the indices and names the bad one
+        return total if reduction == "sum" else total / target.numel()
+
+    def _reduced_sigmoid(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor | None:
+        if self.label_smoothing or not (pred.shape == target.shape and pred.dtype == target.dtype):
+            return None
+        if not pred.numel():
+            return None
+        ignore = IGNORE_INDEX if self.ignore_index is None else self.ignore_index
+        valid = target >= 0 if ignore < 0 else (target >= 0) & (target != ignore)
+        loss = F.binary_cross_entropy_with_logits(pred, target, reduction="none")
+        kept = torch.where(valid, loss, 0.0)
+        return kept.sum() if reduction == "sum" else kept.mean()
 
     def _mask_loss(self, pred: Tensor, target: Tensor, label: Tensor | None) -> Tensor:
         if label is None:

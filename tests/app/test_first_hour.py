@@ -20,7 +20,7 @@ from lossmix.app.compose import compose_config
 from lossmix.app.key_overrides import compose_adding_keys, with_added_keys
 from lossmix.app.report import print_summary, summary_rows
 from lossmix.lightning import NonFiniteLossGuard, TermLogger
-from lossmix.lightning.callbacks import curves
+from lossmix.loops import loss_plot as curves
 
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none", "trainer.enable_progress_bar=false"]
 TINY = ["trainer.max_steps=2", "data.num_train=16", "data.num_val=8", "data.batch_size=8"]
@@ -166,6 +166,19 @@ def test_the_app_guards_by_default_and_takes_another_policy(tmp_path):
     assert [c.policy for c in callbacks if isinstance(c, NonFiniteLossGuard)] == ["raise"]
     kept, _ = _with_outputs([NonFiniteLossGuard("zero")], [], tmp_path, model)
     assert [c.policy for c in kept if isinstance(c, NonFiniteLossGuard)] == ["zero"]
+
+
+def test_adding_the_guard_the_defaults_already_hold_says_how_to_set_it(tmp_path, capsys, monkeypatch):
+    code, _, err = run_app(
+        ["+callback@callbacks.nonfinite_guard=nonfinite_guard"], tmp_path, capsys, monkeypatch
+    )
+    assert code == 1
+    assert error_line(err) == (
+        "Error: +callback@callbacks.nonfinite_guard=nonfinite_guard: 'callbacks.nonfinite_guard' is in "
+        "the config already (the defaults list puts it there), so it cannot be added again; set its keys "
+        "(callbacks.nonfinite_guard.<key>=...) or swap its option without the +: "
+        "callback@callbacks.nonfinite_guard=nonfinite_guard."
+    )
 
 
 def test_the_summary_prints_nan_and_dash_for_what_was_not_logged(tmp_path, capsys):

@@ -55,7 +55,9 @@ def test_the_model_summary_comes_after_the_preflight_check(bad, capsys):
     assert ("Params" in capsys.readouterr().out) is not bad
 
 
-def test_a_spawned_runs_summary_comes_back_in_callback_metrics():
+def test_a_spawned_runs_summary_comes_back_in_callback_metrics(monkeypatch):
+    import lossmix.lightning.term_logger as term_logger
+
     terms = {
         "a": {"type": "L1Loss", "inputs": ROUTE},
         "b": {"type": "MSELoss", "loss_weight": 3.0, "inputs": ROUTE},
@@ -63,6 +65,15 @@ def test_a_spawned_runs_summary_comes_back_in_callback_metrics():
     model = Regressor(terms, lr=0.01)
     run = trainer(max_epochs=1)
     run.fit(model, loader(16, 4))
+    # a run in this process publishes nothing: every metric stays one number (code reading
+    # them all with .item() works)
+    assert not any(k.startswith(term_logger.SUMMARY_PREFIX) for k in run.callback_metrics)
+    assert all(v.numel() == 1 for v in run.callback_metrics.values())
+    monkeypatch.setattr(term_logger, "spawned", lambda trainer: True)  # as in ddp_spawn's ranks
+    model = Regressor(terms, lr=0.01)
+    run = trainer(max_epochs=1)
+    run.fit(model, loader(16, 4))
+    assert all(v.numel() == 1 for v in run.callback_metrics.values())
     # the main process of ddp_spawn: its own TermLogger saw no step, callback_metrics came back
     main = SimpleNamespace(callbacks=[TermLogger()], callback_metrics=dict(run.callback_metrics))
     assert summary_rows(main, model) == summary_rows(run, model)

@@ -202,3 +202,56 @@ def test_a_loss_mix_term_takes_the_plan(monkeypatch):
         outputs["logits"], batch["labels"]
     )
     torch.testing.assert_close(total, expected)
+
+
+# -- the cross-entropies' reduced way: torch's kernel, MMDetection's rules -----------------------
+CE_CASES = {
+    "ignored rows": ({"type": "CrossEntropyLoss"}, torch.tensor([0, -100, 2, 1, -100, 2])),
+    "own ignore_index": ({"type": "CrossEntropyLoss", "ignore_index": 1}, torch.tensor([0, 1, 2, 1, 0, 2])),
+    "smoothing": ({"type": "CrossEntropyLoss", "label_smoothing": 0.2}, torch.tensor([0, -100, 2, 1, 0, 2])),
+    "per pixel": ({"type": "CrossEntropyLoss"}, torch.tensor([[0, 1], [2, -100], [1, 1]])),
+}
+
+
+@pytest.mark.parametrize("case", list(CE_CASES))
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_the_reduced_cross_entropy_counts_every_row_as_mmdetection(case, reduction):
+    node, target = CE_CASES[case]
+    shape = (3, 3, 2) if target.dim() == 2 else (6, 3)
+    pred = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    loss = build_loss({**node, "reduction": reduction, "loss_weight": 2.0})
+    planned = loss(pred, target)
+    (grad,) = torch.autograd.grad(planned, pred)
+    rows = F.cross_entropy(
+        pred,
+        target,
+        ignore_index=node.get("ignore_index", -100),
+        reduction="none",
+        label_smoothing=node.get("label_smoothing", 0.0),
+    )
+    expected = 2.0 * (rows.sum() if reduction == "sum" else rows.sum() / target.numel())
+    torch.testing.assert_close(planned, expected)  # MMDetection's mean: ignored rows count
+    torch.testing.assert_close(grad, torch.autograd.grad(expected, pred)[0])
+    assert "cross_entropy" in torch_calls(lambda: loss(pred, target))
+
+
+def test_the_reduced_cross_entropy_is_one_torch_call():
+    pred, target = torch.randn(4, 3, requires_grad=True), torch.tensor([0, 2, 1, 1])
+    calls = torch_calls(lambda: build_loss({"type": "CrossEntropyLoss"})(pred, target))
+    assert calls == ["cross_entropy", "div"], calls  # MMDetection's mean: over every row
+
+
+def test_the_reduced_cross_entropy_names_an_index_out_of_range():
+    with pytest.raises(LossInputError, match="class index|out of range|3"):
+        build_loss({"type": "CrossEntropyLoss"})(torch.randn(2, 3), torch.tensor([0, 3]))
+
+
+def test_the_reduced_sigmoid_cross_entropy_keeps_nan_at_ignored_elements_out():
+    pred = torch.tensor([[0.5, float("nan")], [-1.0, 2.0]], requires_grad=True)
+    target = torch.tensor([[1.0, -100.0], [0.0, 1.0]])
+    loss = build_loss({"type": "CrossEntropyLoss", "use_sigmoid": True})
+    value = loss(pred, target)
+    kept = F.binary_cross_entropy_with_logits(pred[target >= 0], target[target >= 0], reduction="sum")
+    torch.testing.assert_close(value, kept / 4)  # every element counts in the mean
+    value.backward()  # the other elements' gradients stay finite (the NaN one is the kernel's)
+    assert torch.isfinite(pred.grad[target >= 0]).all()

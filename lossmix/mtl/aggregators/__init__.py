@@ -23,7 +23,7 @@ dualproj     the mean projected on the dual cone            ≥ 1               
 config       equal cosines, summed projection length        free                   yes
 nash_mtl     Nash bargaining ``α ⊙ Gα = 1``                 free (clipped norm)    yes
 fairgrad     α-fair utilities ``Gw = w^{-1/α}``             free                   yes
-gradvac      cosines lifted to running targets              ≈ K                    yes*
+gradvac      cosines lifted to running targets              ≈ K                    yes†
 modo         ``λ`` moved one projected step per update      1                      yes
 graddrop     one sign kept per coordinate                   —                      no
 db_mtl       log-loss gradients, averaged, max-norm scaled  —                      no
@@ -31,7 +31,7 @@ moco         tracked gradients, softmax weights             1 (on tracked rows) 
 excess_mtl   weights raised by estimated excess risk        K                      no
 ============ ============================================= ====================== =========
 
-(*: ``group: whole`` only; likewise MGDA with ``normalize: loss`` or ``loss+`` needs
+(†: ``group: whole`` only; likewise MGDA with ``normalize: loss`` or ``loss+`` needs
 ``over: shared``.)
 
 A method with a Gramian form implements :meth:`BaseAggregator.weights` and can run
