@@ -18,7 +18,9 @@ written by hand, where the normalisers' own work is on both sides.
 
 Each variant runs ``--steps`` forward + backward passes per round, eager and under
 ``torch.compile``; the variants alternate for ``--rounds`` rounds (the order reversing
-every other round) and the medians of the per-round ratios are reported. Targets at K = 8:
+every other round) and the medians of the per-round ratios are reported; times are the
+thread's CPU time (forward and backward of tiny CPU tensors run in the calling thread), so
+the other processes of a shared machine do not count. Targets at K = 8:
 modules / torch ≤ 1.15× eager; LossMix / torch ≤ 1.3× eager and ≤ 1.05× compiled.
 
 Usage: ``python benchmarks/engine_overhead.py [--steps 200] [--rounds 7] [--ks 3 8 32]
@@ -214,12 +216,14 @@ def time_steps(fn: Step, outputs: dict, batch: dict, steps: int) -> float:
     params = list(outputs.values())
     for _ in range(3):  # warm up (and compile)
         fn(outputs, batch).backward()
-    start = time.perf_counter()
+    # the thread's CPU time: tiny CPU tensors run forward and backward in this thread, so the
+    # other processes of a shared machine are not counted (wall time would count them)
+    start = time.thread_time()
     for _ in range(steps):
         for p in params:
             p.grad = None
         fn(outputs, batch).backward()
-    return (time.perf_counter() - start) / steps
+    return (time.thread_time() - start) / steps
 
 
 def check_equal(fns: Sequence[Step], outputs: dict, batch: dict) -> None:

@@ -174,6 +174,9 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
     _tensor_specs: ClassVar[dict[type, dict[str, bool]]] = {}
     #: built by ``__setattr__`` once ``reduction`` and ``loss_weight`` are set (``None``: bind)
     _call_plan: _CallPlan | None = None
+    #: the loss's own arguments the plan depends on (see :meth:`has_call_checks`): setting one
+    #: builds the plan again
+    plan_fields: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -234,6 +237,12 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
                 f"{self.loss_name}: avg_factor can not be used with reduction='sum'; use "
                 "reduction='mean' with avg_factor (a sum divided by it), or drop avg_factor."
             )
+
+    def has_call_checks(self) -> bool:
+        """Whether a planned call without ``avg_factor`` runs :meth:`check_call` (by default:
+        where a subclass overrides it). A loss whose checks depend on its own arguments says
+        so here, naming those arguments in :attr:`plan_fields`."""
+        return type(self).check_call is not BaseLoss.check_call
 
     def reduced(self, *args: Any, **kwargs: Any) -> Tensor | None:
         """Steps 2 and 4 in one torch call, where torch has the loss with its reduction
@@ -318,7 +327,7 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
-        if name in _PLANNED:  # what the call plan holds changed: build it again
+        if name in _PLANNED or name in self.plan_fields:  # what the plan holds changed: build it again
             object.__setattr__(self, "_call_plan", _CallPlan.of(self))  # plain data, no submodule
 
     def _check_tensors(self, inputs: dict[str, Any], weight: Tensor | None) -> None:
@@ -589,9 +598,9 @@ class _CallPlan(NamedTuple):
             reduction=reduction,
             scale=loss_weight,
             takes_weight=spec.takes_weight,
-            check_call=cls.check_call is not BaseLoss.check_call,
+            check_call=loss.has_call_checks(),
             check_output=cls.check_output is not BaseLoss.check_output,
-            reduced=cls.reduced is not BaseLoss.reduced,
+            reduced=_reduced_applies(cls),
             pred_at=names.index("pred") if "pred" in names else -1,
             target_at=names.index("target") if "target" in names else -1,
             bool_targets=cls.bool_targets,
@@ -620,6 +629,20 @@ class _CallPlan(NamedTuple):
                 elif value.device != device:
                     return False
         return weight is None or (isinstance(weight, Tensor) and (device is None or weight.device == device))
+
+
+def _owner(cls: type, name: str) -> type:
+    """The class of ``cls``'s MRO that defines ``name``."""
+    return next(c for c in cls.__mro__ if name in c.__dict__)
+
+
+def _reduced_applies(cls: type[BaseLoss]) -> bool:
+    """Whether ``cls`` takes its :meth:`BaseLoss.reduced`: one is defined, by the class that
+    defines :meth:`~BaseLoss.elementwise` or a subclass of it (a subclass that changes the
+    kernel or its checks, e.g. a channel check, does not inherit a parent's reduced way)."""
+    if cls.reduced is BaseLoss.reduced:
+        return False
+    return issubclass(_owner(cls, "reduced"), _owner(cls, "elementwise"))
 
 
 def torch_kernel_fits(pred: Tensor, target: Tensor) -> bool:

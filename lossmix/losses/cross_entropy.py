@@ -226,6 +226,12 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
         check_class_indices(self.loss_name, label, pred.size(1))
         return mask_cross_entropy(pred, target, label=label)
 
+    plan_fields: ClassVar[frozenset[str]] = frozenset({"use_mask"})
+
+    def has_call_checks(self) -> bool:
+        """Only ``use_mask`` checks a call (built before it is set: checked)."""
+        return bool(self.__dict__.get("use_mask", True))
+
     def check_call(
         self, reduction: str, avg_factor: AvgFactor, weight: Tensor | None, inputs: Mapping[str, Any]
     ) -> None:

@@ -60,6 +60,8 @@ def fused_applies(fused: bool | None, kernel: str, pred: Tensor, *others: Tensor
     """
     if fused is False:
         return False
+    if fused is None and pred.numel() < AUTOMATIC_MIN_NUMEL:  # the cheapest check says no first
+        return False
     grad_mode = torch.is_grad_enabled()
     if grad_mode and any(t is not None and t.requires_grad for t in others):
         return False
@@ -69,7 +71,6 @@ def fused_applies(fused: bool | None, kernel: str, pred: Tensor, *others: Tensor
         grad_mode
         and pred.requires_grad
         and not torch.compiler.is_compiling()
-        and pred.numel() >= AUTOMATIC_MIN_NUMEL  # first: the cheapest check that says no to small calls
         and not is_functorch_wrapped_tensor(pred)
         and pred.dtype in FUSED_DTYPES
         and pred.device.type in MEASURED_FASTER[kernel]
