@@ -45,11 +45,12 @@ def _yaml(example: Any) -> None:
 
 
 def _bash(example: Any) -> None:
+    tmp = Path(example.namespace["__tmp__"])
     for command in shell_plan(example.parsed):
         if command.kind == "compose":
             compose_and_check(command.argv, command.cwd)
-        elif command.kind == "run":
-            run_cli(command.argv, command.cwd)
+        elif command.kind == "run":  # from the root: in the page's own directory, out of the tree
+            run_cli(command.argv, tmp if command.cwd == ROOT else command.cwd)
 
 
 def _console(example: Any) -> None:
@@ -57,7 +58,7 @@ def _console(example: Any) -> None:
     for line, expected in console_sessions(example.parsed):
         argv = line.split("#", 1)[0].split()
         if argv[0] == "lossmix":
-            printed = run_cli(argv, ROOT)
+            printed = run_cli(argv, tmp)  # what a command writes (calibration.yaml) stays out of the tree
         else:
             printed = run_app(argv, tmp)
         for quoted in expected:
