@@ -1,4 +1,4 @@
-"""Small LightningModules and data shared by the Lightning tests (picklable for ddp_spawn)."""
+"""Small LightningModules and data shared by the Lightning tests (picklable: ddp_spawn takes them too)."""
 
 from __future__ import annotations
 
@@ -76,5 +76,9 @@ def trainer(**kwargs) -> L.Trainer:
 
 
 def ddp_trainer(**kwargs) -> L.Trainer:
-    """Two CPU processes (gloo, ``ddp_spawn``), quiet, no checkpoints: the DDP tests' trainer."""
-    return trainer(**{"devices": 2, "strategy": "ddp_spawn", **kwargs})
+    """Two CPU processes (gloo, ``ddp_fork``), quiet, no checkpoints: the DDP tests' trainer.
+
+    Forked, not spawned: a child inherits the imported torch and Lightning instead of
+    importing them again (about 15 s less per test on 2 cores); Lightning sets each child to
+    one thread. ``ddp_spawn`` and ``ddp`` themselves are run by the app's DDP tests."""
+    return trainer(**{"devices": 2, "strategy": "ddp_fork", **kwargs})

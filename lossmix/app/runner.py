@@ -42,12 +42,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs (types-PyYAML is no dependency)
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lossmix.app.checks import (
@@ -371,7 +371,9 @@ def _elsewhere(out: Path) -> str:
 
     in_job = False
     if HydraConfig.initialized():
-        job_dir = HydraConfig.get().runtime.output_dir
+        # None where the config came from Hydra's compose API (no job, no output directory)
+        hydra_node = cast(DictConfig, HydraConfig.get())  # typed as the dataclass, a DictConfig
+        job_dir = OmegaConf.select(hydra_node, "runtime.output_dir", default=None)
         in_job = job_dir is not None and os.path.realpath(job_dir) == os.path.realpath(out)
     key = "hydra.run.dir" if in_job else "paths.output_dir"
     return f"set {key}=<another directory>"

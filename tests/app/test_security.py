@@ -520,14 +520,13 @@ for kind, argv in json.loads(sys.argv[1]):
     out.append({"argv": argv, "code": code, "stderr": err.getvalue()})
 print(json.dumps(out))
 """
+# one target per route (every target, for every kind of node, is refused from Python above):
+# a walk through an allowed module's imports, a plain callable, a method of an allowed class,
+# a malformed path
 CLI_TARGETS = [
     "lossmix.registry.registry.inspect.os.mkdir",
-    "lossmix.losses.base.inspect.os.mkdir",
-    "os.mkdir",
     "builtins.open",
-    "pathlib.Path.mkdir",
     "lossmix.losses.FocalLoss.__init__",
-    "lossmix.losses",
     "lossmix..losses.FocalLoss",
 ]
 
@@ -574,7 +573,7 @@ def cli_results(tmp_path_factory):
 
 def test_hostile_targets_from_the_command_line_are_refused_in_one_line(cli_results):
     marker, results = cli_results
-    assert len(results) >= 60
+    assert len(results) >= 40
     for result in results:
         lines = result["stderr"].strip().splitlines()
         assert result["code"] == 1, result

@@ -1,4 +1,4 @@
-"""DDP, 2 CPU processes (gloo, ddp_spawn), one spawn: a NaN on rank 1 only makes both ranks
+"""DDP, 2 CPU processes (gloo, ddp_fork), one spawn: a NaN on rank 1 only makes both ranks
 skip the same step, and the learned (uncertainty) weights stay identical on every rank."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_guard_decision_and_learned_weights_are_shared(tmp_path):
     run = L.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy="ddp_spawn",
+        strategy="ddp_fork",
         max_steps=3,
         logger=False,
         enable_checkpointing=False,
@@ -116,7 +116,7 @@ def test_gradnorm_weights_and_gradient_monitor_under_ddp(tmp_path):
     run = L.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy="ddp_spawn",
+        strategy="ddp_fork",
         max_steps=3,
         logger=False,
         enable_checkpointing=False,
@@ -150,7 +150,7 @@ def test_a_term_dropped_on_one_rank_is_reported_from_all_ranks(tmp_path):
     run = L.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy="ddp_spawn",
+        strategy="ddp_fork",
         max_epochs=1,
         logger=False,
         enable_checkpointing=False,

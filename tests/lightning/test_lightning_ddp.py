@@ -1,4 +1,4 @@
-"""DDP with 2 CPU processes (gloo, ddp_spawn): epoch values are means over both ranks' samples,
+"""DDP with 2 CPU processes (gloo, ddp_fork): epoch values are means over both ranks' samples,
 and lossmix's collectives per logging point do not grow with the number of terms."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _fit(tmp_path: Path, k: int) -> tuple[dict, list[dict]]:
     run = L.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy="ddp_spawn",
+        strategy="ddp_fork",
         max_epochs=1,
         log_every_n_steps=1,
         logger=False,

@@ -1,4 +1,4 @@
-"""DDP with 2 CPU processes (gloo, ddp_spawn) and gradient accumulation: both ranks hold identical
+"""DDP with 2 CPU processes (gloo, ddp_fork) and gradient accumulation: both ranks hold identical
 parameters, equal (to 1e-6, float64) to one process on the concatenated batch, for one method of
 each mode (and, without accumulation, one process taking the Gramian engine's route); and the
 aggregation costs one collective per optimizer step (shared) or per micro-batch (representation)."""
@@ -56,7 +56,7 @@ def run(aggregation: dict, devices: int, batch: int, out: Path, window: int = WI
     trainer = L.Trainer(
         accelerator="cpu",
         devices=devices,
-        strategy="ddp_spawn" if devices > 1 else "auto",
+        strategy="ddp_fork" if devices > 1 else "auto",
         max_steps=STEPS,
         accumulate_grad_batches=window,
         log_every_n_steps=1000,
