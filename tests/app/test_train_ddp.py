@@ -50,5 +50,9 @@ def test_ddp_run_logs_every_term_once(tmp_path, strategy):
     assert len([r for r in rows if r["train/loss/cls"]]) == 2
     assert (run_dir / "loss_curves.png").is_file()
     assert "share of |total|" in done.stdout
+    # the summary's train column is filled (ddp_spawn: sent back from the ranks)
+    row = next(line for line in done.stdout.splitlines() if line.strip("│┃ ").startswith("cls "))
+    cells = [c.strip() for c in row.strip("│┃").split("│")]
+    assert cells[0] == "cls" and float(cells[3]) > 0, row
     if strategy == "ddp":  # rank 1 was a re-launched copy of the app, in the same directory
         assert (run_dir / "train_ddp_process_1.log").is_file()
