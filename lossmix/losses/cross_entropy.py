@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lossmix.errors import LossConfigError, LossInputError
@@ -22,6 +21,7 @@ from lossmix.losses.base import BaseLoss, ElementLoss
 from lossmix.losses.class_balance import ClassCountsMixin, class_weight_argument
 from lossmix.reduction import AvgFactor
 from lossmix.registry.registry import LOSSES
+from lossmix.utilities import torch_kernels
 from lossmix.utilities.checks import (
     check_bool,
     check_class_indices,
@@ -182,16 +182,12 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
         ignore = IGNORE_INDEX if self.ignore_index is None else self.ignore_index
         if target.device.type != "cpu":  # an asynchronous device assert, as the element-wise way
             check_class_indices(self.loss_name, target, pred.size(1), ignore_index=ignore)
-        args: dict[str, Any] = {
-            "ignore_index": ignore,
-            "reduction": "sum",
-            "label_smoothing": self.label_smoothing,
-        }
+        args: dict[str, Any] = {"ignore_index": ignore, "label_smoothing": self.label_smoothing}
         if torch.compiler.is_compiling():
-            total = F.cross_entropy(pred, target, **args)
+            total = torch_kernels.cross_entropy(pred, target, "sum", **args)
         else:
             try:
-                total = F.cross_entropy(pred, target, **args)
+                total = torch_kernels.cross_entropy(pred, target, "sum", **args)
             except (IndexError, RuntimeError):
                 return None  # the element-wise way reads the indices and names the bad one
         return total if reduction == "sum" else total / target.numel()
@@ -203,7 +199,7 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
             return None
         ignore = IGNORE_INDEX if self.ignore_index is None else self.ignore_index
         valid = target >= 0 if ignore < 0 else (target >= 0) & (target != ignore)
-        loss = F.binary_cross_entropy_with_logits(pred, target, reduction="none")
+        loss = torch_kernels.binary_cross_entropy_with_logits(pred, target, "none")
         kept = torch.where(valid, loss, 0.0)
         return kept.sum() if reduction == "sum" else kept.mean()
 

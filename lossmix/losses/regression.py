@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch.nn.functional as TF
 from torch import Tensor
 
 from lossmix.errors import LossInputError
@@ -12,6 +11,7 @@ from lossmix.functional import regression as F
 from lossmix.losses.base import BaseLoss, ElementLoss, torch_kernel_fits
 from lossmix.reduction import mask_reduce_loss
 from lossmix.registry.registry import LOSSES
+from lossmix.utilities import torch_kernels
 from lossmix.utilities.checks import check_bool, check_positive, check_same_shape
 
 __all__ = ["BalancedL1Loss", "CharbonnierLoss", "L1Loss", "MSELoss", "SmoothL1Loss"]
@@ -39,7 +39,7 @@ class L1Loss(BaseLoss):
         """torch's ``l1_loss`` with its reduction: one call into torch."""
         if not torch_kernel_fits(pred, target):
             return None
-        return TF.l1_loss(pred, target, reduction=reduction)
+        return torch_kernels.l1_loss(pred, target, reduction)
 
 
 @LOSSES.register()
@@ -61,7 +61,7 @@ class MSELoss(BaseLoss):
         """torch's ``mse_loss`` with its reduction: one kernel forward and backward."""
         if not torch_kernel_fits(pred, target):
             return None
-        return TF.mse_loss(pred, target, reduction=reduction)
+        return torch_kernels.mse_loss(pred, target, reduction)
 
 
 @LOSSES.register()
@@ -87,7 +87,7 @@ class SmoothL1Loss(BaseLoss):
         """torch's ``smooth_l1_loss`` with its reduction: one kernel forward and backward."""
         if not torch_kernel_fits(pred, target):
             return None
-        return TF.smooth_l1_loss(pred, target, beta=self.beta, reduction=reduction)
+        return torch_kernels.smooth_l1_loss(pred, target, reduction, self.beta)
 
 
 @LOSSES.register()
