@@ -313,6 +313,8 @@ class LossMix(nn.Module):
     def _synced_normalizers(active: list[Term], prepared: Mapping[str, TermInputs]) -> dict[str, Tensor]:
         """Every synced normaliser of the step, averaged over ranks in one collective."""
         synced = [t.name for t in active if t.normalizer is not None and t.normalizer.sync]
+        if not synced:
+            return {}
         values: list[Tensor] = []
         for name in synced:
             value = prepared[name].avg_factor
@@ -333,7 +335,8 @@ class LossMix(nn.Module):
         second term with the same key adds its contribution to the first's)."""
         for part, raw in parts.items():
             key = f"{term.log_name}.{part}" if part else term.log_name
-            contribution = raw * weight
+            # a weight of exactly 1 multiplies by nothing (one kernel less, forward and backward)
+            contribution = raw if weight.__class__ is float and weight == 1.0 else raw * weight
             if self.drop_nonfinite:
                 contribution = torch.where(
                     torch.isfinite(contribution), contribution, torch.zeros_like(contribution)

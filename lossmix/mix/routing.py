@@ -47,8 +47,8 @@ def describe_keys(container: Any) -> str:
 def own_key(outputs: Any, batch: Any, key: str) -> tuple[bool, Any]:
     """``(True, value)`` when ``key`` is a top-level key of exactly one of the outputs and the
     batch (how an optional loss argument is found by its own name), else ``(False, None)``."""
-    in_outputs = isinstance(outputs, Mapping) and key in outputs
-    in_batch = isinstance(batch, Mapping) and key in batch
+    in_outputs = key in outputs if type(outputs) is dict else isinstance(outputs, Mapping) and key in outputs
+    in_batch = key in batch if type(batch) is dict else isinstance(batch, Mapping) and key in batch
     if in_outputs == in_batch:
         return False, None
     return True, outputs[key] if in_outputs else batch[key]

@@ -54,6 +54,7 @@ _NOT_ROUTABLE = ("avg_factor", "reduction_override", "self")
 MAX_EVERY = 1_000_000
 _FLOAT32_MAX = torch.finfo(torch.float32).max
 _ABSENT: Any = object()
+_STRIDED = torch.strided
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -347,6 +348,8 @@ class Term(nn.Module):
                 routed[arg] = src
                 continue
             value = routed[arg] = lookup(outputs, batch, src, term=self.name, arg=arg)
+            if type(value) is Tensor and value.layout is _STRIDED:
+                continue  # a dense tensor passes the check below
             optional = self._tensor_inputs.get(arg)
             if optional is not None:
                 check_tensor_input(f"term '{self.name}'", arg, value, optional=optional, key=src)
@@ -443,8 +446,10 @@ class Term(nn.Module):
         not divide the term; ``None`` when nothing is checked. :meth:`LossMix.mix` turns a
         flagged term into NaN, which the non-finite guard stops at and
         :meth:`LossResult.check_finite` explains."""
-        flags: list[Tensor] = []
         weight = kwargs.get("weight")
+        if weight is None and self.normalizer is None:
+            return None  # nothing to check (the common term)
+        flags: list[Tensor] = []
         if not self.allow_negative and isinstance(weight, Tensor) and weight.numel():
             flags.append((weight < 0).any())
         if count is not None and self.normalizer is not None:
