@@ -354,6 +354,8 @@ class Term(nn.Module):
             if optional is not None:
                 check_tensor_input(f"term '{self.name}'", arg, value, optional=optional, key=src)
         for arg in self._by_name:
+            if arg == "weight" and arg in self._told:
+                continue  # never routed, only said, and said already
             found, value = own_key(outputs, batch, arg)
             if not found:
                 continue
