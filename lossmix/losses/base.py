@@ -174,6 +174,9 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
     _tensor_specs: ClassVar[dict[type, dict[str, bool]]] = {}
     #: built by ``__setattr__`` once ``reduction`` and ``loss_weight`` are set (``None``: bind)
     _call_plan: _CallPlan | None = None
+    #: the plan's plainest call as one tuple of constants (:meth:`_CallPlan.direct`), read once
+    #: per call (under ``torch.compile`` one guard, not one per field)
+    _direct: _Direct | None = None
     #: the loss's own arguments the plan depends on (see :meth:`has_call_checks`): setting one
     #: builds the plan again
     plan_fields: ClassVar[frozenset[str]] = frozenset()
@@ -328,7 +331,9 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
         if name in _PLANNED or name in self.plan_fields:  # what the plan holds changed: build it again
-            object.__setattr__(self, "_call_plan", _CallPlan.of(self))  # plain data, no submodule
+            plan = _CallPlan.of(self)
+            object.__setattr__(self, "_call_plan", plan)  # plain data, no submodule
+            object.__setattr__(self, "_direct", None if plan is None else plan.direct())
 
     def _check_tensors(self, inputs: dict[str, Any], weight: Tensor | None) -> None:
         """Types, dtypes and devices that no kernel could use, named before a deep torch error
@@ -418,6 +423,17 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
         comparison per tensor check. Any other call binds its arguments first; both end in
         the same kernel → weight → reduce → scale.
         """
+        direct = self._direct
+        if direct is not None and weight is None and avg_factor is None and reduction_override is None:
+            arity, reduction, scale, tensors_at, pred_at, target_at, bool_targets = direct
+            if (
+                not kwargs
+                and len(args) == arity
+                and _inputs_fit(args, tensors_at, pred_at, target_at, bool_targets)
+            ):
+                value = self.reduced(*args, reduction=reduction)
+                if value is not None:
+                    return value if scale == 1.0 else scale * value
         plan = self._call_plan
         if plan is None or kwargs or reduction_override is not None or len(args) != plan.arity:
             return self._forward_bound(args, weight, avg_factor, reduction_override, kwargs)
@@ -607,28 +623,63 @@ class _CallPlan(NamedTuple):
             tensors_at=tuple(i for i, n in enumerate(names) if tensors.get(n) is False),
         )
 
+    def direct(self) -> _Direct | None:
+        """What a call with the kernel's inputs only (no weight, ``avg_factor`` or override)
+        needs, as one tuple: ``(arity, reduction, scale, tensors_at, pred_at, target_at,
+        bool_targets)``; ``None`` where such a call does more than kernel → reduce → scale
+        (no reduced kernel, a subclass's call checks, ``reduction='none'``)."""
+        if not self.reduced or self.check_call or self.reduction == "none":
+            return None
+        return (
+            self.arity,
+            self.reduction,
+            self.scale,
+            self.tensors_at,
+            self.pred_at,
+            self.target_at,
+            self.bool_targets,
+        )
+
     def inputs_fit(self, args: tuple[Any, ...], weight: Tensor | None) -> bool:
         """Whether :meth:`BaseLoss._check_tensors` would pass, one comparison per check (a
         call that fails goes the bound way, which names the input or casts an integer pred)."""
-        for at in self.tensors_at:
-            if not isinstance(args[at], Tensor) or args[at].is_sparse:
+        if not _inputs_fit(args, self.tensors_at, self.pred_at, self.target_at, self.bool_targets):
+            return False
+        if weight is None:
+            return True
+        device = next((v.device for v in args if isinstance(v, Tensor)), None)
+        return isinstance(weight, Tensor) and (device is None or weight.device == device)
+
+
+#: :meth:`_CallPlan.direct`'s tuple
+_Direct = tuple[int, str, float, tuple[int, ...], int, int, bool]
+
+
+def _inputs_fit(
+    args: tuple[Any, ...], tensors_at: tuple[int, ...], pred_at: int, target_at: int, bool_targets: bool
+) -> bool:
+    """:meth:`_CallPlan.inputs_fit` without a weight: the inputs that must be tensors are dense
+    tensors, ``pred`` floats, ``target`` not bool (unless the loss takes bool targets), every
+    tensor on one device."""
+    for at in tensors_at:
+        if not isinstance(args[at], Tensor) or args[at].is_sparse:
+            return False
+    if pred_at >= 0:
+        pred = args[pred_at]
+        if isinstance(pred, Tensor) and not pred.is_floating_point():
+            return False
+    if target_at >= 0 and not bool_targets:
+        target = args[target_at]
+        if isinstance(target, Tensor) and target.dtype is _BOOL:
+            return False
+    device = None
+    for value in args:
+        if isinstance(value, Tensor):
+            if device is None:
+                device = value.device
+            elif value.device != device:
                 return False
-        if self.pred_at >= 0:
-            pred = args[self.pred_at]
-            if isinstance(pred, Tensor) and not pred.is_floating_point():
-                return False
-        if self.target_at >= 0 and not self.bool_targets:
-            target = args[self.target_at]
-            if isinstance(target, Tensor) and target.dtype is _BOOL:
-                return False
-        device = None
-        for value in args:
-            if isinstance(value, Tensor):
-                if device is None:
-                    device = value.device
-                elif value.device != device:
-                    return False
-        return weight is None or (isinstance(weight, Tensor) and (device is None or weight.device == device))
+    return True
 
 
 def _owner(cls: type, name: str) -> type:

@@ -34,6 +34,9 @@ from lossmix.utilities.checks import (
 __all__ = ["CrossEntropyLoss"]
 
 IGNORE_INDEX = -100  # torch's and MMDetection's default when ignore_index is None
+#: an ignore index no class label can have (int64's least value): torch's kernel refuses every
+#: label outside ``[0, C)`` under it
+NO_LABEL = -(2**63)
 
 
 @LOSSES.register()
@@ -160,45 +163,83 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
     def reduced(self, pred: Tensor, target: Tensor, *, reduction: str) -> Tensor | None:
         """The reduced loss in one torch call where torch's equals MMDetection's: the softmax
         cross-entropy on class indices, without class weights, fused kernel or
-        ``avg_non_ignore``, summed by torch (``'mean'``: divided by every row, ignored ones
-        included, as MMDetection's mean does); the sigmoid one on dense targets of pred's
-        dtype, its ignored elements selected away (never multiplied: a NaN there stays out).
-        Anything else, an empty input or an index torch refuses: ``None`` (the element-wise
-        way, whose checks name the problem)."""
-        if self.use_mask or self.class_weight is not None or self.__dict__.get("_waiting_for_counts"):
+        ``avg_non_ignore``; the sigmoid one on dense targets of pred's dtype, its ignored
+        elements selected away (never multiplied: a NaN there stays out). Anything else, an
+        empty input or an index torch refuses: ``None`` (the element-wise way, whose checks
+        name the problem).
+
+        MMDetection's softmax ``'mean'`` divides by every row, ignored ones included; torch's
+        by the non-ignored rows. They agree when no label is ignored, which on the CPU the
+        kernel itself tells without a host read: called with an ignore index no label can
+        have (:data:`NO_LABEL`), torch's one-kernel mean raises on any label outside
+        ``[0, C)``, an ignored one included, and this loss then takes torch's sum divided by
+        every row for this call and the next ones. Elsewhere (an accelerator's index check
+        is an asynchronous assert, a compiled graph has no exceptions) the sum and one
+        division run always.
+        """
+        state = self.__dict__
+        if (
+            state["use_mask"]
+            or self._buffers.get("class_weight") is not None
+            or state.get("_waiting_for_counts")
+        ):
             return None
-        if self.use_sigmoid:
+        if state["use_sigmoid"]:
             return self._reduced_sigmoid(pred, target, reduction)
         if (
-            self.avg_non_ignore
+            state["avg_non_ignore"]
             or pred.dim() < 2
             or target.is_floating_point()
             or target.shape != (pred.shape[0], *pred.shape[2:])
             or not target.numel()
             or target.device != pred.device
-            or fused_applies(self.fused, "cross_entropy", pred)
+            or (state["fused"] is not False and fused_applies(state["fused"], "cross_entropy", pred))
         ):
             return None
-        ignore = IGNORE_INDEX if self.ignore_index is None else self.ignore_index
-        if target.device.type != "cpu":  # an asynchronous device assert, as the element-wise way
-            check_class_indices(self.loss_name, target, pred.size(1), ignore_index=ignore)
-        args: dict[str, Any] = {"ignore_index": ignore, "label_smoothing": self.label_smoothing}
+        ignore = state["ignore_index"]
+        ignore = IGNORE_INDEX if ignore is None else ignore
+        smoothing = state["label_smoothing"]
         if torch.compiler.is_compiling():
-            total = torch_kernels.cross_entropy(pred, target, "sum", **args)
-        else:
+            total = torch_kernels.cross_entropy(
+                pred, target, "sum", ignore_index=ignore, label_smoothing=smoothing
+            )
+            return total if reduction == "sum" else total / target.numel()
+        if not target.is_cpu:  # an asynchronous device assert, as the element-wise way
+            check_class_indices(self.loss_name, target, pred.size(1), ignore_index=ignore)
+        elif (
+            reduction == "mean"
+            and not state.get("_labels_ignored")
+            and not 0 <= ignore < pred.size(1)  # an ignored label is one torch refuses
+        ):
             try:
-                total = torch_kernels.cross_entropy(pred, target, "sum", **args)
+                return torch_kernels.cross_entropy(
+                    pred, target, "mean", ignore_index=NO_LABEL, label_smoothing=smoothing
+                )
             except (IndexError, RuntimeError):
-                return None  # the element-wise way reads the indices and names the bad one
+                state["_labels_ignored"] = True  # (or a bad one): the summed way from now on
+        try:
+            total = torch_kernels.cross_entropy(
+                pred, target, "sum", ignore_index=ignore, label_smoothing=smoothing
+            )
+        except (IndexError, RuntimeError):
+            return None  # the element-wise way reads the indices and names the bad one
         return total if reduction == "sum" else total / target.numel()
 
     def _reduced_sigmoid(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor | None:
+        """The sigmoid cross-entropy's ``reduced``: ignored elements (``target < 0`` or the
+        ignore index, NaN targets too) selected away before the mean over every element. On
+        the CPU, outside a compiled graph, a batch without one takes torch's one-kernel
+        reduction (reading the mask there costs less than selecting and reducing apart)."""
         if self.label_smoothing or not (pred.shape == target.shape and pred.dtype == target.dtype):
             return None
         if not pred.numel():
             return None
-        ignore = IGNORE_INDEX if self.ignore_index is None else self.ignore_index
-        valid = target >= 0 if ignore < 0 else (target >= 0) & (target != ignore)
+        ignore = self.ignore_index
+        valid = torch.ge(target, 0)
+        if ignore is not None and ignore >= 0:
+            valid = valid & (target != ignore)
+        if target.is_cpu and not torch.compiler.is_compiling() and bool(valid.all()):
+            return torch_kernels.binary_cross_entropy_with_logits(pred, target, reduction)
         loss = torch_kernels.binary_cross_entropy_with_logits(pred, target, "none")
         kept = torch.where(valid, loss, 0.0)
         return kept.sum() if reduction == "sum" else kept.mean()

@@ -191,6 +191,10 @@ class LossMix(nn.Module):
 
     def term_list(self, group: str | None = None) -> list[Term]:
         """The terms of ``group`` (``None``: the ungrouped terms), in order."""
+        # each step: not self.terms, an nn.Module.__getattr__ call
+        terms = cast(nn.ModuleDict, self._modules["terms"])._modules if group is None else None
+        if terms:
+            return cast(list[Term], list(terms.values()))
         return cast(list[Term], list(self.terms_of(group).values()))
 
     def all_terms(self) -> Iterator[tuple[str | None, Term]]:
@@ -232,25 +236,50 @@ class LossMix(nn.Module):
         """
         self._check_outputs(outputs, group)
         terms = self.term_list(group)
-        active = [t for t in terms if step is None or step % t.every == 0]
-        prepared = {t.name: t.prepare(outputs, batch) for t in active}
-        reduced = self._synced_normalizers(active, prepared)
-        result = LossResult(total=_NO_TOTAL, terms={}, raw={}, weights={}, group=group)
+        # (every dict given: under torch.compile a field's default_factory costs guards)
+        result = LossResult(_NO_TOTAL, {}, {}, {}, stats={}, group=group, inputs={}, term_of={})
+        # Phase one. A term that only routes keys into its loss (Term.evaluate_plain) runs both
+        # phases at once, unless its inputs are gated: the others' normalisers do not wait for
+        # it. It is read from its plain plan, one tuple (one guard under torch.compile).
+        direct, kept = not self.drop_nonfinite, result.inputs if self.keep_inputs else None
+        rows: list[tuple[Term, _Done | None]] = []
+        later: list[Term] = []  # prepared now, evaluated in phase two
+        prepared: dict[str, TermInputs] = {}
+        for t in terms:
+            done: _Done | None = None
+            plan = t._plain if direct else None
+            if plan is not None:
+                name, log_name, every, weight, by_every, in_total = plan[:6]
+                if step is None or step % every == 0:
+                    parts = t.evaluate_plain(outputs, batch, kept)
+                    if parts is not None:  # Term.weight_at's product, in its order
+                        lazy = every if step is not None and by_every else 1
+                        done = (parts, weight * t.scale * lazy, (name, log_name, in_total))
+            if done is None and (step is None or step % t.every == 0):
+                prepared[t.name] = t.prepare(outputs, batch)
+                later.append(t)
+            rows.append((t, done))
+        reduced = self._synced_normalizers(later, prepared)
         owner: dict[str, Term] = {}
         shared: set[str] = set()
-        for term in terms:
-            if term.name in prepared:
-                parts, weight = self._evaluate(term, prepared[term.name], reduced, step, result)
+        excluded: set[str] = set()  # the keys of terms that are not in the total
+        for term, done in rows:
+            if done is not None:
+                parts, weight, ident = done
             else:
-                parts, weight = term.connected_zero(outputs, batch), 0.0
-                result.skipped += tuple(f"{term.log_name}.{p}" if p else term.log_name for p in parts)
-            self._record(result, owner, shared, term, parts, weight)
+                ident = (term.name, term.log_name, term.in_total)
+                if term.name in prepared:
+                    parts, weight = self._evaluate(term, prepared[term.name], reduced, step, result)
+                else:
+                    parts, weight = term.connected_zero(outputs, batch), 0.0
+                    result.skipped += tuple(f"{ident[1]}.{p}" if p else ident[1] for p in parts)
+            self._record(result, owner, shared, excluded, term, ident, parts, weight)
         if self.weighting is not None and group is None:
             self._apply_weighting(result, training=step is not None)
         result.dynamic = tuple(k for k, t in owner.items() if t.log_weight and k not in shared)
-        included = [c for k, c in result.terms.items() if k not in owner or owner[k].in_total]
+        included = [c for k, c in result.terms.items() if k not in excluded]
         result.total = sum_of(included) if included else zero_like(result.terms)
-        if step is not None and any(window_scoped(t) for t in terms):
+        if step is not None and any(window_scoped(t) for t in later):  # a plain term has no normaliser
             result.unnormalized_total = self._unnormalized(result, owner)
         aggregation = self.aggregation
         if aggregation is not None and step is not None and aggregation.over == "representation":
@@ -301,7 +330,7 @@ class LossMix(nn.Module):
         )
 
     def _check_outputs(self, outputs: Any, group: str | None) -> None:
-        if not isinstance(outputs, Mapping):
+        if type(outputs) is not dict and not isinstance(outputs, Mapping):
             names = ", ".join(t.name for t in self.term_list(group))
             raise LossInputError(
                 f"terms {names}: outputs must be a mapping of names to tensors (got "
@@ -327,14 +356,18 @@ class LossMix(nn.Module):
         result: LossResult,
         owner: dict[str, Term],
         shared: set[str],
+        excluded: set[str],
         term: Term,
+        ident: tuple[str, str, bool],
         parts: Mapping[str, Tensor],
         weight: float,
     ) -> None:
         """Each part's raw value, weighted contribution and weight, under its log key (a
-        second term with the same key adds its contribution to the first's)."""
+        second term with the same key adds its contribution to the first's). ``ident``: the
+        term's name, log name and ``in_total``."""
+        name, log_name, in_total = ident
         for part, raw in parts.items():
-            key = f"{term.log_name}.{part}" if part else term.log_name
+            key = f"{log_name}.{part}" if part else log_name
             # a weight of exactly 1 multiplies by nothing (one kernel less, forward and backward)
             contribution = raw if weight.__class__ is float and weight == 1.0 else raw * weight
             if self.drop_nonfinite:
@@ -348,7 +381,9 @@ class LossMix(nn.Module):
                 continue
             result.raw[key], result.terms[key], result.weights[key] = raw, contribution, weight
             owner[key] = term
-            result.term_of[key] = term.name
+            result.term_of[key] = name
+            if not in_total:
+                excluded.add(key)
 
     def _evaluate(
         self, term: Term, p: TermInputs, reduced: dict[str, Tensor], step: int | None, result: LossResult
@@ -402,6 +437,8 @@ class LossMix(nn.Module):
 
 
 _NO_TOTAL = torch.zeros(())  # replaced before a LossResult leaves ``mix``
+#: a term computed in phase one: its parts, its weight this step, (name, log name, in_total)
+_Done = tuple[dict[str, Tensor], float, tuple[str, str, bool]]
 _RESERVED = {
     WEIGHTING_KEY: f"dynamic task weighting (e.g. {WEIGHTING_KEY}: {{type: uncertainty}})",
     AGGREGATION_KEY: (

@@ -18,7 +18,7 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +55,28 @@ MAX_EVERY = 1_000_000
 _FLOAT32_MAX = torch.finfo(torch.float32).max
 _ABSENT: Any = object()
 _STRIDED = torch.strided
+#: :meth:`Term._plain_plan`: name, log name, every, weight, scale_by_every, in_total, the
+#: sources and the loss's inputs they feed (positional order), the loss's by-name arguments,
+#: whether the loss returns one value (its parts are ``("",)``)
+PlainPlan = tuple[str, str, int, float, bool, bool, tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
+#: the attributes the plain plan reads: setting one builds it again
+_PLAIN_FIELDS = frozenset(
+    {
+        "name",
+        "log_name",
+        "every",
+        "weight",
+        "scale_by_every",
+        "in_total",
+        "inputs",
+        "sampler",
+        "normalizer",
+        "loss",
+        "_positional",
+        "_by_name",
+        "_parts",
+    }
+)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -198,6 +220,9 @@ class Term(nn.Module):
         # ``weight`` (a Python float computed from the step), and whether the weight is logged.
         self.scale = 1.0
         self.log_weight = False
+        # a term that only routes keys into its loss's positional inputs (no sampler, no
+        # normaliser, no constant): what mix() reads of it, one tuple (see evaluate_plain)
+        self._plain = self._plain_plan()
 
     def weight_at(self, step: int | None) -> float:
         """Step 5, the term's scalar weight at ``step``: the configured ``loss_weight`` × the
@@ -366,6 +391,70 @@ class Term(nn.Module):
                 warnings.warn(self._by_name_message(arg), UserWarning, stacklevel=2)
         return routed
 
+    def __setattr__(self, key: str, value: Any) -> None:
+        super().__setattr__(key, value)
+        if key in _PLAIN_FIELDS and "_plain" in self.__dict__:  # what the plain plan holds changed
+            object.__setattr__(self, "_plain", self._plain_plan())
+
+    def _plain_plan(self) -> PlainPlan | None:
+        """What :meth:`LossMix.mix` and :meth:`evaluate_plain` read of a term that only routes
+        keys into its loss's positional inputs (no sampler, normaliser or constant), as one
+        tuple of constants (under ``torch.compile`` one guard, not one per attribute);
+        ``None`` for any other term."""
+        order = self._positional
+        if self.sampler is not None or self.normalizer is not None or order is None:
+            return None
+        if set(self.inputs) != set(order) or not all(isinstance(self.inputs[k], str) for k in order):
+            return None
+        sources = tuple(self.inputs[k] for k in order)
+        return (
+            self.name,
+            self.log_name,
+            self.every,
+            self.weight,
+            self.scale_by_every,
+            self.in_total,
+            sources,
+            order,
+            self._by_name,
+            self._parts == ("",),
+        )
+
+    def evaluate_plain(
+        self, outputs: Any, batch: Any, kept: dict[str, dict[str, Any]] | None = None
+    ) -> dict[str, Tensor] | None:
+        """Both phases of a term that only routes keys into its loss's inputs (no sampler,
+        normaliser, constant or element weight): the routed values straight into the loss's
+        positional call, the same checks and messages as :meth:`route` and :meth:`evaluate`.
+        ``None``, before anything ran, where the term needs the full way: another term's
+        layout, or an optional argument of the loss found by its own name. ``kept``: where
+        the routed inputs are kept by term name (``LossResult.inputs``), if they are."""
+        plan = self._plain
+        if plan is None:
+            return None
+        name, _, _, _, _, _, sources, positional, by_name, single = plan
+        for arg in by_name:
+            if own_key(outputs, batch, arg)[0] and not (arg == "weight" and arg in self._told):
+                return None  # route() takes it (or says it is not taken)
+        args = []
+        for arg, src in zip(positional, sources, strict=True):
+            value = lookup(outputs, batch, src, term=name, arg=arg)
+            if type(value) is not Tensor or value.layout is not _STRIDED:
+                optional = self._tensor_inputs.get(arg)
+                if optional is not None:
+                    check_tensor_input(f"term '{name}'", arg, value, optional=optional, key=src)
+            args.append(value)
+        if kept is not None:
+            kept[name] = {arg: value for arg, value in zip(positional, args, strict=True)}  # not dict(zip()):
+            # under torch.compile that call costs guards
+        try:
+            out = cast(nn.Module, self._modules["loss"])(*args)  # (self.loss: Module.__getattr__, ~2 µs)
+        except (LossInputError, LossConfigError) as err:
+            raise type(err)(f"term '{name}': {err}") from err
+        if single and isinstance(out, Tensor) and out.dim() == 0:
+            return {"": out}  # one value, as declared
+        return self._parts_of(out)
+
     def _by_name_message(self, arg: str) -> str:
         loss = getattr(self.loss, "loss_name", type(self.loss).__name__)
         if arg == "weight":
@@ -476,6 +565,10 @@ class Term(nn.Module):
             out = self._call_loss(prepared.kwargs, avg_factor)
         except (LossInputError, LossConfigError) as err:
             raise type(err)(f"term '{self.name}': {err}") from err
+        return self._parts_of(out)
+
+    def _parts_of(self, out: Any) -> dict[str, Tensor]:
+        """The loss's output as ``{part: 0-dim tensor}``, checked against the declared parts."""
         if isinstance(out, Tensor) and out.dim() == 0 and self._parts == ("",):
             return {"": out}  # one value, as declared: nothing to split or compare
         parts = _split_parts(out, self.name, self._parts)

@@ -210,6 +210,17 @@ CE_CASES = {
     "own ignore_index": ({"type": "CrossEntropyLoss", "ignore_index": 1}, torch.tensor([0, 1, 2, 1, 0, 2])),
     "smoothing": ({"type": "CrossEntropyLoss", "label_smoothing": 0.2}, torch.tensor([0, -100, 2, 1, 0, 2])),
     "per pixel": ({"type": "CrossEntropyLoss"}, torch.tensor([[0, 1], [2, -100], [1, 1]])),
+    # no ignored label: torch's one-kernel mean on the CPU
+    "every row valid": ({"type": "CrossEntropyLoss"}, torch.tensor([0, 1, 2, 1, 0, 2])),
+    "valid, smoothing": (
+        {"type": "CrossEntropyLoss", "label_smoothing": 0.2},
+        torch.tensor([0, 1, 2, 1, 0, 2]),
+    ),
+    "valid, per pixel": ({"type": "CrossEntropyLoss"}, torch.tensor([[0, 1], [2, 0], [1, 1]])),
+    "ignore 255 absent": (
+        {"type": "CrossEntropyLoss", "ignore_index": 255},
+        torch.tensor([0, 1, 2, 1, 0, 2]),
+    ),
 }
 
 
@@ -235,10 +246,46 @@ def test_the_reduced_cross_entropy_counts_every_row_as_mmdetection(case, reducti
     assert "cross_entropy" in torch_calls(lambda: loss(pred, target))
 
 
-def test_the_reduced_cross_entropy_is_one_torch_call():
-    pred, target = torch.randn(4, 3, requires_grad=True), torch.tensor([0, 2, 1, 1])
-    calls = torch_calls(lambda: build_loss({"type": "CrossEntropyLoss"})(pred, target))
-    assert calls == ["cross_entropy", "div"], calls  # MMDetection's mean: over every row
+CE_CALLS = {  # node, labels, the torch calls of the first and of the second call
+    "valid, mean": ({}, [0, 2, 1, 1], ["cross_entropy"], ["cross_entropy"]),
+    "valid, sum": ({"reduction": "sum"}, [0, 2, 1, 1], ["cross_entropy"], ["cross_entropy"]),
+    # an ignored label: torch's mean refuses it, then torch's sum / every row, from then on
+    "ignored": ({}, [0, -100, 1, 1], ["cross_entropy", "cross_entropy", "div"], ["cross_entropy", "div"]),
+    # an ignore index that is a class: torch's mean would count its rows as that class
+    "ignore a class": ({"ignore_index": 1}, [0, 2, 1, 1], ["cross_entropy", "div"], ["cross_entropy", "div"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CE_CALLS))
+def test_the_reduced_cross_entropy_takes_torchs_mean_when_no_label_is_ignored(case):
+    node, labels, first, second = CE_CALLS[case]
+    pred, target = torch.randn(4, 3, requires_grad=True), torch.tensor(labels)
+    loss = build_loss({"type": "CrossEntropyLoss", **node})
+    assert torch_calls(lambda: loss(pred, target)) == first
+    assert torch_calls(lambda: loss(pred, target)) == second
+    ignore = node.get("ignore_index", -100)
+    rows = F.cross_entropy(pred, target, ignore_index=ignore, reduction="none")
+    expected = rows.sum() if node.get("reduction") == "sum" else rows.sum() / len(labels)
+    torch.testing.assert_close(loss(pred, target), expected)
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_the_reduced_sigmoid_cross_entropy_reduces_in_the_kernel_without_an_ignored_element(
+    ignored, reduction
+):
+    pred = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    target = (torch.rand(5, 3) > 0.5).double()
+    if ignored:
+        target[1, 2] = -100.0
+    loss = build_loss({"type": "CrossEntropyLoss", "use_sigmoid": True, "reduction": reduction})
+    calls = torch_calls(lambda: loss(pred, target))
+    kept = torch.where(target >= 0, F.binary_cross_entropy_with_logits(pred, target, reduction="none"), 0.0)
+    expected = kept.sum() if reduction == "sum" else kept.mean()
+    value = loss(pred, target)
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(torch.autograd.grad(value, pred)[0], torch.autograd.grad(expected, pred)[0])
+    assert ("where" in calls) is ignored, calls  # one reduced kernel call when nothing is ignored
 
 
 def test_the_reduced_cross_entropy_names_an_index_out_of_range():

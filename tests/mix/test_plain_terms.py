@@ -1,0 +1,152 @@
+"""The engine's plain way: a term that only routes keys into its loss runs both phases at once
+(``Term.evaluate_plain``), from one tuple read per call; every other term is prepared, then
+evaluated. Both ways give the same result, the same records and the same messages."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lossmix import LossInputError, LossMix, Term
+from lossmix.reduction import EPS32
+
+
+def _data(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    outputs = {
+        "p": torch.randn(6, 4, generator=gen, requires_grad=True),
+        "logits": torch.randn(6, 3, generator=gen, requires_grad=True),
+    }
+    batch = {"y": torch.randn(6, 4, generator=gen), "labels": torch.randint(0, 3, (6,), generator=gen)}
+    return outputs, batch
+
+
+NODE = {
+    "reg": {"type": "SmoothL1Loss", "loss_weight": 2.0, "inputs": {"pred": "p", "target": "y"}},
+    "cls": {"type": "CrossEntropyLoss", "loss_weight": 0.5, "inputs": {"pred": "logits", "target": "labels"}},
+}
+
+
+def _spy(monkeypatch) -> list[str]:
+    """The names of the terms prepared (phase one of the full way)."""
+    prepared: list[str] = []
+    original = Term.prepare
+
+    def prepare(self, outputs, batch):
+        prepared.append(self.name)
+        return original(self, outputs, batch)
+
+    monkeypatch.setattr(Term, "prepare", prepare)
+    return prepared
+
+
+def test_plain_terms_skip_the_prepared_way_and_give_the_hand_written_sum(monkeypatch):
+    prepared = _spy(monkeypatch)
+    mix = LossMix.from_config(NODE)
+    outputs, batch = _data()
+    result = mix(outputs, batch, step=0)
+    assert prepared == []
+    reg = F.smooth_l1_loss(outputs["p"], batch["y"])
+    cls = F.cross_entropy(outputs["logits"], batch["labels"])
+    torch.testing.assert_close(result.total, 2.0 * reg + 0.5 * cls)
+    torch.testing.assert_close(result.raw["reg"], reg)
+    assert result.weights == {"reg": 2.0, "cls": 0.5}
+    assert result.term_of == {"reg": "reg", "cls": "cls"}
+    # the guard's 'raise' policy reads the routed inputs (kept by default)
+    assert result.inputs["reg"]["pred"] is outputs["p"] and result.inputs["cls"]["target"] is batch["labels"]
+
+
+def test_a_term_with_a_normaliser_is_prepared_beside_the_plain_ones(monkeypatch):
+    prepared = _spy(monkeypatch)
+    node = {**NODE, "norm": {"type": "L1Loss", "inputs": {"pred": "p", "target": "y"}, "normalizer": "batch"}}
+    mix = LossMix.from_config(node)
+    outputs, batch = _data()
+    result = mix(outputs, batch, step=0)
+    assert prepared == ["norm"]
+    assert list(result.terms) == ["reg", "cls", "norm"]  # the configured order, whichever way
+    expected = (outputs["p"] - batch["y"]).abs().sum() / (6 + EPS32)  # MMDetection's avg_factor
+    torch.testing.assert_close(result.raw["norm"], expected)
+
+
+@pytest.mark.parametrize("policy", ["zero", "raise", None])
+def test_the_guard_policies_give_the_same_total(policy, monkeypatch):
+    outputs, batch = _data()
+    expected = LossMix.from_config(NODE)(outputs, batch, step=0).total
+    prepared = _spy(monkeypatch)
+    mix = LossMix.from_config(NODE)
+    mix.set_guard(policy)
+    torch.testing.assert_close(mix(outputs, batch, step=0).total, expected)
+    # 'zero' gates each term's inputs, so its terms go the prepared way
+    assert prepared == (["reg", "cls"] if policy == "zero" else [])
+
+
+@pytest.mark.parametrize("step", [0, 1, 2, 3, None])
+def test_a_lazy_plain_term_runs_every_kth_step_weighted_by_k(step):
+    node = {"reg": {**NODE["reg"], "every": 2}, "cls": NODE["cls"]}
+    result = LossMix.from_config(node)(*_data(), step=step)
+    runs = step is None or step % 2 == 0
+    assert result.weights["reg"] == (2.0 * (2 if step is not None else 1) if runs else 0.0)
+    assert result.skipped == (() if runs else ("reg",))
+    assert result.terms["reg"].requires_grad  # a skipped term is a connected zero
+
+
+def test_changing_a_term_after_building_changes_its_plain_plan():
+    mix = LossMix.from_config(NODE)
+    outputs, batch = _data()
+    term = mix.find_term("reg")
+    term.in_total = False  # log only
+    result = mix(outputs, batch, step=0)
+    torch.testing.assert_close(result.total, result.terms["cls"])
+    term.weight = 3.0
+    mix.set_scale("reg", 0.5)  # a schedule's multiplier, read at each call
+    assert mix(outputs, batch, step=0).weights["reg"] == 1.5
+    term.loss.loss_weight = 2.0  # the loss's own weight: its direct plan is built again
+    torch.testing.assert_close(
+        mix(outputs, batch, step=0).raw["reg"], 2.0 * F.smooth_l1_loss(outputs["p"], batch["y"])
+    )
+
+
+def test_an_optional_argument_found_by_its_own_name_takes_the_full_way():
+    outputs, batch = _data()
+    batch["labels"][0] = 2
+    batch["ignore_index"] = 2  # CrossEntropyLoss takes ignore_index by name
+    mix = LossMix.from_config({"cls": NODE["cls"]})
+    with pytest.warns(UserWarning, match="routes 'ignore_index'"):
+        result = mix(outputs, batch, step=0)
+    rows = F.cross_entropy(outputs["logits"], batch["labels"], ignore_index=2, reduction="none")
+    torch.testing.assert_close(result.raw["cls"], rows.sum() / 6)
+
+
+def test_a_weight_key_in_the_batch_is_said_once_and_the_term_stays_plain(monkeypatch):
+    outputs, batch = _data()
+    batch["weight"] = torch.ones(6)
+    mix = LossMix.from_config({"reg": NODE["reg"]})
+    with pytest.warns(UserWarning, match="key 'weight'"):
+        first = mix(outputs, batch, step=0)
+    prepared = _spy(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = mix(outputs, batch, step=0)
+    assert prepared == []
+    torch.testing.assert_close(first.total, second.total)
+
+
+@pytest.mark.parametrize(
+    ("batch_change", "message"),
+    [
+        ({"y": None}, "target"),  # a missing key: the route's message
+        ({"y": [1.0, 2.0]}, "tensor"),  # not a tensor: the input check's message
+    ],
+)
+def test_a_plain_term_names_the_term_and_the_key(batch_change, message):
+    outputs, batch = _data()
+    for key, value in batch_change.items():
+        if value is None:
+            del batch[key]
+        else:
+            batch[key] = value
+    with pytest.raises(LossInputError, match=rf"term 'reg'.*{message}|{message}.*term 'reg'"):
+        LossMix.from_config({"reg": NODE["reg"]})(outputs, batch, step=0)
