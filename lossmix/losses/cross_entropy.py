@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torch._C._functorch import is_functorch_wrapped_tensor
 
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional.cross_entropy import (
@@ -21,7 +22,6 @@ from lossmix.losses.base import BaseLoss, ElementLoss
 from lossmix.losses.class_balance import ClassCountsMixin, class_weight_argument
 from lossmix.reduction import AvgFactor
 from lossmix.registry.registry import LOSSES
-from lossmix.utilities import torch_kernels
 from lossmix.utilities.checks import (
     check_bool,
     check_class_indices,
@@ -30,6 +30,8 @@ from lossmix.utilities.checks import (
     check_optional_int,
     check_same_shape,
 )
+from lossmix.utilities.torch_kernels import binary_cross_entropy_with_logits
+from lossmix.utilities.torch_kernels import cross_entropy as torch_cross_entropy
 
 __all__ = ["CrossEntropyLoss"]
 
@@ -200,9 +202,7 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
         ignore = IGNORE_INDEX if ignore is None else ignore
         smoothing = state["label_smoothing"]
         if torch.compiler.is_compiling():
-            total = torch_kernels.cross_entropy(
-                pred, target, "sum", ignore_index=ignore, label_smoothing=smoothing
-            )
+            total = torch_cross_entropy(pred, target, "sum", ignore_index=ignore, label_smoothing=smoothing)
             return total if reduction == "sum" else total / target.numel()
         if not target.is_cpu:  # an asynchronous device assert, as the element-wise way
             check_class_indices(self.loss_name, target, pred.size(1), ignore_index=ignore)
@@ -212,15 +212,13 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
             and not 0 <= ignore < pred.size(1)  # an ignored label is one torch refuses
         ):
             try:
-                return torch_kernels.cross_entropy(
+                return torch_cross_entropy(
                     pred, target, "mean", ignore_index=NO_LABEL, label_smoothing=smoothing
                 )
             except (IndexError, RuntimeError):
                 state["_labels_ignored"] = True  # (or a bad one): the summed way from now on
         try:
-            total = torch_kernels.cross_entropy(
-                pred, target, "sum", ignore_index=ignore, label_smoothing=smoothing
-            )
+            total = torch_cross_entropy(pred, target, "sum", ignore_index=ignore, label_smoothing=smoothing)
         except (IndexError, RuntimeError):
             return None  # the element-wise way reads the indices and names the bad one
         return total if reduction == "sum" else total / target.numel()
@@ -238,9 +236,14 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
         valid = torch.ge(target, 0)
         if ignore is not None and ignore >= 0:
             valid = valid & (target != ignore)
-        if target.is_cpu and not torch.compiler.is_compiling() and bool(valid.all()):
-            return torch_kernels.binary_cross_entropy_with_logits(pred, target, reduction)
-        loss = torch_kernels.binary_cross_entropy_with_logits(pred, target, "none")
+        if (
+            target.is_cpu
+            and not torch.compiler.is_compiling()
+            and not is_functorch_wrapped_tensor(valid)  # (a vmap over the targets cannot read it)
+            and bool(valid.all())
+        ):
+            return binary_cross_entropy_with_logits(pred, target, reduction)
+        loss = binary_cross_entropy_with_logits(pred, target, "none")
         kept = torch.where(valid, loss, 0.0)
         return kept.sum() if reduction == "sum" else kept.mean()
 

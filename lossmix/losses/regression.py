@@ -11,8 +11,8 @@ from lossmix.functional import regression as F
 from lossmix.losses.base import BaseLoss, ElementLoss, torch_kernel_fits
 from lossmix.reduction import mask_reduce_loss
 from lossmix.registry.registry import LOSSES
-from lossmix.utilities import torch_kernels
 from lossmix.utilities.checks import check_bool, check_positive, check_same_shape
+from lossmix.utilities.torch_kernels import l1_loss, mse_loss, smooth_l1_loss
 
 __all__ = ["BalancedL1Loss", "CharbonnierLoss", "L1Loss", "MSELoss", "SmoothL1Loss"]
 
@@ -39,7 +39,7 @@ class L1Loss(BaseLoss):
         """torch's ``l1_loss`` with its reduction: one call into torch."""
         if not torch_kernel_fits(pred, target):
             return None
-        return torch_kernels.l1_loss(pred, target, reduction)
+        return l1_loss(pred, target, reduction)
 
 
 @LOSSES.register()
@@ -61,7 +61,7 @@ class MSELoss(BaseLoss):
         """torch's ``mse_loss`` with its reduction: one kernel forward and backward."""
         if not torch_kernel_fits(pred, target):
             return None
-        return torch_kernels.mse_loss(pred, target, reduction)
+        return mse_loss(pred, target, reduction)
 
 
 @LOSSES.register()
@@ -87,7 +87,7 @@ class SmoothL1Loss(BaseLoss):
         """torch's ``smooth_l1_loss`` with its reduction: one kernel forward and backward."""
         if not torch_kernel_fits(pred, target):
             return None
-        return torch_kernels.smooth_l1_loss(pred, target, reduction, self.beta)
+        return smooth_l1_loss(pred, target, reduction, self.beta)
 
 
 @LOSSES.register()

@@ -191,10 +191,6 @@ class LossMix(nn.Module):
 
     def term_list(self, group: str | None = None) -> list[Term]:
         """The terms of ``group`` (``None``: the ungrouped terms), in order."""
-        # each step: not self.terms, an nn.Module.__getattr__ call
-        terms = cast(nn.ModuleDict, self._modules["terms"])._modules if group is None else None
-        if terms:
-            return cast(list[Term], list(terms.values()))
         return cast(list[Term], list(self.terms_of(group).values()))
 
     def all_terms(self) -> Iterator[tuple[str | None, Term]]:
@@ -234,10 +230,13 @@ class LossMix(nn.Module):
                 plain weight (evaluation).
             group: which group to compute (``None``: the ungrouped terms).
         """
-        self._check_outputs(outputs, group)
-        terms = self.term_list(group)
+        if type(outputs) is not dict:  # (inline: under torch.compile each call costs guards)
+            self._check_outputs(outputs, group)
+        plain_terms = cast(nn.ModuleDict, self._modules["terms"])._modules if group is None else None
+        terms = cast(list[Term], list(plain_terms.values())) if plain_terms else self.term_list(group)
         # (every dict given: under torch.compile a field's default_factory costs guards)
-        result = LossResult(_NO_TOTAL, {}, {}, {}, stats={}, group=group, inputs={}, term_of={})
+        # (the total is set below; no placeholder tensor, which torch.compile would guard)
+        result = LossResult(cast(Tensor, None), {}, {}, {}, stats={}, group=group, inputs={}, term_of={})
         # Phase one. A term that only routes keys into its loss (Term.evaluate_plain) runs both
         # phases at once, unless its inputs are gated: the others' normalisers do not wait for
         # it. It is read from its plain plan, one tuple (one guard under torch.compile).
@@ -259,7 +258,8 @@ class LossMix(nn.Module):
                 prepared[t.name] = t.prepare(outputs, batch)
                 later.append(t)
             rows.append((t, done))
-        reduced = self._synced_normalizers(later, prepared)
+        # (the same on every rank: a term with a normaliser is never plain)
+        reduced = self._synced_normalizers(later, prepared) if later else {}
         owner: dict[str, Term] = {}
         shared: set[str] = set()
         excluded: set[str] = set()  # the keys of terms that are not in the total
@@ -279,7 +279,7 @@ class LossMix(nn.Module):
         result.dynamic = tuple(k for k, t in owner.items() if t.log_weight and k not in shared)
         included = [c for k, c in result.terms.items() if k not in excluded]
         result.total = sum_of(included) if included else zero_like(result.terms)
-        if step is not None and any(window_scoped(t) for t in later):  # a plain term has no normaliser
+        if step is not None and later and any(window_scoped(t) for t in later):  # (plain: no normaliser)
             result.unnormalized_total = self._unnormalized(result, owner)
         aggregation = self.aggregation
         if aggregation is not None and step is not None and aggregation.over == "representation":
@@ -436,7 +436,6 @@ class LossMix(nn.Module):
             result.weights[WEIGHTING_KEY] = 1.0
 
 
-_NO_TOTAL = torch.zeros(())  # replaced before a LossResult leaves ``mix``
 #: a term computed in phase one: its parts, its weight this step, (name, log name, in_total)
 _Done = tuple[dict[str, Tensor], float, tuple[str, str, bool]]
 _RESERVED = {

@@ -302,3 +302,18 @@ def test_the_reduced_sigmoid_cross_entropy_keeps_nan_at_ignored_elements_out():
     torch.testing.assert_close(value, kept / 4)  # every element counts in the mean
     value.backward()  # the other elements' gradients stay finite (the NaN one is the kernel's)
     assert torch.isfinite(pred.grad[target >= 0]).all()
+
+
+@pytest.mark.parametrize("sigmoid", [False, True])
+def test_the_reduced_cross_entropies_map_over_a_batch_of_problems(sigmoid):
+    # torch.func.vmap over the targets: no host read of a batched mask, the same values
+    pred = torch.randn(3, 5, 4)
+    if sigmoid:
+        target = (torch.rand(3, 5, 4) > 0.5).float()
+        target[1, 0, 0] = -100.0
+    else:
+        target = torch.randint(0, 4, (3, 5))
+        target[2, 1] = -100
+    loss = build_loss({"type": "CrossEntropyLoss", "use_sigmoid": sigmoid})
+    mapped = torch.func.vmap(loss)(pred, target)
+    torch.testing.assert_close(mapped, torch.stack([loss(p, t) for p, t in zip(pred, target, strict=True)]))
