@@ -232,11 +232,12 @@ class LossMix(nn.Module):
         """
         if type(outputs) is not dict:  # (inline: under torch.compile each call costs guards)
             self._check_outputs(outputs, group)
-        plain_terms = cast(nn.ModuleDict, self._modules["terms"])._modules if group is None else None
-        terms = cast(list[Term], list(plain_terms.values())) if plain_terms else self.term_list(group)
+        # (no typing.cast in this method: under torch.compile each call is traced and guarded)
+        ungrouped: dict[str, Term] = self._modules["terms"]._modules  # type: ignore[union-attr,assignment]
+        terms = list(ungrouped.values()) if group is None and ungrouped else self.term_list(group)
         # (every dict given: under torch.compile a field's default_factory costs guards)
         # (the total is set below; no placeholder tensor, which torch.compile would guard)
-        result = LossResult(cast(Tensor, None), {}, {}, {}, stats={}, group=group, inputs={}, term_of={})
+        result = LossResult(None, {}, {}, {}, stats={}, group=group, inputs={}, term_of={})  # type: ignore[arg-type]
         # Phase one. A term that only routes keys into its loss (Term.evaluate_plain) runs both
         # phases at once, unless its inputs are gated: the others' normalisers do not wait for
         # it. It is read from its plain plan, one tuple (one guard under torch.compile).
