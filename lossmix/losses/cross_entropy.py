@@ -168,7 +168,7 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
         ``avg_non_ignore``; the sigmoid one on dense targets of pred's dtype, its ignored
         elements selected away (never multiplied: a NaN there stays out). Anything else, an
         empty input or an index torch refuses: ``None`` (the element-wise way, whose checks
-        name the problem).
+        name the problem). The call plan has checked that every input lies on one device.
 
         MMDetection's softmax ``'mean'`` divides by every row, ignored ones included; torch's
         by the non-ignored rows. They agree when no label is ignored, which on the CPU the
@@ -194,7 +194,6 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
             or target.is_floating_point()
             or target.shape != (pred.shape[0], *pred.shape[2:])
             or not target.numel()
-            or target.device != pred.device
             or (state["fused"] is not False and fused_applies(state["fused"], "cross_entropy", pred))
         ):
             return None
@@ -233,16 +232,17 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
         if not pred.numel():
             return None
         ignore = self.ignore_index
-        valid = torch.ge(target, 0)
-        if ignore is not None and ignore >= 0:
-            valid = valid & (target != ignore)
         if (
             target.is_cpu
             and not torch.compiler.is_compiling()
-            and not is_functorch_wrapped_tensor(valid)  # (a vmap over the targets cannot read it)
-            and bool(valid.all())
+            and not is_functorch_wrapped_tensor(target)  # (a vmap over the targets cannot read it)
+            and (ignore is None or ignore < 0)  # then an ignored element is a negative one
+            and target.min().item() >= 0  # (False for a NaN, which is ignored as well)
         ):
             return binary_cross_entropy_with_logits(pred, target, reduction)
+        valid = torch.ge(target, 0)
+        if ignore is not None and ignore >= 0:
+            valid = valid & (target != ignore)
         loss = binary_cross_entropy_with_logits(pred, target, "none")
         kept = torch.where(valid, loss, 0.0)
         return kept.sum() if reduction == "sum" else kept.mean()

@@ -251,10 +251,11 @@ class LossMix(nn.Module):
             if plan is not None:
                 name, log_name, every, weight, by_every, in_total = plan[:6]
                 if step is None or step % every == 0:
-                    parts = t.evaluate_plain(outputs, batch, kept)
+                    # (through the class: Dynamo then guards no per-instance method lookup)
+                    parts = Term.evaluate_plain(t, outputs, batch, kept)
                     if parts is not None:  # Term.weight_at's product, in its order
                         lazy = every if step is not None and by_every else 1
-                        done = (parts, weight * t.scale * lazy, (name, log_name, in_total))
+                        done = (parts, weight * plan[10] * lazy, (name, log_name, in_total, plan[11]))
             if done is None and (step is None or step % t.every == 0):
                 prepared[t.name] = t.prepare(outputs, batch)
                 later.append(t)
@@ -264,20 +265,21 @@ class LossMix(nn.Module):
         owner: dict[str, Term] = {}
         shared: set[str] = set()
         excluded: set[str] = set()  # the keys of terms that are not in the total
+        tracked: list[str] = []  # the keys of terms whose weight is logged
         for term, done in rows:
             if done is not None:
                 parts, weight, ident = done
             else:
-                ident = (term.name, term.log_name, term.in_total)
+                ident = (term.name, term.log_name, term.in_total, term.log_weight)
                 if term.name in prepared:
                     parts, weight = self._evaluate(term, prepared[term.name], reduced, step, result)
                 else:
                     parts, weight = term.connected_zero(outputs, batch), 0.0
                     result.skipped += tuple(f"{ident[1]}.{p}" if p else ident[1] for p in parts)
-            self._record(result, owner, shared, excluded, term, ident, parts, weight)
+            self._record(result, owner, shared, (excluded, tracked), term, ident, parts, weight)
         if self.weighting is not None and group is None:
             self._apply_weighting(result, training=step is not None)
-        result.dynamic = tuple(k for k, t in owner.items() if t.log_weight and k not in shared)
+        result.dynamic = tuple(k for k in tracked if k not in shared)
         included = [c for k, c in result.terms.items() if k not in excluded]
         result.total = sum_of(included) if included else zero_like(result.terms)
         if step is not None and later and any(window_scoped(t) for t in later):  # (plain: no normaliser)
@@ -357,16 +359,18 @@ class LossMix(nn.Module):
         result: LossResult,
         owner: dict[str, Term],
         shared: set[str],
-        excluded: set[str],
+        keys: tuple[set[str], list[str]],
         term: Term,
-        ident: tuple[str, str, bool],
+        ident: tuple[str, str, bool, bool],
         parts: Mapping[str, Tensor],
         weight: float,
     ) -> None:
         """Each part's raw value, weighted contribution and weight, under its log key (a
         second term with the same key adds its contribution to the first's). ``ident``: the
-        term's name, log name and ``in_total``."""
-        name, log_name, in_total = ident
+        term's name, log name, ``in_total`` and ``log_weight``; ``keys``: the keys left out of
+        the total and the keys whose weight is logged, filled here."""
+        name, log_name, in_total, log_weight = ident
+        excluded, tracked = keys
         for part, raw in parts.items():
             key = f"{log_name}.{part}" if part else log_name
             # a weight of exactly 1 multiplies by nothing (one kernel less, forward and backward)
@@ -385,6 +389,8 @@ class LossMix(nn.Module):
             result.term_of[key] = name
             if not in_total:
                 excluded.add(key)
+            if log_weight:
+                tracked.append(key)
 
     def _evaluate(
         self, term: Term, p: TermInputs, reduced: dict[str, Tensor], step: int | None, result: LossResult
@@ -437,8 +443,9 @@ class LossMix(nn.Module):
             result.weights[WEIGHTING_KEY] = 1.0
 
 
-#: a term computed in phase one: its parts, its weight this step, (name, log name, in_total)
-_Done = tuple[dict[str, Tensor], float, tuple[str, str, bool]]
+#: a term computed in phase one: its parts, its weight this step, (name, log name, in_total,
+#: log_weight)
+_Done = tuple[dict[str, Tensor], float, tuple[str, str, bool, bool]]
 _RESERVED = {
     WEIGHTING_KEY: f"dynamic task weighting (e.g. {WEIGHTING_KEY}: {{type: uncertainty}})",
     AGGREGATION_KEY: (

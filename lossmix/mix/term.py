@@ -57,8 +57,23 @@ _ABSENT: Any = object()
 _STRIDED = torch.strided
 #: :meth:`Term._plain_plan`: name, log name, every, weight, scale_by_every, in_total, the
 #: sources and the loss's inputs they feed (positional order), the loss's by-name arguments,
-#: whether the loss returns one value (its parts are ``("",)``)
-PlainPlan = tuple[str, str, int, float, bool, bool, tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
+#: whether the loss returns one value (its parts are ``("",)``), scale, log_weight, whether
+#: the loss's forward is the template's
+PlainPlan = tuple[
+    str,
+    str,
+    int,
+    float,
+    bool,
+    bool,
+    tuple[str, ...],
+    tuple[str, ...],
+    tuple[str, ...],
+    bool,
+    float,
+    bool,
+    bool,
+]
 #: the attributes the plain plan reads: setting one builds it again
 _PLAIN_FIELDS = frozenset(
     {
@@ -75,6 +90,8 @@ _PLAIN_FIELDS = frozenset(
         "_positional",
         "_by_name",
         "_parts",
+        "scale",
+        "log_weight",
     }
 )
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -418,6 +435,9 @@ class Term(nn.Module):
             order,
             self._by_name,
             self._parts == ("",),
+            self.scale,
+            self.log_weight,
+            type(self.loss).forward is BaseLoss.forward,
         )
 
     def evaluate_plain(
@@ -432,7 +452,7 @@ class Term(nn.Module):
         plan = self._plain
         if plan is None:
             return None
-        name, _, _, _, _, _, sources, positional, by_name, single = plan
+        name, _, _, _, _, _, sources, positional, by_name, single, _, _, template = plan
         for arg in by_name:
             if own_key(outputs, batch, arg)[0] and not (arg == "weight" and arg in self._told):
                 return None  # route() takes it (or says it is not taken)
@@ -448,8 +468,13 @@ class Term(nn.Module):
             kept[name] = {arg: value for arg, value in zip(positional, args, strict=True)}  # not dict(zip()):
             # under torch.compile that call costs guards
         try:
-            # self.loss is nn.Module.__getattr__ (~2 µs a call); typing.cast would be traced by Dynamo
-            out = self._modules["loss"](*args)  # type: ignore[misc]
+            # self.loss is nn.Module.__getattr__ (~2 µs a call); typing.cast would be traced by
+            # Dynamo; the template's keywords given, Dynamo does not guard their defaults
+            loss = self._modules["loss"]
+            if template:
+                out = loss(*args, weight=None, avg_factor=None, reduction_override=None)  # type: ignore[misc]
+            else:
+                out = loss(*args)  # type: ignore[misc]
         except (LossInputError, LossConfigError) as err:
             raise type(err)(f"term '{name}': {err}") from err
         if single and isinstance(out, Tensor) and out.dim() == 0:
