@@ -101,8 +101,11 @@ def test_changing_a_term_after_building_changes_its_plain_plan():
     result = mix(outputs, batch, step=0)
     torch.testing.assert_close(result.total, result.terms["cls"])
     term.weight = 3.0
-    mix.set_scale("reg", 0.5)  # a schedule's multiplier, read at each call
+    mix.set_scale("reg", 0.5)  # a schedule's multiplier
     assert mix(outputs, batch, step=0).weights["reg"] == 1.5
+    assert mix(outputs, batch, step=0).dynamic == ()
+    mix.track_weight("reg")  # its weight is logged from now on
+    assert mix(outputs, batch, step=0).dynamic == ("reg",)
     term.loss.loss_weight = 2.0  # the loss's own weight: its direct plan is built again
     torch.testing.assert_close(
         mix(outputs, batch, step=0).raw["reg"], 2.0 * F.smooth_l1_loss(outputs["p"], batch["y"])
