@@ -249,13 +249,13 @@ class LossMix(nn.Module):
             done: _Done | None = None
             plan = t._plain if direct else None
             if plan is not None:
-                name, log_name, every, weight, by_every, in_total = plan[:6]
+                name, log_name, every, weight, by_every, in_total, *_, scale, log_weight, _ = plan
                 if step is None or step % every == 0:
                     # (through the class: Dynamo then guards no per-instance method lookup)
                     parts = Term.evaluate_plain(t, outputs, batch, kept)
                     if parts is not None:  # Term.weight_at's product, in its order
                         lazy = every if step is not None and by_every else 1
-                        done = (parts, weight * plan[10] * lazy, (name, log_name, in_total, plan[11]))
+                        done = (parts, weight * scale * lazy, (name, log_name, in_total, log_weight))
             if done is None and (step is None or step % t.every == 0):
                 prepared[t.name] = t.prepare(outputs, batch)
                 later.append(t)
