@@ -240,11 +240,7 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
             and target.min().item() >= 0  # (False for a NaN, which is ignored as well)
         ):
             return binary_cross_entropy_with_logits(pred, target, reduction)
-        valid = torch.ge(target, 0)
-        if ignore is not None and ignore >= 0:
-            valid = valid & (target != ignore)
-        loss = binary_cross_entropy_with_logits(pred, target, "none")
-        kept = torch.where(valid, loss, 0.0)
+        kept, _ = self._sigmoid(pred, target, None, IGNORE_INDEX if ignore is None else ignore, True, False)
         return kept.sum() if reduction == "sum" else kept.mean()
 
     def _mask_loss(self, pred: Tensor, target: Tensor, label: Tensor | None) -> Tensor:
@@ -347,7 +343,11 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
         # MMDetection's valid elements: label >= 0 and not ignore_index (a negative ignore_index,
         # -100 by default, is already below 0: one comparison)
         valid = target >= 0 if ignore < 0 else (target >= 0) & (target != ignore)
-        if not dense:
+        if dense:
+            # an ignored element's label (a NaN one too) would make the kernel's derivative there
+            # NaN, which the selection below cannot stop in backward (0 × NaN): set it to 0
+            target = torch.where(valid, target, 0)
+        else:
             target = one_hot_targets(target, pred.size(1), dtype=pred.dtype)
             valid = valid.unsqueeze(1).expand_as(target)
         if weight is not None:

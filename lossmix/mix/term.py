@@ -115,6 +115,21 @@ def _check_log_name(term: str, loss_name: Any) -> str:
     return loss_name
 
 
+def _routed_input(
+    outputs: Any, batch: Any, src: str, term: str, arg: str, tensor_inputs: Mapping[str, bool]
+) -> Any:
+    """The value key ``src`` names for loss argument ``arg`` of ``term``, checked to be a tensor
+    where the loss takes one (``tensor_inputs``: argument → whether ``None`` is allowed); a
+    dense tensor passes with one comparison. A host-side type check: no sync."""
+    value = lookup(outputs, batch, src, term=term, arg=arg)
+    if type(value) is Tensor and value.layout is _STRIDED:
+        return value
+    optional = tensor_inputs.get(arg)
+    if optional is not None:
+        check_tensor_input(f"term '{term}'", arg, value, optional=optional, key=src)
+    return value
+
+
 @dataclass
 class TermInputs:
     """What phase one of a term found: its routed arguments, sample and normaliser."""
@@ -389,12 +404,7 @@ class Term(nn.Module):
             if not isinstance(src, str):
                 routed[arg] = src
                 continue
-            value = routed[arg] = lookup(outputs, batch, src, term=self.name, arg=arg)
-            if type(value) is Tensor and value.layout is _STRIDED:
-                continue  # a dense tensor passes the check below
-            optional = self._tensor_inputs.get(arg)
-            if optional is not None:
-                check_tensor_input(f"term '{self.name}'", arg, value, optional=optional, key=src)
+            routed[arg] = _routed_input(outputs, batch, src, self.name, arg, self._tensor_inputs)
         for arg in self._by_name:
             if arg == "weight" and arg in self._told:
                 continue  # never routed, only said, and said already
@@ -458,12 +468,7 @@ class Term(nn.Module):
                 return None  # route() takes it (or says it is not taken)
         args = []
         for arg, src in zip(positional, sources, strict=True):
-            value = lookup(outputs, batch, src, term=name, arg=arg)
-            if type(value) is not Tensor or value.layout is not _STRIDED:
-                optional = self._tensor_inputs.get(arg)
-                if optional is not None:
-                    check_tensor_input(f"term '{name}'", arg, value, optional=optional, key=src)
-            args.append(value)
+            args.append(_routed_input(outputs, batch, src, name, arg, self._tensor_inputs))
         if kept is not None:
             kept[name] = {arg: value for arg, value in zip(positional, args, strict=True)}  # not dict(zip()):
             # under torch.compile that call costs guards

@@ -269,23 +269,27 @@ def test_the_reduced_cross_entropy_takes_torchs_mean_when_no_label_is_ignored(ca
     torch.testing.assert_close(loss(pred, target), expected)
 
 
-@pytest.mark.parametrize("ignored", [False, True])
+@pytest.mark.parametrize("ignored", [None, -100.0, float("nan")])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_the_reduced_sigmoid_cross_entropy_reduces_in_the_kernel_without_an_ignored_element(
     ignored, reduction
 ):
     pred = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     target = (torch.rand(5, 3) > 0.5).double()
-    if ignored:
-        target[1, 2] = -100.0
+    if ignored is not None:
+        target[1, 2] = ignored  # a negative label, or a NaN one: selected away
     loss = build_loss({"type": "CrossEntropyLoss", "use_sigmoid": True, "reduction": reduction})
     calls = torch_calls(lambda: loss(pred, target))
-    kept = torch.where(target >= 0, F.binary_cross_entropy_with_logits(pred, target, reduction="none"), 0.0)
+    valid = target >= 0
+    safe = torch.where(valid, target, 0.0)  # what an ignored element's label is set to
+    kept = torch.where(valid, F.binary_cross_entropy_with_logits(pred, safe, reduction="none"), 0.0)
     expected = kept.sum() if reduction == "sum" else kept.mean()
     value = loss(pred, target)
     torch.testing.assert_close(value, expected)
-    torch.testing.assert_close(torch.autograd.grad(value, pred)[0], torch.autograd.grad(expected, pred)[0])
-    assert ("where" in calls) is ignored, calls  # one reduced kernel call when nothing is ignored
+    (grad,) = torch.autograd.grad(value, pred)
+    torch.testing.assert_close(grad, torch.autograd.grad(expected, pred)[0])
+    assert torch.isfinite(grad).all()  # a NaN label at an ignored element: a zero gradient there
+    assert ("where" in calls) is (ignored is not None), calls  # one kernel call when none is ignored
 
 
 def test_the_reduced_cross_entropy_names_an_index_out_of_range():
@@ -317,3 +321,18 @@ def test_the_reduced_cross_entropies_map_over_a_batch_of_problems(sigmoid):
     loss = build_loss({"type": "CrossEntropyLoss", "use_sigmoid": sigmoid})
     mapped = torch.func.vmap(loss)(pred, target)
     torch.testing.assert_close(mapped, torch.stack([loss(p, t) for p, t in zip(pred, target, strict=True)]))
+
+
+@pytest.mark.parametrize("label", [-100.0, float("nan")])
+def test_an_ignored_sigmoid_label_gives_a_zero_gradient_the_element_wise_way_too(label):
+    pred = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    target = (torch.rand(4, 3) > 0.5).double()
+    target[2, 1] = label
+    loss = build_loss({"type": "CrossEntropyLoss", "use_sigmoid": True})
+    value = loss(
+        pred, target, weight=torch.ones(4, 3, dtype=torch.float64)
+    )  # element weights: no reduced way
+    (grad,) = torch.autograd.grad(value, pred)
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+    assert grad[2, 1] == 0
+    torch.testing.assert_close(value, loss(pred, target))  # the reduced way agrees
