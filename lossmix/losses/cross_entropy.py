@@ -6,9 +6,9 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor
+from torch.compiler import is_compiling
 
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.functional.cross_entropy import (
@@ -39,6 +39,10 @@ IGNORE_INDEX = -100  # torch's and MMDetection's default when ignore_index is No
 #: an ignore index no class label can have (int64's least value): torch's kernel refuses every
 #: label outside ``[0, C)`` under it
 NO_LABEL = -(2**63)
+#: the settings :meth:`CrossEntropyLoss.reduced` depends on: setting one plans it again
+_REDUCED_FIELDS = frozenset(
+    {"use_mask", "use_sigmoid", "avg_non_ignore", "fused", "ignore_index", "label_smoothing", "class_weight"}
+)
 
 
 @LOSSES.register()
@@ -99,6 +103,8 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
     }
 
     class_weight: Tensor | None
+    #: :meth:`_plan_reduced`'s tuple (this default: no reduced way)
+    _reduced_by: tuple[str | None, int, float, bool | None] = (None, IGNORE_INDEX, 0.0, False)
 
     def __init__(
         self,
@@ -130,6 +136,7 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
         self.label_smoothing = check_float(name, "label_smoothing", label_smoothing, low=0.0, high=1.0)
         vector, spec = class_weight_argument(name, "class_weight", class_weight)
         self.register_class_buffer("class_weight", vector, None if spec is None else spec.weights)
+        self._plan_reduced()  # (the buffer is registered, not set: build it here)
         if use_mask and (
             class_weight is not None or ignore_index is not None or label_smoothing or reduction != "mean"
         ):
@@ -179,28 +186,23 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
         is an asynchronous assert, a compiled graph has no exceptions) the sum and one
         division run always.
         """
-        state = self.__dict__
-        if (
-            state["use_mask"]
-            or self._buffers.get("class_weight") is not None
-            or state.get("_waiting_for_counts")
-        ):
+        way, ignore, smoothing, fused = self._reduced_by  # (one read: under torch.compile one guard)
+        if way is None:
             return None
-        if state["use_sigmoid"]:
-            return self._reduced_sigmoid(pred, target, reduction)
+        if way == "sigmoid":
+            return self._reduced_sigmoid(pred, target, reduction, ignore, smoothing)
+        compiling = is_compiling()
         if (
-            state["avg_non_ignore"]
-            or pred.dim() < 2
+            pred.dim() < 2
             or target.is_floating_point()
             or target.shape != (pred.shape[0], *pred.shape[2:])
             or not target.numel()
-            or (state["fused"] is not False and fused_applies(state["fused"], "cross_entropy", pred))
+            # (the automatic choice never fuses a compiled call: not asked there)
+            or ((fused or (fused is None and not compiling)) and fused_applies(fused, "cross_entropy", pred))
         ):
             return None
-        ignore = state["ignore_index"]
-        ignore = IGNORE_INDEX if ignore is None else ignore
-        smoothing = state["label_smoothing"]
-        if torch.compiler.is_compiling():
+        state = self.__dict__
+        if compiling:
             total = torch_cross_entropy(pred, target, "sum", ignore_index=ignore, label_smoothing=smoothing)
             return total if reduction == "sum" else total / target.numel()
         if not target.is_cpu:  # an asynchronous device assert, as the element-wise way
@@ -222,25 +224,53 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
             return None  # the element-wise way reads the indices and names the bad one
         return total if reduction == "sum" else total / target.numel()
 
-    def _reduced_sigmoid(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor | None:
+    def _plan_reduced(self) -> None:
+        """What :meth:`reduced` reads of the configuration, as one tuple (``_reduced_by``):
+        ``(way, ignore_index, label_smoothing, fused)`` (``ignore_index`` :data:`IGNORE_INDEX`
+        where ``None``), ``way`` ``'sigmoid'``, ``'softmax'``
+        or ``None`` (no reduced way: the mask loss, class weights, ``avg_non_ignore``'s
+        softmax). Built again whenever one of :data:`_REDUCED_FIELDS` is set."""
+        state = self.__dict__
+        if any(f not in state for f in ("use_mask", "use_sigmoid", "avg_non_ignore", "fused")):
+            return  # (still in __init__: built once everything is set)
+        way: str | None = "sigmoid" if state["use_sigmoid"] else "softmax"
+        if (
+            state["use_mask"]
+            or self._buffers.get("class_weight") is not None
+            or self.needs_class_counts
+            or (way == "softmax" and state["avg_non_ignore"])
+        ):
+            way = None
+        ignore = state.get("ignore_index")
+        ignore = IGNORE_INDEX if ignore is None else ignore
+        reduced_by = (way, ignore, state.get("label_smoothing", 0.0), state["fused"])
+        object.__setattr__(self, "_reduced_by", reduced_by)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in _REDUCED_FIELDS:
+            self._plan_reduced()
+
+    def _reduced_sigmoid(
+        self, pred: Tensor, target: Tensor, reduction: str, ignore: int, smoothing: float
+    ) -> Tensor | None:
         """The sigmoid cross-entropy's ``reduced``: ignored elements (``target < 0`` or the
         ignore index, NaN targets too) selected away before the mean over every element. On
         the CPU, outside a compiled graph, a batch without one takes torch's one-kernel
         reduction (reading the mask there costs less than selecting and reducing apart)."""
-        if self.label_smoothing or not (pred.shape == target.shape and pred.dtype == target.dtype):
+        if smoothing or not (pred.shape == target.shape and pred.dtype == target.dtype):
             return None
         if not pred.numel():
             return None
-        ignore = self.ignore_index
         if (
             target.is_cpu
-            and not torch.compiler.is_compiling()
+            and not is_compiling()
             and not is_functorch_wrapped_tensor(target)  # (a vmap over the targets cannot read it)
-            and (ignore is None or ignore < 0)  # then an ignored element is a negative one
+            and ignore < 0  # then an ignored element is a negative one
             and target.min().item() >= 0  # (False for a NaN, which is ignored as well)
         ):
             return binary_cross_entropy_with_logits(pred, target, reduction)
-        kept, _ = self._sigmoid(pred, target, None, IGNORE_INDEX if ignore is None else ignore, True, False)
+        kept, _ = self._sigmoid(pred, target, None, ignore, True, False)
         return kept.sum() if reduction == "sum" else kept.mean()
 
     def _mask_loss(self, pred: Tensor, target: Tensor, label: Tensor | None) -> Tensor:
@@ -325,7 +355,7 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
             "ignore_index": ignore,
             "label_smoothing": self.label_smoothing,
         }
-        if not after or torch.compiler.is_compiling():
+        if not after or is_compiling():
             loss = kernel(pred, target, **args)
         else:
             try:
@@ -346,14 +376,14 @@ class CrossEntropyLoss(ClassCountsMixin, BaseLoss):
         if dense:
             # an ignored element's label (a NaN one too) would make the kernel's derivative there
             # NaN, which the selection below cannot stop in backward (0 × NaN): set it to 0
-            target = torch.where(valid, target, 0)
+            target = target.where(valid, 0)  # (the method: no module-level name under torch.compile)
         else:
             target = one_hot_targets(target, pred.size(1), dtype=pred.dtype)
             valid = valid.unsqueeze(1).expand_as(target)
         if weight is not None:
             weight = weight.view(-1, *([1] * (pred.dim() - 2))) if pred.dim() > 1 else weight
         loss = sigmoid_cross_entropy(pred, target, pos_weight=weight, label_smoothing=self.label_smoothing)
-        return torch.where(valid, loss, 0.0), valid.sum() if count else None
+        return loss.where(valid, 0.0), valid.sum() if count else None
 
     def _check_index_shape(self, pred: Tensor, target: Tensor) -> None:
         expected = (pred.shape[0], *pred.shape[2:])

@@ -35,6 +35,7 @@ from lossmix.reduction import EPS32
 from lossmix.registry.nodes import env_secrets, errors_hidden, loss_key_label, resolve_env_values, to_plain
 from lossmix.utilities.checks import check_choice, check_float
 from lossmix.utilities.distributed import all_reduce_mean
+from lossmix.utilities.modules import no_global_hooks
 
 __all__ = ["AGGREGATION_KEY", "GUARD_POLICIES", "WEIGHTING_KEY", "LossMix", "LossResult"]
 
@@ -242,6 +243,7 @@ class LossMix(nn.Module):
         # phases at once, unless its inputs are gated: the others' normalisers do not wait for
         # it. It is read from its plain plan, one tuple (one guard under torch.compile).
         direct, kept = not self.drop_nonfinite, result.inputs if self.keep_inputs else None
+        bare = direct and no_global_hooks()  # (one check for every plain term's loss call)
         rows: list[tuple[Term, _Done | None]] = []
         later: list[Term] = []  # prepared now, evaluated in phase two
         prepared: dict[str, TermInputs] = {}
@@ -251,8 +253,7 @@ class LossMix(nn.Module):
             if plan is not None:
                 name, log_name, every, weight, by_every, in_total, *_, scale, log_weight, _ = plan
                 if step is None or step % every == 0:
-                    # (through the class: Dynamo then guards no per-instance method lookup)
-                    parts = Term.evaluate_plain(t, outputs, batch, kept)
+                    parts = t.evaluate_plain(outputs, batch, kept, bare)
                     if parts is not None:  # Term.weight_at's product, in its order
                         lazy = every if step is not None and by_every else 1
                         done = (parts, weight * scale * lazy, (name, log_name, in_total, log_weight))
@@ -262,6 +263,7 @@ class LossMix(nn.Module):
             rows.append((t, done))
         # (the same on every rank: a term with a normaliser is never plain)
         reduced = self._synced_normalizers(later, prepared) if later else {}
+        record = self._record  # (once: under torch.compile each lookup is guarded)
         owner: dict[str, Term] = {}
         shared: set[str] = set()
         excluded: set[str] = set()  # the keys of terms that are not in the total
@@ -276,7 +278,7 @@ class LossMix(nn.Module):
                 else:
                     parts, weight = term.connected_zero(outputs, batch), 0.0
                     result.skipped += tuple(f"{ident[1]}.{p}" if p else ident[1] for p in parts)
-            self._record(result, owner, shared, (excluded, tracked), term, ident, parts, weight)
+            record(result, owner, shared, (excluded, tracked), term, ident, parts, weight)
         if self.weighting is not None and group is None:
             self._apply_weighting(result, training=step is not None)
         result.dynamic = tuple(k for k in tracked if k not in shared)

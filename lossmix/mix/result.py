@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.compiler import is_compiling
 
 from lossmix.errors import LossInputError
 
@@ -185,7 +186,7 @@ def sum_of(values: list[Tensor]) -> Tensor:
     """``Σ values`` of scalar tensors: one ``stack`` and one ``sum`` in eager mode (two ops
     whatever K); under ``torch.compile`` a chain of adds, which Inductor fuses into the
     step's kernel, where a stack would write K aliased views of one buffer first."""
-    if torch.compiler.is_compiling():
+    if is_compiling():  # (by name: under torch.compile one guard path, not three)
         total = values[0]
         for value in values[1:]:
             total = total + value

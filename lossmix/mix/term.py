@@ -451,40 +451,67 @@ class Term(nn.Module):
         )
 
     def evaluate_plain(
-        self, outputs: Any, batch: Any, kept: dict[str, dict[str, Any]] | None = None
+        self, outputs: Any, batch: Any, kept: dict[str, dict[str, Any]] | None = None, bare: bool = False
     ) -> dict[str, Tensor] | None:
         """Both phases of a term that only routes keys into its loss's inputs (no sampler,
         normaliser, constant or element weight): the routed values straight into the loss's
         positional call, the same checks and messages as :meth:`route` and :meth:`evaluate`.
         ``None``, before anything ran, where the term needs the full way: another term's
         layout, or an optional argument of the loss found by its own name. ``kept``: where
-        the routed inputs are kept by term name (``LossResult.inputs``), if they are."""
+        the routed inputs are kept by term name (``LossResult.inputs``), if they are;
+        ``bare``: no global module hook is registered (see :meth:`BaseLoss.call_plain`).
+
+        The common case (plain dicts, plain keys, a template loss whose direct way takes the
+        inputs) reads no module-level name: under ``torch.compile`` each one a call reads is
+        one more guard path checked before every call. Anything else takes the checked way.
+        """
         plan = self._plain
         if plan is None:
             return None
         name, _, _, _, _, _, sources, positional, by_name, single, _, _, template = plan
+        # (type(x) is dict, not isinstance(x, Mapping): a module-level name)
+        plain = outputs.__class__ is dict and (batch is None or batch.__class__ is dict)
         for arg in by_name:
-            if own_key(outputs, batch, arg)[0] and not (arg == "weight" and arg in self._told):
-                return None  # route() takes it (or says it is not taken)
-        args = []
-        for arg, src in zip(positional, sources, strict=True):
-            args.append(_routed_input(outputs, batch, src, name, arg, self._tensor_inputs))
-        if kept is not None:
-            kept[name] = {arg: value for arg, value in zip(positional, args, strict=True)}  # not dict(zip()):
-            # under torch.compile that call costs guards
-        try:
-            # self.loss is nn.Module.__getattr__ (~2 µs a call); typing.cast would be traced by
-            # Dynamo; the template's keywords given, Dynamo does not guard their defaults
-            loss = self._modules["loss"]
-            if template:
-                out = loss(*args, weight=None, avg_factor=None, reduction_override=None)  # type: ignore[misc]
+            if plain:
+                found = (arg in outputs) != (batch is not None and arg in batch)
             else:
-                out = loss(*args)  # type: ignore[misc]
-        except (LossInputError, LossConfigError) as err:
-            raise type(err)(f"term '{name}': {err}") from err
-        if single and isinstance(out, Tensor) and out.dim() == 0:
-            return {"": out}  # one value, as declared
-        return self._parts_of(out)
+                found = own_key(outputs, batch, arg)[0]
+            if found and not (arg == "weight" and arg in self._told):
+                return None  # route() takes it (or says it is not taken)
+        args: list[Any] = []
+        if plain:
+            for src in sources:
+                # (self marks a missing key: no routed value is the term itself)
+                value = outputs.get(src, self)
+                other = self if batch is None else batch.get(src, self)
+                if value is self:
+                    value, other = other, self
+                if value is self or other is not self or value is None or "." in src:
+                    break  # missing, in both, None or a path: the checked way says which
+                args.append(value)
+        loss = self._modules["loss"]  # (self.loss is nn.Module.__getattr__, ~2 µs a call)
+        out: Any = None
+        if template and len(args) == len(sources):
+            # the loss's own input check, one comparison each; None: the checked way
+            out = loss.call_plain((*args,), bare)  # type: ignore[union-attr,operator]
+            if out is not None and not single:
+                out = self._parts_of(out)
+        if out is None:
+            checked = self._tensor_inputs
+            pairs = zip(positional, sources, strict=True)
+            args = [_routed_input(outputs, batch, s, name, a, checked) for a, s in pairs]
+            try:
+                if template:  # (the keywords given: Dynamo does not guard their defaults)
+                    out = loss(*args, weight=None, avg_factor=None, reduction_override=None)  # type: ignore[misc]
+                else:
+                    out = loss(*args)  # type: ignore[misc]
+            except (LossInputError, LossConfigError) as err:
+                raise type(err)(f"term '{name}': {err}") from err
+            if not (single and isinstance(out, Tensor) and out.dim() == 0):
+                out = self._parts_of(out)
+        if kept is not None:  # (a comprehension, not dict(zip()), which costs more guards)
+            kept[name] = {arg: value for arg, value in zip(positional, args, strict=True)}
+        return out if out.__class__ is dict else {"": out}  # one value, as declared
 
     def _by_name_message(self, arg: str) -> str:
         loss = getattr(self.loss, "loss_name", type(self.loss).__name__)

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+# (module-level dicts that torch fills and empties in place, never rebinds)
+from torch.nn.modules.module import (
+    _global_backward_hooks,
+    _global_backward_pre_hooks,
+    _global_forward_hooks,
+    _global_forward_pre_hooks,
+)
 
 from lossmix.errors import LossConfigError, did_you_mean
 
-__all__ = ["trainable_parameters"]
+__all__ = ["no_global_hooks", "trainable_parameters"]
 
 _SHOWN = 30
+
+
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]
+def no_global_hooks() -> bool:
+    """Whether no global module hook is registered (``nn.modules.module.register_module_forward_hook``
+    and its kin): then ``Module.__call__`` of a module without hooks of its own runs its
+    ``forward`` and nothing else.
+
+    >>> no_global_hooks()
+    True
+    """
+    hooks = (
+        _global_backward_pre_hooks,
+        _global_backward_hooks,
+        _global_forward_hooks,
+        _global_forward_pre_hooks,
+    )
+    return not any(hooks)
 
 
 def trainable_parameters(

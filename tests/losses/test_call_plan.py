@@ -121,6 +121,39 @@ def test_a_scheduled_hyper_parameter_is_read_at_each_planned_call():
     torch.testing.assert_close(loss(pred, target), torch.tensor(0.375))
 
 
+@pytest.mark.parametrize(
+    ("sigmoid", "field", "value"),
+    [
+        (False, "label_smoothing", 0.2),
+        (False, "ignore_index", 1),
+        (False, "avg_non_ignore", True),
+        (False, "class_weight", torch.tensor([1.0, 2.0, 0.5])),
+        (False, "use_sigmoid", True),
+        (True, "label_smoothing", 0.2),
+        (True, "ignore_index", 1),
+        (True, "class_weight", torch.tensor([1.0, 2.0, 0.5])),
+        (True, "use_sigmoid", False),
+    ],
+)
+def test_the_cross_entropy_follows_a_setting_changed_later(sigmoid, field, value):
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.randn(8, 3, generator=gen)
+    target = torch.randint(0, 3, (8,), generator=gen)
+    if sigmoid:
+        target = F.one_hot(target, 3).float()
+    node = {"type": "CrossEntropyLoss", "use_sigmoid": sigmoid}
+    loss = build_loss(node)
+    loss(pred, target)  # (a first call: whatever it caches)
+    if field == "class_weight":
+        loss.class_weight = value
+    else:
+        setattr(loss, field, value)
+    fresh = build_loss(node | {field: value.tolist() if isinstance(value, torch.Tensor) else value})
+    if field == "use_sigmoid":  # (the other kind wants the other targets)
+        target = F.one_hot(target, 3).float() if value else target.argmax(1)
+    torch.testing.assert_close(loss(pred, target), fresh(pred, target))
+
+
 @pytest.mark.parametrize("how", ["deepcopy", "pickle", "state_dict"])
 def test_copies_and_checkpoints_keep_a_working_plan(how):
     loss = build_loss({"type": "CrossEntropyLoss", "loss_weight": 2.0, "class_weight": [1.0, 2.0, 3.0]})

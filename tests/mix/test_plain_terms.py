@@ -153,3 +153,136 @@ def test_a_plain_term_names_the_term_and_the_key(batch_change, message):
             batch[key] = value
     with pytest.raises(LossInputError, match=rf"term 'reg'.*{message}|{message}.*term 'reg'"):
         LossMix.from_config({"reg": NODE["reg"]})(outputs, batch, step=0)
+
+
+# -- the loss called without Module.__call__, unless something would run there -----------------
+def _hook_kinds(loss: torch.nn.Module, calls: list[str]):
+    """Each way to hook or wrap a module's call: (name, register it, whether it runs in backward)."""
+
+    def forward_wrapper():
+        inner = loss.forward
+
+        def wrapped(*args, **kwargs):
+            calls.append("forward")
+            return inner(*args, **kwargs)
+
+        loss.forward = wrapped  # what accelerate's add_hook_to_module does
+
+    def compiled():
+        def call(*args, **kwargs):
+            calls.append("compiled")
+            return loss._call_impl(*args, **kwargs)
+
+        loss._compiled_call_impl = call  # what Module.compile() sets
+
+    return {
+        "forward_pre_hook": lambda: loss.register_forward_pre_hook(lambda m, a: calls.append("pre")),
+        "forward_hook_with_kwargs": lambda: loss.register_forward_hook(
+            lambda m, a, k, o: calls.append("post"), with_kwargs=True
+        ),
+        "full_backward_hook": lambda: loss.register_full_backward_hook(lambda m, gi, go: calls.append("bw")),
+        "full_backward_pre_hook": lambda: loss.register_full_backward_pre_hook(
+            lambda m, go: calls.append("bwpre")
+        ),
+        "global_forward_hook": lambda: torch.nn.modules.module.register_module_forward_hook(
+            lambda m, a, o: calls.append(type(m).__name__)
+        ),
+        "instance_forward": forward_wrapper,
+        "compile": compiled,
+    }
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "forward_pre_hook",
+        "forward_hook_with_kwargs",
+        "full_backward_hook",
+        "full_backward_pre_hook",
+        "global_forward_hook",
+        "instance_forward",
+        "compile",
+    ],
+)
+def test_a_hook_or_wrapper_on_a_plain_terms_loss_runs(kind):
+    mix = LossMix.from_config({"reg": NODE["reg"]})
+    outputs, batch = _data()
+    expected = mix(outputs, batch, step=0).total
+    calls: list[str] = []
+    handle = _hook_kinds(mix.find_term("reg").loss, calls)[kind]()
+    try:
+        result = mix(outputs, batch, step=0)
+        result.total.backward()
+    finally:
+        if handle is not None:
+            handle.remove()
+    assert calls, f"the {kind} did not run"
+    if kind == "global_forward_hook":  # (it runs for the LossMix's own call as well)
+        assert "SmoothL1Loss" in calls
+    torch.testing.assert_close(result.total, expected)
+
+
+def test_the_bare_call_gives_the_modules_value_and_gradient():
+    mix = LossMix.from_config(NODE)
+    outputs, batch = _data()
+    total = mix(outputs, batch, step=0).total
+    grads = torch.autograd.grad(total, list(outputs.values()))
+    reg, cls = (mix.find_term(n).loss for n in ("reg", "cls"))
+    by_hand = 2.0 * reg(outputs["p"], batch["y"]) + 0.5 * cls(outputs["logits"], batch["labels"])
+    for got, want in zip(grads, torch.autograd.grad(by_hand, list(outputs.values())), strict=True):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(total, by_hand)
+
+
+def test_a_loss_class_with_its_own_call_is_called_through_it():
+    from lossmix.losses import L1Loss
+
+    calls: list[str] = []
+
+    class CountedL1(L1Loss):
+        def __call__(self, *args, **kwargs):
+            calls.append("call")
+            return super().__call__(*args, **kwargs)
+
+    mix = LossMix({"reg": Term("reg", CountedL1(), inputs={"pred": "p", "target": "y"})})
+    outputs, batch = _data()
+    torch.testing.assert_close(mix(outputs, batch, step=0).total, F.l1_loss(outputs["p"], batch["y"]))
+    assert calls == ["call"]
+
+
+def test_a_plain_terms_loss_is_called_without_module_call_when_nothing_hooks_it():
+    mix = LossMix.from_config(NODE)
+    outputs, batch = _data()
+    calls: list[str] = []
+    for name in ("reg", "cls"):
+        loss = mix.find_term(name).loss
+        original = loss._call_impl
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        loss.__dict__["_call_impl"] = counted  # what Module.__call__ runs
+    mix(outputs, batch, step=0)
+    assert calls == []  # the direct way
+    mix.find_term("reg").loss.register_forward_hook(lambda m, a, o: None)
+    mix(outputs, batch, step=0)
+    assert calls == ["reg"]  # a hooked loss is called through Module.__call__
+
+
+@pytest.mark.parametrize("batch_value", [None, "tensor"])
+def test_a_key_in_both_outputs_and_batch_is_named_on_the_plain_way(batch_value):
+    mix = LossMix.from_config({"reg": NODE["reg"]})
+    outputs, batch = _data()
+    batch["p"] = None if batch_value is None else outputs["p"].detach()
+    with pytest.raises(LossInputError, match=r"term 'reg': input 'pred' key 'p' is in both"):
+        mix(outputs, batch, step=0)
+
+
+@pytest.mark.parametrize("value", [[1.0, 2.0], 3.0, "p"])
+def test_a_routed_value_that_is_not_a_tensor_is_named_on_the_plain_way(value):
+    mix = LossMix.from_config({"reg": NODE["reg"]})
+    outputs, batch = _data()
+    outputs["p"] = value
+    with pytest.raises(LossInputError, match=r"term 'reg'.*'pred' \(key 'p'\) is a"):
+        mix(outputs, batch, step=0)
