@@ -20,17 +20,24 @@ Each variant runs ``--steps`` forward + backward passes per round, eager and und
 ``torch.compile``; the variants alternate for ``--rounds`` rounds (the order reversing
 every other round) and the medians of the per-round ratios are reported; times are the
 thread's CPU time (forward and backward of tiny CPU tensors run in the calling thread), so
-the other processes of a shared machine do not count. Targets at K = 8:
+the other processes of a shared machine do not count. Each compiled variant has a code
+object of its own (Dynamo keeps one cache per code object: a shared one would make a K = 8
+call check the K = 3 entry's guards first), and each K runs in a fresh process (what one K
+compiled and allocated would otherwise weigh on the next: measured, a K = 8 row run third in
+one process gave up to 1.06× where a fresh one gives 1.02×). Targets at K = 8:
 modules / torch ≤ 1.15× eager; LossMix / torch ≤ 1.3× eager and ≤ 1.05× compiled.
 
-Usage: ``python benchmarks/engine_overhead.py [--steps 40] [--rounds 21] [--ks 3 8 32]
+Usage: ``python benchmarks/engine_overhead.py [--steps 40] [--rounds 41] [--ks 3 8 32]
 [--no-compile] [--write]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
 import types
 import warnings
@@ -254,7 +261,7 @@ def guard_ratio(reference: Step, mix: Step, outputs: dict, batch: dict, calls: i
     """Dynamo's guard check before each compiled call, ``mix``'s over ``reference``'s (``None``
     where this torch does not expose the cache entries)."""
     times = []
-    for fn in (reference, mix):
+    for fn in (_own_code(reference), _own_code(mix)):
         torch.compile(fn)(outputs, batch)
         try:
             entry = torch._dynamo.eval_frame._debug_get_cache_entry_list(fn.__code__)[0]
@@ -279,8 +286,11 @@ def torch_row(k: int, steps: int, rounds: int, compiled: bool) -> tuple[float, .
     if not compiled:
         _, mod, mixed = interleaved([reference, modules, mix], outputs, batch, steps, rounds)
         return mod, mixed
-    again = _own_code(torch_sum(k))
-    fns = [torch.compile(f) for f in (reference, modules, mix, again)]
+    # each its own code object: Dynamo caches compiled code per code object, and the closures
+    # of one builder share theirs, so a K = 8 call would first check (and fail) the guards of
+    # the K = 3 entry left by the row before
+    again = torch_sum(k)
+    fns = [torch.compile(_own_code(f)) for f in (reference, modules, mix, again)]
     _, mod, mixed, floor = interleaved(fns, outputs, batch, steps, rounds)
     guards = guard_ratio(torch_sum(k), torch_mix(k), outputs, batch)
     return mod, mixed, floor, (float("nan") if guards is None else guards)
@@ -291,7 +301,7 @@ def detection_row(k: int, steps: int, rounds: int, compiled: bool) -> float:
     hand, mix = detection_modules(k), detection_mix(k)
     check_equal([hand, mix], outputs, batch)
     if compiled:
-        hand, mix = torch.compile(hand), torch.compile(mix)
+        hand, mix = torch.compile(_own_code(hand)), torch.compile(_own_code(mix))
     return interleaved([hand, mix], outputs, batch, steps, rounds)[1]
 
 
@@ -299,35 +309,58 @@ def _x(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value:.3f}×"
 
 
+def measure(k: int, steps: int, rounds: int, compiled: bool) -> tuple[list, list]:
+    """K's row of each table: (K, modules / torch and LossMix / torch eager[, compiled, A/A,
+    guard check]) and (K, detection eager, compiled)."""
+    eager = torch_row(k, steps, rounds, compiled=False)
+    comp = torch_row(k, steps, rounds, compiled=True) if compiled else (None,) * 4
+    det_eager = detection_row(k, steps, rounds, compiled=False)
+    det_comp = detection_row(k, steps, rounds, compiled=True) if compiled else None
+    return [k, *eager, *comp], [k, det_eager, det_comp]
+
+
+def in_own_process(k: int, args: argparse.Namespace) -> tuple[list, list]:
+    """:func:`measure` in a fresh interpreter: what one K compiled and allocated (Dynamo's
+    caches, Inductor's loaded kernels, the allocator's state) does not weigh on the next."""
+    command = [sys.executable, __file__, "--one", str(k), "--steps", str(args.steps)]
+    command += ["--rounds", str(args.rounds)] + (["--no-compile"] if args.no_compile else [])
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    row, det_row = json.loads(done.stdout.strip().splitlines()[-1])
+    return row, det_row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # many short rounds: a burst of the shared machine's load spoils few of them, and the
     # median of the per-round ratios ignores those
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--ks", type=int, nargs="+", default=[3, 8, 32])
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child: one K, as JSON
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
+    if args.one is not None:
+        print(json.dumps(measure(args.one, args.steps, args.rounds, not args.no_compile)))
+        return
     rows, det_rows = [], []
     for k in args.ks:
-        eager = torch_row(k, args.steps, args.rounds, compiled=False)
-        comp = None if args.no_compile else torch_row(k, args.steps, args.rounds, compiled=True)
-        rows.append((k, *eager, *(comp or (None,) * 4)))
+        row, det_row = in_own_process(k, args)
+        rows.append(row)
+        det_rows.append(det_row)
+        _, mod, mixed, *comp = row
         print(
-            f"K={k:>2}: modules/torch eager {_x(eager[0])}  LossMix/torch eager {_x(eager[1])}"
-            + ("" if comp is None else f"  compiled {_x(comp[0])} {_x(comp[1])} A/A {_x(comp[2])}")
+            f"K={k:>2}: modules/torch eager {_x(mod)}  LossMix/torch eager {_x(mixed)}"
+            + ("" if args.no_compile else f"  compiled {_x(comp[0])} {_x(comp[1])} A/A {_x(comp[2])}")
         )
-        det_eager = detection_row(k, args.steps, args.rounds, compiled=False)
-        det_comp = None if args.no_compile else detection_row(k, args.steps, args.rounds, compiled=True)
-        det_rows.append((k, det_eager, det_comp))
-        print(f"      detection LossMix/modules eager {_x(det_eager)}  compiled {_x(det_comp)}")
+        print(f"      detection LossMix/modules eager {_x(det_row[1])}  compiled {_x(det_row[2])}")
     body = (
         "Forward + backward of the same weighted sum of K terms (values checked equal to 1e-6), "
         f"tiny tensors ({N} × {C} per term), median of the per-round ratios of {args.rounds} "
-        f"interleaved rounds of {args.steps} steps (the order reversing every other round). "
+        f"interleaved rounds of {args.steps} steps (the order reversing every other round), each "
+        "K in a fresh process. "
         "Reference: the sum written by hand with torch's functionals (`F.l1_loss`, `F.mse_loss`, "
         "`F.smooth_l1_loss`, `F.binary_cross_entropy_with_logits`, `F.cross_entropy`, cycling); "
         "modules: the same sum with lossmix's loss modules; LossMix: the same terms through "

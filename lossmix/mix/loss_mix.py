@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
+from torch.compiler import is_compiling
 
 from lossmix.errors import LossConfigError, LossInputError
 from lossmix.mix.build import (
@@ -243,7 +244,8 @@ class LossMix(nn.Module):
         # phases at once, unless its inputs are gated: the others' normalisers do not wait for
         # it. It is read from its plain plan, one tuple (one guard under torch.compile).
         direct, kept = not self.drop_nonfinite, result.inputs if self.keep_inputs else None
-        bare = direct and no_global_hooks()  # (one check for every plain term's loss call)
+        compiling, no_hooks = _call_context()
+        bare = direct and no_hooks  # (one check for every plain term's loss call)
         rows: list[tuple[Term, _Done | None]] = []
         later: list[Term] = []  # prepared now, evaluated in phase two
         prepared: dict[str, TermInputs] = {}
@@ -283,7 +285,15 @@ class LossMix(nn.Module):
             self._apply_weighting(result, training=step is not None)
         result.dynamic = tuple(k for k in tracked if k not in shared)
         included = [c for k, c in result.terms.items() if k not in excluded]
-        result.total = sum_of(included) if included else zero_like(result.terms)
+        if not included:
+            result.total = zero_like(result.terms)
+        elif compiling:  # (sum_of's choice, inline: its module-level names cost guards per call)
+            total = included[0]
+            for contribution in included[1:]:
+                total = total + contribution
+            result.total = total
+        else:
+            result.total = torch.stack(included).sum()
         if step is not None and later and any(window_scoped(t) for t in later):  # (plain: no normaliser)
             result.unnormalized_total = self._unnormalized(result, owner)
         aggregation = self.aggregation
@@ -443,6 +453,15 @@ class LossMix(nn.Module):
         if regulariser is not None:
             result.raw[WEIGHTING_KEY] = result.terms[WEIGHTING_KEY] = regulariser
             result.weights[WEIGHTING_KEY] = 1.0
+
+
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]
+def _call_context() -> tuple[bool, bool]:
+    """(whether ``torch.compile`` is tracing this call, whether no global module hook is
+    registered), read once per call. Under ``torch.compile`` a constant of the trace, with no
+    guard: a global hook registered after compiling is not seen inside the compiled graph,
+    as for any module there."""
+    return is_compiling(), no_global_hooks()
 
 
 #: a term computed in phase one: its parts, its weight this step, (name, log name, in_total,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 # (module-level dicts that torch fills and empties in place, never rebinds)
@@ -20,7 +19,6 @@ __all__ = ["no_global_hooks", "trainable_parameters"]
 _SHOWN = 30
 
 
-@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]
 def no_global_hooks() -> bool:
     """Whether no global module hook is registered (``nn.modules.module.register_module_forward_hook``
     and its kin): then ``Module.__call__`` of a module without hooks of its own runs its

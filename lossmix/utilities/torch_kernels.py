@@ -18,15 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch._C import _has_torch_function_variadic as _overridden
+from torch._C._nn import cross_entropy_loss as _cross_entropy_loss
+from torch._C._nn import l1_loss as _l1_loss
+from torch._C._nn import mse_loss as _mse_loss
+from torch._C._nn import smooth_l1_loss as _smooth_l1_loss
 
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "l1_loss", "mse_loss", "smooth_l1_loss"]
 
-#: torch's own codes for a reduction (``torch.nn._reduction.get_enum``)
-REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
+# A reduction's code for torch's kernels (``torch.nn._reduction.get_enum``) is its index in
+# ("none", "mean", "sum"), spelt out in each call: under torch.compile a module-level name read
+# by a call costs guards at every call, a literal none.
 
 # torch's stubs type the reduction as a string; the kernels take the integer code, as
 # torch.nn.functional passes it (hence the type: ignore[arg-type] below)
-_nn = torch._C._nn
 
 
 def l1_loss(pred: Tensor, target: Tensor, reduction: str) -> Tensor:
@@ -37,14 +41,14 @@ def l1_loss(pred: Tensor, target: Tensor, reduction: str) -> Tensor:
     """
     if _overridden(pred, target):
         return F.l1_loss(pred, target, reduction=reduction)
-    return _nn.l1_loss(pred, target, REDUCTION_CODE[reduction])  # type: ignore[arg-type]
+    return _l1_loss(pred, target, ("none", "mean", "sum").index(reduction))  # type: ignore[arg-type]
 
 
 def mse_loss(pred: Tensor, target: Tensor, reduction: str) -> Tensor:
     """``F.mse_loss(pred, target, reduction=reduction)``."""
     if _overridden(pred, target):
         return F.mse_loss(pred, target, reduction=reduction)
-    return _nn.mse_loss(pred, target, REDUCTION_CODE[reduction])  # type: ignore[arg-type]
+    return _mse_loss(pred, target, ("none", "mean", "sum").index(reduction))  # type: ignore[arg-type]
 
 
 def smooth_l1_loss(pred: Tensor, target: Tensor, reduction: str, beta: float) -> Tensor:
@@ -53,15 +57,16 @@ def smooth_l1_loss(pred: Tensor, target: Tensor, reduction: str, beta: float) ->
     if _overridden(pred, target):
         return F.smooth_l1_loss(pred, target, reduction=reduction, beta=beta)
     if beta == 0.0:
-        return _nn.l1_loss(pred, target, REDUCTION_CODE[reduction])  # type: ignore[arg-type]
-    return _nn.smooth_l1_loss(pred, target, REDUCTION_CODE[reduction], beta)  # type: ignore[arg-type]
+        return _l1_loss(pred, target, ("none", "mean", "sum").index(reduction))  # type: ignore[arg-type]
+    return _smooth_l1_loss(pred, target, ("none", "mean", "sum").index(reduction), beta)  # type: ignore[arg-type]
 
 
 def binary_cross_entropy_with_logits(pred: Tensor, target: Tensor, reduction: str) -> Tensor:
     """``F.binary_cross_entropy_with_logits(pred, target, reduction=reduction)``."""
     if _overridden(pred, target):
         return F.binary_cross_entropy_with_logits(pred, target, reduction=reduction)
-    return torch.binary_cross_entropy_with_logits(pred, target, None, None, REDUCTION_CODE[reduction])
+    code = ("none", "mean", "sum").index(reduction)
+    return torch.binary_cross_entropy_with_logits(pred, target, None, None, code)
 
 
 def cross_entropy(
@@ -73,5 +78,5 @@ def cross_entropy(
         return F.cross_entropy(
             pred, target, reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing
         )
-    code = REDUCTION_CODE[reduction]
-    return _nn.cross_entropy_loss(pred, target, None, code, ignore_index, label_smoothing)  # type: ignore[arg-type]
+    code = ("none", "mean", "sum").index(reduction)
+    return _cross_entropy_loss(pred, target, None, code, ignore_index, label_smoothing)  # type: ignore[arg-type]

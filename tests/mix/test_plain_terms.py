@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lossmix import LossInputError, LossMix, Term
+from lossmix.losses import L1Loss
 from lossmix.reduction import EPS32
 
 
@@ -286,3 +287,78 @@ def test_a_routed_value_that_is_not_a_tensor_is_named_on_the_plain_way(value):
     outputs["p"] = value
     with pytest.raises(LossInputError, match=r"term 'reg'.*'pred' \(key 'p'\) is a"):
         mix(outputs, batch, step=0)
+
+
+# -- a change after the first call, eager and compiled ------------------------------------------
+def _by_hand(outputs, batch, reg: float = 2.0, cls: float = 0.5):
+    return reg * F.smooth_l1_loss(outputs["p"], batch["y"]) + cls * F.cross_entropy(
+        outputs["logits"], batch["labels"]
+    )
+
+
+def _changes():
+    """Ways to change a mix after its first call, and the total they lead to."""
+
+    def scale(mix):
+        mix.set_scale("reg", 3.0)
+        return lambda o, b: _by_hand(o, b, reg=6.0)
+
+    def weight(mix):
+        mix.find_term("cls").weight = 2.0  # a term's attribute, set directly
+        return lambda o, b: _by_hand(o, b, cls=2.0)
+
+    def replaced(mix):
+        mix.terms["cls"] = Term("cls", L1Loss(), weight=1.0, inputs={"pred": "p", "target": "y"})
+        return lambda o, b: 2.0 * F.smooth_l1_loss(o["p"], b["y"]) + F.l1_loss(o["p"], b["y"])
+
+    def removed(mix):
+        del mix.terms["cls"]
+        return lambda o, b: 2.0 * F.smooth_l1_loss(o["p"], b["y"])
+
+    def in_total(mix):
+        mix.find_term("cls").in_total = False
+        return lambda o, b: 2.0 * F.smooth_l1_loss(o["p"], b["y"])
+
+    return {"scale": scale, "weight": weight, "replaced": replaced, "removed": removed, "in_total": in_total}
+
+
+@pytest.mark.parametrize("change", list(_changes()))
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_change_after_the_first_call_is_seen_by_the_next(change, compiled):
+    mix = LossMix.from_config(NODE)
+    outputs, batch = _data()
+
+    def total(o, b):
+        return mix(o, b, step=0).total
+
+    run = torch.compile(total, fullgraph=True, backend="aot_eager") if compiled else total
+    torch.testing.assert_close(run(outputs, batch), _by_hand(outputs, batch))
+    expected = _changes()[change](mix)
+    torch.testing.assert_close(run(outputs, batch), expected(outputs, batch))
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_mix_keeps_its_own_program(how):
+    import copy
+    import pickle
+
+    mix = LossMix.from_config(NODE)
+    outputs, batch = _data()
+    mix(outputs, batch, step=0)
+    twin = copy.deepcopy(mix) if how == "deepcopy" else pickle.loads(pickle.dumps(mix))
+    twin.find_term("reg").weight = 5.0
+    torch.testing.assert_close(twin(outputs, batch, step=0).total, _by_hand(outputs, batch, reg=5.0))
+    torch.testing.assert_close(mix(outputs, batch, step=0).total, _by_hand(outputs, batch))
+    mix.find_term("cls").weight = 1.0
+    torch.testing.assert_close(mix(outputs, batch, step=0).total, _by_hand(outputs, batch, cls=1.0))
+
+
+def test_a_term_in_two_mixes_tells_both_of_a_change():
+    shared = Term("reg", L1Loss(), weight=1.0, inputs={"pred": "p", "target": "y"})
+    first, second = LossMix({"reg": shared}), LossMix({"grp": {"reg": shared}})
+    outputs, batch = _data()
+    first(outputs, batch), second(outputs, batch, group="grp")
+    shared.weight = 4.0
+    expected = 4.0 * F.l1_loss(outputs["p"], batch["y"])
+    torch.testing.assert_close(first(outputs, batch).total, expected)
+    torch.testing.assert_close(second(outputs, batch, group="grp").total, expected)
