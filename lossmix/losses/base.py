@@ -37,6 +37,7 @@ from __future__ import annotations
 import abc
 import inspect
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -331,20 +332,30 @@ class BaseLoss(nn.Module, metaclass=abc.ABCMeta):
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
-        if name in _WRAPPING:  # an instance forward (a wrapper's) or Module.compile(): call it
-            object.__setattr__(self, "_wrapped", True)
-            name = "reduction"  # and build the direct tuple again, as below
-        if name in _PLANNED or name in self.plan_fields:  # what the plan holds changed: build it again
-            plan = _CallPlan.of(self)
-            object.__setattr__(self, "_call_plan", plan)  # plain data, no submodule
-            bare = not self.__dict__.get("_wrapped", False) and type(self).__call__ is nn.Module.__call__
-            object.__setattr__(self, "_direct", None if plan is None else plan.direct(bare))
+        if name in _PLANNED or name in self.plan_fields or name in _WRAPPING:
+            self._build_plan()  # what the plan holds changed: build it again
+
+    def _build_plan(self) -> None:
+        plan = _CallPlan.of(self)
+        object.__setattr__(self, "_call_plan", plan)  # plain data, no submodule
+        object.__setattr__(self, "_direct", None if plan is None else plan.direct(self._unhooked()))
+
+    def _unhooked(self) -> bool:
+        """Whether ``Module.__call__`` would run this loss's ``forward`` and nothing else (no
+        hook registered on it, no instance ``forward``, no ``Module.compile()``, no
+        ``__call__`` of its class's own): then :meth:`call_plain` may leave it out."""
+        state = self.__dict__
+        if type(self).__call__ is not nn.Module.__call__ or "forward" in state:
+            return False
+        if state.get("_compiled_call_impl") is not None:
+            return False
+        return not any(state.get(hooks) for hooks in _HOOK_DICTS)
 
     def _hooked(self, handle: RemovableHandle) -> RemovableHandle:
-        """A hook was registered on this loss: from now on it is called through
-        ``Module.__call__`` (see :meth:`call_plain`), which runs it."""
-        self.__setattr__("_wrapped", True)  # (a _WRAPPING name: builds the direct tuple again)
-        return handle
+        """A hook was registered on this loss: it is called through ``Module.__call__``,
+        which runs it, until the hook's handle removes it."""
+        self._build_plan()
+        return _LossHookHandle(handle, self)
 
     def register_forward_pre_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
         return self._hooked(super().register_forward_pre_hook(*args, **kwargs))
@@ -610,7 +621,26 @@ def spec_call_inputs(spec: _Spec) -> dict[str, inspect.Parameter]:
 _PLANNED = frozenset({"reduction", "loss_weight"})
 #: set on an instance, these change how ``Module.__call__`` runs it (an instance ``forward``,
 #: a wrapper's; ``Module.compile()``): :meth:`BaseLoss.call_plain` then calls through it
-_WRAPPING = frozenset({"forward", "_compiled_call_impl", "_wrapped"})
+_WRAPPING = frozenset({"forward", "_compiled_call_impl"})
+#: the hook dicts ``Module.__call__`` checks before it runs ``forward`` alone
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+class _LossHookHandle(RemovableHandle):
+    """The handle of a hook on a lossmix loss: removing the hook lets the loss take the
+    direct way again once nothing else hooks it (a model summary's hooks, for instance)."""
+
+    def __init__(self, handle: RemovableHandle, loss: BaseLoss) -> None:
+        self.__dict__.update(handle.__dict__)
+        self.loss_ref = weakref.ref(loss)
+
+    def remove(self) -> None:
+        super().remove()
+        loss = getattr(self, "loss_ref", lambda: None)()  # (none after unpickling)
+        if loss is not None:
+            loss._build_plan()
+
+
 _BOOL = torch.bool
 _STRIDED = torch.strided
 

@@ -266,9 +266,16 @@ def test_a_plain_terms_loss_is_called_without_module_call_when_nothing_hooks_it(
         loss.__dict__["_call_impl"] = counted  # what Module.__call__ runs
     mix(outputs, batch, step=0)
     assert calls == []  # the direct way
-    mix.find_term("reg").loss.register_forward_hook(lambda m, a, o: None)
+    handle = mix.find_term("reg").loss.register_forward_hook(lambda m, a, o: None)
     mix(outputs, batch, step=0)
     assert calls == ["reg"]  # a hooked loss is called through Module.__call__
+    handle.remove()  # (as a model summary removes its hooks)
+    mix(outputs, batch, step=0)
+    assert calls == ["reg"]  # the direct way again
+    with mix.find_term("cls").loss.register_forward_pre_hook(lambda m, a: None):
+        mix(outputs, batch, step=0)
+    mix(outputs, batch, step=0)
+    assert calls == ["reg", "cls"]
 
 
 @pytest.mark.parametrize("batch_value", [None, "tensor"])
