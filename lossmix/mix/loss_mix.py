@@ -28,7 +28,7 @@ from lossmix.mix.build import (
     check_weighting,
     window_scoped,
 )
-from lossmix.mix.result import LossResult, device_of, gate, sum_of, zero_like
+from lossmix.mix.result import LossResult, device_of, gate, zero_like
 from lossmix.mix.term import Term, TermInputs, check_term_name
 from lossmix.mtl.aggregation import AGGREGATION_KEY, GradientAggregation
 from lossmix.mtl.weighting import WEIGHTING_KEY, BaseWeighting
@@ -285,15 +285,7 @@ class LossMix(nn.Module):
             self._apply_weighting(result, training=step is not None)
         result.dynamic = tuple(k for k in tracked if k not in shared)
         included = [c for k, c in result.terms.items() if k not in excluded]
-        if not included:
-            result.total = zero_like(result.terms)
-        elif compiling:  # (sum_of's choice, inline: its module-level names cost guards per call)
-            total = included[0]
-            for contribution in included[1:]:
-                total = total + contribution
-            result.total = total
-        else:
-            result.total = torch.stack(included).sum()
+        result.total = self._sum(included, compiling) if included else zero_like(result.terms)
         if step is not None and later and any(window_scoped(t) for t in later):  # (plain: no normaliser)
             result.unnormalized_total = self._unnormalized(result, owner)
         aggregation = self.aggregation
@@ -301,8 +293,20 @@ class LossMix(nn.Module):
             result.aggregation_input = aggregation.route(outputs, batch)
         return result
 
-    @staticmethod
-    def _unnormalized(result: LossResult, owner: Mapping[str, Term]) -> Tensor:
+    def _sum(self, values: list[Tensor], compiling: bool) -> Tensor:
+        """``Σ values`` of scalar tensors: one ``stack`` and one ``sum`` in eager mode (two ops
+        whatever K); in a compiled call a chain of adds, which Inductor fuses into the step's
+        kernel, where a stack would write K aliased views of one buffer first. (A method, not a
+        module-level or static function: under ``torch.compile`` either name would be a guard
+        path checked at every call.)"""
+        if compiling:
+            total = values[0]
+            for value in values[1:]:
+                total = total + value
+            return total
+        return torch.stack(values).sum()
+
+    def _unnormalized(self, result: LossResult, owner: Mapping[str, Term]) -> Tensor:
         """Σ contribution × (its divisor + eps): the terms' sums, before any normaliser."""
         parts = []
         for key, contribution in result.terms.items():
@@ -311,7 +315,7 @@ class LossMix(nn.Module):
                 continue
             divisor = result.stats.get(f"{term.name}.avg_factor")
             parts.append(contribution if divisor is None else contribution * (divisor + EPS32))
-        return sum_of(parts) if parts else zero_like(result.terms)
+        return self._sum(parts, is_compiling()) if parts else zero_like(result.terms)
 
     # -- the backward -----------------------------------------------------------------------------
     def task_terms(self, result: LossResult) -> dict[str, list[Tensor]]:

@@ -11,11 +11,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.compiler import is_compiling
 
 from lossmix.errors import LossInputError
 
-__all__ = ["LossResult", "device_of", "gate", "sum_of", "zero_like"]
+__all__ = ["LossResult", "device_of", "gate", "zero_like"]
 
 
 @dataclass
@@ -180,18 +179,6 @@ def gate(value: Any, keep: Tensor) -> Any:
     if isinstance(value, Tensor) and value.requires_grad:
         return _Gate.apply(value, keep)  # type: ignore[no-untyped-call]  # torch's stub is untyped
     return value
-
-
-def sum_of(values: list[Tensor]) -> Tensor:
-    """``Σ values`` of scalar tensors: one ``stack`` and one ``sum`` in eager mode (two ops
-    whatever K); under ``torch.compile`` a chain of adds, which Inductor fuses into the
-    step's kernel, where a stack would write K aliased views of one buffer first."""
-    if is_compiling():  # (by name: under torch.compile one guard path, not three)
-        total = values[0]
-        for value in values[1:]:
-            total = total + value
-        return total
-    return torch.stack(values).sum()
 
 
 def zero_like(terms: dict[str, Tensor]) -> Tensor:

@@ -27,10 +27,9 @@ __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "l1_loss", "mse_
 
 # A reduction's code for torch's kernels (``torch.nn._reduction.get_enum``) is its index in
 # ("none", "mean", "sum"), spelt out in each call: under torch.compile a module-level name read
-# by a call costs guards at every call, a literal none.
-
-# torch's stubs type the reduction as a string; the kernels take the integer code, as
-# torch.nn.functional passes it (hence the type: ignore[arg-type] below)
+# by a call costs guards at every call, a literal none. torch's stubs type the argument as a
+# string; the kernels take the integer code, as torch.nn.functional passes it (hence the
+# ignore comments below).
 
 
 def l1_loss(pred: Tensor, target: Tensor, reduction: str) -> Tensor:
